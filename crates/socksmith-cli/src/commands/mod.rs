@@ -1,0 +1,40 @@
+//! One module per subcommand; each exposes `Args` (its clap arguments) and `run`.
+
+pub mod bench;
+pub mod check;
+pub mod connect;
+pub mod forward;
+pub mod serve;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+/// Runs one subcommand to completion.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve::run(args),
+        Command::Connect(args) => connect::run(args),
+        Command::Forward(args) => forward::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Builds the tokio runtime every subcommand runs on: one worker per core the process may use
+/// (`taskset` and cgroup limits are honoured by `available_parallelism`).
+#[allow(dead_code)] // the subcommands are filled in on their own branches
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    Ok(runtime)
+}
