@@ -206,6 +206,10 @@ pub enum InvalidInput {
     /// SOCKS4 and SOCKS4a carry only IPv4 addresses.
     #[error("SOCKS4 cannot carry an IPv6 address")]
     V4Ipv6Address,
+    /// An IPv4 address 0.0.0.x with x != 0: on the SOCKS4 wire it means "a SOCKS4a domain
+    /// name follows", so it cannot be sent as an address.
+    #[error("{0} is the SOCKS4a domain marker and cannot be a SOCKS4 target")]
+    V4aMarkerAddress(std::net::Ipv4Addr),
     /// Plain SOCKS4 carries no domain names; SOCKS4a does.
     #[error("SOCKS4 cannot carry a domain name (SOCKS4a can)")]
     V4Domain,
@@ -235,6 +239,105 @@ impl ProtocolError {
     /// [`ReplyCode::CommandNotSupported`], other malformed requests to
     /// [`ReplyCode::GeneralFailure`]. A SOCKS4 peer gets 0x5B for any of them.
     pub fn reply_code(&self) -> Option<ReplyCode> {
-        todo!()
+        match self {
+            ProtocolError::Malformed(m) => match m {
+                Malformed::UnknownAddressType(_) => Some(ReplyCode::AddressTypeNotSupported),
+                Malformed::WrongVersion { .. }
+                | Malformed::EmptyDomain
+                | Malformed::DomainContainsNul { .. }
+                | Malformed::NonZeroReserved(_)
+                | Malformed::V4UserIdTooLong
+                | Malformed::V4DomainTooLong => Some(ReplyCode::GeneralFailure),
+                // Greeting and sub-negotiation errors: no reply form exists for them yet.
+                // UDP datagrams are dropped, never answered.
+                Malformed::NoMethods
+                | Malformed::WrongSubnegotiationVersion(_)
+                | Malformed::EmptyUsername
+                | Malformed::EmptyPassword
+                | Malformed::NonZeroUdpReserved(_)
+                | Malformed::UdpDatagramTooShort { .. } => None,
+            },
+            ProtocolError::Incompatible(i) => match i {
+                Incompatible::UnsupportedCommand { .. } => Some(ReplyCode::CommandNotSupported),
+                Incompatible::UnsupportedVersion(_) | Incompatible::NoAcceptableMethod => None,
+            },
+            ProtocolError::PeerMisbehaved(_)
+            | ProtocolError::Denied(_)
+            | ProtocolError::InvalidInput(_)
+            | ProtocolError::InvalidState(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_precisely_what_was_wrong() {
+        let cases: [(ProtocolError, &str); 8] = [
+            (
+                Malformed::NoMethods.into(),
+                "SOCKS5 greeting with NMETHODS 0",
+            ),
+            (Malformed::EmptyDomain.into(), "domain name of length 0"),
+            (
+                Malformed::UnknownAddressType(7).into(),
+                "unknown address type 0x07",
+            ),
+            (
+                Malformed::NonZeroReserved(1).into(),
+                "reserved byte is 0x01, must be 0",
+            ),
+            (
+                Malformed::V4UserIdTooLong.into(),
+                "SOCKS4 user id longer than 255 bytes without NUL",
+            ),
+            (
+                Malformed::WrongSubnegotiationVersion(5).into(),
+                "wrong sub-negotiation version 0x05, expected 0x01",
+            ),
+            (
+                Incompatible::UnsupportedVersion(0x47).into(),
+                "unsupported SOCKS version 0x47",
+            ),
+            (
+                Incompatible::UnsupportedCommand {
+                    version: Version::V5,
+                    command: Command::Unknown(9),
+                }
+                .into(),
+                "unknown command 0x09 is not supported over SOCKS5",
+            ),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn each_error_knows_the_reply_the_peer_gets() {
+        let reply = |e: ProtocolError| e.reply_code();
+        assert_eq!(
+            reply(Malformed::UnknownAddressType(7).into()),
+            Some(ReplyCode::AddressTypeNotSupported)
+        );
+        assert_eq!(
+            reply(
+                Incompatible::UnsupportedCommand {
+                    version: Version::V5,
+                    command: Command::Unknown(9)
+                }
+                .into()
+            ),
+            Some(ReplyCode::CommandNotSupported)
+        );
+        assert_eq!(
+            reply(Malformed::NonZeroReserved(1).into()),
+            Some(ReplyCode::GeneralFailure)
+        );
+        assert_eq!(reply(Malformed::NoMethods.into()), None);
+        assert_eq!(reply(Incompatible::UnsupportedVersion(0x47).into()), None);
+        assert_eq!(reply(ProtocolError::InvalidState("x")), None);
     }
 }

@@ -29,36 +29,89 @@ impl<'a> Reader<'a> {
 
     /// Bytes consumed so far.
     pub(crate) fn consumed(&self) -> usize {
-        todo!()
+        self.pos
     }
 
     /// Bytes not yet consumed.
     pub(crate) fn remaining(&self) -> usize {
-        todo!()
+        self.buf.len().saturating_sub(self.pos)
     }
 
     /// Reads one byte.
     pub(crate) fn u8(&mut self) -> Option<u8> {
-        todo!()
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
     }
 
     /// Reads a big-endian `u16`.
     pub(crate) fn u16(&mut self) -> Option<u16> {
-        todo!()
+        self.array::<2>().map(u16::from_be_bytes)
     }
 
     /// Reads exactly `N` bytes into an array.
     pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        todo!()
+        let bytes = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(bytes);
+        Some(a)
     }
 
     /// Reads exactly `n` bytes.
     pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        todo!()
+        let end = self.pos.checked_add(n)?;
+        let bytes = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(bytes)
     }
 
     /// Reads a NUL-terminated field of at most `limit` bytes before its NUL.
     pub(crate) fn take_until_nul(&mut self, limit: usize) -> Until<'a> {
-        todo!()
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        // Look at no more than `limit` field bytes plus the NUL itself.
+        let window = rest.get(..limit.saturating_add(1)).unwrap_or(rest);
+        match window.iter().position(|&b| b == 0) {
+            Some(len) => {
+                let field = rest.get(..len).unwrap_or_default();
+                self.pos += len + 1;
+                Until::Found(field)
+            }
+            None if window.len() > limit => Until::TooLong,
+            None => Until::NeedMore,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_in_order_and_stops_at_the_end() {
+        let mut r = Reader::new(&[1, 2, 3, 4, 5]);
+        assert_eq!(r.u8(), Some(1));
+        assert_eq!(r.u16(), Some(0x0203));
+        assert_eq!(r.remaining(), 2);
+        assert_eq!(r.array::<3>(), None);
+        assert_eq!(r.consumed(), 3, "a failed read consumes nothing");
+        assert_eq!(r.take(2), Some(&[4, 5][..]));
+        assert_eq!(r.u8(), None);
+        assert_eq!(r.take(usize::MAX), None);
+        assert_eq!(r.take(0), Some(&[][..]));
+    }
+
+    #[test]
+    fn nul_terminated_fields_are_bounded() {
+        let mut r = Reader::new(b"ab\0cd");
+        assert_eq!(r.take_until_nul(2), Until::Found(b"ab"));
+        assert_eq!(r.consumed(), 3);
+        assert_eq!(r.take_until_nul(2), Until::NeedMore);
+        assert_eq!(r.consumed(), 3);
+
+        assert_eq!(Reader::new(b"abc").take_until_nul(2), Until::TooLong);
+        assert_eq!(Reader::new(b"ab").take_until_nul(2), Until::NeedMore);
+        assert_eq!(Reader::new(b"\0").take_until_nul(0), Until::Found(b""));
+        assert_eq!(Reader::new(b"a").take_until_nul(0), Until::TooLong);
+        assert_eq!(Reader::new(b"").take_until_nul(usize::MAX), Until::NeedMore);
     }
 }

@@ -7,7 +7,9 @@
 //!            |  1  |    1     | 1 to 255 |               |  1  |   1    |
 //! ```
 
-use crate::error::ProtocolError;
+use super::VERSION;
+use crate::error::{InvalidInput, Malformed, ProtocolError};
+use crate::reader::Reader;
 use std::fmt;
 
 /// An authentication method code. Unknown codes are kept.
@@ -28,13 +30,25 @@ pub enum AuthMethod {
 impl AuthMethod {
     /// The wire code.
     pub fn as_u8(self) -> u8 {
-        todo!()
+        match self {
+            AuthMethod::NoAuth => 0x00,
+            AuthMethod::Gssapi => 0x01,
+            AuthMethod::UsernamePassword => 0x02,
+            AuthMethod::NoAcceptable => 0xFF,
+            AuthMethod::Other(b) => b,
+        }
     }
 }
 
 impl From<u8> for AuthMethod {
     fn from(b: u8) -> Self {
-        todo!()
+        match b {
+            0x00 => AuthMethod::NoAuth,
+            0x01 => AuthMethod::Gssapi,
+            0x02 => AuthMethod::UsernamePassword,
+            0xFF => AuthMethod::NoAcceptable,
+            other => AuthMethod::Other(other),
+        }
     }
 }
 
@@ -48,7 +62,13 @@ impl From<AuthMethod> for u8 {
 /// "no acceptable methods", "method 0x80".
 impl fmt::Display for AuthMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!()
+        match self {
+            AuthMethod::NoAuth => f.write_str("no authentication"),
+            AuthMethod::Gssapi => f.write_str("GSSAPI"),
+            AuthMethod::UsernamePassword => f.write_str("username/password"),
+            AuthMethod::NoAcceptable => f.write_str("no acceptable methods"),
+            AuthMethod::Other(b) => write!(f, "method 0x{b:02x}"),
+        }
     }
 }
 
@@ -65,12 +85,37 @@ impl Greeting {
     /// `Ok(None)`: incomplete. `Ok(Some((greeting, consumed)))`: bytes after `consumed` are
     /// not part of it. NMETHODS 0 is an error.
     pub fn decode(input: &[u8]) -> Result<Option<(Greeting, usize)>, ProtocolError> {
-        todo!()
+        let mut r = Reader::new(input);
+        let Some(ver) = r.u8() else { return Ok(None) };
+        if ver != VERSION {
+            return Err(Malformed::WrongVersion {
+                found: ver,
+                expected: VERSION,
+            }
+            .into());
+        }
+        let Some(n) = r.u8() else { return Ok(None) };
+        // RFC 1928: "The NMETHODS field contains the number of method identifier octets that
+        // appear in the METHODS field"; a greeting offering nothing cannot be answered.
+        if n == 0 {
+            return Err(Malformed::NoMethods.into());
+        }
+        let Some(methods) = r.take(usize::from(n)) else {
+            return Ok(None);
+        };
+        let methods = methods.iter().copied().map(AuthMethod::from).collect();
+        Ok(Some((Greeting { methods }, r.consumed())))
     }
 
     /// Appends the greeting to `out`. Fails when `methods` is empty or longer than 255.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
-        todo!()
+        let n = u8::try_from(self.methods.len())
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or(InvalidInput::MethodCount(self.methods.len()))?;
+        out.extend_from_slice(&[VERSION, n]);
+        out.extend(self.methods.iter().map(|m| m.as_u8()));
+        Ok(())
     }
 }
 
@@ -88,11 +133,123 @@ impl MethodChoice {
 
     /// Decodes a method choice. `Ok(None)`: incomplete.
     pub fn decode(input: &[u8]) -> Result<Option<(MethodChoice, usize)>, ProtocolError> {
-        todo!()
+        let mut r = Reader::new(input);
+        let Some(ver) = r.u8() else { return Ok(None) };
+        if ver != VERSION {
+            return Err(Malformed::WrongVersion {
+                found: ver,
+                expected: VERSION,
+            }
+            .into());
+        }
+        let Some(method) = r.u8() else {
+            return Ok(None);
+        };
+        Ok(Some((
+            MethodChoice {
+                method: method.into(),
+            },
+            r.consumed(),
+        )))
     }
 
     /// Appends the method choice to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        todo!()
+        out.extend_from_slice(&[VERSION, self.method.as_u8()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greeting_vectors() {
+        let g = Greeting {
+            methods: vec![AuthMethod::NoAuth],
+        };
+        assert_eq!(Greeting::decode(&[5, 1, 0]), Ok(Some((g.clone(), 3))));
+        let mut out = Vec::new();
+        g.encode(&mut out).expect("one method");
+        assert_eq!(out, [5, 1, 0]);
+
+        let g = Greeting::decode(&[5, 3, 0, 2, 0x80, 0xAA]).expect("valid");
+        let methods = vec![
+            AuthMethod::NoAuth,
+            AuthMethod::UsernamePassword,
+            AuthMethod::Other(0x80),
+        ];
+        assert_eq!(g, Some((Greeting { methods }, 5)), "0xAA is not part of it");
+    }
+
+    #[test]
+    fn greeting_incomplete_and_errors() {
+        for prefix in [&[][..], &[5], &[5, 2], &[5, 2, 0]] {
+            assert_eq!(Greeting::decode(prefix), Ok(None));
+        }
+        assert_eq!(Greeting::decode(&[5, 0]), Err(Malformed::NoMethods.into()));
+        assert_eq!(
+            Greeting::decode(&[4, 1, 0]),
+            Err(Malformed::WrongVersion {
+                found: 4,
+                expected: 5
+            }
+            .into())
+        );
+        let mut out = Vec::new();
+        let empty = Greeting { methods: vec![] };
+        assert_eq!(
+            empty.encode(&mut out),
+            Err(InvalidInput::MethodCount(0).into())
+        );
+        let many = Greeting {
+            methods: vec![AuthMethod::NoAuth; 256],
+        };
+        assert_eq!(
+            many.encode(&mut out),
+            Err(InvalidInput::MethodCount(256).into())
+        );
+        assert!(out.is_empty(), "nothing written on error");
+    }
+
+    #[test]
+    fn method_choice_vectors() {
+        let c = MethodChoice {
+            method: AuthMethod::UsernamePassword,
+        };
+        assert_eq!(MethodChoice::decode(&[5, 2, 9]), Ok(Some((c, 2))));
+        let mut out = Vec::new();
+        c.encode(&mut out);
+        assert_eq!(out, [5, 2]);
+        assert_eq!(
+            MethodChoice::decode(&[5, 0xFF]),
+            Ok(Some((
+                MethodChoice {
+                    method: AuthMethod::NoAcceptable
+                },
+                2
+            )))
+        );
+        assert_eq!(MethodChoice::decode(&[5]), Ok(None));
+        assert_eq!(
+            MethodChoice::decode(&[1, 0]),
+            Err(Malformed::WrongVersion {
+                found: 1,
+                expected: 5
+            }
+            .into())
+        );
+    }
+
+    #[test]
+    fn auth_method_codes_round_trip() {
+        for b in 0..=255u8 {
+            assert_eq!(AuthMethod::from(b).as_u8(), b);
+        }
+        assert_eq!(
+            AuthMethod::NoAcceptable.to_string(),
+            "no acceptable methods"
+        );
+        assert_eq!(AuthMethod::Other(0x80).to_string(), "method 0x80");
     }
 }
