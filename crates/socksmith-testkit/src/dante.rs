@@ -8,6 +8,7 @@
 //! - SOCKS4 CONNECT and BIND (only with `DanteAuth::None`: SOCKS4 cannot authenticate).
 //! - No SOCKS4a: Dante 1.4 takes DSTIP 0.0.0.x literally and rejects the request (CD 0x5B).
 //! - A name target is resolved and only its first address is tried (`localhost` -> 127.0.0.1).
+//! - Half-close is relayed. Failures get proper codes (refused target: REP 0x05).
 //! - Listens on 127.0.0.1 and, where the host has it, ::1, on the same port.
 //!
 //! Does not manage the system user (see [`crate::users`]) or any client.

@@ -5,6 +5,10 @@
 //! IPv4, IPv6 and name targets; method none, or username/password when started with `-u/-P`
 //! (then "none" is refused); listens on IPv6 too (`-i ::1`). It does not speak SOCKS4 (it closes
 //! the connection) and answers BIND and UDP ASSOCIATE with REP 0x07 (command not supported).
+//! It does not relay a half-close: the first EOF from either side closes both directions, so
+//! tests through it must not half-close and wait for more (use [`crate::raw::echo_exact`]). It
+//! also does not handle a greeting and request that arrive in one segment (it answers the
+//! greeting and then waits forever), so a client that pipelines stalls against it.
 //! It cannot listen on port 0 and report the port, so the testkit picks a free one.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

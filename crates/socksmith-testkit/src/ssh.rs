@@ -8,8 +8,9 @@
 //! login is `root` with the generated key (`PermitRootLogin prohibit-password`).
 //!
 //! What it does, as the testkit's own tests verify (`tests/peers.rs`): SOCKS4, SOCKS4a and SOCKS5
-//! CONNECT (IPv4, IPv6 and name targets), method none only (no username/password). No BIND and no
-//! UDP ASSOCIATE (the connection is closed without a reply).
+//! CONNECT (IPv4, IPv6 and name targets), method none only (no username/password); half-close
+//! is relayed. No BIND and no UDP ASSOCIATE, and a CONNECT that fails (target refused) gets no
+//! failure reply either: in all three cases the connection is just closed.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
