@@ -2,3 +2,6 @@
 //!
 //! The wire protocol lives in [`socksmith_proto`]; this crate drives it with sockets, timers
 //! and a zero-copy relay.
+
+pub mod relay;
+mod sys;

@@ -1,0 +1,11 @@
+//! The crate's only direct calls into the operating system: Linux pipes and `splice(2)` for the
+//! zero-copy relay.
+//!
+//! Linux only: other systems use the portable paths (userspace copy).
+//!
+//! Every `unsafe` block of the crate lives below this module, each with a `// SAFETY:` comment,
+//! behind small safe functions. Nothing here knows about SOCKS, tokio or the relay's policy
+//! (pooling, readiness): callers get plain `io::Result`s.
+
+#[cfg(target_os = "linux")]
+pub(crate) mod splice;
