@@ -4,4 +4,5 @@
 //! and a zero-copy relay.
 
 pub mod relay;
+pub mod resolve;
 mod sys;
