@@ -19,8 +19,7 @@ use crate::config_file::{self, parse_duration, parse_listen, FileConfig, ServeSe
 /// Arguments of `socksmith serve`.
 #[derive(Debug, clap::Args)]
 #[command(
-    about = "Run a SOCKS4, SOCKS4a and SOCKS5 proxy server",
-    long_about = "Run a SOCKS server that SOCKS4, SOCKS4a and SOCKS5 clients (curl, browsers, ssh, \
+    after_long_help = "Run a SOCKS server that SOCKS4, SOCKS4a and SOCKS5 clients (curl, browsers, ssh, \
                   ncat, PySocks, tor-resolve...) can use on the same port: CONNECT, BIND, UDP \
                   ASSOCIATE, and Tor's RESOLVE/RESOLVE_PTR.\n\n\
                   By default it listens on 127.0.0.1:1080 without authentication, so only \
