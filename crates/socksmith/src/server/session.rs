@@ -123,7 +123,14 @@ impl End {
                 "session finished"
             ),
             None => match error {
-                Some(SessionError::AuthenticationFailed(_)) => tracing::info!(
+                // Refusals are worth knowing at the default level; a peer's broken bytes,
+                // timeouts and disconnects are its own business.
+                Some(
+                    SessionError::AuthenticationFailed(_)
+                    | SessionError::NoAcceptableMethod
+                    | SessionError::Socks4AuthRequired
+                    | SessionError::Socks4Disabled,
+                ) => tracing::info!(
                     client = %peer, user = %user, version = %version,
                     duration_ms = elapsed.as_millis() as u64,
                     outcome = %outcome,
