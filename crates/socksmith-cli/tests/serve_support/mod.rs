@@ -170,3 +170,21 @@ pub fn v4_reply_addr(reply: &[u8]) -> SocketAddr {
         u16::from_be_bytes([reply[2], reply[3]]),
     ))
 }
+
+/// The server's log once it holds `count` lines containing `needle`. A session logs after it
+/// closed its sockets, so a client sees the end before the line is written: this polls the
+/// log file (bounded by [`STEP`]) instead of assuming.
+pub async fn log_with(server: &SocksmithServer, needle: &str, count: usize) -> String {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let log = server.stderr();
+        if log.matches(needle).count() >= count {
+            return log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} log lines with {needle:?} not written within {STEP:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
