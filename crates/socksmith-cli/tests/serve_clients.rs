@@ -40,13 +40,13 @@ async fn curl_reaches_ipv4_and_name_targets_over_every_scheme() {
         // socks4a and socks5h sent the name: the server resolved it.
         log_with(
             &server,
-            "version=SOCKS4 command=CONNECT target=localhost:",
+            "version=SOCKS4 command=CONNECT destination=localhost:",
             1,
         )
         .await;
         log_with(
             &server,
-            "version=SOCKS5 command=CONNECT target=localhost:",
+            "version=SOCKS5 command=CONNECT destination=localhost:",
             1,
         )
         .await;
@@ -72,7 +72,7 @@ async fn curl_reaches_an_ipv6_target_and_an_ipv6_listener() {
                 assert_eq!(out.stdout_str(), HTTP_ROOT_BODY, "{kind:?} via {listener}");
             }
         }
-        log_with(&server, "target=[::1]:", 4).await;
+        log_with(&server, "destination=[::1]:", 4).await;
     })
     .await;
 }

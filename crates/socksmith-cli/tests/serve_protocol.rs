@@ -417,7 +417,7 @@ async fn resolve_and_resolve_ptr_answer_from_the_servers_resolver() {
         assert_eq!(rep, 0);
         assert_eq!(reply_addr(&addr), "[::1]:0".parse().expect("literal"));
         log_with(&server, "command=RESOLVE ", 3).await;
-        log_with(&server, "command=RESOLVE_PTR target=127.0.0.1:0 ", 1).await;
+        log_with(&server, "command=RESOLVE_PTR destination=127.0.0.1:0 ", 1).await;
     })
     .await;
 }

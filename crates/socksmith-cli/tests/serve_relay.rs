@@ -31,7 +31,11 @@ async fn half_close_from_the_client_keeps_the_answer_flowing() {
         let answer = half_close_to_sink(tunnel(server.addr(), sink.addr()).await, &data)
             .await
             .expect("half-close round trip");
-        assert_eq!(answer, Some(data.len() as u64), "the sink's count came back");
+        assert_eq!(
+            answer,
+            Some(data.len() as u64),
+            "the sink's count came back"
+        );
     })
     .await;
 }
@@ -52,7 +56,11 @@ async fn half_close_from_the_target_keeps_the_client_direction_open() {
             got
         });
         let mut client = tunnel(server.addr(), target_addr).await;
-        assert_eq!(recv_to_end(&mut client).await, b"greeting", "EOF after the greeting");
+        assert_eq!(
+            recv_to_end(&mut client).await,
+            b"greeting",
+            "EOF after the greeting"
+        );
         // The client's direction still works after the target's EOF.
         send(&mut client, b"still talking").await;
         client.shutdown().await.expect("half-close");
@@ -78,7 +86,9 @@ async fn a_reset_on_either_side_ends_the_tunnel_and_the_server_goes_on() {
         t.set_zero_linger().expect("SO_LINGER 0");
         drop(t);
         let mut buf = [0u8; 16];
-        let end = tokio::time::timeout(STEP, client.read(&mut buf)).await.expect("tunnel ends");
+        let end = tokio::time::timeout(STEP, client.read(&mut buf))
+            .await
+            .expect("tunnel ends");
         assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
 
         // The client resets: the target sees the end.
@@ -86,12 +96,20 @@ async fn a_reset_on_either_side_ends_the_tunnel_and_the_server_goes_on() {
         let (mut t, _) = target.accept().await.expect("accept");
         client.set_zero_linger().expect("SO_LINGER 0");
         drop(client);
-        let end = tokio::time::timeout(STEP, t.read(&mut buf)).await.expect("tunnel ends");
+        let end = tokio::time::timeout(STEP, t.read(&mut buf))
+            .await
+            .expect("tunnel ends");
         assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
 
         let log = log_with(&server, "session finished", 2).await;
-        assert!(log.contains("outcome=tunnel: target connection failed"), "{log}");
-        assert!(log.contains("outcome=tunnel: client connection failed"), "{log}");
+        assert!(
+            log.contains("outcome=tunnel: target connection failed"),
+            "{log}"
+        );
+        assert!(
+            log.contains("outcome=tunnel: client connection failed"),
+            "{log}"
+        );
         // Still serving.
         let echo = EchoServer::start().await;
         let mut s = tunnel(server.addr(), echo.addr()).await;
