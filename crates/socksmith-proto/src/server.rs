@@ -189,6 +189,9 @@ impl ServerHandshake {
     /// pipelined request together, say) and never a byte past the request: the rest stays in
     /// the caller's buffer. Returns `Ok(0)` when the machine waits for a decision or is done;
     /// after an error the state is `Closing` and further calls return `Ok(0)`.
+    ///
+    /// After an error the connection must close, so the number of bytes consumed is not
+    /// reported (a call may have consumed earlier messages of `input` before failing).
     pub fn receive(&mut self, input: &[u8]) -> Result<usize, ProtocolError> {
         let mut used = 0;
         loop {
