@@ -19,7 +19,7 @@ const ALL_KINDS: [ProxyKind; 4] = [
     ProxyKind::Socks5h,
 ];
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reaches_ipv4_and_name_targets_over_every_scheme() {
     within(TEST_DEADLINE, "curl through every scheme", async {
         let server = serve(&[]).await;
@@ -54,7 +54,7 @@ async fn curl_reaches_ipv4_and_name_targets_over_every_scheme() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reaches_an_ipv6_target_and_an_ipv6_listener() {
     within(TEST_DEADLINE, "curl over IPv6", async {
         let Some(http6) = HttpServer::start_v6().await else {
@@ -77,7 +77,7 @@ async fn curl_reaches_an_ipv6_target_and_an_ipv6_listener() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_with_credentials_wrong_password_and_socks4_refused() {
     within(TEST_DEADLINE, "curl with authentication", async {
         let server = serve(&["--user", "alice:s3cret-pw", "--user", "bob:other"]).await;
@@ -131,7 +131,7 @@ async fn curl_with_credentials_wrong_password_and_socks4_refused() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ncat_relays_over_socks4_socks4a_and_socks5_with_proxy_auth() {
     within(TEST_DEADLINE, "ncat", async {
         let echo = EchoServer::start().await;
@@ -166,7 +166,7 @@ async fn ncat_relays_over_socks4_socks4a_and_socks5_with_proxy_auth() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pysocks_tcp_over_socks4_and_socks5_with_and_without_remote_dns() {
     within(TEST_DEADLINE, "PySocks TCP", async {
         let server = serve(&[]).await;
@@ -194,7 +194,7 @@ async fn pysocks_tcp_over_socks4_and_socks5_with_and_without_remote_dns() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pysocks_udp_associate_with_ip_and_name_targets() {
     within(TEST_DEADLINE, "PySocks UDP", async {
         let server = serve(&[]).await;

@@ -11,7 +11,7 @@ use socksmith_testkit::socksmith::SocksmithServer;
 use socksmith_testkit::{within, Credentials, EchoServer, TEST_DEADLINE};
 use tokio::net::TcpStream;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_proxy_is_refused_unless_explicitly_allowed() {
     within(TEST_DEADLINE, "open-proxy guard", async {
         let refused =
@@ -47,7 +47,7 @@ async fn an_open_proxy_is_refused_unless_explicitly_allowed() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_accepting_lets_tunnels_finish_and_exits_zero() {
     within(TEST_DEADLINE, "SIGTERM", async {
         let mut server = serve(&["--shutdown-grace", "20s"]).await;
@@ -76,7 +76,7 @@ async fn sigterm_stops_accepting_lets_tunnels_finish_and_exits_zero() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_cuts_idle_tunnels_after_the_grace_period_and_exits_zero() {
     within(TEST_DEADLINE, "SIGINT with grace", async {
         let mut server = serve(&["--shutdown-grace", "300ms"]).await;
@@ -100,7 +100,7 @@ async fn sigint_cuts_idle_tunnels_after_the_grace_period_and_exits_zero() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_file_sets_listeners_users_and_timeouts_and_flags_override_it() {
     within(TEST_DEADLINE, "config file", async {
         let dir = TestDir::new("config");
@@ -173,7 +173,7 @@ handshake = "300ms"
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_file_fails_with_one_line_naming_the_key() {
     within(TEST_DEADLINE, "bad config", async {
         let dir = TestDir::new("config");
@@ -208,7 +208,7 @@ async fn a_bad_config_file_fails_with_one_line_naming_the_key() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_session_fields() {
     within(TEST_DEADLINE, "JSON log", async {
         let server = serve(&["--log-format", "json", "--user", "alice:pw-not-logged"]).await;

@@ -22,7 +22,7 @@ async fn tunnel(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
     stream
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_from_the_client_keeps_the_answer_flowing() {
     within(TEST_DEADLINE, "client half-close", async {
         let server = serve(&[]).await;
@@ -40,7 +40,7 @@ async fn half_close_from_the_client_keeps_the_answer_flowing() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_from_the_target_keeps_the_client_direction_open() {
     within(TEST_DEADLINE, "target half-close", async {
         let server = serve(&[]).await;
@@ -73,7 +73,7 @@ async fn half_close_from_the_target_keeps_the_client_direction_open() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_on_either_side_ends_the_tunnel_and_the_server_goes_on() {
     within(TEST_DEADLINE, "resets", async {
         let server = serve(&[]).await;
