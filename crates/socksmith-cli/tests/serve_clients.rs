@@ -219,3 +219,45 @@ async fn pysocks_udp_associate_with_ip_and_name_targets() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tor_resolve_gets_remote_dns_over_socks5_and_socks4a() {
+    within(TEST_DEADLINE, "tor-resolve", async {
+        // Debian's `tor` package ships tor-resolve, the one widespread client of Tor's RESOLVE
+        // and RESOLVE_PTR extensions.
+        let Some(tor_resolve) = socksmith_testkit::tools::find_tool("tor-resolve").or_else(|| {
+            socksmith_testkit::peer_missing(
+                "tor-resolve not installed: run scripts/test (Debian package tor)",
+            )
+        }) else {
+            return;
+        };
+        let server = serve(&[]).await;
+        let proxy = server.addr().to_string();
+        for (args, answer) in [
+            (vec!["-5", "localhost"], "127.0.0.1"),
+            (vec!["-4", "localhost"], "127.0.0.1"),
+            (vec!["-x", "127.0.0.1"], "localhost"),
+        ] {
+            let mut cmd = tokio::process::Command::new(&tor_resolve);
+            cmd.args(&args).arg(&proxy);
+            let out = socksmith_testkit::process::run_command(cmd, b"", serve_support::STEP).await;
+            out.assert_success();
+            assert_eq!(out.stdout_str().trim(), answer, "{args:?}: {out}");
+        }
+        log_with(
+            &server,
+            "version=SOCKS5 command=RESOLVE destination=localhost:0",
+            1,
+        )
+        .await;
+        log_with(
+            &server,
+            "version=SOCKS4 command=RESOLVE destination=localhost:0",
+            1,
+        )
+        .await;
+        log_with(&server, "command=RESOLVE_PTR destination=127.0.0.1:0", 1).await;
+    })
+    .await;
+}

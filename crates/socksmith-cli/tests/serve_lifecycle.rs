@@ -245,3 +245,42 @@ async fn json_log_lines_carry_the_session_fields() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_pauses_accepting_without_spinning() {
+    within(TEST_DEADLINE, "EMFILE", async {
+        // A low descriptor limit, and a short handshake deadline to free them again.
+        let script = format!(
+            "ulimit -n 48 && exec '{}' serve --listen 127.0.0.1:0 --handshake-timeout 1s",
+            bin().display()
+        );
+        let server =
+            SocksmithServer::try_start(std::path::Path::new("/bin/sh"), &["-c", &script], &[], 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        // More idle clients than descriptors: the server runs out.
+        let mut idle = Vec::new();
+        for _ in 0..80 {
+            idle.push(connect(server.addr()).await);
+        }
+        log_with(&server, "accept failed; pausing", 1).await;
+        // Once the deadline frees descriptors, every client is served (or cut) and new
+        // clients get through.
+        for mut s in idle {
+            assert!(recv_to_end(&mut s).await.is_empty());
+        }
+        let echo = EchoServer::start().await;
+        let (mut t, _) = socks5_connect(server.addr(), None, echo.addr())
+            .await
+            .expect("served again");
+        send(&mut t, b"ok").await;
+        assert_eq!(recv(&mut t, 2).await, b"ok");
+        // Paused, not spinning: a handful of failed accepts, not thousands.
+        let failures = server.stderr().matches("accept failed; pausing").count();
+        assert!(
+            (1..50).contains(&failures),
+            "{failures} accept failures logged"
+        );
+    })
+    .await;
+}

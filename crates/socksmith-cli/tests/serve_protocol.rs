@@ -421,3 +421,26 @@ async fn resolve_and_resolve_ptr_answer_from_the_servers_resolver() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_udp_association_ends_and_closes_its_control_connection() {
+    within(TEST_DEADLINE, "UDP idle", async {
+        let server = serve(&["--udp-idle-timeout", "300ms"]).await;
+        let mut control = connect(server.addr()).await;
+        let started = Instant::now();
+        let (rep, _) = v5_exchange(
+            &mut control,
+            3,
+            &v5_addr("0.0.0.0:0".parse().expect("literal")),
+        )
+        .await;
+        assert_eq!(rep, 0);
+        assert!(
+            recv_to_end(&mut control).await.is_empty(),
+            "the server closes the control connection"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        log_with(&server, "outcome=UDP association idle for 300ms", 1).await;
+    })
+    .await;
+}

@@ -216,3 +216,28 @@ async fn two_hundred_tunnels_at_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
+    within(TEST_DEADLINE, "idle tunnel", async {
+        let server = serve(&["--idle-timeout", "300ms"]).await;
+        let echo = EchoServer::start().await;
+        let mut t = tunnel(server.addr(), echo.addr()).await;
+        // Traffic keeps it alive...
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            send(&mut t, b"tick").await;
+            assert_eq!(recv(&mut t, 4).await, b"tick");
+        }
+        // ... silence ends it.
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4];
+        let end = tokio::time::timeout(STEP, t.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        log_with(&server, "outcome=tunnel: tunnel idle for 300ms", 1).await;
+    })
+    .await;
+}
