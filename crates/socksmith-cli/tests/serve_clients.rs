@@ -37,6 +37,15 @@ async fn curl_reaches_ipv4_and_name_targets_over_every_scheme() {
                 assert_eq!(out.stdout, pattern(100_000), "{kind:?} {url}");
             }
         }
+        // A SOCKS4 user id is logged as the (unverified) user.
+        let with_id = server
+            .proxy(ProxyKind::Socks4a)
+            .with_auth(Some(Credentials::new("ident", "")));
+        let Some(out) = curl(&with_id, &http.url("/"), &[]).await else {
+            return;
+        };
+        out.assert_success();
+        log_with(&server, "user=ident version=SOCKS4", 1).await;
         // socks4a and socks5h sent the name: the server resolved it.
         log_with(
             &server,
