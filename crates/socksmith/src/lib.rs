@@ -4,6 +4,8 @@
 //! and a zero-copy relay.
 
 pub mod dial;
+pub mod policy;
 pub mod relay;
 pub mod resolve;
+pub mod server;
 mod sys;
