@@ -2,3 +2,8 @@
 //!
 //! The wire protocol lives in [`socksmith_proto`]; this crate drives it with sockets, timers
 //! and a zero-copy relay.
+
+pub mod dial;
+pub mod relay;
+pub mod resolve;
+mod sys;
