@@ -1,0 +1,1 @@
+//! Capability probing: placeholder
