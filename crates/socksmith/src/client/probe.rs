@@ -31,6 +31,9 @@ use super::url::{Protocol, Proxy, ProxyHost};
 /// echo target.
 const PROBE_BYTES: &[u8] = b"socksmith check probe\n";
 
+/// How the detail of a probe that could not reach the proxy starts.
+const UNREACHABLE: &str = "cannot reach the proxy: ";
+
 /// The methods whose acceptance is probed, one greeting each.
 const METHODS: [AuthMethod; 3] = [
     AuthMethod::NoAuth,
@@ -51,7 +54,8 @@ pub enum Support {
 
 impl fmt::Display for Support {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad`, so that width and alignment flags work in tables.
+        f.pad(match self {
             Support::Yes => "yes",
             Support::No => "no",
             Support::Untested => "untested",
@@ -105,6 +109,8 @@ impl Finding {
 pub struct ProbeReport {
     /// The probed proxy (the last hop), password redacted.
     pub proxy: String,
+    /// Set when the proxy could not be reached at all (then every finding says so).
+    pub unreachable: Option<String>,
     /// SOCKS5 CONNECT (names resolved by this side).
     pub socks5: Finding,
     /// The SOCKS5 authentication methods the proxy accepts when offered alone, and how it
@@ -268,6 +274,22 @@ pub async fn probe(client: &Client, targets: &ProbeTargets<'_>) -> ProbeReport {
         targets,
     };
     let (auth_methods, socks5_spoken) = prober.methods().await;
+    if let Some(why) = prober.unreachable(&auth_methods) {
+        let no = || Finding::no(why.clone());
+        return ProbeReport {
+            proxy: last.redacted(),
+            unreachable: Some(why.clone()),
+            socks5: no(),
+            auth_methods,
+            socks4: no(),
+            socks4a: no(),
+            remote_dns: no(),
+            ipv6_target: no(),
+            bind: no(),
+            udp_associate: no(),
+            resolve: no(),
+        };
+    }
     let (ip4, ip6, name) = prober.connect_targets();
     let not_v5 = || Finding::no("the proxy does not speak SOCKS5");
     let socks5 = match (&ip4, socks5_spoken) {
@@ -318,6 +340,7 @@ pub async fn probe(client: &Client, targets: &ProbeTargets<'_>) -> ProbeReport {
     };
     ProbeReport {
         proxy: last.redacted(),
+        unreachable: None,
         socks5,
         auth_methods,
         socks4,
@@ -407,11 +430,20 @@ impl Prober<'_> {
                     }
                 }
                 Greet::NotSocks5(why) => Finding::no(format!("not SOCKS5: {why}")),
-                Greet::Unreachable(why) => Finding::no(why),
+                Greet::Unreachable(why) => Finding::no(format!("{UNREACHABLE}{why}")),
             };
             found.push((method, finding));
         }
         (found, spoken)
+    }
+
+    /// When no greeting reached the proxy, why (the same reason for all of them).
+    fn unreachable(&self, methods: &[(AuthMethod, Finding)]) -> Option<String> {
+        let first = methods.first()?;
+        let all_same = methods
+            .iter()
+            .all(|(_, f)| f.detail == first.1.detail && f.detail.starts_with(UNREACHABLE));
+        all_same.then(|| first.1.detail.clone())
     }
 
     /// Offers `method` alone and returns the proxy's choice.
