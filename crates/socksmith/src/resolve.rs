@@ -164,6 +164,7 @@ impl SystemResolver {
     }
 
     /// Runs a blocking lookup on the blocking pool, bounded by the timeout.
+    #[cfg(target_os = "linux")]
     async fn blocking<T, F>(&self, query: String, lookup: F) -> Result<T, ResolveError>
     where
         T: Send + 'static,

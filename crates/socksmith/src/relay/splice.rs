@@ -26,8 +26,10 @@ use super::half::{ignore_not_connected, Half, HalfError};
 use super::{side_error, RelayError, RelayOutcome, Side, Tunnel};
 use crate::sys::splice::{splice_in, splice_out, Pipe};
 
-/// Most pipes the pool keeps (two file descriptors each); more are closed when returned.
-const POOL_MAX: usize = 64;
+/// Most pipes the pool keeps (two file descriptors each); more are closed when returned. Idle
+/// pipes hold no data pages, but their capacity counts against the user's pipe quota
+/// (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default): 16 pipes of 1 MiB use a quarter.
+const POOL_MAX: usize = 16;
 
 /// Idle pipes, empty, ready for the next direction that becomes readable.
 ///
