@@ -5,6 +5,8 @@
 
 pub mod client;
 pub mod dial;
+pub mod policy;
 pub mod relay;
 pub mod resolve;
+pub mod server;
 mod sys;
