@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::Value;
 use socksmith_testkit::dante::{Dante, DanteAuth, DanteOptions};
 use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
-use socksmith_testkit::socksmith::run;
+use socksmith_testkit::socksmith::{run, SocksmithServer};
 use socksmith_testkit::ssh::SshDynamic;
 use socksmith_testkit::{within, CmdOutput, EchoServer, Proxy, ProxyKind, TEST_DEADLINE};
 
@@ -288,6 +288,38 @@ async fn a_remote_proxy_needs_a_target_and_an_unreachable_one_fails() {
             out.stderr_str().contains("cannot reach the proxy"),
             "{}",
             out.stderr_str()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn socksmith_serve_reports_every_capability() {
+    within(TEST_DEADLINE, "check socksmith serve", async {
+        let server = SocksmithServer::start(bin(), &[]).await;
+        let (out, json) = check_json(&[server.proxy(ProxyKind::Socks5).url()], &[]).await;
+        out.assert_success();
+        assert_report(
+            &json,
+            &Expected {
+                yes: &ALL,
+                no: &[],
+                methods: &["no authentication"],
+            },
+            has_ipv6(),
+        );
+        let with_users = SocksmithServer::start(bin(), &["--user", "u:p"]).await;
+        let url = format!("socks5://u:p@{}", with_users.addr());
+        let (out, json) = check_json(&[url], &[]).await;
+        out.assert_success();
+        assert_report(
+            &json,
+            &Expected {
+                yes: &["socks5", "remote_dns", "bind", "udp_associate", "resolve"],
+                no: &["socks4", "socks4a"],
+                methods: &["username/password"],
+            },
+            has_ipv6(),
         );
     })
     .await;

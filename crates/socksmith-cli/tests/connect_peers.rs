@@ -209,3 +209,22 @@ async fn failures_exit_non_zero_with_hop_step_and_reply_code() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn pipes_through_socksmith_serve_in_every_version() {
+    within(TEST_DEADLINE, "connect via socksmith serve", async {
+        let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
+        let echo = EchoServer::start().await;
+        let data = pattern(64 * 1024);
+        let by_name = format!("localhost:{}", echo.addr().port());
+        for kind in [
+            ProxyKind::Socks4,
+            ProxyKind::Socks4a,
+            ProxyKind::Socks5,
+            ProxyKind::Socks5h,
+        ] {
+            connect_ok(&[server.proxy(kind).url()], &by_name, &data, &data).await;
+        }
+    })
+    .await;
+}

@@ -190,3 +190,35 @@ async fn a_refused_target_closes_the_local_connection_and_sigterm_stops_the_comm
     })
     .await;
 }
+
+#[tokio::test]
+async fn fifty_concurrent_tunnels_through_socksmith_serve_and_ssh() {
+    within(TEST_DEADLINE, "forward via socksmith and ssh", async {
+        let server = socksmith_testkit::socksmith::SocksmithServer::start(
+            Path::new(env!("CARGO_BIN_EXE_socksmith")),
+            &[],
+        )
+        .await;
+        let echo = EchoServer::start().await;
+        let fwd = Forwarder::start(&[
+            "--proxy".into(),
+            server.proxy(ProxyKind::Socks5).url(),
+            "-L".into(),
+            format!("0:{}", echo.addr()),
+        ])
+        .await;
+        concurrent_echoes(fwd.listening[0], 50).await;
+        let Some(ssh) = socksmith_testkit::ssh::SshDynamic::start().await else {
+            return;
+        };
+        let fwd = Forwarder::start(&[
+            "--proxy".into(),
+            ssh.proxy(ProxyKind::Socks4a).url(),
+            "-L".into(),
+            format!("0:localhost:{}", echo.addr().port()),
+        ])
+        .await;
+        concurrent_echoes(fwd.listening[0], 50).await;
+    })
+    .await;
+}
