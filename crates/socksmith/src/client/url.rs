@@ -244,12 +244,14 @@ impl Proxy {
         let Some(info) = &self.user_info else {
             return Ok(None);
         };
-        match (&info.password, self.protocol.is_v4()) {
-            (Some(password), _) => Credentials::new(info.user.clone(), password.clone()).map(Some),
+        if self.protocol.is_v4() {
             // SOCKS4 sends only the user id. `Credentials` requires a password, which the
-            // SOCKS4 request never carries, so a placeholder stands in for it.
-            (None, true) => Credentials::new(info.user.clone(), "-").map(Some),
-            (None, false) => Err(socksmith_proto::InvalidInput::PasswordLength(0).into()),
+            // SOCKS4 request never carries, so a placeholder stands in for whatever was given.
+            return Credentials::new(info.user.clone(), "-").map(Some);
+        }
+        match &info.password {
+            Some(password) => Credentials::new(info.user.clone(), password.clone()).map(Some),
+            None => Err(socksmith_proto::InvalidInput::PasswordLength(0).into()),
         }
     }
 
@@ -530,6 +532,10 @@ mod tests {
         // SOCKS5 needs a password with a username.
         let p = parse_ok("socks5://alice@127.0.0.1");
         assert!(p.credentials().is_err());
+        // SOCKS4 ignores the password, even an empty one.
+        let p = parse_ok("socks4a://alice:@127.0.0.1");
+        let creds = p.credentials().expect("valid").expect("some");
+        assert_eq!(creds.username(), b"alice");
     }
 
     #[test]
