@@ -95,7 +95,7 @@ async fn credentials_are_required_checked_and_never_printed() {
 }
 
 #[tokio::test]
-async fn bind_and_udp_get_command_not_supported_and_socks4_a_protocol_error() {
+async fn refused_bind_and_udp_get_reply_codes_and_socks4_a_protocol_error() {
     within(TEST_DEADLINE, "microsocks unsupported", async {
         let Some(ms) = Microsocks::start(MicrosocksOptions::default()).await else {
             return;
@@ -121,6 +121,14 @@ async fn bind_and_udp_get_command_not_supported_and_socks4_a_protocol_error() {
                 ..
             })
         ));
+
+        let dead = client_support::dead_addr();
+        let err = c.connect(dead).await.expect_err("refused");
+        assert_eq!(
+            err.reply_code(),
+            Some(ReplyCode::ConnectionRefused),
+            "{err}"
+        );
 
         let echo = EchoServer::start().await;
         let err = client(&[&ms.proxy(ProxyKind::Socks4)])
