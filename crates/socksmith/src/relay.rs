@@ -22,6 +22,7 @@
 //! * **Looking before forwarding.** To inspect the client's first bytes (a TLS SNI or an HTTP
 //!   `Host`), read them from the client yourself into a small buffer, decide, then call the
 //!   relay with those bytes as `client_pending`: nothing is lost and zero-copy starts after.
+//!   (Or look without taking them, with `TcpStream::peek`, and pass no pending bytes.)
 //!
 //! # Memory
 //!
