@@ -397,8 +397,7 @@ impl Prober<'_> {
                 t.tcp_v6().map(TargetAddr::Ip),
                 // Both echo servers share the port, so whichever address "localhost" gives
                 // the proxy, it reaches one.
-                t.tcp_v6()
-                    .and_then(|_| TargetAddr::domain("localhost", t.tcp_v4().port()).ok()),
+                TargetAddr::domain("localhost", t.tcp_v4().port()).ok(),
             ),
             ProbeTargets::Given(t) => match t.ip_literal() {
                 Some(a @ SocketAddr::V4(_)) => (Some(TargetAddr::Ip(a)), None, None),
