@@ -87,6 +87,8 @@ async fn a_failure_at_hop_two_names_hop_two() {
         let err = c.connect(target).await.expect_err("refused");
         assert_eq!(err.hop(), Some(2), "{err}");
         assert_eq!(err.reply_code(), Some(ReplyCode::ConnectionRefused));
+        // A server chaining through this client passes the target's refusal on.
+        assert_eq!(c.downstream_reply(&err), ReplyCode::ConnectionRefused);
         assert_eq!(
             err.to_string(),
             format!(
@@ -105,6 +107,8 @@ async fn a_failure_at_hop_two_names_hop_two() {
         let (hop, kind) = hop_kind(&err);
         assert_eq!(hop, 1, "{err}");
         assert!(matches!(kind, HopErrorKind::Rejected { .. }), "{err}");
+        // The chain itself is broken: not the target's fault.
+        assert_eq!(c.downstream_reply(&err), ReplyCode::GeneralFailure);
         assert_eq!(
             err.step(),
             Some(&Step::Request {

@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use socksmith_proto::{ClientConfig, ClientEvent, ClientHandshake, Command, TargetAddr};
+use socksmith_proto::{ClientConfig, ClientEvent, ClientHandshake, Command, ReplyCode, TargetAddr};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -89,6 +89,36 @@ impl Client {
         Ok(opened.stream)
     }
 
+    /// The reply a server that sends its tunnels through this client (a parent proxy chain)
+    /// should give its own client when [`Self::connect`] failed with `err`: the last hop's
+    /// failure reply as is, [`ReplyCode::HostUnreachable`] when the target's name did not
+    /// resolve here, [`ReplyCode::TtlExpired`] for a deadline (as for a direct connect that
+    /// times out), and [`ReplyCode::GeneralFailure`] for anything wrong with the chain itself
+    /// (an unreachable or refusing upstream proxy is the server's problem, not the target's).
+    ///
+    /// ```
+    /// use socksmith::client::Client;
+    /// use socksmith_proto::ReplyCode;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let client = Client::from_url("socks5://127.0.0.1:1").unwrap(); // nothing listens there
+    /// let err = client.connect("127.0.0.1:80").await.unwrap_err();
+    /// assert_eq!(client.downstream_reply(&err), ReplyCode::GeneralFailure);
+    /// # }
+    /// ```
+    pub fn downstream_reply(&self, err: &ClientError) -> ReplyCode {
+        let at_last_hop = err.hop() == Some(self.hops.len());
+        match err.kind() {
+            Some(HopErrorKind::Rejected { code, .. }) if at_last_hop => *code,
+            Some(HopErrorKind::Resolve(_) | HopErrorKind::NoUsableAddress { .. })
+                if at_last_hop && matches!(err.step(), Some(Step::Resolve)) =>
+            {
+                ReplyCode::HostUnreachable
+            }
+            _ if err.is_timeout() => ReplyCode::TtlExpired,
+            _ => ReplyCode::GeneralFailure,
+        }
+    }
+
     /// Connects to the first proxy over TCP, with `TCP_NODELAY`.
     pub(crate) async fn connect_first_hop(&self) -> Result<TcpStream, ClientError> {
         let first = self.hops.first().ok_or(ClientError::NoProxy)?;
@@ -104,7 +134,7 @@ impl Client {
             ProxyHost::Ip(ip) => vec![SocketAddr::new(*ip, first.port())],
             ProxyHost::Name(name) => resolve(&*self.resolver, name)
                 .await
-                .map_err(|e| fail(Step::Resolve, HopErrorKind::Resolve(e)))?
+                .map_err(|e| fail(Step::Connect, HopErrorKind::Resolve(e)))?
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, first.port()))
                 .collect(),

@@ -24,10 +24,10 @@ use crate::resolve::ResolveError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Step {
-    /// Opening the TCP connection to the first proxy.
+    /// Opening the TCP connection to the first proxy (its host name resolved here).
     Connect,
-    /// Resolving a name on this side (the target of a `socks4`/`socks5` hop, or the first
-    /// proxy's host name).
+    /// Resolving this hop's target on this side (a `socks4`/`socks5` hop gets addresses: the
+    /// next hop's, or the final target's).
     Resolve,
     /// SOCKS5 method negotiation (greeting and method choice).
     Greeting,
