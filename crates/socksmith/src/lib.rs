@@ -3,6 +3,7 @@
 //! The wire protocol lives in [`socksmith_proto`]; this crate drives it with sockets, timers
 //! and a zero-copy relay.
 
+pub mod client;
 pub mod dial;
 pub mod policy;
 pub mod relay;

@@ -1,12 +1,184 @@
-//! `socksmith check`.
+//! `socksmith check`: probes a proxy (the last hop of the chain) and prints what it supports,
+//! as a table or as JSON. Exit status 0 when the proxy carries a CONNECT in some version.
+//!
+//! A proxy on loopback is probed against echo servers this command starts on loopback; any
+//! other proxy needs `--target HOST:PORT`, and nothing else is contacted. The probing itself
+//! is the library's ([`socksmith::client::probe`]); this module only formats.
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use serde_json::json;
+use socksmith::client::parse_target;
+use socksmith::client::probe::{self, Finding, LoopbackTargets, ProbeReport, ProbeTargets};
+
+use super::connect::ChainArgs;
+
 /// Arguments of `socksmith check`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    chain: ChainArgs,
+
+    /// A target to probe CONNECT with (HOST:PORT), for a proxy that is not on loopback. Its
+    /// kind (IPv4, IPv6 or name) decides which CONNECT probes run; no data is sent to it.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Runs `socksmith check`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`socksmith check` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = args.chain.client()?;
+    let given = args
+        .target
+        .as_deref()
+        .map(parse_target)
+        .transpose()
+        .context("--target")?;
+    let last = client.last_hop().clone();
+    if given.is_none() && !probe::is_loopback(&last) {
+        anyhow::bail!(
+            "{last} is not on loopback: give --target HOST:PORT, a target it may connect to"
+        );
+    }
+    let runtime = super::runtime()?;
+    let report = runtime.block_on(async {
+        match given {
+            Some(t) => Ok::<_, anyhow::Error>(probe::probe(&client, &ProbeTargets::Given(t)).await),
+            None => {
+                let targets = LoopbackTargets::start()
+                    .await
+                    .context("starting the loopback echo targets")?;
+                Ok(probe::probe(&client, &ProbeTargets::Loopback(&targets)).await)
+            }
+        }
+    })?;
+    if let (Some(why), false) = (&report.unreachable, args.json) {
+        anyhow::bail!("{why}");
+    }
+    let text = if args.json {
+        serde_json::to_string_pretty(&to_json(&report))? + "\n"
+    } else {
+        table(&report)
+    };
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("writing the report")?;
+    }
+    Ok(if report.connect_works() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn latency_ms(f: &Finding) -> Option<f64> {
+    f.latency.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0)
+}
+
+fn finding_json(f: &Finding) -> serde_json::Value {
+    json!({
+        "support": f.support.to_string(),
+        "detail": f.detail,
+        "latency_ms": latency_ms(f),
+    })
+}
+
+/// The report as JSON: `capabilities` keyed by snake_case names, `auth_methods` with each
+/// method's code and verdict, `accepted_methods` and `connect_works`.
+fn to_json(report: &ProbeReport) -> serde_json::Value {
+    let keys = [
+        ("socks5", &report.socks5),
+        ("socks4", &report.socks4),
+        ("socks4a", &report.socks4a),
+        ("remote_dns", &report.remote_dns),
+        ("ipv6_target", &report.ipv6_target),
+        ("bind", &report.bind),
+        ("udp_associate", &report.udp_associate),
+        ("resolve", &report.resolve),
+    ];
+    let capabilities: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|(k, f)| ((*k).to_owned(), finding_json(f)))
+        .collect();
+    let methods: Vec<serde_json::Value> = report
+        .auth_methods
+        .iter()
+        .map(|(m, f)| {
+            json!({
+                "method": m.to_string(),
+                "code": m.as_u8(),
+                "support": f.support.to_string(),
+                "detail": f.detail,
+            })
+        })
+        .collect();
+    let accepted: Vec<String> = report
+        .accepted_methods()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    json!({
+        "proxy": report.proxy,
+        "unreachable": report.unreachable,
+        "connect_works": report.connect_works(),
+        "capabilities": capabilities,
+        "auth_methods": methods,
+        "accepted_methods": accepted,
+    })
+}
+
+/// The report as an aligned table.
+fn table(report: &ProbeReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "proxy          {}", report.proxy);
+    let _ = writeln!(
+        out,
+        "{:<14} {:<9} {:>10}  detail",
+        "capability", "support", "latency"
+    );
+    for (name, f) in report.rows() {
+        let latency = latency_ms(f).map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms"));
+        let _ = writeln!(
+            out,
+            "{name:<14} {:<9} {latency:>10}  {}",
+            f.support, f.detail
+        );
+    }
+    let list = |yes: bool| -> String {
+        let names: Vec<String> = report
+            .auth_methods
+            .iter()
+            .filter(|(_, f)| (f.support == probe::Support::Yes) == yes)
+            .map(|(m, _)| m.to_string())
+            .collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{:<14} accepted: {}; refused: {}",
+        "auth methods",
+        list(true),
+        list(false)
+    );
+    let verdict = if report.connect_works() {
+        "CONNECT works"
+    } else {
+        "CONNECT does not work"
+    };
+    let _ = writeln!(out, "{:<14} {verdict}", "verdict");
+    out
 }

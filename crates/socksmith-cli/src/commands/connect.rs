@@ -1,12 +1,128 @@
-//! `socksmith connect`.
+//! `socksmith connect`: a netcat-like pipe between stdin/stdout and HOST:PORT through one proxy
+//! or a chain. EOF on stdin shuts down the tunnel's write side; the command exits when the
+//! target closes its side.
+//!
+//! Also owns [`ChainArgs`], the `--proxy`/`--timeout` options that `forward` and `check` share,
+//! with curl's `all_proxy`/`ALL_PROXY` fallback. No protocol code: the library does the work.
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use socksmith::client::{parse_target, Client, Proxy, Timeouts};
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+/// The proxy chain options shared by `connect`, `forward` and `check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChainArgs {
+    /// A proxy: socks4://, socks4a://, socks5:// or socks5h://[USER[:PASSWORD]@]HOST[:PORT]
+    /// (port 1080 by default; socks4a and socks5h let the proxy resolve names). Repeat for a
+    /// chain, first hop first. Default: the `all_proxy` or `ALL_PROXY` environment variable.
+    #[arg(long = "proxy", short = 'x', value_name = "URL")]
+    pub proxies: Vec<String>,
+
+    /// Seconds allowed for each step: connecting to the first proxy and each handshake step
+    /// with each hop.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_secs)]
+    pub timeout: f64,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+    }
+}
+
+impl ChainArgs {
+    /// The proxy URLs: `--proxy` options, else `all_proxy`, else `ALL_PROXY` (as curl reads
+    /// them; an empty variable counts as unset).
+    pub fn urls(&self) -> anyhow::Result<Vec<(String, &'static str)>> {
+        if !self.proxies.is_empty() {
+            return Ok(self
+                .proxies
+                .iter()
+                .map(|u| (u.clone(), "--proxy"))
+                .collect());
+        }
+        for var in ["all_proxy", "ALL_PROXY"] {
+            if let Ok(url) = std::env::var(var) {
+                if !url.trim().is_empty() {
+                    return Ok(vec![(url, var)]);
+                }
+            }
+        }
+        anyhow::bail!("no proxy: give --proxy URL or set ALL_PROXY")
+    }
+
+    /// The step deadline.
+    pub fn step_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout)
+    }
+
+    /// The client for the chain.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let mut builder = Client::builder();
+        for (url, origin) in self.urls()? {
+            let proxy: Proxy = url.parse().with_context(|| format!("in {origin}"))?;
+            builder = builder.proxy(proxy);
+        }
+        let step = self.step_timeout();
+        Ok(builder
+            .timeouts(Timeouts {
+                connect: step,
+                handshake: step,
+                resolve: step,
+                bind_accept: Timeouts::default().bind_accept,
+            })
+            .build()?)
+    }
+}
 
 /// Arguments of `socksmith connect`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    chain: ChainArgs,
+
+    /// Where to connect: HOST:PORT, [IPv6]:PORT.
+    #[arg(value_name = "HOST:PORT")]
+    target: String,
+}
 
 /// Runs `socksmith connect`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`socksmith connect` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let target = parse_target(&args.target)?;
+    let client = args.chain.client()?;
+    let runtime = super::runtime()?;
+    let result = runtime.block_on(pipe(client, target));
+    // Reading stdin blocks a thread that only returns at the next line or EOF: do not wait
+    // for it once the target has closed.
+    runtime.shutdown_background();
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn pipe(client: Client, target: socksmith_proto::TargetAddr) -> anyhow::Result<()> {
+    let stream = client.connect(target.clone()).await?;
+    tracing::debug!(target = %target, bound = %stream.bound_addr(), "tunnel open");
+    let parts = stream.into_parts();
+    let (mut from_target, mut to_target) = parts.io.into_split();
+    let mut stdout = BufWriter::new(tokio::io::stdout());
+    let upload = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let copied = tokio::io::copy(&mut stdin, &mut to_target).await;
+        // EOF on stdin (or a failed write): half-close, the target may still answer.
+        let _ = to_target.shutdown().await;
+        copied
+    });
+    let download = async {
+        stdout.write_all(&parts.read_buf).await?;
+        // `copy` flushes whenever the tunnel has nothing more to read yet, so interactive
+        // answers are not held back in the buffer.
+        tokio::io::copy(&mut from_target, &mut stdout).await?;
+        stdout.flush().await
+    };
+    let result = download.await.context("relaying from the target to stdout");
+    upload.abort();
+    result
 }

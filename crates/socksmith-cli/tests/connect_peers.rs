@@ -1,0 +1,230 @@
+//! `socksmith connect` against real servers: stdin to the target and the target to stdout,
+//! EOF on stdin half-closes, the command exits when the target closes; `ALL_PROXY`; chains;
+//! errors on stderr naming hop, step and reply code.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use socksmith_testkit::dante::{Dante, DanteOptions};
+use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
+use socksmith_testkit::process::{run_command, CLIENT_DEADLINE};
+use socksmith_testkit::socksmith::run;
+use socksmith_testkit::ssh::SshDynamic;
+use socksmith_testkit::{pattern, within, EchoServer, ProxyKind, SourceServer, TEST_DEADLINE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_socksmith"))
+}
+
+/// `socksmith connect --proxy URL... TARGET` with `input` on stdin; asserts success and that
+/// stdout is `expected`.
+async fn connect_ok(urls: &[String], target: &str, input: &[u8], expected: &[u8]) {
+    let mut args = vec!["connect"];
+    for u in urls {
+        args.extend(["--proxy", u.as_str()]);
+    }
+    args.push(target);
+    let out = run(bin(), &args, input).await;
+    out.assert_success();
+    assert!(
+        out.stdout == expected,
+        "{}: stdout has {} bytes, expected {}",
+        out.command,
+        out.stdout.len(),
+        expected.len()
+    );
+}
+
+#[tokio::test]
+async fn pipes_through_dante_and_ssh_in_every_version_and_exits_after_the_half_close() {
+    within(TEST_DEADLINE, "connect via dante and ssh", async {
+        let (Some(dante), Some(ssh)) = (
+            Dante::start(DanteOptions::default()).await,
+            SshDynamic::start().await,
+        ) else {
+            return;
+        };
+        let echo = EchoServer::start().await;
+        let data = pattern(256 * 1024);
+        let by_ip = echo.addr().to_string();
+        let by_name = format!("localhost:{}", echo.addr().port());
+        for (proxy, target) in [
+            (dante.proxy(ProxyKind::Socks5), &by_ip),
+            (dante.proxy(ProxyKind::Socks5h), &by_name),
+            (dante.proxy(ProxyKind::Socks4), &by_name),
+            (ssh.proxy(ProxyKind::Socks4a), &by_name),
+            (ssh.proxy(ProxyKind::Socks5), &by_ip),
+        ] {
+            // EOF on stdin shuts down the write side; the echo server then closes its side,
+            // which ends the command with the whole echo on stdout.
+            connect_ok(&[proxy.url()], target, &data, &data).await;
+        }
+        if let Some(echo6) = EchoServer::start_v6().await {
+            let target = echo6.addr().to_string();
+            assert!(target.starts_with("[::1]:"));
+            connect_ok(
+                &[dante.proxy(ProxyKind::Socks5).url()],
+                &target,
+                b"v6",
+                b"v6",
+            )
+            .await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_target_that_speaks_first_and_closes_ends_the_command() {
+    within(TEST_DEADLINE, "connect to a source", async {
+        let Some(dante) = Dante::start(DanteOptions::default()).await else {
+            return;
+        };
+        let source = SourceServer::start(100_000).await;
+        connect_ok(
+            &[dante.proxy(ProxyKind::Socks5).url()],
+            &source.addr().to_string(),
+            b"",
+            &pattern(100_000),
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reads_all_proxy_and_chains_repeated_proxies() {
+    within(TEST_DEADLINE, "connect env and chain", async {
+        let Some(dante) = Dante::start(DanteOptions::default()).await else {
+            return;
+        };
+        let echo = EchoServer::start().await;
+        let target = format!("localhost:{}", echo.addr().port());
+        for var in ["ALL_PROXY", "all_proxy"] {
+            let mut cmd = tokio::process::Command::new(bin());
+            cmd.args(["connect", &target])
+                .env_remove("ALL_PROXY")
+                .env_remove("all_proxy")
+                .env(var, dante.proxy(ProxyKind::Socks5h).url());
+            let out = run_command(cmd, b"through the environment", CLIENT_DEADLINE).await;
+            out.assert_success();
+            assert_eq!(out.stdout, b"through the environment", "{var}");
+        }
+        // `--proxy` wins over the environment, and repeats make a chain: Dante (SOCKS5),
+        // then ssh -D (SOCKS4a, resolving the name).
+        let Some(ssh) = SshDynamic::start().await else {
+            return;
+        };
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.arg("connect")
+            .args(["--proxy", &dante.proxy(ProxyKind::Socks5).url()])
+            .args(["--proxy", &ssh.proxy(ProxyKind::Socks4a).url()])
+            .arg(&target)
+            .env("ALL_PROXY", "socks5://127.0.0.1:1");
+        let out = run_command(cmd, b"two hops", CLIENT_DEADLINE).await;
+        out.assert_success();
+        assert_eq!(out.stdout, b"two hops");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn interactive_session_through_a_chain_with_microsocks() {
+    within(TEST_DEADLINE, "connect interactive", async {
+        let (Some(dante), Some(ms)) = (
+            Dante::start(DanteOptions::default()).await,
+            Microsocks::start(MicrosocksOptions::with_auth()).await,
+        ) else {
+            return;
+        };
+        let echo = EchoServer::start().await;
+        // microsocks closes both directions at the first EOF, so stdin stays open until each
+        // echo is back.
+        let mut child = tokio::process::Command::new(bin())
+            .args(["connect", "--proxy", &ms.proxy(ProxyKind::Socks5).url()])
+            .args(["--proxy", &dante.proxy(ProxyKind::Socks4).url()])
+            .arg(echo.addr().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn socksmith connect");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        // Each line comes back before the next is sent: stdout is not held back in a buffer.
+        for line in ["first line\n", "second line\n"] {
+            stdin.write_all(line.as_bytes()).await.expect("write");
+            let mut back = vec![0; line.len()];
+            stdout.read_exact(&mut back).await.expect("read the echo");
+            assert_eq!(back, line.as_bytes());
+        }
+        drop(stdin);
+        // The tunnel closes after the EOF; the command exits.
+        let status = child.wait().await.expect("wait");
+        assert!(status.success(), "{status}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failures_exit_non_zero_with_hop_step_and_reply_code() {
+    within(TEST_DEADLINE, "connect errors", async {
+        let Some(dante) = Dante::start(DanteOptions::default()).await else {
+            return;
+        };
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let url = dante.proxy(ProxyKind::Socks5).url();
+        let out = run(bin(), &["connect", "--proxy", &url, &dead.to_string()], b"").await;
+        out.assert_failure();
+        assert_eq!(
+            out.stderr_str().trim_end(),
+            format!("socksmith: hop 1 ({url}): CONNECT {dead}: connection refused (reply 0x05)")
+        );
+        let out = run(
+            bin(),
+            &["connect", "--proxy", "http://127.0.0.1", "x:1"],
+            b"",
+        )
+        .await;
+        out.assert_failure();
+        assert!(
+            out.stderr_str().contains("unsupported scheme"),
+            "{}",
+            out.stderr_str()
+        );
+        let out = run(
+            bin(),
+            &["connect", "--proxy", "socks5://u:secret@127.0.0.1:1", "x:1"],
+            b"",
+        )
+        .await;
+        out.assert_failure();
+        let err = out.stderr_str();
+        assert!(err.contains("socks5://u:***@127.0.0.1:1"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pipes_through_socksmith_serve_in_every_version() {
+    within(TEST_DEADLINE, "connect via socksmith serve", async {
+        let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
+        let echo = EchoServer::start().await;
+        let data = pattern(64 * 1024);
+        let by_name = format!("localhost:{}", echo.addr().port());
+        for kind in [
+            ProxyKind::Socks4,
+            ProxyKind::Socks4a,
+            ProxyKind::Socks5,
+            ProxyKind::Socks5h,
+        ] {
+            connect_ok(&[server.proxy(kind).url()], &by_name, &data, &data).await;
+        }
+    })
+    .await;
+}

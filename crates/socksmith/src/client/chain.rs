@@ -1,0 +1,290 @@
+//! Walking the chain: reaching the first proxy, then each hop through the previous one, then
+//! the final command on the last hop; and [`Client::connect`], the CONNECT entry point.
+//!
+//! All hops share one [`ProxyStream`] over the first proxy's transport: once a hop has
+//! answered, the bytes on the transport belong to the tunnel through it, so the next hop's
+//! handshake runs on the same stream and its buffer. There is no nesting and no copy per hop.
+//!
+//! Names in targets are resolved per hop, as curl does: a `socks4a`/`socks5h` hop gets the
+//! name, a `socks4`/`socks5` hop gets an address this side looked up (the first one its
+//! protocol can carry). IP literals spelled as names are always sent as addresses.
+
+use std::net::{IpAddr, SocketAddr};
+
+use socksmith_proto::{ClientConfig, ClientEvent, ClientHandshake, Command, ReplyCode, TargetAddr};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::builder::Client;
+use super::error::{ClientError, HopError, HopErrorKind, Step};
+use super::handshake::{next_event, StepDeadlines};
+use super::stream::ProxyStream;
+use super::target::IntoTarget;
+use super::url::{Proxy, ProxyHost};
+use crate::dial::{dial, DialOptions};
+use crate::resolve::resolve;
+
+/// A chain walked up to the final command's first answer.
+pub(crate) struct Opened<S> {
+    pub stream: ProxyStream<S>,
+    /// The last hop's machine, still needed for BIND's second reply.
+    pub machine: ClientHandshake,
+    pub event: ClientEvent,
+    /// The final target as sent to the last hop.
+    pub target: TargetAddr,
+}
+
+impl Client {
+    /// Opens a tunnel to `target` through the chain. The first proxy is reached over TCP
+    /// (its name resolved here, its addresses raced with Happy Eyeballs).
+    ///
+    /// The stream's [`ProxyStream::bound_addr`] is the last hop's BND address. This is also
+    /// the entry point a server uses to send its tunnels through upstream proxies.
+    pub async fn connect(
+        &self,
+        target: impl IntoTarget,
+    ) -> Result<ProxyStream<TcpStream>, ClientError> {
+        let target = target.into_target()?;
+        let io = self.connect_first_hop().await?;
+        self.connect_over(io, target).await
+    }
+
+    /// Opens a tunnel to `target` through the chain, reaching the first proxy over `io`: a
+    /// connection the caller made, possibly inside another protocol (TLS, a WebSocket, an
+    /// SSH channel, another tunnel).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use socksmith::client::Client;
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// // An in-memory transport and a proxy that grants the request.
+    /// let (ours, mut theirs) = tokio::io::duplex(256);
+    /// tokio::spawn(async move {
+    ///     let mut greeting = [0u8; 3];
+    ///     theirs.read_exact(&mut greeting).await.unwrap();
+    ///     theirs.write_all(&[5, 0]).await.unwrap(); // no authentication
+    ///     let mut request = [0u8; 10];
+    ///     theirs.read_exact(&mut request).await.unwrap(); // CONNECT 10.0.0.1:80
+    ///     theirs.write_all(&[5, 0, 0, 1, 192, 0, 2, 1, 0x30, 0x39]).await.unwrap();
+    ///     theirs.write_all(b"hello").await.unwrap();
+    /// });
+    /// let client = Client::from_url("socks5://proxy.invalid").unwrap();
+    /// let mut stream = client.connect_over(ours, "10.0.0.1:80").await.unwrap();
+    /// assert_eq!(stream.bound_addr().to_string(), "192.0.2.1:12345");
+    /// let mut hello = [0; 5];
+    /// stream.read_exact(&mut hello).await.unwrap();
+    /// assert_eq!(&hello, b"hello");
+    /// # }
+    /// ```
+    pub async fn connect_over<S>(
+        &self,
+        io: S,
+        target: impl IntoTarget,
+    ) -> Result<ProxyStream<S>, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let target = target.into_target()?;
+        let opened = self.open(io, Command::Connect, target).await?;
+        Ok(opened.stream)
+    }
+
+    /// The reply a server that sends its tunnels through this client (a parent proxy chain)
+    /// should give its own client when [`Self::connect`] failed with `err`: the last hop's
+    /// failure reply as is, [`ReplyCode::HostUnreachable`] when the target's name did not
+    /// resolve here, [`ReplyCode::TtlExpired`] for a deadline (as for a direct connect that
+    /// times out), and [`ReplyCode::GeneralFailure`] for anything wrong with the chain itself
+    /// (an unreachable or refusing upstream proxy is the server's problem, not the target's).
+    ///
+    /// ```
+    /// use socksmith::client::Client;
+    /// use socksmith_proto::ReplyCode;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let client = Client::from_url("socks5://127.0.0.1:1").unwrap(); // nothing listens there
+    /// let err = client.connect("127.0.0.1:80").await.unwrap_err();
+    /// assert_eq!(client.downstream_reply(&err), ReplyCode::GeneralFailure);
+    /// # }
+    /// ```
+    pub fn downstream_reply(&self, err: &ClientError) -> ReplyCode {
+        let at_last_hop = err.hop() == Some(self.hops.len());
+        match err.kind() {
+            Some(HopErrorKind::Rejected { code, .. }) if at_last_hop => *code,
+            Some(HopErrorKind::Resolve(_) | HopErrorKind::NoUsableAddress { .. })
+                if at_last_hop && matches!(err.step(), Some(Step::Resolve)) =>
+            {
+                ReplyCode::HostUnreachable
+            }
+            _ if err.is_timeout() => ReplyCode::TtlExpired,
+            _ => ReplyCode::GeneralFailure,
+        }
+    }
+
+    /// Connects to the first proxy over TCP, with `TCP_NODELAY`.
+    pub(crate) async fn connect_first_hop(&self) -> Result<TcpStream, ClientError> {
+        let first = self.hops.first().ok_or(ClientError::NoProxy)?;
+        let fail = |step: Step, kind: HopErrorKind| {
+            ClientError::from(HopError {
+                hop: 1,
+                proxy: first.redacted(),
+                step,
+                kind,
+            })
+        };
+        let addrs: Vec<SocketAddr> = match first.host() {
+            ProxyHost::Ip(ip) => vec![SocketAddr::new(*ip, first.port())],
+            ProxyHost::Name(name) => resolve(&*self.resolver, name)
+                .await
+                .map_err(|e| fail(Step::Connect, HopErrorKind::Resolve(e)))?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, first.port()))
+                .collect(),
+        };
+        dial(&addrs, &DialOptions::with_timeout(self.timeouts.connect))
+            .await
+            .map_err(|e| fail(Step::Connect, HopErrorKind::Dial(e)))
+    }
+
+    /// Walks the chain over `io` and sends `command` for `target` to the last hop. Returns
+    /// after the last hop's first answer.
+    pub(crate) async fn open<S>(
+        &self,
+        io: S,
+        command: Command,
+        target: TargetAddr,
+    ) -> Result<Opened<S>, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut stream = ProxyStream::new(io);
+        let last = self.hops.len();
+        for (index, hop) in self.hops.iter().enumerate() {
+            let number = index + 1;
+            let (hop_command, hop_target) = match self.hops.get(number) {
+                Some(next) => (Command::Connect, hop_address(next)),
+                None => (command, target.clone()),
+            };
+            let hop_target = self
+                .target_for(number, hop, hop_command, hop_target)
+                .await?;
+            let (machine, event) = self
+                .handshake(&mut stream, number, hop, hop_command, &hop_target)
+                .await?;
+            if number == last {
+                if let ClientEvent::Succeeded { bound } = &event {
+                    stream.set_bound(bound.clone());
+                }
+                return Ok(Opened {
+                    stream,
+                    machine,
+                    event,
+                    target: hop_target,
+                });
+            }
+        }
+        Err(ClientError::NoProxy)
+    }
+
+    /// One hop's handshake up to its first event.
+    async fn handshake<S>(
+        &self,
+        stream: &mut ProxyStream<S>,
+        number: usize,
+        hop: &Proxy,
+        command: Command,
+        target: &TargetAddr,
+    ) -> Result<(ClientHandshake, ClientEvent), ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let fail = |step: Step, kind: HopErrorKind| {
+            ClientError::from(HopError {
+                hop: number,
+                proxy: hop.redacted(),
+                step,
+                kind,
+            })
+        };
+        let request_step = || Step::Request {
+            command,
+            target: target.clone(),
+        };
+        let credentials = hop
+            .credentials()
+            .map_err(|e| fail(Step::Auth, HopErrorKind::Protocol(e)))?;
+        let offered_credentials = credentials.is_some() && !hop.protocol().is_v4();
+        let mut machine = ClientHandshake::new(ClientConfig {
+            version: hop.protocol().version(),
+            credentials,
+            command,
+            target: target.clone(),
+        })
+        .map_err(|e| fail(request_step(), HopErrorKind::Protocol(e)))?;
+        let event = next_event(
+            stream,
+            &mut machine,
+            command,
+            target,
+            self.deadlines(),
+            offered_credentials,
+        )
+        .await
+        .map_err(|(step, kind)| fail(step, kind))?;
+        Ok((machine, event))
+    }
+
+    pub(crate) fn deadlines(&self) -> StepDeadlines {
+        StepDeadlines {
+            step: self.timeouts.handshake,
+            bind_peer: self.timeouts.bind_accept,
+        }
+    }
+
+    /// The target as hop `number` gets it: names resolved here unless the hop resolves them
+    /// (or the command is RESOLVE, whose point is to send the name).
+    async fn target_for(
+        &self,
+        number: usize,
+        hop: &Proxy,
+        command: Command,
+        target: TargetAddr,
+    ) -> Result<TargetAddr, ClientError> {
+        if let Some(addr) = target.ip_literal() {
+            return Ok(TargetAddr::Ip(addr));
+        }
+        let TargetAddr::Domain(name, port) = &target else {
+            return Ok(target);
+        };
+        if hop.protocol().remote_dns() || command == Command::Resolve {
+            return Ok(target);
+        }
+        let fail = |kind: HopErrorKind| {
+            ClientError::from(HopError {
+                hop: number,
+                proxy: hop.redacted(),
+                step: Step::Resolve,
+                kind,
+            })
+        };
+        let name = name.to_string_lossy();
+        let ips = resolve(&*self.resolver, &name)
+            .await
+            .map_err(|e| fail(HopErrorKind::Resolve(e)))?;
+        let usable = |ip: &IpAddr| !hop.protocol().is_v4() || ip.is_ipv4();
+        let ip = ips.into_iter().find(usable).ok_or_else(|| {
+            fail(HopErrorKind::NoUsableAddress {
+                name: name.to_string(),
+                protocol: hop.protocol().scheme(),
+            })
+        })?;
+        Ok(TargetAddr::Ip(SocketAddr::new(ip, *port)))
+    }
+}
+
+/// A proxy's address as the previous hop's target.
+fn hop_address(proxy: &Proxy) -> TargetAddr {
+    match proxy.host() {
+        ProxyHost::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, proxy.port())),
+        ProxyHost::Name(name) => TargetAddr::domain(name.as_bytes(), proxy.port())
+            .expect("URL parsing admits only host names of 1..=253 bytes without NUL"),
+    }
+}

@@ -1,0 +1,46 @@
+//! The SOCKS client: CONNECT, BIND, UDP ASSOCIATE and Tor's RESOLVE/RESOLVE_PTR through one
+//! proxy or a chain of them, in any mix of SOCKS4, SOCKS4a and SOCKS5.
+//!
+//! This module drives the handshake machine of [`socksmith_proto`] over sockets and timers;
+//! it makes no protocol decision of its own (what to send and what an answer means is the
+//! machine's call). It does not serve: the server lives in its own module and uses
+//! [`Client::connect`] only to chain through upstream proxies.
+//!
+//! - [`Proxy`] (from a URL with curl's semantics, or typed) and [`Client`] / [`ClientBuilder`]
+//!   ([`Timeouts`] for every step, the [`crate::resolve::Resolve`]r for names resolved here);
+//! - [`Client::connect`] / [`Client::connect_over`] return a [`ProxyStream`], tokio's
+//!   `AsyncRead + AsyncWrite`, over TCP or any transport the caller brings;
+//! - [`Client::bind`] returns a [`BindListener`]; [`Client::udp_associate`] an
+//!   [`UdpAssociation`]; [`Client::resolve`] and [`Client::resolve_ptr`] look names up;
+//! - [`probe`] finds out what a proxy supports (the `socksmith check` command);
+//! - every failure is a [`ClientError`] naming the hop, the step and the reply code.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), socksmith::client::ClientError> {
+//! use socksmith::client::Client;
+//! // Through a SOCKS5 proxy with authentication, then a SOCKS4a proxy that resolves names.
+//! let client = Client::from_urls(["socks5://alice:secret@127.0.0.1:1080", "socks4a://10.0.0.2"])?;
+//! let stream = client.connect(("internal.example", 22)).await?;
+//! println!("tunnel open, last hop bound {}", stream.bound_addr());
+//! # Ok(()) }
+//! ```
+
+mod bind;
+mod builder;
+mod chain;
+mod error;
+mod handshake;
+pub mod probe;
+mod resolve;
+mod stream;
+mod target;
+mod udp;
+mod url;
+
+pub use bind::BindListener;
+pub use builder::{Client, ClientBuilder, Timeouts};
+pub use error::{ClientError, HopError, HopErrorKind, Step};
+pub use stream::{ProxyParts, ProxyStream};
+pub use target::{parse_target, IntoTarget, TargetError};
+pub use udp::{UdpAssociation, MAX_UDP_HEADER_LEN};
+pub use url::{Protocol, Proxy, ProxyHost, UrlError, UrlErrorReason, UserInfo, DEFAULT_PORT};

@@ -1,0 +1,685 @@
+//! Finding out what a proxy supports, for `socksmith check`: SOCKS4, SOCKS4a and SOCKS5, the
+//! authentication methods it accepts, remote name resolution, IPv6 targets, BIND, UDP
+//! ASSOCIATE and Tor's RESOLVE, each with the time the handshake took.
+//!
+//! Every probe is a real request through the proxy (reached through the hops before it, if
+//! any) to targets the caller chooses: [`LoopbackTargets`] starts echo servers on 127.0.0.1
+//! and ::1 for a proxy on this machine, and a [`ProbeTargets::Given`] target serves a remote
+//! proxy (then round trips, BIND peers and datagrams are not tested, only the proxy's
+//! answers). The probes never connect anywhere but the proxy and those targets; a BIND
+//! listening address is only connected to when it is on loopback or is the proxy's own
+//! address.
+//!
+//! Method probing sends SOCKS5 greetings offering one method each, encoded and decoded by
+//! [`socksmith_proto`]; everything else goes through [`Client`].
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use socksmith_proto::{AuthMethod, Greeting, MethodChoice, TargetAddr};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+
+use super::builder::{Client, Timeouts};
+use super::error::ClientError;
+use super::url::{Protocol, Proxy, ProxyHost};
+
+/// The bytes sent through every tunnel and datagram a probe opens, expected back from an
+/// echo target.
+const PROBE_BYTES: &[u8] = b"socksmith check probe\n";
+
+/// How the detail of a probe that could not reach the proxy starts.
+const UNREACHABLE: &str = "cannot reach the proxy: ";
+
+/// The methods whose acceptance is probed, one greeting each.
+const METHODS: [AuthMethod; 3] = [
+    AuthMethod::NoAuth,
+    AuthMethod::UsernamePassword,
+    AuthMethod::Gssapi,
+];
+
+/// Whether a proxy supports something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Support {
+    /// It works.
+    Yes,
+    /// It does not (the detail says how the proxy answered).
+    No,
+    /// Not probed (the detail says why).
+    Untested,
+}
+
+impl fmt::Display for Support {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, so that width and alignment flags work in tables.
+        f.pad(match self {
+            Support::Yes => "yes",
+            Support::No => "no",
+            Support::Untested => "untested",
+        })
+    }
+}
+
+/// The result of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Whether it works.
+    pub support: Support,
+    /// How the proxy answered, or why it was not probed.
+    pub detail: String,
+    /// For a successful request: from the start of the TCP connection to the proxy's reply.
+    pub latency: Option<Duration>,
+}
+
+impl Finding {
+    fn yes(detail: impl Into<String>, latency: Option<Duration>) -> Self {
+        Finding {
+            support: Support::Yes,
+            detail: detail.into(),
+            latency,
+        }
+    }
+
+    fn no(detail: impl Into<String>) -> Self {
+        Finding {
+            support: Support::No,
+            detail: detail.into(),
+            latency: None,
+        }
+    }
+
+    fn untested(detail: impl Into<String>) -> Self {
+        Finding {
+            support: Support::Untested,
+            detail: detail.into(),
+            latency: None,
+        }
+    }
+
+    fn works(&self) -> bool {
+        self.support == Support::Yes
+    }
+}
+
+/// What a proxy supports. [`Self::connect_works`] is the verdict `check` exits with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The probed proxy (the last hop), password redacted.
+    pub proxy: String,
+    /// Set when the proxy could not be reached at all (then every finding says so).
+    pub unreachable: Option<String>,
+    /// SOCKS5 CONNECT (names resolved by this side).
+    pub socks5: Finding,
+    /// The SOCKS5 authentication methods the proxy accepts when offered alone, and how it
+    /// answered each.
+    pub auth_methods: Vec<(AuthMethod, Finding)>,
+    /// SOCKS4 CONNECT to an IPv4 address.
+    pub socks4: Finding,
+    /// SOCKS4a CONNECT to a name the proxy resolves.
+    pub socks4a: Finding,
+    /// SOCKS5 CONNECT to a name the proxy resolves (`socks5h`).
+    pub remote_dns: Finding,
+    /// CONNECT to an IPv6 address.
+    pub ipv6_target: Finding,
+    /// BIND.
+    pub bind: Finding,
+    /// UDP ASSOCIATE and a datagram round trip.
+    pub udp_associate: Finding,
+    /// Tor's RESOLVE.
+    pub resolve: Finding,
+}
+
+impl ProbeReport {
+    /// Whether the proxy carries a CONNECT in at least one version.
+    pub fn connect_works(&self) -> bool {
+        [&self.socks5, &self.socks4, &self.socks4a, &self.remote_dns]
+            .iter()
+            .any(|f| f.works())
+    }
+
+    /// The rows of the report, in display order: (name, finding).
+    pub fn rows(&self) -> Vec<(&'static str, &Finding)> {
+        vec![
+            ("SOCKS5", &self.socks5),
+            ("SOCKS4", &self.socks4),
+            ("SOCKS4a", &self.socks4a),
+            ("remote DNS", &self.remote_dns),
+            ("IPv6 target", &self.ipv6_target),
+            ("BIND", &self.bind),
+            ("UDP ASSOCIATE", &self.udp_associate),
+            ("RESOLVE", &self.resolve),
+        ]
+    }
+
+    /// The methods accepted when offered alone.
+    pub fn accepted_methods(&self) -> Vec<AuthMethod> {
+        self.auth_methods
+            .iter()
+            .filter(|(_, f)| f.works())
+            .map(|(m, _)| *m)
+            .collect()
+    }
+}
+
+/// Echo servers on loopback for probing a proxy on this machine: TCP on 127.0.0.1 and (when
+/// this host has IPv6) on ::1 with the same port, so that `localhost` reaches one of them
+/// whichever address the proxy picks, and UDP on 127.0.0.1. They stop when dropped.
+#[derive(Debug)]
+pub struct LoopbackTargets {
+    tcp_v4: SocketAddr,
+    tcp_v6: Option<SocketAddr>,
+    udp_v4: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl LoopbackTargets {
+    /// Starts the echo servers on free ports.
+    pub async fn start() -> std::io::Result<Self> {
+        let (v4, v6) = bind_pair().await?;
+        let tcp_v4 = v4.local_addr()?;
+        let tcp_v6 = v6.as_ref().map(TcpListener::local_addr).transpose()?;
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let udp_v4 = udp.local_addr()?;
+        let mut tasks = vec![tokio::spawn(tcp_echo(v4)), tokio::spawn(udp_echo(udp))];
+        if let Some(v6) = v6 {
+            tasks.push(tokio::spawn(tcp_echo(v6)));
+        }
+        Ok(LoopbackTargets {
+            tcp_v4,
+            tcp_v6,
+            udp_v4,
+            tasks,
+        })
+    }
+
+    /// The IPv4 TCP echo server.
+    pub fn tcp_v4(&self) -> SocketAddr {
+        self.tcp_v4
+    }
+
+    /// The IPv6 TCP echo server, if this host has ::1.
+    pub fn tcp_v6(&self) -> Option<SocketAddr> {
+        self.tcp_v6
+    }
+
+    /// The UDP echo server.
+    pub fn udp_v4(&self) -> SocketAddr {
+        self.udp_v4
+    }
+}
+
+impl Drop for LoopbackTargets {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// TCP listeners on 127.0.0.1 and ::1 with one port. The IPv6 one is `None` when this host
+/// has no ::1; a port taken on ::1 is retried a few times with another one.
+async fn bind_pair() -> std::io::Result<(TcpListener, Option<TcpListener>)> {
+    let mut last_v4 = None;
+    for _ in 0..16 {
+        let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let port = v4.local_addr()?.port();
+        match TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
+            Ok(v6) => return Ok((v4, Some(v6))),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last_v4 = Some(v4),
+            Err(_) => return Ok((v4, None)),
+        }
+    }
+    let v4 = last_v4.ok_or_else(|| std::io::Error::other("no free port pair on loopback"))?;
+    Ok((v4, None))
+}
+
+async fn tcp_echo(listener: TcpListener) {
+    while let Ok((mut conn, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let (mut r, mut w) = conn.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+async fn udp_echo(socket: UdpSocket) {
+    let mut buf = vec![0u8; 65536];
+    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+        let _ = socket.send_to(buf.get(..n).unwrap_or_default(), from).await;
+    }
+}
+
+/// Where the probes go.
+#[derive(Debug)]
+pub enum ProbeTargets<'a> {
+    /// Echo servers on this machine: everything is probed, round trips included.
+    Loopback(&'a LoopbackTargets),
+    /// A target of the caller's choosing (for a proxy elsewhere): CONNECT probes that fit its
+    /// kind (an IPv4 address, an IPv6 address or a name) are made and only the proxy's reply
+    /// is checked; BIND and UDP ASSOCIATE are checked up to the proxy's reply.
+    Given(TargetAddr),
+}
+
+/// Probes the last hop of `client` (reached through the hops before it), trying each version
+/// and command. Never fails: what does not work is reported as such. Each request is bounded
+/// by the client's [`Timeouts`].
+pub async fn probe(client: &Client, targets: &ProbeTargets<'_>) -> ProbeReport {
+    let last = client.last_hop().clone();
+    let prober = Prober {
+        client,
+        last: &last,
+        targets,
+    };
+    let (auth_methods, socks5_spoken) = prober.methods().await;
+    if let Some(why) = prober.unreachable(&auth_methods) {
+        let no = || Finding::no(why.clone());
+        return ProbeReport {
+            proxy: last.redacted(),
+            unreachable: Some(why.clone()),
+            socks5: no(),
+            auth_methods,
+            socks4: no(),
+            socks4a: no(),
+            remote_dns: no(),
+            ipv6_target: no(),
+            bind: no(),
+            udp_associate: no(),
+            resolve: no(),
+        };
+    }
+    let (ip4, ip6, name) = prober.connect_targets();
+    let not_v5 = || Finding::no("the proxy does not speak SOCKS5");
+    let socks5 = match (&ip4, socks5_spoken) {
+        (_, false) => not_v5(),
+        (Some(t), true) => prober.connect(Protocol::Socks5, t.clone()).await,
+        (None, true) => Finding::untested("needs an IPv4 target"),
+    };
+    let remote_dns = match (&name, socks5_spoken) {
+        (_, false) => not_v5(),
+        (Some(t), true) => prober.connect(Protocol::Socks5h, t.clone()).await,
+        (None, true) => Finding::untested("needs a target given by name"),
+    };
+    let socks4 = match &ip4 {
+        Some(t) => prober.connect(Protocol::Socks4, t.clone()).await,
+        None => Finding::untested("needs an IPv4 target"),
+    };
+    let socks4a = match &name {
+        Some(t) => prober.connect(Protocol::Socks4a, t.clone()).await,
+        None => Finding::untested("needs a target given by name"),
+    };
+    let ipv6_target = match (&ip6, socks5_spoken) {
+        (_, false) => Finding::no("SOCKS4 carries only IPv4 targets"),
+        (Some(t), true) => prober.connect(Protocol::Socks5, t.clone()).await,
+        (None, true) => Finding::untested("needs an IPv6 target (this host has no ::1)"),
+    };
+    let bind_protocol = if socks5_spoken {
+        Some(Protocol::Socks5)
+    } else if socks4.works() {
+        Some(Protocol::Socks4)
+    } else {
+        None
+    };
+    let bind = match bind_protocol {
+        Some(p) => prober.bind(p).await,
+        None => Finding::untested("no SOCKS version works"),
+    };
+    let udp_associate = if socks5_spoken {
+        prober.udp().await
+    } else {
+        Finding::no("UDP ASSOCIATE needs SOCKS5")
+    };
+    let resolve = if socks5_spoken {
+        prober.resolve(Protocol::Socks5h).await
+    } else if socks4a.works() {
+        prober.resolve(Protocol::Socks4a).await
+    } else {
+        Finding::untested("needs SOCKS5 or SOCKS4a")
+    };
+    ProbeReport {
+        proxy: last.redacted(),
+        unreachable: None,
+        socks5,
+        auth_methods,
+        socks4,
+        socks4a,
+        remote_dns,
+        ipv6_target,
+        bind,
+        udp_associate,
+        resolve,
+    }
+}
+
+/// How a proxy answered a SOCKS5 greeting.
+enum Greet {
+    /// With a method choice (possibly "no acceptable methods").
+    Chose(AuthMethod),
+    /// With something else, or not at all.
+    NotSocks5(String),
+    /// The proxy could not be reached.
+    Unreachable(String),
+}
+
+struct Prober<'a> {
+    client: &'a Client,
+    last: &'a Proxy,
+    targets: &'a ProbeTargets<'a>,
+}
+
+impl Prober<'_> {
+    /// The client with the last hop spoken to in `protocol`.
+    fn client_as(&self, protocol: Protocol) -> Client {
+        let hops = self.client.hops();
+        let mut builder = Client::builder()
+            .timeouts(*self.client.timeouts())
+            .resolver(self.client.resolver.clone());
+        for hop in hops.iter().take(hops.len().saturating_sub(1)) {
+            builder = builder.proxy(hop.clone());
+        }
+        builder
+            .proxy(self.last.clone().with_protocol(protocol))
+            .build()
+            .expect("the probed client has at least one hop")
+    }
+
+    fn timeouts(&self) -> &Timeouts {
+        self.client.timeouts()
+    }
+
+    /// The CONNECT targets: an IPv4 address, an IPv6 address, a name.
+    fn connect_targets(&self) -> (Option<TargetAddr>, Option<TargetAddr>, Option<TargetAddr>) {
+        match self.targets {
+            ProbeTargets::Loopback(t) => (
+                Some(TargetAddr::Ip(t.tcp_v4())),
+                t.tcp_v6().map(TargetAddr::Ip),
+                // Both echo servers share the port, so whichever address "localhost" gives
+                // the proxy, it reaches one.
+                TargetAddr::domain("localhost", t.tcp_v4().port()).ok(),
+            ),
+            ProbeTargets::Given(t) => match t.ip_literal() {
+                Some(a @ SocketAddr::V4(_)) => (Some(TargetAddr::Ip(a)), None, None),
+                Some(a @ SocketAddr::V6(_)) => (None, Some(TargetAddr::Ip(a)), None),
+                None => (None, None, Some(t.clone())),
+            },
+        }
+    }
+
+    fn round_trips(&self) -> bool {
+        matches!(self.targets, ProbeTargets::Loopback(_))
+    }
+
+    /// One greeting per method, each on its own connection. Also says whether the proxy
+    /// answered any greeting as a SOCKS5 server would.
+    async fn methods(&self) -> (Vec<(AuthMethod, Finding)>, bool) {
+        let mut found = Vec::new();
+        let mut spoken = false;
+        for method in METHODS {
+            let finding = match self.greet(method).await {
+                Greet::Chose(chosen) => {
+                    spoken = true;
+                    if chosen == method {
+                        Finding::yes("accepted", None)
+                    } else if chosen == AuthMethod::NoAcceptable {
+                        Finding::no("refused (no acceptable methods)")
+                    } else {
+                        Finding::no(format!("answered with {chosen}, which was not offered"))
+                    }
+                }
+                Greet::NotSocks5(why) => Finding::no(format!("not SOCKS5: {why}")),
+                Greet::Unreachable(why) => Finding::no(format!("{UNREACHABLE}{why}")),
+            };
+            found.push((method, finding));
+        }
+        (found, spoken)
+    }
+
+    /// When no greeting reached the proxy, why (the same reason for all of them).
+    fn unreachable(&self, methods: &[(AuthMethod, Finding)]) -> Option<String> {
+        let first = methods.first()?;
+        let all_same = methods
+            .iter()
+            .all(|(_, f)| f.detail == first.1.detail && f.detail.starts_with(UNREACHABLE));
+        all_same.then(|| first.1.detail.clone())
+    }
+
+    /// Offers `method` alone and returns the proxy's choice.
+    async fn greet(&self, method: AuthMethod) -> Greet {
+        let hops = self.client.hops();
+        if hops.len() == 1 {
+            match self.client.connect_first_hop().await {
+                Ok(io) => self.greet_over(io, method).await,
+                Err(e) => Greet::Unreachable(e.to_string()),
+            }
+        } else {
+            let mut builder = Client::builder()
+                .timeouts(*self.timeouts())
+                .resolver(self.client.resolver.clone());
+            for hop in hops.iter().take(hops.len() - 1) {
+                builder = builder.proxy(hop.clone());
+            }
+            let connected = match builder.build() {
+                Ok(prefix) => prefix.connect(hop_target(self.last)).await,
+                Err(e) => Err(e),
+            };
+            match connected {
+                Ok(io) => self.greet_over(io, method).await,
+                Err(e) => Greet::Unreachable(e.to_string()),
+            }
+        }
+    }
+
+    async fn greet_over<S>(&self, mut io: S, method: AuthMethod) -> Greet
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut out = Vec::new();
+        if let Err(e) = (Greeting {
+            methods: vec![method],
+        })
+        .encode(&mut out)
+        {
+            return Greet::Unreachable(e.to_string());
+        }
+        let exchange = async {
+            io.write_all(&out).await?;
+            let mut buf = Vec::with_capacity(MethodChoice::LEN);
+            loop {
+                if io.read_buf(&mut buf).await? == 0 {
+                    return Ok::<_, std::io::Error>(Greet::NotSocks5(
+                        "the proxy closed the connection".to_owned(),
+                    ));
+                }
+                match MethodChoice::decode(&buf) {
+                    Ok(Some((choice, _))) => return Ok(Greet::Chose(choice.method)),
+                    Ok(None) => {}
+                    Err(e) => return Ok(Greet::NotSocks5(e.to_string())),
+                }
+            }
+        };
+        let limit = self.timeouts().handshake;
+        match timeout(limit, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => Greet::NotSocks5(e.to_string()),
+            Err(_) => Greet::NotSocks5(format!("no answer within {limit:?}")),
+        }
+    }
+
+    /// A CONNECT in `protocol`, with an echo round trip on loopback targets.
+    async fn connect(&self, protocol: Protocol, target: TargetAddr) -> Finding {
+        let client = self.client_as(protocol);
+        let start = Instant::now();
+        let mut stream = match client.connect(target.clone()).await {
+            Ok(s) => s,
+            Err(e) => return Finding::no(short(&e)),
+        };
+        let latency = start.elapsed();
+        if !self.round_trips() {
+            return Finding::yes(format!("CONNECT {target} granted"), Some(latency));
+        }
+        match echo(&mut stream, self.timeouts().handshake).await {
+            Ok(()) => Finding::yes(format!("CONNECT {target}, echo ok"), Some(latency)),
+            Err(e) => Finding::no(format!("CONNECT {target} granted, but {e}")),
+        }
+    }
+
+    /// A BIND; on loopback, a connection to the listening address and a round trip.
+    async fn bind(&self, protocol: Protocol) -> Finding {
+        let client = self.client_as(protocol);
+        let start = Instant::now();
+        // The peer that will connect: this host, over IPv4 loopback.
+        let peer = TargetAddr::Ip(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0));
+        let listener = match client.bind(peer).await {
+            Ok(l) => l,
+            Err(e) => return Finding::no(short(&e)),
+        };
+        let latency = start.elapsed();
+        let listen = listener.listen_addr().clone();
+        let connect_to = match listen.ip_literal() {
+            Some(a) if self.round_trips() && may_connect_back(a.ip(), self.last) => a,
+            _ => {
+                return Finding::yes(
+                    format!("{protocol}: listening on {listen} (peer connection not tested)"),
+                    Some(latency),
+                )
+            }
+        };
+        let limit = self.timeouts().handshake;
+        let peer_side = async {
+            let mut conn = timeout(limit, TcpStream::connect(connect_to))
+                .await
+                .map_err(|_| format!("no connection to {connect_to} within {limit:?}"))?
+                .map_err(|e| format!("connecting to {connect_to}: {e}"))?;
+            conn.write_all(PROBE_BYTES)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(conn)
+        };
+        let accept = async {
+            timeout(limit, listener.accept())
+                .await
+                .map_err(|_| format!("no second reply within {limit:?}"))?
+                .map_err(|e| short(&e))
+        };
+        let (peer_conn, accepted) = tokio::join!(peer_side, accept);
+        let (mut stream, from) = match (peer_conn, accepted) {
+            (Ok(_conn), Ok(accepted)) => accepted,
+            (Err(e), _) | (_, Err(e)) => return Finding::no(e),
+        };
+        let mut got = vec![0u8; PROBE_BYTES.len()];
+        match timeout(limit, stream.read_exact(&mut got)).await {
+            Ok(Ok(_)) if got == PROBE_BYTES => Finding::yes(
+                format!("{protocol}: listening on {listen}, peer {from} relayed"),
+                Some(latency),
+            ),
+            _ => Finding::no(format!(
+                "{protocol}: peer {from} accepted, but its bytes did not arrive"
+            )),
+        }
+    }
+
+    /// UDP ASSOCIATE; on loopback, a datagram round trip through the UDP echo server.
+    async fn udp(&self) -> Finding {
+        let client = self.client_as(Protocol::Socks5);
+        let start = Instant::now();
+        let assoc = match client.udp_associate().await {
+            Ok(a) => a,
+            Err(e) => return Finding::no(short(&e)),
+        };
+        let latency = start.elapsed();
+        let ProbeTargets::Loopback(t) = self.targets else {
+            return Finding::yes(
+                format!("relay at {} (datagrams not tested)", assoc.relay_addr()),
+                Some(latency),
+            );
+        };
+        let limit = self.timeouts().handshake;
+        let round_trip = async {
+            // Datagrams may be lost even on loopback: a few tries.
+            for _ in 0..3 {
+                assoc.send_to(PROBE_BYTES, t.udp_v4()).await?;
+                let mut buf = vec![0u8; 2048];
+                let got = timeout(limit / 3, assoc.recv_from(&mut buf)).await;
+                if let Ok(Ok((n, from))) = got {
+                    if buf.get(..n) == Some(PROBE_BYTES) {
+                        return Ok(from);
+                    }
+                }
+            }
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no echo within {limit:?}"),
+            ))
+        };
+        match round_trip.await {
+            Ok(from) => Finding::yes(
+                format!("relay at {}, echo from {from}", assoc.relay_addr()),
+                Some(latency),
+            ),
+            Err(e) => Finding::no(format!(
+                "association granted (relay {}), but {e}",
+                assoc.relay_addr()
+            )),
+        }
+    }
+
+    async fn resolve(&self, protocol: Protocol) -> Finding {
+        let client = self.client_as(protocol);
+        let start = Instant::now();
+        match client.resolve("localhost").await {
+            Ok(ip) => Finding::yes(format!("localhost is {ip}"), Some(start.elapsed())),
+            Err(e) => Finding::no(short(&e)),
+        }
+    }
+}
+
+/// An error without the "hop N (url): " prefix when there is only the one hop that matters.
+fn short(e: &ClientError) -> String {
+    match e {
+        ClientError::Hop(h) => format!("{}: {}", h.step, h.kind),
+        other => other.to_string(),
+    }
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> Result<(), String> {
+    let exchange = async {
+        stream.write_all(PROBE_BYTES).await?;
+        let mut got = vec![0u8; PROBE_BYTES.len()];
+        stream.read_exact(&mut got).await?;
+        Ok::<_, std::io::Error>(got)
+    };
+    match timeout(limit, exchange).await {
+        Ok(Ok(got)) if got == PROBE_BYTES => Ok(()),
+        Ok(Ok(_)) => Err("the echo came back different".into()),
+        Ok(Err(e)) => Err(format!("the echo failed: {e}")),
+        Err(_) => Err(format!("no echo within {limit:?}")),
+    }
+}
+
+/// A BIND listening address is connected to only when it is on loopback or is the proxy's
+/// own address: never somewhere a misbehaving proxy points at.
+fn may_connect_back(ip: IpAddr, proxy: &Proxy) -> bool {
+    ip.is_loopback() || matches!(proxy.host(), ProxyHost::Ip(p) if *p == ip)
+}
+
+fn hop_target(proxy: &Proxy) -> TargetAddr {
+    match proxy.host() {
+        ProxyHost::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, proxy.port())),
+        ProxyHost::Name(name) => {
+            TargetAddr::domain(name.as_bytes(), proxy.port()).unwrap_or(TargetAddr::UNSPECIFIED)
+        }
+    }
+}
+
+/// Whether a proxy is on this machine, so that [`LoopbackTargets`] are reachable from it.
+pub fn is_loopback(proxy: &Proxy) -> bool {
+    match proxy.host() {
+        ProxyHost::Ip(ip) => ip.is_loopback(),
+        ProxyHost::Name(name) => name == "localhost" || name.ends_with(".localhost"),
+    }
+}
