@@ -198,7 +198,6 @@ async fn two_hundred_tunnels_at_once() {
         while let Some(t) = open.join_next().await {
             tunnels.push(t.expect("open task"));
         }
-        assert_eq!(echo.accepted(), TUNNELS);
         let mut traffic = JoinSet::new();
         for (i, mut t) in tunnels.into_iter().enumerate() {
             traffic.spawn(async move {
@@ -212,6 +211,9 @@ async fn two_hundred_tunnels_at_once() {
         while let Some(done) = traffic.join_next().await {
             done.expect("tunnel task");
         }
+        // Counted only now: the proxy's CONNECT succeeds once the kernel has queued the
+        // connection, which can be before the echo server's accept loop has taken it.
+        assert_eq!(echo.accepted(), TUNNELS);
         log_with(&server, "session finished", TUNNELS).await;
     })
     .await;
