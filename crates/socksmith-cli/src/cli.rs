@@ -5,8 +5,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::commands;
 
 /// socksmith: a SOCKS4, SOCKS4a and SOCKS5 server, client and benchmark.
+///
+/// Start a local proxy with `socksmith serve`, reach a target through one with
+/// `socksmith connect -x socks5h://127.0.0.1:1080 example.com:80`, and see `socksmith help
+/// COMMAND` for each command's options.
 #[derive(Debug, Parser)]
-#[command(name = "socksmith", version, about, long_about = None)]
+#[command(name = "socksmith", version)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
