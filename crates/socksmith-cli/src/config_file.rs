@@ -12,6 +12,8 @@
 //! allow_link_local = false     # targets in 169.254.0.0/16 and fe80::/10
 //! deny = ["10.0.0.0/8"]        # refuse targets in these prefixes (reply 0x02)
 //! max_sessions = 10000
+//! # every tunnel through these parent proxies, first hop first (curl's URL forms)
+//! upstream = ["socks5h://user:pass@127.0.0.1:1081"]
 //!
 //! [[users]]
 //! name = "alice"
@@ -34,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use socksmith::client::{Client, Proxy, Timeouts};
 use socksmith::policy::{IpNet, Rules};
 use socksmith::server::{ServerConfig, Users};
 
@@ -55,6 +58,8 @@ pub struct FileConfig {
     pub deny: Option<Vec<String>>,
     /// Most sessions at once.
     pub max_sessions: Option<usize>,
+    /// Parent proxy URLs, first hop first.
+    pub upstream: Option<Vec<String>>,
     /// Deadlines.
     pub timeouts: Option<FileTimeouts>,
 }
@@ -142,20 +147,40 @@ pub struct ServeSettings {
     pub deny: Vec<IpNet>,
     /// Whether link-local targets are allowed.
     pub allow_link_local: bool,
+    /// The parent proxy chain, first hop first; empty: connect directly.
+    pub upstream: Vec<Proxy>,
     /// Everything else.
     pub server: ServerConfig,
 }
 
 impl ServeSettings {
-    /// Puts users and rules into the server configuration.
+    /// Puts users, rules and the upstream chain into the server configuration. The chain's
+    /// client resolves with the server's resolver and gets the server's deadlines: the
+    /// resolve timeout, the connect timeout (for the first hop and each handshake step), the
+    /// BIND timeout.
     pub fn finish(self) -> (Vec<SocketAddr>, ServerConfig) {
         let ServeSettings {
             listen,
             users,
             deny,
             allow_link_local,
+            upstream,
             mut server,
         } = self;
+        if !upstream.is_empty() {
+            let client = Client::builder()
+                .proxies(upstream)
+                .resolver(Arc::clone(&server.resolver))
+                .timeouts(Timeouts {
+                    connect: server.connect_timeout,
+                    handshake: server.connect_timeout,
+                    resolve: server.resolve_timeout,
+                    bind_accept: server.bind_timeout,
+                })
+                .build()
+                .expect("a chain with at least one hop builds");
+            server.set_upstream(client);
+        }
         if !users.is_empty() {
             server.auth = Some(Arc::new(users));
         }
@@ -211,6 +236,16 @@ impl TryFrom<FileConfig> for ServeSettings {
             return Err(ConfigError::new("max_sessions", "must be at least 1"));
         }
         server.max_sessions = file.max_sessions;
+        let upstream = file
+            .upstream
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                url.parse::<Proxy>()
+                    .map_err(|e| ConfigError::new(format!("upstream[{i}]"), e))
+            })
+            .collect::<Result<_, _>>()?;
         let t = file.timeouts.unwrap_or_default();
         let set = |slot: &mut Duration, value: Option<FileDuration>, key: &str| {
             if let Some(v) = value {
@@ -244,6 +279,7 @@ impl TryFrom<FileConfig> for ServeSettings {
             users,
             deny,
             allow_link_local: file.allow_link_local.unwrap_or(false),
+            upstream,
             server,
         })
     }
@@ -339,6 +375,7 @@ mod tests {
             allow_socks4 = true
             deny = ["10.0.0.0/8"]
             max_sessions = 5
+            upstream = ["socks5h://u:secret@127.0.0.1:1081", "socks4a://[::1]"]
             [[users]]
             name = "alice"
             password = "pw"
@@ -361,9 +398,20 @@ mod tests {
         assert_eq!(s.server.idle_timeout, None);
         assert_eq!(s.server.udp_idle_timeout, Duration::from_millis(500));
         assert_eq!(s.server.shutdown_grace, Duration::from_secs(60));
+        assert_eq!(s.upstream.len(), 2);
         let (listen, server) = s.finish();
         assert_eq!(listen.len(), 2);
         assert!(server.auth.is_some());
+        let upstream = server.upstream().expect("an upstream chain");
+        assert_eq!(
+            upstream.describe(),
+            "socks5h://u:***@127.0.0.1:1081 -> socks4a://[::1]:1080"
+        );
+        assert_eq!(
+            upstream.client().timeouts().handshake,
+            Duration::from_secs(3),
+            "the chain's steps get the connect timeout"
+        );
     }
 
     #[test]
@@ -374,7 +422,9 @@ mod tests {
             vec!["127.0.0.1:1080".parse::<SocketAddr>().expect("literal")]
         );
         assert!(s.users.is_empty());
+        assert!(s.upstream.is_empty());
         assert_eq!(s.server.handshake_timeout, Duration::from_secs(10));
+        assert!(s.finish().1.upstream().is_none());
     }
 
     #[test]
@@ -409,6 +459,10 @@ mod tests {
             ),
             ("[[users]]\nname = \"a\"", "missing field `password`"),
             ("max_sessions = 0", "max_sessions: must be at least 1"),
+            (
+                "upstream = [\"socks5h://127.0.0.1:1080\", \"http://u:pw@proxy:3128\"]",
+                "upstream[1]: invalid proxy URL \"http://u:***@proxy:3128\": unsupported scheme",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text);

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use socksmith::client::Proxy;
 use socksmith::policy::IpNet;
 use socksmith::server::{bind_listener, Server, Users};
 
@@ -33,6 +34,11 @@ use crate::config_file::{self, parse_duration, parse_listen, FileConfig, ServeSe
                   SIGTERM stop accepting, let running tunnels finish for --shutdown-grace, then \
                   exit 0. One log line per finished session goes to stderr (--log-format json \
                   for JSON; RUST_LOG or -v for more).\n\n\
+                  With --upstream, every tunnel goes through that parent proxy (or chain of \
+                  them) instead of straight to the target: CONNECT, BIND (the last hop \
+                  listens), UDP ASSOCIATE (through the last hop's relay) and RESOLVE. Nothing \
+                  is sent from this host directly; what the chain refuses, the client is \
+                  refused with the chain's reply code.\n\n\
                   Durations are written like 500ms, 10s, 5m, 1h."
 )]
 pub struct Args {
@@ -49,8 +55,8 @@ pub struct Args {
 
     /// Read settings from this TOML file; flags given on the command line override it.
     /// Keys: listen, users ([[users]] name/password), allow_socks4, allow_open_proxy,
-    /// allow_link_local, deny, max_sessions, [timeouts] handshake/resolve/connect/idle/
-    /// udp_idle/bind/shutdown_grace.
+    /// allow_link_local, deny, max_sessions, upstream (a list of URLs), [timeouts] handshake/
+    /// resolve/connect/idle/udp_idle/bind/shutdown_grace.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -110,6 +116,15 @@ pub struct Args {
     /// Serve at most this many clients at once; more wait to be accepted. Default: no limit.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: Option<u64>,
+
+    /// Send every tunnel through this parent proxy instead of connecting directly. Repeat for
+    /// a chain, first hop first. curl's URL forms: socks4://, socks4a://, socks5:// or
+    /// socks5h://[USER[:PASSWORD]@]HOST[:PORT] (port 1080 by default). With socks5h and
+    /// socks4a the last hop resolves target names; with socks5 and socks4 they are resolved
+    /// here. A password in the URL is visible to other local users (ps): prefer the config
+    /// file's `upstream` key. The flags replace the file's list.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstream: Vec<String>,
 }
 
 /// Runs `socksmith serve`.
@@ -124,6 +139,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let server = Server::new(config);
         server.check_listeners(&listeners)?;
+        if let Some(upstream) = server.config().upstream() {
+            tracing::info!(upstream = %upstream.describe(), "tunnels go through the upstream chain");
+        }
         // Handlers first: a signal sent as soon as the addresses are announced must find them.
         let shutdown = shutdown_signal()?;
         let mut stdout = std::io::stdout().lock();
@@ -169,6 +187,17 @@ fn settings(args: Args) -> anyhow::Result<ServeSettings> {
     s.allow_link_local |= args.allow_link_local;
     if !args.deny.is_empty() {
         s.deny = args.deny;
+    }
+    if !args.upstream.is_empty() {
+        s.upstream = args
+            .upstream
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                url.parse::<Proxy>()
+                    .with_context(|| format!("--upstream #{}", i + 1))
+            })
+            .collect::<anyhow::Result<_>>()?;
     }
     let set = |slot: &mut Duration, flag: Option<Duration>| {
         if let Some(d) = flag {

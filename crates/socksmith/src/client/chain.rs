@@ -92,8 +92,10 @@ impl Client {
     /// The reply a server that sends its tunnels through this client (a parent proxy chain)
     /// should give its own client when [`Self::connect`] failed with `err`: the last hop's
     /// failure reply as is, [`ReplyCode::HostUnreachable`] when the target's name did not
-    /// resolve here, [`ReplyCode::TtlExpired`] for a deadline (as for a direct connect that
-    /// times out), and [`ReplyCode::GeneralFailure`] for anything wrong with the chain itself
+    /// resolve here, [`ReplyCode::CommandNotSupported`] for a command the last hop's protocol
+    /// cannot carry ([`ClientError::Unsupported`]), [`ReplyCode::TtlExpired`] for a deadline
+    /// (as for a direct connect that times out), and [`ReplyCode::GeneralFailure`] for anything
+    /// wrong with the chain itself
     /// (an unreachable or refusing upstream proxy is the server's problem, not the target's).
     ///
     /// ```
@@ -106,6 +108,11 @@ impl Client {
     /// # }
     /// ```
     pub fn downstream_reply(&self, err: &ClientError) -> ReplyCode {
+        if let ClientError::Unsupported { .. } = err {
+            // Refused before anything was sent: the last hop's protocol cannot carry the
+            // command (UDP ASSOCIATE over SOCKS4), as a proxy without it would answer.
+            return ReplyCode::CommandNotSupported;
+        }
         let at_last_hop = err.hop() == Some(self.hops.len());
         match err.kind() {
             Some(HopErrorKind::Rejected { code, .. }) if at_last_hop => *code,

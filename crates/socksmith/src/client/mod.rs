@@ -3,8 +3,9 @@
 //!
 //! This module drives the handshake machine of [`socksmith_proto`] over sockets and timers;
 //! it makes no protocol decision of its own (what to send and what an answer means is the
-//! machine's call). It does not serve: the server lives in its own module and uses
-//! [`Client::connect`] only to chain through upstream proxies.
+//! machine's call). It does not serve: the server lives in its own module and uses this
+//! client only to chain through upstream proxies (`server::Upstream`: CONNECT, BIND, UDP
+//! ASSOCIATE and RESOLVE through the chain).
 //!
 //! - [`Proxy`] (from a URL with curl's semantics, or typed) and [`Client`] / [`ClientBuilder`]
 //!   ([`Timeouts`] for every step, the [`crate::resolve::Resolve`]r for names resolved here);

@@ -5,18 +5,24 @@
 //! connection from the expected peer's IP is taken (the request's address; a name is resolved
 //! first; 0.0.0.0 or :: accepts any peer); others are closed at once. The wait is bounded by
 //! [`crate::server::ServerConfig::bind_timeout`] and ends early when the client goes away.
+//!
+//! With an upstream, the last hop of the chain listens instead ([`crate::client::Client::bind`]):
+//! its address goes into the first reply, the peer it reports into the second, and checking
+//! the peer is the last hop's job. The same deadline and early-bytes handling apply.
 
 use std::net::{IpAddr, SocketAddr};
 
-use socksmith_proto::{ReplyCode, TargetAddr};
+use socksmith_proto::{ReplyCode, TargetAddr, Version};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::client::{BindListener, ProxyStream};
 use crate::server::connect::tunnel;
 use crate::server::error::{LookupError, SessionError};
 use crate::server::outbound::{lookup, OutboundStream};
 use crate::server::session::{Replier, Session, Traffic};
-use crate::server::Shared;
+use crate::server::upstream::outbound_stream;
+use crate::server::{Shared, Upstream};
 
 /// Bytes the client may send while waiting for the peer; kept for the peer. Past this the
 /// server stops reading the client until the peer is there.
@@ -30,6 +36,10 @@ pub(crate) async fn bind(
     mut pending: Vec<u8>,
     traffic: &mut Traffic,
 ) -> Result<(), SessionError> {
+    if let Some(upstream) = shared.outbound.upstream() {
+        return through_upstream(shared, upstream, session, client, replier, pending, traffic)
+            .await;
+    }
     // Which peer may connect: `None` means any.
     let expected: Option<Vec<IpAddr>> = match session.target.ip_literal() {
         Some(addr) if addr.ip().is_unspecified() => None,
@@ -114,6 +124,106 @@ pub(crate) async fn bind(
         .await?;
     drop(replier);
     tunnel(shared, client, OutboundStream::Tcp(peer), &pending, traffic).await
+}
+
+/// BIND through the parent proxy chain: the last hop listens and checks the peer; its two
+/// replies become ours.
+async fn through_upstream(
+    shared: &Shared,
+    upstream: &Upstream,
+    session: &Session,
+    mut client: TcpStream,
+    mut replier: Replier,
+    mut pending: Vec<u8>,
+    traffic: &mut Traffic,
+) -> Result<(), SessionError> {
+    let chain = upstream.client();
+    let listener = match chain.bind(&session.target).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            replier
+                .send(
+                    &mut client,
+                    chain.downstream_reply(&e),
+                    TargetAddr::UNSPECIFIED,
+                )
+                .await?;
+            return Err(SessionError::Upstream(e));
+        }
+    };
+    let listening = listener.listen_addr().clone();
+    // A SOCKS4 reply carries an IPv4 address only; anything else would be sent as 0.0.0.0,
+    // which tells the client "the proxy's own address": wrong, the last hop listens.
+    let fits = match (session.version, &listening) {
+        (Version::V4, TargetAddr::Ip(addr)) => addr.is_ipv4(),
+        (Version::V4, TargetAddr::Domain(..)) => false,
+        (Version::V5, _) => true,
+    };
+    if !fits {
+        replier
+            .send(
+                &mut client,
+                ReplyCode::GeneralFailure,
+                TargetAddr::UNSPECIFIED,
+            )
+            .await?;
+        return Err(SessionError::Socks4Unsendable(listening));
+    }
+    replier
+        .send(&mut client, ReplyCode::Succeeded, listening)
+        .await?;
+
+    let limit = shared.config.bind_timeout;
+    let wait = wait_for_upstream_peer(listener, &mut client, &mut pending);
+    let (peer, peer_addr) = match tokio::time::timeout(limit, wait).await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(SessionError::Upstream(e))) => {
+            replier
+                .send(
+                    &mut client,
+                    chain.downstream_reply(&e),
+                    TargetAddr::UNSPECIFIED,
+                )
+                .await?;
+            return Err(SessionError::Upstream(e));
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            replier
+                .send(&mut client, ReplyCode::TtlExpired, TargetAddr::UNSPECIFIED)
+                .await?;
+            return Err(SessionError::BindTimeout(limit));
+        }
+    };
+    replier
+        .send(&mut client, ReplyCode::Succeeded, peer_addr)
+        .await?;
+    drop(replier);
+    tunnel(shared, client, outbound_stream(peer), &pending, traffic).await
+}
+
+/// Waits for the last hop's second reply; reads (and keeps) what the client sends meanwhile,
+/// and fails when the client closes (dropping the listener closes the chain).
+async fn wait_for_upstream_peer(
+    listener: BindListener<TcpStream>,
+    client: &mut TcpStream,
+    pending: &mut Vec<u8>,
+) -> Result<(ProxyStream<TcpStream>, TargetAddr), SessionError> {
+    let accept = listener.accept();
+    tokio::pin!(accept);
+    loop {
+        let room = pending.len() < MAX_EARLY_BYTES;
+        tokio::select! {
+            accepted = &mut accept => return accepted.map_err(SessionError::Upstream),
+            read = client.read_buf(pending), if room => {
+                match read {
+                    Ok(0) => return Err(SessionError::BindClientClosed),
+                    Ok(_) => {}
+                    Err(e) => return Err(SessionError::ClientIo(e)),
+                }
+            }
+        }
+    }
 }
 
 /// Accepts until the expected peer connects; reads (and keeps) what the client sends

@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::Client;
 use crate::policy::{Policy, Rules};
 use crate::resolve::{Resolve, SystemResolver};
 use crate::server::auth::Authenticator;
 use crate::server::outbound::Outbound;
+use crate::server::upstream::Upstream;
 
 /// How a [`crate::server::Server`] behaves. Start from `ServerConfig::default()` and set the
 /// fields that matter:
@@ -66,6 +68,8 @@ pub struct ServerConfig {
     /// Decides whether each request may proceed.
     pub policy: Arc<dyn Policy>,
     /// How tunnels to targets are opened. `None`: directly (resolve, then Happy Eyeballs).
+    /// An [`Upstream`] (see [`Self::set_upstream`]) also carries BIND, UDP ASSOCIATE and
+    /// RESOLVE; with any other outbound those are served from this host.
     pub outbound: Option<Arc<dyn Outbound>>,
     /// Relay with `splice(2)` on Linux when both legs are TCP (default `true`).
     pub zero_copy: bool,
@@ -97,5 +101,27 @@ impl ServerConfig {
     /// Whether SOCKS4/4a clients are served, resolving the `None` default.
     pub fn socks4_allowed(&self) -> bool {
         self.allow_socks4.unwrap_or(self.auth.is_none())
+    }
+
+    /// Sends every tunnel (and BIND, UDP ASSOCIATE, RESOLVE) through `client`'s chain of
+    /// parent proxies: sets [`Self::outbound`] to an [`Upstream`]. The policy still checks
+    /// each request's target first; what a name resolves to (at the far end, or inside the
+    /// client for `socks5`/`socks4` hops) is not checked (see [`Upstream`]).
+    ///
+    /// ```
+    /// use socksmith::client::Client;
+    /// use socksmith::server::ServerConfig;
+    ///
+    /// let mut config = ServerConfig::default();
+    /// config.set_upstream(Client::from_url("socks5h://127.0.0.1:9050").unwrap());
+    /// assert_eq!(config.upstream().unwrap().describe(), "socks5h://127.0.0.1:9050");
+    /// ```
+    pub fn set_upstream(&mut self, client: Client) {
+        self.outbound = Some(Arc::new(Upstream::new(client)));
+    }
+
+    /// The parent proxy chain, if the outbound is one.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        self.outbound.as_deref().and_then(|o| o.upstream())
     }
 }

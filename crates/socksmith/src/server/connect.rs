@@ -1,5 +1,6 @@
 //! CONNECT (open a tunnel through the outbound, reply, relay) and Tor's RESOLVE and
-//! RESOLVE_PTR (answer from the server's resolver, no tunnel).
+//! RESOLVE_PTR (answer from the server's resolver, or from the upstream chain's last hop when
+//! there is one; no tunnel).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -104,7 +105,26 @@ pub(crate) async fn resolve(
 
 async fn resolve_name(shared: &Shared, session: &Session) -> Result<TargetAddr, LookupError> {
     let config = &shared.config;
-    let ips = lookup(&*config.resolver, &session.target, config.resolve_timeout).await?;
+    let ips = match (shared.outbound.upstream(), &session.target) {
+        (Some(upstream), TargetAddr::Domain(name, _)) => {
+            let Some(name) = name.to_str() else {
+                return Err(ResolveError::InvalidName {
+                    query: name.to_string(),
+                }
+                .into());
+            };
+            let chain = upstream.client();
+            let ip = chain
+                .resolve(name)
+                .await
+                .map_err(|source| LookupError::Upstream {
+                    reply: chain.downstream_reply(&source),
+                    source,
+                })?;
+            vec![ip]
+        }
+        _ => lookup(&*config.resolver, &session.target, config.resolve_timeout).await?,
+    };
     // A SOCKS4 reply has room for an IPv4 address only.
     let ip = match session.version {
         Version::V4 => ips.iter().find(|ip| ip.is_ipv4()),
@@ -121,15 +141,29 @@ async fn resolve_ptr(shared: &Shared, target: &TargetAddr) -> Result<TargetAddr,
         return Err(LookupError::PtrNeedsAddress(target.clone()));
     };
     let ip: IpAddr = addr.ip();
-    let limit = shared.config.resolve_timeout;
-    let name = match tokio::time::timeout(limit, shared.config.resolver.lookup_addr(ip)).await {
-        Ok(answer) => answer?,
-        Err(_) => {
-            return Err(ResolveError::Timeout {
-                query: ip.to_string(),
-                after: limit,
+    let name = match shared.outbound.upstream() {
+        Some(upstream) => {
+            let chain = upstream.client();
+            chain
+                .resolve_ptr(ip)
+                .await
+                .map_err(|source| LookupError::Upstream {
+                    reply: chain.downstream_reply(&source),
+                    source,
+                })?
+        }
+        None => {
+            let limit = shared.config.resolve_timeout;
+            match tokio::time::timeout(limit, shared.config.resolver.lookup_addr(ip)).await {
+                Ok(answer) => answer?,
+                Err(_) => {
+                    return Err(ResolveError::Timeout {
+                        query: ip.to_string(),
+                        after: limit,
+                    }
+                    .into())
+                }
             }
-            .into())
         }
     };
     DomainName::new(name.into_bytes())

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use socksmith_proto::{ProtocolError, ReplyCode, TargetAddr};
 
+use crate::client::ClientError;
 use crate::policy::DenyReason;
 use crate::relay::RelayError;
 use crate::resolve::ResolveError;
@@ -83,6 +84,10 @@ pub enum SessionError {
     /// BIND: no expected peer connected in time.
     #[error("BIND: no connection from the expected peer within {0:?}")]
     BindTimeout(Duration),
+    /// BIND through the upstream: the last hop listens at an address a SOCKS4 reply cannot
+    /// carry (a name or an IPv6 address).
+    #[error("BIND: the upstream listens at {0}, which a SOCKS4 reply cannot carry")]
+    Socks4Unsendable(TargetAddr),
     /// BIND: the client closed its connection while waiting for the peer.
     #[error("BIND: client closed the connection while waiting for the peer")]
     BindClientClosed,
@@ -100,6 +105,13 @@ pub enum SessionError {
     /// The UDP association saw no datagram for the idle timeout.
     #[error("UDP association idle for {0:?}")]
     UdpIdle(Duration),
+    /// BIND or UDP ASSOCIATE through the upstream proxy chain failed; the message names the
+    /// hop, the step and the reply.
+    #[error(transparent)]
+    Upstream(ClientError),
+    /// The upstream proxy ended a UDP association (it closed its control connection).
+    #[error("upstream: {0}")]
+    UpstreamIo(#[source] io::Error),
 }
 
 /// Why a lookup the server answers itself (RESOLVE, RESOLVE_PTR, a BIND's peer name) failed.
@@ -116,6 +128,14 @@ pub enum LookupError {
     /// RESOLVE_PTR names an address to look up; a name was sent.
     #[error("RESOLVE_PTR needs an address, got the name {0}")]
     PtrNeedsAddress(TargetAddr),
+    /// The lookup through the upstream proxy chain failed.
+    #[error("{source}")]
+    Upstream {
+        /// The reply the chain's failure deserves ([`crate::client::Client::downstream_reply`]).
+        reply: ReplyCode,
+        /// What went wrong, naming the hop.
+        source: ClientError,
+    },
     /// The reverse lookup's answer is not a name SOCKS can carry (over 255 bytes, say).
     #[error("reverse DNS answer for {ip} cannot be sent: {source}")]
     Unsendable {
@@ -129,9 +149,10 @@ pub enum LookupError {
 impl LookupError {
     /// Host unreachable (0x04) for a failed lookup, as for a CONNECT to that name; address
     /// type not supported (0x08) for RESOLVE_PTR with a name; general failure (0x01) for an
-    /// answer that cannot be encoded.
+    /// answer that cannot be encoded; the chain's reply for a lookup through the upstream.
     pub fn reply_code(&self) -> ReplyCode {
         match self {
+            LookupError::Upstream { reply, .. } => *reply,
             LookupError::Failed(_) | LookupError::NoIpv4(_) => ReplyCode::HostUnreachable,
             LookupError::PtrNeedsAddress(_) => ReplyCode::AddressTypeNotSupported,
             LookupError::Unsendable { .. } => ReplyCode::GeneralFailure,

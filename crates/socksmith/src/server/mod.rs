@@ -15,10 +15,17 @@
 //!
 //! Layout: `listener` (accept loop, limits, drain), `session` (one connection: handshake with
 //! a deadline, policy, dispatch, log line), `connect` (CONNECT, RESOLVE, RESOLVE_PTR), `bind`,
-//! `udp`, `outbound` (the seam where a tunnel to the target is opened), `auth`, `config`,
-//! `error`, `stats`. The wire protocol is decided by `socksmith-proto`'s
+//! `udp`, `outbound` (the seam where a tunnel to the target is opened, and [`Direct`]),
+//! `upstream` ([`Upstream`]: every tunnel through a chain of parent proxies), `auth`,
+//! `config`, `error`, `stats`. The wire protocol is decided by `socksmith-proto`'s
 //! [`ServerHandshake`](socksmith_proto::ServerHandshake); this module moves bytes.
-//! Client-side code (connecting through proxies) lives in `crate::client`, not here.
+//! Client-side code (connecting through proxies) lives in `crate::client`, not here; the
+//! server uses it only through [`Upstream`].
+//!
+//! With an upstream ([`ServerConfig::set_upstream`]), nothing leaves this host directly:
+//! CONNECT, BIND (the last hop listens), UDP ASSOCIATE (datagrams go through the last hop's
+//! relay) and RESOLVE/RESOLVE_PTR all go through the chain, and what the chain refuses is
+//! refused to the client with the chain's reply code.
 
 mod auth;
 mod bind;
@@ -30,6 +37,7 @@ mod outbound;
 mod session;
 mod stats;
 mod udp;
+mod upstream;
 
 pub use auth::{Authenticator, UserError, Users};
 pub use config::ServerConfig;
@@ -41,6 +49,7 @@ pub use outbound::{
 };
 pub use session::Session;
 pub use stats::{Stats, StatsSnapshot};
+pub use upstream::Upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -67,10 +76,12 @@ pub(crate) struct Shared {
     pub(crate) outbound: OutboundImpl,
 }
 
-/// The configured outbound; the direct one is called without boxing its future.
+/// The configured outbound; the built-in ones are called without boxing their futures.
 #[derive(Debug)]
 pub(crate) enum OutboundImpl {
     Direct(Direct),
+    /// BIND, UDP ASSOCIATE and RESOLVE go through it too.
+    Upstream(Upstream),
     Custom(Arc<dyn Outbound>),
 }
 
@@ -81,7 +92,16 @@ impl OutboundImpl {
     ) -> Result<Connected, ConnectError> {
         match self {
             OutboundImpl::Direct(direct) => direct.open(request).await,
+            OutboundImpl::Upstream(upstream) => upstream.open(request).await,
             OutboundImpl::Custom(outbound) => outbound.connect(request).await,
+        }
+    }
+
+    /// The parent proxy chain, if every command goes through one.
+    pub(crate) fn upstream(&self) -> Option<&Upstream> {
+        match self {
+            OutboundImpl::Upstream(upstream) => Some(upstream),
+            _ => None,
         }
     }
 }
@@ -102,7 +122,10 @@ impl Server {
             ..RelayOptions::default()
         };
         let outbound = match &config.outbound {
-            Some(custom) => OutboundImpl::Custom(Arc::clone(custom)),
+            Some(custom) => match custom.upstream() {
+                Some(upstream) => OutboundImpl::Upstream(upstream.clone()),
+                None => OutboundImpl::Custom(Arc::clone(custom)),
+            },
             None => OutboundImpl::Direct(Direct::new(
                 Arc::clone(&config.resolver),
                 config.resolve_timeout,

@@ -2,10 +2,14 @@
 //! implementation, [`Direct`] (resolve, check each address with the policy, connect with
 //! Happy Eyeballs).
 //!
-//! A later `Upstream` (a chain of parent proxies through the client library) plugs in as
-//! another [`Outbound`] returning [`OutboundStream::Stream`], relayed with the generic relay;
-//! the direct path returns [`OutboundStream::Tcp`], relayed with `splice(2)`. This module
-//! does not speak SOCKS to the client and does not relay.
+//! The other built-in one is [`crate::server::Upstream`] (a chain of parent proxies through
+//! the client library, in `upstream.rs`). Both return [`OutboundStream::Tcp`] when the target
+//! end is a bare TCP connection (for the upstream, the connection to the first hop once the
+//! handshakes are done), relayed with `splice(2)`; a stream with bytes of its own to deliver
+//! first (or TLS, or anything else a custom outbound makes) is [`OutboundStream::Stream`],
+//! relayed by copying. An outbound that is an upstream says so ([`Outbound::upstream`]), and
+//! the server then sends BIND, UDP ASSOCIATE and RESOLVE through it too. This module does not
+//! speak SOCKS to the client and does not relay.
 
 use std::fmt;
 use std::future::Future;
@@ -22,7 +26,7 @@ use tokio::net::TcpStream;
 use crate::dial::{dial, DialError, DialErrorKind, DialOptions};
 use crate::policy::{Decision, DenyReason, Policy};
 use crate::resolve::{resolve, Resolve, ResolveError};
-use crate::server::Session;
+use crate::server::{Session, Upstream};
 
 /// Any byte stream a tunnel can end in (a connection through a parent proxy, TLS, ...).
 pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -74,6 +78,13 @@ pub type ConnectFuture<'a> =
 pub trait Outbound: Send + Sync + fmt::Debug {
     /// Opens a tunnel to `request.session.target`.
     fn connect<'a>(&'a self, request: ConnectRequest<'a>) -> ConnectFuture<'a>;
+
+    /// The parent proxy chain this outbound sends through, if it is one: the server then
+    /// sends BIND, UDP ASSOCIATE and RESOLVE/RESOLVE_PTR through the same chain. `None` (the
+    /// default): the server serves those from this host itself, whatever `connect` does.
+    fn upstream(&self) -> Option<&Upstream> {
+        None
+    }
 }
 
 /// Why no tunnel was opened. [`ConnectError::reply_code`] is the reply the client gets; the

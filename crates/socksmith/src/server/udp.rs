@@ -12,6 +12,14 @@
 //! The association ends when the control connection closes or errors, or after
 //! [`crate::server::ServerConfig::udp_idle_timeout`] without a datagram. One buffer of 64 KiB
 //! serves both directions; nothing is allocated per datagram.
+//!
+//! With an upstream, the outbound sockets are replaced by one association with the chain's
+//! last hop ([`crate::client::Client::udp_associate`], opened before the reply, so the
+//! client gets the chain's reply code when it fails): datagrams go to its relay, a name as is
+//! when the last hop resolves names (`socks5h`), else resolved and checked here; answers come
+//! back with the source the relay reports. Its receive is a future rather than a poll, so that
+//! loop waits with `select!` and has a second buffer. The association also ends when the
+//! upstream ends its own.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -20,10 +28,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use socksmith_proto::{ReplyCode, TargetAddr, UdpHeader};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, Sleep};
 
+use crate::client::{UdpAssociation, MAX_UDP_HEADER_LEN};
 use crate::policy::Decision;
 use crate::server::error::SessionError;
 use crate::server::outbound::lookup;
@@ -31,9 +40,10 @@ use crate::server::session::{Replier, Session};
 use crate::server::stats::inc;
 use crate::server::Shared;
 
-/// Room kept in front of a target's answer for the SOCKS header (at most 3 + 1 + 16 + 2
-/// bytes for an IP address).
-const HEADER_ROOM: usize = 22;
+/// Room kept in front of a target's answer for the SOCKS header: 3 + 1 + 16 + 2 bytes for
+/// an IP address from this host's sockets, up to a 255-byte name for a source an upstream
+/// relay reports (which also needs that room for its own header in the same place).
+const HEADER_ROOM: usize = MAX_UDP_HEADER_LEN;
 
 /// The largest UDP payload plus the header room.
 const BUFFER: usize = 65536 + HEADER_ROOM;
@@ -44,6 +54,28 @@ pub(crate) async fn associate(
     mut client: TcpStream,
     mut replier: Replier,
 ) -> Result<(), SessionError> {
+    let upstream = match shared.outbound.upstream() {
+        Some(upstream) => {
+            let chain = upstream.client();
+            match chain.udp_associate().await {
+                Ok(association) => Some(ThroughUpstream {
+                    association,
+                    remote_names: chain.last_hop().protocol().remote_dns(),
+                }),
+                Err(e) => {
+                    replier
+                        .send(
+                            &mut client,
+                            chain.downstream_reply(&e),
+                            TargetAddr::UNSPECIFIED,
+                        )
+                        .await?;
+                    return Err(SessionError::Upstream(e));
+                }
+            }
+        }
+        None => None,
+    };
     let relay_ip = session.local.ip().to_canonical();
     let socket = match UdpSocket::bind(SocketAddr::new(relay_ip, 0)).await {
         Ok(s) => s,
@@ -88,10 +120,22 @@ pub(crate) async fn associate(
         socket,
         out_v4: None,
         out_v6: None,
+        upstream,
         header: Vec::with_capacity(HEADER_ROOM),
         last_name: None,
     };
-    relay.run(&mut client).await
+    if relay.upstream.is_some() {
+        relay.run_upstream(&mut client).await
+    } else {
+        relay.run(&mut client).await
+    }
+}
+
+/// The target side of an association through the upstream chain.
+struct ThroughUpstream {
+    association: UdpAssociation,
+    /// Whether the last hop resolves names (they are sent as names, not looked up here).
+    remote_names: bool,
 }
 
 struct Association<'a> {
@@ -105,6 +149,8 @@ struct Association<'a> {
     /// The target side, one socket per family, bound on first use.
     out_v4: Option<UdpSocket>,
     out_v6: Option<UdpSocket>,
+    /// The target side instead of those sockets when the server has an upstream.
+    upstream: Option<ThroughUpstream>,
     /// Reused to encode the header of answers.
     header: Vec<u8>,
     /// The last name a datagram was sent to and its address: a client talking to one
@@ -135,11 +181,60 @@ impl Association<'_> {
                 }
                 Event::FromTarget(n, from) => {
                     sleep.as_mut().reset(Instant::now() + idle);
-                    self.target_datagram(&mut buf, n, from).await;
+                    self.target_datagram(&mut buf, n, TargetAddr::Ip(from))
+                        .await;
                 }
                 Event::ControlClosed(None) => return Ok(()),
                 Event::ControlClosed(Some(e)) => return Err(SessionError::ClientIo(e)),
                 Event::Idle => return Err(SessionError::UdpIdle(idle)),
+            }
+        }
+    }
+
+    /// [`Self::run`] with the upstream's association as the target side.
+    async fn run_upstream(&mut self, control: &mut TcpStream) -> Result<(), SessionError> {
+        let idle = self.shared.config.udp_idle_timeout;
+        let mut from_client = vec![0u8; BUFFER];
+        let mut from_target = vec![0u8; BUFFER];
+        let mut scratch = [0u8; 64];
+        let sleep = tokio::time::sleep(idle);
+        tokio::pin!(sleep);
+        loop {
+            let upstream = &self
+                .upstream
+                .as_ref()
+                .expect("run_upstream runs only with an upstream")
+                .association;
+            let room = from_target
+                .get_mut(HEADER_ROOM..)
+                .expect("the buffer is longer than the header room");
+            tokio::select! {
+                // The control connection carries nothing after the reply: bytes are ignored,
+                // end of stream or an error ends the association.
+                read = control.read(&mut scratch) => match read {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(SessionError::ClientIo(e)),
+                },
+                received = self.socket.recv_from(&mut from_client) => {
+                    // An error is an ICMP report of an earlier send; nothing to do.
+                    if let Ok((n, from)) = received {
+                        sleep.as_mut().reset(Instant::now() + idle);
+                        let datagram = from_client
+                            .get(..n)
+                            .expect("recv_from reports at most the buffer");
+                        self.client_datagram(datagram, from).await;
+                    }
+                }
+                received = upstream.recv_from(room) => match received {
+                    Ok((n, from)) => {
+                        sleep.as_mut().reset(Instant::now() + idle);
+                        self.target_datagram(&mut from_target, n, from).await;
+                    }
+                    Err(e) if upstream.is_closed() => return Err(SessionError::UpstreamIo(e)),
+                    Err(e) => tracing::debug!(error = %e, "UDP: receive from the upstream relay failed"),
+                },
+                () = &mut sleep => return Err(SessionError::UdpIdle(idle)),
             }
         }
     }
@@ -186,6 +281,7 @@ impl Association<'_> {
             let mut rb = ReadBuf::new(room);
             if let Poll::Ready(result) = out.poll_recv_from(cx, &mut rb) {
                 if let Ok(from) = result {
+                    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
                     return Poll::Ready(Event::FromTarget(rb.filled().len(), from));
                 }
                 cx.waker().wake_by_ref();
@@ -230,11 +326,20 @@ impl Association<'_> {
             inc(&stats.udp_invalid_dropped);
             return;
         };
-        let Some(out) = self.out_socket(dest.ip()).await else {
-            inc(&stats.udp_invalid_dropped);
-            return;
+        let sent = match &self.upstream {
+            Some(upstream) => upstream.association.send_to(payload, &dest).await,
+            None => {
+                let addr = dest
+                    .ip_literal()
+                    .expect("without an upstream, destinations are resolved to addresses");
+                let Some(out) = self.out_socket(addr.ip()).await else {
+                    inc(&stats.udp_invalid_dropped);
+                    return;
+                };
+                out.send_to(payload, addr).await
+            }
         };
-        match out.send_to(payload, dest).await {
+        match sent {
             Ok(_) => inc(&stats.udp_datagrams_client_to_target),
             Err(e) => {
                 inc(&stats.udp_invalid_dropped);
@@ -243,23 +348,23 @@ impl Association<'_> {
         }
     }
 
-    /// An answer from a target: wrap it with the sender's address and pass it to the client.
-    async fn target_datagram(&mut self, buf: &mut [u8], n: usize, from: SocketAddr) {
+    /// An answer from a target (its payload at `buf[HEADER_ROOM..][..n]`): wrap it with the
+    /// sender's address and pass it to the client.
+    async fn target_datagram(&mut self, buf: &mut [u8], n: usize, from: TargetAddr) {
         let Some(port) = self.client_port else {
             // Nothing was sent yet, so nothing can be an answer.
             inc(&self.shared.stats.udp_foreign_dropped);
             return;
         };
-        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
         self.header.clear();
         UdpHeader {
             frag: 0,
-            target: TargetAddr::Ip(from),
+            target: from,
         }
         .encode(&mut self.header);
         let start = HEADER_ROOM - self.header.len();
         buf.get_mut(start..HEADER_ROOM)
-            .expect("an IP header fits the header room")
+            .expect("any header fits the header room")
             .copy_from_slice(&self.header);
         let datagram = buf
             .get(start..HEADER_ROOM + n)
@@ -271,16 +376,20 @@ impl Association<'_> {
         }
     }
 
-    /// Where a datagram goes: an IP, or a name resolved (and remembered), checked with the
-    /// policy.
-    async fn destination(&mut self, target: &TargetAddr) -> Option<SocketAddr> {
+    /// Where a datagram goes, checked with the policy: an IP, or a name resolved (and
+    /// remembered); a name stays a name for an upstream whose last hop resolves names.
+    async fn destination(&mut self, target: &TargetAddr) -> Option<TargetAddr> {
         let policy = &*self.shared.config.policy;
         if let Decision::Deny(reason) = policy.check_udp_destination(self.session, target) {
             tracing::debug!(%target, %reason, "UDP: destination denied");
             return None;
         }
         if let Some(addr) = target.ip_literal() {
-            return Some(SocketAddr::new(addr.ip().to_canonical(), addr.port()));
+            let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+            return Some(TargetAddr::Ip(addr));
+        }
+        if self.upstream.as_ref().is_some_and(|u| u.remote_names) {
+            return Some(target.clone());
         }
         let ip = match &self.last_name {
             Some((name, ip)) if name == target => *ip,
@@ -300,7 +409,7 @@ impl Association<'_> {
                 ip
             }
         };
-        Some(SocketAddr::new(ip, target.port()))
+        Some(TargetAddr::Ip(SocketAddr::new(ip, target.port())))
     }
 
     /// The outbound socket for `ip`'s family, bound on first use.
