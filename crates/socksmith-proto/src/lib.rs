@@ -18,8 +18,6 @@
 //! References: RFC 1928, RFC 1929, the SOCKS4 and SOCKS4a notes, Tor's socks-extensions.txt.
 
 #![forbid(unsafe_code)]
-// TEMPORARY for the API-only commit: bodies are todo!() until implemented.
-#![allow(unused_variables, dead_code, clippy::todo, clippy::ptr_arg)]
 
 pub mod addr;
 pub mod auth;

@@ -32,11 +32,6 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
-    /// Bytes not yet consumed.
-    pub(crate) fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
-    }
-
     /// Reads one byte.
     pub(crate) fn u8(&mut self) -> Option<u8> {
         let b = *self.buf.get(self.pos)?;
@@ -91,7 +86,6 @@ mod tests {
         let mut r = Reader::new(&[1, 2, 3, 4, 5]);
         assert_eq!(r.u8(), Some(1));
         assert_eq!(r.u16(), Some(0x0203));
-        assert_eq!(r.remaining(), 2);
         assert_eq!(r.array::<3>(), None);
         assert_eq!(r.consumed(), 3, "a failed read consumes nothing");
         assert_eq!(r.take(2), Some(&[4, 5][..]));

@@ -44,9 +44,12 @@
 //! commands are answered this way (0x07) and never reach the caller as an event.
 
 use crate::addr::TargetAddr;
-use crate::auth::Credentials;
-use crate::error::{ProtocolError, Version};
-use crate::v5::{Command, ReplyCode};
+use crate::auth::{AuthRequest, AuthStatus, Credentials};
+use crate::error::{Incompatible, ProtocolError, Version};
+use crate::v4::{V4Reply, V4ReplyCode, V4Request};
+use crate::v5::{AuthMethod, Command, Greeting, MethodChoice, Reply, ReplyCode, Request};
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// How the server wants SOCKS5 clients to authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,10 +94,12 @@ impl Default for HandshakeConfig {
 pub struct IncomingRequest {
     /// The version the client speaks; replies are encoded in it.
     pub version: Version,
-    /// The command: never `Command::Unknown` (the machine refuses those itself).
+    /// The command: never `Command::Unknown`, and over SOCKS4 never UDP ASSOCIATE or
+    /// RESOLVE_PTR (the machine refuses those itself, with 0x07 or 0x5B).
     pub command: Command,
     /// The target. May be a domain that spells an IP literal: see
-    /// [`TargetAddr::ip_literal`].
+    /// [`TargetAddr::ip_literal`]. The machine does not check that it suits the command
+    /// (RESOLVE with an IP, RESOLVE_PTR with a name): answer those as you see fit.
     pub target: TargetAddr,
     /// The SOCKS4 user id (possibly empty); `None` for SOCKS5.
     pub user_id: Option<Vec<u8>>,
@@ -155,13 +160,27 @@ pub enum ServerState {
 #[derive(Debug)]
 pub struct ServerHandshake {
     config: HandshakeConfig,
+    state: ServerState,
+    /// Set by the client's first byte.
+    version: Option<Version>,
+    /// The command of the request being answered.
+    command: Option<Command>,
+    /// Bytes queued for the client.
+    transmit: Vec<u8>,
+    events: VecDeque<ServerEvent>,
 }
 
 impl ServerHandshake {
     /// A machine waiting for a client's first byte.
     pub fn new(config: HandshakeConfig) -> Self {
-        let _ = config;
-        todo!()
+        ServerHandshake {
+            config,
+            state: ServerState::AwaitingGreeting,
+            version: None,
+            command: None,
+            transmit: Vec::new(),
+            events: VecDeque::new(),
+        }
     }
 
     /// Feeds received bytes; returns how many were consumed.
@@ -171,25 +190,59 @@ impl ServerHandshake {
     /// the caller's buffer. Returns `Ok(0)` when the machine waits for a decision or is done;
     /// after an error the state is `Closing` and further calls return `Ok(0)`.
     pub fn receive(&mut self, input: &[u8]) -> Result<usize, ProtocolError> {
-        todo!()
+        let mut used = 0;
+        loop {
+            let rest = input.get(used..).unwrap_or_default();
+            let step = match self.state {
+                ServerState::AwaitingGreeting => self.on_first_message(rest),
+                ServerState::AwaitingAuth => self.on_auth_request(rest),
+                ServerState::AwaitingRequest => self.on_v5_request(rest),
+                // Waiting for a decision, or done: the bytes are not ours.
+                _ => return Ok(used),
+            };
+            match step {
+                Ok(Some(n)) => used += n,
+                Ok(None) => return Ok(used),
+                Err(e) => {
+                    self.state = ServerState::Closing(CloseReason::Error(e.clone()));
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Appends the bytes to send to the client (method choice, auth status, replies) to `out`
     /// and returns how many were appended.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
-        todo!()
+        let n = self.transmit.len();
+        out.append(&mut self.transmit);
+        n
     }
 
     /// The next event the caller must act on.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        todo!()
+        self.events.pop_front()
     }
 
     /// The caller's verdict on a [`ServerEvent::Authenticate`]. `true` queues status 0x00 and
     /// waits for the request; `false` queues status 0x01 and moves to
     /// `Closing(AuthenticationFailed)`. Errors with `InvalidState` when no credentials wait.
     pub fn accept_credentials(&mut self, ok: bool) -> Result<(), ProtocolError> {
-        todo!()
+        if self.state != ServerState::AwaitingCredentialsDecision {
+            return Err(ProtocolError::InvalidState(
+                "accept_credentials() called while no credentials await a decision",
+            ));
+        }
+        if ok {
+            AuthStatus::SUCCESS.encode(&mut self.transmit);
+            self.state = ServerState::AwaitingRequest;
+        } else {
+            // RFC 1929: "If the server returns a `failure' (STATUS value other than X'00')
+            // status, it MUST close the connection."
+            AuthStatus::FAILURE.encode(&mut self.transmit);
+            self.state = ServerState::Closing(CloseReason::AuthenticationFailed);
+        }
+        Ok(())
     }
 
     /// The caller's answer to a [`ServerEvent::Request`]: queues the reply in the client's
@@ -204,21 +257,490 @@ impl ServerHandshake {
     /// again with the peer's address); any other success to `Established`. Errors with
     /// `InvalidState` when no reply is expected.
     pub fn reply(&mut self, code: ReplyCode, bound: TargetAddr) -> Result<(), ProtocolError> {
-        todo!()
+        let first_bind_reply = match self.state {
+            ServerState::AwaitingReply => self.command == Some(Command::Bind),
+            ServerState::AwaitingBindPeer => false,
+            _ => {
+                return Err(ProtocolError::InvalidState(
+                    "reply() called while no request awaits a reply",
+                ))
+            }
+        };
+        let version = self.version.unwrap_or(Version::V5);
+        self.queue_reply(version, code, &bound);
+        self.state = if !code.is_success() {
+            ServerState::Closing(CloseReason::RequestFailed(code))
+        } else if first_bind_reply {
+            ServerState::AwaitingBindPeer
+        } else if matches!(self.command, Some(Command::Resolve | Command::ResolvePtr)) {
+            ServerState::Closing(CloseReason::Resolved)
+        } else {
+            ServerState::Established
+        };
+        Ok(())
     }
 
     /// Where the handshake stands.
     pub fn state(&self) -> ServerState {
-        todo!()
+        self.state.clone()
     }
 
     /// Whether the handshake is over: `Established` or `Closing`.
     pub fn is_finished(&self) -> bool {
-        todo!()
+        matches!(
+            self.state,
+            ServerState::Established | ServerState::Closing(_)
+        )
     }
 
     /// The version the client speaks, once its first byte has been seen.
     pub fn version(&self) -> Option<Version> {
-        todo!()
+        self.version
+    }
+
+    /// The first message: the version byte selects a SOCKS5 greeting or a SOCKS4 request.
+    fn on_first_message(&mut self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        match input.first() {
+            None => Ok(None),
+            Some(&crate::v4::VERSION) => {
+                self.version = Some(Version::V4);
+                self.on_v4_request(input)
+            }
+            Some(&crate::v5::VERSION) => {
+                self.version = Some(Version::V5);
+                self.on_greeting(input)
+            }
+            Some(&other) => Err(Incompatible::UnsupportedVersion(other).into()),
+        }
+    }
+
+    fn on_greeting(&mut self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let Some((greeting, n)) = Greeting::decode(input)? else {
+            return Ok(None);
+        };
+        let wanted = match self.config.auth {
+            AuthPolicy::None => AuthMethod::NoAuth,
+            AuthPolicy::UsernamePassword => AuthMethod::UsernamePassword,
+        };
+        let method = if greeting.methods.contains(&wanted) {
+            wanted
+        } else {
+            AuthMethod::NoAcceptable
+        };
+        MethodChoice { method }.encode(&mut self.transmit);
+        self.state = match method {
+            AuthMethod::NoAuth => ServerState::AwaitingRequest,
+            AuthMethod::UsernamePassword => ServerState::AwaitingAuth,
+            // RFC 1928: "If the selected METHOD is X'FF', none of the methods listed by the
+            // client are acceptable, and the client MUST close the connection." We close too.
+            _ => ServerState::Closing(CloseReason::NoAcceptableMethod),
+        };
+        Ok(Some(n))
+    }
+
+    fn on_auth_request(&mut self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let Some((request, n)) = AuthRequest::decode(input)? else {
+            return Ok(None);
+        };
+        self.events
+            .push_back(ServerEvent::Authenticate(request.credentials));
+        self.state = ServerState::AwaitingCredentialsDecision;
+        Ok(Some(n))
+    }
+
+    fn on_v5_request(&mut self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let decoded = Request::decode(input).inspect_err(|e| self.queue_error_reply(e))?;
+        let Some((request, n)) = decoded else {
+            return Ok(None);
+        };
+        self.accept_request(Version::V5, request.command, request.target, None)?;
+        Ok(Some(n))
+    }
+
+    fn on_v4_request(&mut self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        let decoded = V4Request::decode(input).inspect_err(|e| self.queue_error_reply(e))?;
+        let Some((request, n)) = decoded else {
+            return Ok(None);
+        };
+        if !self.config.allow_socks4 {
+            // SOCKS4 cannot carry a password: letting it in would bypass authentication.
+            self.queue_reply(Version::V4, ReplyCode::NotAllowed, &TargetAddr::UNSPECIFIED);
+            self.state = ServerState::Closing(match self.config.auth {
+                AuthPolicy::UsernamePassword => CloseReason::Socks4AuthRequired,
+                AuthPolicy::None => CloseReason::Socks4Disabled,
+            });
+            return Ok(Some(n));
+        }
+        let user_id = Some(request.user_id);
+        self.accept_request(Version::V4, request.command, request.target, user_id)?;
+        Ok(Some(n))
+    }
+
+    /// Emits the request event, or answers an unsupported command itself.
+    fn accept_request(
+        &mut self,
+        version: Version,
+        command: Command,
+        target: TargetAddr,
+        user_id: Option<Vec<u8>>,
+    ) -> Result<(), ProtocolError> {
+        let supported = match command {
+            Command::Connect | Command::Bind | Command::Resolve => true,
+            // SOCKS4 has no UDP ASSOCIATE, and its reply cannot carry RESOLVE_PTR's name.
+            Command::UdpAssociate | Command::ResolvePtr => version == Version::V5,
+            Command::Unknown(_) => false,
+        };
+        if !supported {
+            let e = ProtocolError::from(Incompatible::UnsupportedCommand { version, command });
+            self.queue_error_reply(&e);
+            return Err(e);
+        }
+        self.command = Some(command);
+        self.events.push_back(ServerEvent::Request(IncomingRequest {
+            version,
+            command,
+            target,
+            user_id,
+        }));
+        self.state = ServerState::AwaitingReply;
+        Ok(())
+    }
+
+    /// Queues the reply a request-phase error deserves, if any.
+    fn queue_error_reply(&mut self, e: &ProtocolError) {
+        if let (Some(code), Some(version)) = (e.reply_code(), self.version) {
+            self.queue_reply(version, code, &TargetAddr::UNSPECIFIED);
+        }
+    }
+
+    fn queue_reply(&mut self, version: Version, code: ReplyCode, bound: &TargetAddr) {
+        match version {
+            Version::V5 => Reply {
+                code,
+                bound: bound.clone(),
+            }
+            .encode(&mut self.transmit),
+            Version::V4 => {
+                let addr = match bound {
+                    TargetAddr::Ip(SocketAddr::V4(a)) => *a,
+                    _ => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                };
+                V4Reply {
+                    code: V4ReplyCode::from_reply_code(code),
+                    addr,
+                }
+                .encode(&mut self.transmit);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Malformed;
+
+    fn ip(s: &str) -> TargetAddr {
+        TargetAddr::Ip(s.parse::<SocketAddr>().expect("literal"))
+    }
+
+    fn sent(hs: &mut ServerHandshake) -> Vec<u8> {
+        let mut out = Vec::new();
+        hs.poll_transmit(&mut out);
+        out
+    }
+
+    fn request_event(hs: &mut ServerHandshake) -> IncomingRequest {
+        match hs.poll_event() {
+            Some(ServerEvent::Request(r)) => r,
+            other => panic!("expected a request event, got {other:?}"),
+        }
+    }
+
+    fn auth_required() -> ServerHandshake {
+        ServerHandshake::new(HandshakeConfig::new(AuthPolicy::UsernamePassword))
+    }
+
+    #[test]
+    fn greeting_byte_at_a_time() {
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        assert_eq!(hs.state(), ServerState::AwaitingGreeting);
+        assert_eq!(hs.version(), None);
+        assert_eq!(hs.receive(&[]), Ok(0));
+        assert_eq!(hs.receive(&[5]), Ok(0));
+        assert_eq!(hs.version(), Some(Version::V5));
+        assert_eq!(hs.receive(&[5, 2]), Ok(0));
+        assert_eq!(hs.receive(&[5, 2, 2]), Ok(0));
+        assert_eq!(hs.receive(&[5, 2, 2, 0]), Ok(4));
+        assert_eq!(sent(&mut hs), [5, 0]);
+        assert_eq!(hs.state(), ServerState::AwaitingRequest);
+    }
+
+    #[test]
+    fn username_password_flow() {
+        let mut hs = auth_required();
+        assert_eq!(hs.receive(&[5, 2, 0, 2]), Ok(4));
+        assert_eq!(sent(&mut hs), [5, 2]);
+        assert_eq!(hs.state(), ServerState::AwaitingAuth);
+        let auth = [1, 3, b'f', b'o', b'o', 3, b'b', b'a', b'r'];
+        // Auth request and pipelined request: the machine stops at the decision.
+        let mut input = auth.to_vec();
+        input.extend_from_slice(&[5, 1, 0, 1, 127, 0, 0, 1, 0, 80]);
+        assert_eq!(hs.receive(&input), Ok(9));
+        assert_eq!(
+            hs.poll_event(),
+            Some(ServerEvent::Authenticate(
+                Credentials::new("foo", "bar").expect("valid")
+            ))
+        );
+        assert_eq!(hs.state(), ServerState::AwaitingCredentialsDecision);
+        assert_eq!(
+            hs.receive(&input[9..]),
+            Ok(0),
+            "no request before the verdict"
+        );
+        hs.accept_credentials(true).expect("awaiting a verdict");
+        assert_eq!(sent(&mut hs), [1, 0]);
+        assert_eq!(hs.receive(&input[9..]), Ok(10));
+        let req = request_event(&mut hs);
+        assert_eq!((req.version, req.command), (Version::V5, Command::Connect));
+        assert_eq!(req.target, ip("127.0.0.1:80"));
+        assert_eq!(req.user_id, None);
+    }
+
+    #[test]
+    fn rejected_credentials_close() {
+        let mut hs = auth_required();
+        hs.receive(&[5, 1, 2, 1, 1, b'u', 1, b'p']).expect("valid");
+        assert!(matches!(
+            hs.poll_event(),
+            Some(ServerEvent::Authenticate(_))
+        ));
+        hs.accept_credentials(false).expect("awaiting a verdict");
+        assert_eq!(sent(&mut hs), [5, 2, 1, 1]);
+        assert_eq!(
+            hs.state(),
+            ServerState::Closing(CloseReason::AuthenticationFailed)
+        );
+        assert!(hs.is_finished());
+        assert_eq!(hs.receive(&[5, 1, 0, 1, 1, 2, 3, 4, 0, 80]), Ok(0));
+        assert!(hs.poll_event().is_none());
+    }
+
+    #[test]
+    fn method_selection() {
+        // Auth required, client offers only "none".
+        let mut hs = auth_required();
+        assert_eq!(hs.receive(&[5, 1, 0, 0xAA]), Ok(3));
+        assert_eq!(sent(&mut hs), [5, 0xFF]);
+        assert_eq!(
+            hs.state(),
+            ServerState::Closing(CloseReason::NoAcceptableMethod)
+        );
+        // No auth, client offers only username/password and GSSAPI.
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        assert_eq!(hs.receive(&[5, 2, 2, 1]), Ok(4));
+        assert_eq!(sent(&mut hs), [5, 0xFF]);
+        assert_eq!(
+            hs.state(),
+            ServerState::Closing(CloseReason::NoAcceptableMethod)
+        );
+        // Auth required: "none" is not chosen even when offered first.
+        let mut hs = auth_required();
+        hs.receive(&[5, 2, 0, 2]).expect("valid");
+        assert_eq!(sent(&mut hs), [5, 2]);
+    }
+
+    #[test]
+    fn first_byte_selects_the_protocol() {
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        assert_eq!(
+            hs.receive(b"GET / HTTP/1.1\r\n"),
+            Err(Incompatible::UnsupportedVersion(b'G').into())
+        );
+        assert!(sent(&mut hs).is_empty());
+        assert!(matches!(
+            hs.state(),
+            ServerState::Closing(CloseReason::Error(_))
+        ));
+        assert_eq!(hs.receive(&[5, 1, 0]), Ok(0));
+
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        assert_eq!(hs.receive(&[5, 0]), Err(Malformed::NoMethods.into()));
+        assert!(sent(&mut hs).is_empty(), "no reply to a broken greeting");
+    }
+
+    #[test]
+    fn request_errors_are_answered_by_the_machine() {
+        let cases: [(&[u8], ProtocolError, u8); 4] = [
+            (
+                &[5, 9, 0, 1, 1, 2, 3, 4, 0, 80],
+                Incompatible::UnsupportedCommand {
+                    version: Version::V5,
+                    command: Command::Unknown(9),
+                }
+                .into(),
+                0x07,
+            ),
+            (&[5, 1, 0, 7], Malformed::UnknownAddressType(7).into(), 0x08),
+            (&[5, 1, 1], Malformed::NonZeroReserved(1).into(), 0x01),
+            (&[5, 1, 0, 3, 0], Malformed::EmptyDomain.into(), 0x01),
+        ];
+        for (request, error, rep) in cases {
+            let mut hs = ServerHandshake::new(HandshakeConfig::default());
+            hs.receive(&[5, 1, 0]).expect("valid greeting");
+            assert_eq!(sent(&mut hs), [5, 0]);
+            assert_eq!(hs.receive(request), Err(error.clone()));
+            assert_eq!(sent(&mut hs), [5, rep, 0, 1, 0, 0, 0, 0, 0, 0]);
+            assert_eq!(hs.state(), ServerState::Closing(CloseReason::Error(error)));
+            assert!(
+                hs.poll_event().is_none(),
+                "the caller never sees the request"
+            );
+        }
+    }
+
+    #[test]
+    fn socks4_connect_and_unknown_command() {
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        let mut input = vec![4, 1, 0, 80, 127, 0, 0, 1, b'u', 0];
+        input.extend_from_slice(b"payload");
+        assert_eq!(hs.receive(&input), Ok(10));
+        let req = request_event(&mut hs);
+        assert_eq!(req.version, Version::V4);
+        assert_eq!(req.user_id.as_deref(), Some(&b"u"[..]));
+        hs.reply(ReplyCode::Succeeded, ip("10.0.0.2:4321"))
+            .expect("awaiting");
+        assert_eq!(sent(&mut hs), [0, 0x5A, 0x10, 0xE1, 10, 0, 0, 2]);
+        assert_eq!(hs.state(), ServerState::Established);
+
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        let err = hs
+            .receive(&[4, 3, 0, 80, 1, 2, 3, 4, 0])
+            .expect_err("unsupported");
+        assert_eq!(err.reply_code(), Some(ReplyCode::CommandNotSupported));
+        assert_eq!(sent(&mut hs), [0, 0x5B, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn socks4_refused_when_authentication_is_required() {
+        let mut hs = auth_required();
+        assert_eq!(hs.receive(&[4, 1, 0, 80, 1, 2, 3, 4, 0, b'x']), Ok(9));
+        assert_eq!(sent(&mut hs), [0, 0x5B, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            hs.state(),
+            ServerState::Closing(CloseReason::Socks4AuthRequired)
+        );
+        assert!(hs.poll_event().is_none());
+
+        let mut hs = ServerHandshake::new(HandshakeConfig {
+            auth: AuthPolicy::None,
+            allow_socks4: false,
+        });
+        hs.receive(&[4, 1, 0, 80, 1, 2, 3, 4, 0]).expect("valid");
+        assert_eq!(
+            hs.state(),
+            ServerState::Closing(CloseReason::Socks4Disabled)
+        );
+
+        let mut hs = ServerHandshake::new(HandshakeConfig {
+            auth: AuthPolicy::UsernamePassword,
+            allow_socks4: true,
+        });
+        hs.receive(&[4, 1, 0, 80, 1, 2, 3, 4, 0]).expect("valid");
+        assert_eq!(hs.state(), ServerState::AwaitingReply);
+    }
+
+    #[test]
+    fn socks4a_resolve_answer_goes_in_dstip() {
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(b"\x04\xf0\x00\x00\x00\x00\x00\x01\x00torproject.org\x00")
+            .expect("valid");
+        let req = request_event(&mut hs);
+        assert_eq!(req.command, Command::Resolve);
+        hs.reply(ReplyCode::Succeeded, ip("1.2.3.4:0"))
+            .expect("awaiting");
+        assert_eq!(sent(&mut hs), [0, 0x5A, 0, 0, 1, 2, 3, 4]);
+        assert_eq!(hs.state(), ServerState::Closing(CloseReason::Resolved));
+    }
+
+    #[test]
+    fn socks4_reply_with_a_non_ipv4_bound_sends_zeros() {
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(&[4, 1, 0, 80, 1, 2, 3, 4, 0]).expect("valid");
+        hs.reply(ReplyCode::Succeeded, ip("[::1]:80"))
+            .expect("awaiting");
+        assert_eq!(sent(&mut hs), [0, 0x5A, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn bind_takes_two_replies() {
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(&[5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 0])
+            .expect("valid");
+        assert_eq!(request_event(&mut hs).command, Command::Bind);
+        sent(&mut hs);
+        hs.reply(ReplyCode::Succeeded, ip("10.0.0.1:5000"))
+            .expect("first");
+        assert_eq!(hs.state(), ServerState::AwaitingBindPeer);
+        assert!(!hs.is_finished());
+        hs.reply(ReplyCode::Succeeded, ip("1.2.3.4:6000"))
+            .expect("second");
+        assert_eq!(hs.state(), ServerState::Established);
+        let mut expected = vec![5, 0, 0, 1, 10, 0, 0, 1, 0x13, 0x88];
+        expected.extend_from_slice(&[5, 0, 0, 1, 1, 2, 3, 4, 0x17, 0x70]);
+        assert_eq!(sent(&mut hs), expected);
+        assert!(matches!(
+            hs.reply(ReplyCode::Succeeded, TargetAddr::UNSPECIFIED),
+            Err(ProtocolError::InvalidState(_))
+        ));
+
+        // A failed second reply closes.
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(&[5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 0])
+            .expect("valid");
+        hs.reply(ReplyCode::Succeeded, ip("10.0.0.1:5000"))
+            .expect("first");
+        hs.reply(ReplyCode::NotAllowed, TargetAddr::UNSPECIFIED)
+            .expect("second");
+        assert_eq!(
+            hs.state(),
+            ServerState::Closing(CloseReason::RequestFailed(ReplyCode::NotAllowed))
+        );
+    }
+
+    #[test]
+    fn udp_associate_and_resolve_ptr() {
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+            .expect("valid");
+        assert_eq!(request_event(&mut hs).command, Command::UdpAssociate);
+        hs.reply(ReplyCode::Succeeded, ip("127.0.0.1:9999"))
+            .expect("awaiting");
+        assert_eq!(hs.state(), ServerState::Established);
+
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(&[5, 1, 0, 5, 0xF1, 0, 1, 8, 8, 8, 8, 0, 0])
+            .expect("valid");
+        assert_eq!(request_event(&mut hs).command, Command::ResolvePtr);
+        sent(&mut hs);
+        let name = TargetAddr::domain("dns.google", 0).expect("valid");
+        hs.reply(ReplyCode::Succeeded, name).expect("awaiting");
+        assert_eq!(sent(&mut hs), b"\x05\x00\x00\x03\x0adns.google\x00\x00");
+        assert_eq!(hs.state(), ServerState::Closing(CloseReason::Resolved));
+    }
+
+    #[test]
+    fn decisions_out_of_order_are_state_errors() {
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        assert!(matches!(
+            hs.accept_credentials(true),
+            Err(ProtocolError::InvalidState(_))
+        ));
+        assert!(matches!(
+            hs.reply(ReplyCode::Succeeded, TargetAddr::UNSPECIFIED),
+            Err(ProtocolError::InvalidState(_))
+        ));
+        assert_eq!(hs.state(), ServerState::AwaitingGreeting);
     }
 }
