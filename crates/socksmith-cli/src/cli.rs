@@ -34,7 +34,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a SOCKS4/4a/5 server (default 127.0.0.1:1080, no authentication, loopback only).
-    Serve(commands::serve::Args),
+    Serve(Box<commands::serve::Args>),
     /// Pipe stdin/stdout to HOST:PORT through one proxy or a chain of them (like netcat).
     Connect(commands::connect::Args),
     /// Forward local ports to remote targets through one proxy or a chain of them.

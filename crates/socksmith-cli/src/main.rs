@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod config_file;
 mod logging;
 
 use std::process::ExitCode;

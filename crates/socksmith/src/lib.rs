@@ -2,3 +2,10 @@
 //!
 //! The wire protocol lives in [`socksmith_proto`]; this crate drives it with sockets, timers
 //! and a zero-copy relay.
+
+pub mod dial;
+pub mod policy;
+pub mod relay;
+pub mod resolve;
+pub mod server;
+mod sys;

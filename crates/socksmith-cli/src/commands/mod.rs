@@ -13,7 +13,7 @@ use crate::cli::Command;
 /// Runs one subcommand to completion.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Connect(args) => connect::run(args),
         Command::Forward(args) => forward::run(args),
         Command::Check(args) => check::run(args),

@@ -1,12 +1,211 @@
-//! `socksmith serve`.
+//! `socksmith serve`: binds the listeners, announces them, runs the library's
+//! [`Server`] until SIGINT or SIGTERM, and exits 0 after the grace period.
+//!
+//! Settings come from the defaults, then the `--config` file, then the flags given on the
+//! command line (each flag replaces the file's value). No protocol code lives here.
 
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use socksmith::policy::IpNet;
+use socksmith::server::{bind_listener, Server, Users};
+
+use crate::config_file::{self, parse_duration, parse_listen, FileConfig, ServeSettings};
 
 /// Arguments of `socksmith serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(
+    after_long_help = "Run a SOCKS server that SOCKS4, SOCKS4a and SOCKS5 clients (curl, browsers, ssh, \
+                  ncat, PySocks, tor-resolve...) can use on the same port: CONNECT, BIND, UDP \
+                  ASSOCIATE, and Tor's RESOLVE/RESOLVE_PTR.\n\n\
+                  By default it listens on 127.0.0.1:1080 without authentication, so only \
+                  programs on this machine can use it. With --user, SOCKS5 clients must log in \
+                  (RFC 1929 username/password) and SOCKS4 clients, which cannot send a password, \
+                  are refused unless --allow-socks4 is given. Listening on an address other \
+                  machines can reach without --user is refused unless --allow-open-proxy is \
+                  given.\n\n\
+                  When every listener is ready, one line per listener is printed on stdout: \
+                  `listening on ADDR` with the real address (useful with port 0). SIGINT or \
+                  SIGTERM stop accepting, let running tunnels finish for --shutdown-grace, then \
+                  exit 0. One log line per finished session goes to stderr (--log-format json \
+                  for JSON; RUST_LOG or -v for more).\n\n\
+                  Durations are written like 500ms, 10s, 5m, 1h."
+)]
+pub struct Args {
+    /// Address to listen on, IP and port (repeatable): 127.0.0.1:1080, [::1]:1080, or port 0
+    /// for a free port. Default 127.0.0.1:1080.
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Vec<SocketAddr>,
+
+    /// Require SOCKS5 username/password authentication and accept this user (repeatable).
+    /// The password is everything after the first colon. Command lines are visible to other
+    /// local users (ps): prefer the config file for real passwords.
+    #[arg(short, long = "user", value_name = "NAME:PASSWORD")]
+    pub user: Vec<String>,
+
+    /// Read settings from this TOML file; flags given on the command line override it.
+    /// Keys: listen, users ([[users]] name/password), allow_socks4, allow_open_proxy,
+    /// allow_link_local, deny, max_sessions, [timeouts] handshake/resolve/connect/idle/
+    /// udp_idle/bind/shutdown_grace.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Serve SOCKS4/4a clients even though --user requires authentication. SOCKS4 carries no
+    /// password: its user id is an unverified claim, so this lets anyone in over SOCKS4.
+    #[arg(long, conflicts_with = "no_socks4")]
+    pub allow_socks4: bool,
+
+    /// Refuse SOCKS4/4a clients (reply 0x5B) even without authentication.
+    #[arg(long)]
+    pub no_socks4: bool,
+
+    /// Allow listening on non-loopback addresses without --user. Anyone who can reach the
+    /// port can then use the proxy; open proxies are found and abused within hours.
+    #[arg(long)]
+    pub allow_open_proxy: bool,
+
+    /// Allow targets in the link-local ranges 169.254.0.0/16 and fe80::/10, refused by
+    /// default because cloud metadata services (169.254.169.254) answer there.
+    #[arg(long)]
+    pub allow_link_local: bool,
+
+    /// Refuse targets in this network, e.g. 10.0.0.0/8 or 2001:db8::/32 (repeatable). Clients
+    /// get reply 0x02 "not allowed by ruleset" (SOCKS4: 0x5B).
+    #[arg(long = "deny", value_name = "NET")]
+    pub deny: Vec<IpNet>,
+
+    /// Time a client has to send its greeting, credentials and request. Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub handshake_timeout: Option<Duration>,
+
+    /// Time allowed for one DNS lookup. Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub resolve_timeout: Option<Duration>,
+
+    /// Time allowed to connect to a target (all its addresses together). Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Close a tunnel after this long without traffic either way; 0 never. Default 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Close a UDP association after this long without a datagram. Default 2m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub udp_idle_timeout: Option<Duration>,
+
+    /// Time a BIND request waits for the peer to connect. Default 60s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub bind_timeout: Option<Duration>,
+
+    /// On SIGINT/SIGTERM, time running tunnels get to finish before they are closed.
+    /// Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+
+    /// Serve at most this many clients at once; more wait to be accepted. Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: Option<u64>,
+}
 
 /// Runs `socksmith serve`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`socksmith serve` is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let settings = settings(args)?;
+    let (listen, config) = settings.finish();
+    let runtime = super::runtime()?;
+    runtime.block_on(async move {
+        let listeners = listen
+            .iter()
+            .map(|addr| bind_listener(*addr).with_context(|| format!("cannot listen on {addr}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let server = Server::new(config);
+        server.check_listeners(&listeners)?;
+        let mut stdout = std::io::stdout().lock();
+        for listener in &listeners {
+            writeln!(stdout, "listening on {}", listener.local_addr()?)?;
+        }
+        stdout.flush()?;
+        drop(stdout);
+        server.serve(listeners, shutdown_signal()?).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Defaults, then the file, then the flags.
+fn settings(args: Args) -> anyhow::Result<ServeSettings> {
+    let mut s = match &args.config {
+        Some(path) => config_file::load(path)?,
+        None => ServeSettings::try_from(FileConfig::default())
+            .expect("the empty file converts to the defaults"),
+    };
+    if !args.listen.is_empty() {
+        s.listen = args.listen;
+    }
+    if !args.user.is_empty() {
+        let mut users = Users::new();
+        for (i, spec) in args.user.iter().enumerate() {
+            let (name, password) = spec
+                .split_once(':')
+                .with_context(|| format!("--user #{}: expected NAME:PASSWORD", i + 1))?;
+            users
+                .insert(name, password)
+                .with_context(|| format!("--user #{} ({name})", i + 1))?;
+        }
+        s.users = users;
+    }
+    if args.allow_socks4 {
+        s.server.allow_socks4 = Some(true);
+    }
+    if args.no_socks4 {
+        s.server.allow_socks4 = Some(false);
+    }
+    s.server.allow_open_proxy |= args.allow_open_proxy;
+    s.allow_link_local |= args.allow_link_local;
+    if !args.deny.is_empty() {
+        s.deny = args.deny;
+    }
+    let set = |slot: &mut Duration, flag: Option<Duration>| {
+        if let Some(d) = flag {
+            *slot = d;
+        }
+    };
+    set(&mut s.server.handshake_timeout, args.handshake_timeout);
+    set(&mut s.server.resolve_timeout, args.resolve_timeout);
+    set(&mut s.server.connect_timeout, args.connect_timeout);
+    set(&mut s.server.udp_idle_timeout, args.udp_idle_timeout);
+    set(&mut s.server.bind_timeout, args.bind_timeout);
+    set(&mut s.server.shutdown_grace, args.shutdown_grace);
+    if let Some(idle) = args.idle_timeout {
+        s.server.idle_timeout = (!idle.is_zero()).then_some(idle);
+    }
+    if let Some(n) = args.max_sessions {
+        s.server.max_sessions = Some(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    for (name, d) in [
+        ("--handshake-timeout", s.server.handshake_timeout),
+        ("--resolve-timeout", s.server.resolve_timeout),
+        ("--connect-timeout", s.server.connect_timeout),
+        ("--udp-idle-timeout", s.server.udp_idle_timeout),
+        ("--bind-timeout", s.server.bind_timeout),
+    ] {
+        anyhow::ensure!(!d.is_zero(), "{name} must be longer than 0");
+    }
+    Ok(s)
+}
+
+/// Completes on SIGINT or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }

@@ -1,0 +1,433 @@
+//! The `socksmith serve --config FILE` format (TOML) and its one-time conversion into the
+//! library's [`ServerConfig`].
+//!
+//! [`FileConfig`] mirrors the file exactly (unknown keys are errors, so a typo never goes
+//! unnoticed); [`ServeSettings::try_from`] turns it into typed values, with errors that name
+//! the key. The command line overrides the file afterwards (see `commands::serve`).
+//!
+//! ```toml
+//! listen = ["127.0.0.1:1080", "[::1]:1080"]
+//! allow_socks4 = false         # serve SOCKS4/4a even with users (default: only without)
+//! allow_open_proxy = false     # non-loopback listeners without users
+//! allow_link_local = false     # targets in 169.254.0.0/16 and fe80::/10
+//! deny = ["10.0.0.0/8"]        # refuse targets in these prefixes (reply 0x02)
+//! max_sessions = 10000
+//!
+//! [[users]]
+//! name = "alice"
+//! password = "correct horse"
+//!
+//! [timeouts]                   # "500ms", "10s", "5m", "1h", or a number of seconds
+//! handshake = "10s"
+//! resolve = "10s"
+//! connect = "10s"
+//! idle = "1h"                  # "never" disables it
+//! udp_idle = "2m"
+//! bind = "60s"
+//! shutdown_grace = "10s"
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use socksmith::policy::{IpNet, Rules};
+use socksmith::server::{ServerConfig, Users};
+
+/// The file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Addresses to listen on.
+    pub listen: Option<Vec<String>>,
+    /// Username/password pairs.
+    pub users: Option<Vec<FileUser>>,
+    /// Serve SOCKS4/4a even when users are configured.
+    pub allow_socks4: Option<bool>,
+    /// Allow non-loopback listeners without users.
+    pub allow_open_proxy: Option<bool>,
+    /// Allow link-local targets.
+    pub allow_link_local: Option<bool>,
+    /// Target prefixes to refuse.
+    pub deny: Option<Vec<String>>,
+    /// Most sessions at once.
+    pub max_sessions: Option<usize>,
+    /// Deadlines.
+    pub timeouts: Option<FileTimeouts>,
+}
+
+/// One `[[users]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUser {
+    /// The RFC 1929 username.
+    pub name: String,
+    /// The password.
+    pub password: String,
+}
+
+impl fmt::Debug for FileUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `[timeouts]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    /// Greeting to request.
+    pub handshake: Option<FileDuration>,
+    /// One name lookup.
+    pub resolve: Option<FileDuration>,
+    /// One outbound connection.
+    pub connect: Option<FileDuration>,
+    /// Idle tunnel.
+    pub idle: Option<FileDuration>,
+    /// Idle UDP association.
+    pub udp_idle: Option<FileDuration>,
+    /// BIND wait.
+    pub bind: Option<FileDuration>,
+    /// Shutdown grace period.
+    pub shutdown_grace: Option<FileDuration>,
+}
+
+/// A duration as written: `"10s"` or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FileDuration {
+    /// Whole seconds.
+    Seconds(u64),
+    /// Text with a unit.
+    Text(String),
+}
+
+/// A bad configuration: one line naming the key.
+#[derive(Debug)]
+pub struct ConfigError {
+    key: String,
+    problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl fmt::Display) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// What `serve` runs with: where to listen and the server's configuration.
+#[derive(Debug)]
+pub struct ServeSettings {
+    /// Addresses to bind.
+    pub listen: Vec<SocketAddr>,
+    /// Users, kept apart so the command line can replace them.
+    pub users: Users,
+    /// Denied prefixes and the link-local switch, kept apart for the same reason.
+    pub deny: Vec<IpNet>,
+    /// Whether link-local targets are allowed.
+    pub allow_link_local: bool,
+    /// Everything else.
+    pub server: ServerConfig,
+}
+
+impl ServeSettings {
+    /// Puts users and rules into the server configuration.
+    pub fn finish(self) -> (Vec<SocketAddr>, ServerConfig) {
+        let ServeSettings {
+            listen,
+            users,
+            deny,
+            allow_link_local,
+            mut server,
+        } = self;
+        if !users.is_empty() {
+            server.auth = Some(Arc::new(users));
+        }
+        let rules = deny.into_iter().fold(
+            Rules::default().allow_link_local(allow_link_local),
+            Rules::deny,
+        );
+        server.policy = Arc::new(rules);
+        (listen, server)
+    }
+}
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
+
+impl TryFrom<FileConfig> for ServeSettings {
+    type Error = ConfigError;
+
+    fn try_from(file: FileConfig) -> Result<Self, ConfigError> {
+        let mut server = ServerConfig::default();
+        let listen = match file.listen {
+            Some(list) if list.is_empty() => {
+                return Err(ConfigError::new("listen", "must name at least one address"))
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    parse_listen(a).map_err(|p| ConfigError::new(format!("listen[{i}]"), p))
+                })
+                .collect::<Result<_, _>>()?,
+            None => vec![DEFAULT_LISTEN.parse().expect("the default address parses")],
+        };
+        let mut users = Users::new();
+        for (i, user) in file.users.unwrap_or_default().into_iter().enumerate() {
+            users
+                .insert(user.name, user.password)
+                .map_err(|e| ConfigError::new(format!("users[{i}]"), e))?;
+        }
+        let deny = file
+            .deny
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                n.parse::<IpNet>()
+                    .map_err(|e| ConfigError::new(format!("deny[{i}]"), e))
+            })
+            .collect::<Result<_, _>>()?;
+        server.allow_socks4 = file.allow_socks4;
+        server.allow_open_proxy = file.allow_open_proxy.unwrap_or(false);
+        if let Some(0) = file.max_sessions {
+            return Err(ConfigError::new("max_sessions", "must be at least 1"));
+        }
+        server.max_sessions = file.max_sessions;
+        let t = file.timeouts.unwrap_or_default();
+        let set = |slot: &mut Duration, value: Option<FileDuration>, key: &str| {
+            if let Some(v) = value {
+                *slot = v.to_duration(key)?;
+            }
+            Ok::<_, ConfigError>(())
+        };
+        set(
+            &mut server.handshake_timeout,
+            t.handshake,
+            "timeouts.handshake",
+        )?;
+        set(&mut server.resolve_timeout, t.resolve, "timeouts.resolve")?;
+        set(&mut server.connect_timeout, t.connect, "timeouts.connect")?;
+        set(
+            &mut server.udp_idle_timeout,
+            t.udp_idle,
+            "timeouts.udp_idle",
+        )?;
+        set(&mut server.bind_timeout, t.bind, "timeouts.bind")?;
+        set(
+            &mut server.shutdown_grace,
+            t.shutdown_grace,
+            "timeouts.shutdown_grace",
+        )?;
+        if let Some(idle) = t.idle {
+            server.idle_timeout = idle.to_optional_duration("timeouts.idle")?;
+        }
+        Ok(ServeSettings {
+            listen,
+            users,
+            deny,
+            allow_link_local: file.allow_link_local.unwrap_or(false),
+            server,
+        })
+    }
+}
+
+impl FileDuration {
+    fn to_duration(&self, key: &str) -> Result<Duration, ConfigError> {
+        let d = match self {
+            FileDuration::Seconds(s) => Duration::from_secs(*s),
+            FileDuration::Text(t) => parse_duration(t).map_err(|p| ConfigError::new(key, p))?,
+        };
+        if d.is_zero() {
+            return Err(ConfigError::new(key, "must be longer than 0"));
+        }
+        Ok(d)
+    }
+
+    fn to_optional_duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        match self {
+            FileDuration::Text(t) if t == "never" => Ok(None),
+            other => other.to_duration(key).map(Some),
+        }
+    }
+}
+
+/// Reads and converts a config file. Errors are one line: the file, the key, the problem.
+pub fn load(path: &Path) -> anyhow::Result<ServeSettings> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), describe(&e, &text)))?;
+    ServeSettings::try_from(file)
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+/// A TOML error in one line: where, which key, what is wrong.
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let line_no = text
+        .get(..span.start)
+        .map_or(0, |t| t.matches('\n').count())
+        + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    match line.split_once('=') {
+        Some((key, _)) if !line.starts_with('[') => {
+            format!("line {line_no}: key `{}`: {message}", key.trim())
+        }
+        _ => format!("line {line_no}: {message}"),
+    }
+}
+
+/// `"127.0.0.1:1080"`, `"[::1]:1080"`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("{s:?} is not an IP address with a port (e.g. 127.0.0.1:1080 or [::1]:1080)")
+    })
+}
+
+/// `"500ms"`, `"10s"`, `"5m"`, `"1h"`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 500ms, 10s, 5m, 1h)");
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServeSettings, String> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| describe(&e, text))?;
+        ServeSettings::try_from(file).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_file_converts() {
+        let s = parse(
+            r#"
+            listen = ["127.0.0.1:0", "[::1]:0"]
+            allow_socks4 = true
+            deny = ["10.0.0.0/8"]
+            max_sessions = 5
+            [[users]]
+            name = "alice"
+            password = "pw"
+            [timeouts]
+            handshake = "2s"
+            connect = 3
+            idle = "never"
+            udp_idle = "500ms"
+            shutdown_grace = "1m"
+            "#,
+        )
+        .expect("valid file");
+        assert_eq!(s.listen.len(), 2);
+        assert_eq!(s.users.len(), 1);
+        assert_eq!(s.deny.len(), 1);
+        assert_eq!(s.server.allow_socks4, Some(true));
+        assert_eq!(s.server.max_sessions, Some(5));
+        assert_eq!(s.server.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(s.server.connect_timeout, Duration::from_secs(3));
+        assert_eq!(s.server.idle_timeout, None);
+        assert_eq!(s.server.udp_idle_timeout, Duration::from_millis(500));
+        assert_eq!(s.server.shutdown_grace, Duration::from_secs(60));
+        let (listen, server) = s.finish();
+        assert_eq!(listen.len(), 2);
+        assert!(server.auth.is_some());
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let s = parse("").expect("valid file");
+        assert_eq!(
+            s.listen,
+            vec!["127.0.0.1:1080".parse::<SocketAddr>().expect("literal")]
+        );
+        assert!(s.users.is_empty());
+        assert_eq!(s.server.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("lisen = []", "line 1: key `lisen`: unknown field `lisen`"),
+            (
+                "listen = 5",
+                "line 1: key `listen`: invalid type: integer `5`, expected a sequence",
+            ),
+            (
+                "listen = [\"localhost:1080\"]",
+                "listen[0]: \"localhost:1080\" is not an IP address",
+            ),
+            ("listen = []", "listen: must name at least one address"),
+            (
+                "[timeouts]\nhandshake = \"10x\"",
+                "timeouts.handshake: \"10x\" is not a duration",
+            ),
+            (
+                "[timeouts]\nconnect = \"0s\"",
+                "timeouts.connect: must be longer than 0",
+            ),
+            (
+                "[timeouts]\nconect = \"1s\"",
+                "line 2: key `conect`: unknown field `conect`",
+            ),
+            ("deny = [\"10.0.0.0/40\"]", "deny[0]: prefix length"),
+            (
+                "[[users]]\nname = \"a\"\npassword = \"\"",
+                "users[0]: password of 0 bytes",
+            ),
+            ("[[users]]\nname = \"a\"", "missing field `password`"),
+            ("max_sessions = 0", "max_sessions: must be at least 1"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(
+                err.starts_with(expected) || err.contains(expected),
+                "{text:?}: {err}"
+            );
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Shared by the `serve_*` integration tests: starting the real `socksmith serve` binary and
+//! speaking raw SOCKS bytes to it with bounded waits.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use socksmith_testkit::socksmith::SocksmithServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bound on any single wait for the server in these tests.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// The binary under test.
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_socksmith"))
+}
+
+/// `socksmith serve --listen 127.0.0.1:0 ARGS...`, running once this returns.
+pub async fn serve(args: &[&str]) -> SocksmithServer {
+    SocksmithServer::start(bin(), args).await
+}
+
+/// Connects to the proxy.
+pub async fn connect(proxy: SocketAddr) -> TcpStream {
+    tokio::time::timeout(STEP, TcpStream::connect(proxy))
+        .await
+        .expect("connect to the proxy in time")
+        .expect("connect to the proxy")
+}
+
+/// Writes `bytes`.
+pub async fn send(s: &mut TcpStream, bytes: &[u8]) {
+    tokio::time::timeout(STEP, s.write_all(bytes))
+        .await
+        .expect("write in time")
+        .expect("write to the proxy");
+}
+
+/// Reads exactly `n` bytes.
+pub async fn recv(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    tokio::time::timeout(STEP, s.read_exact(&mut buf))
+        .await
+        .expect("read in time")
+        .unwrap_or_else(|e| panic!("read {n} bytes from the proxy: {e}"));
+    buf
+}
+
+/// Reads until the proxy closes; everything it sent.
+pub async fn recv_to_end(s: &mut TcpStream) -> Vec<u8> {
+    let mut buf = Vec::new();
+    match tokio::time::timeout(STEP, s.read_to_end(&mut buf)).await {
+        Ok(Ok(_)) => {}
+        // A reset after the last bytes still counts as closed.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Err(e)) => panic!("read to end: {e}"),
+        Err(_) => panic!("the proxy did not close within {STEP:?}"),
+    }
+    buf
+}
+
+/// SOCKS5 `ATYP | ADDR | PORT` for an address.
+pub fn v5_addr(addr: SocketAddr) -> Vec<u8> {
+    let mut out = Vec::new();
+    match addr {
+        SocketAddr::V4(a) => {
+            out.push(1);
+            out.extend_from_slice(&a.ip().octets());
+        }
+        SocketAddr::V6(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.ip().octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+    out
+}
+
+/// SOCKS5 `ATYP=3 | LEN | NAME | PORT`.
+pub fn v5_name(name: &str, port: u16) -> Vec<u8> {
+    let mut out = vec![3, u8::try_from(name.len()).expect("short test name")];
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&port.to_be_bytes());
+    out
+}
+
+/// A whole no-auth SOCKS5 exchange prefix: greeting and a request for `cmd` with `addr_bytes`.
+pub fn v5_greeting_and_request(cmd: u8, addr_bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![5, 1, 0, 5, cmd, 0];
+    out.extend_from_slice(addr_bytes);
+    out
+}
+
+/// Sends a no-auth greeting and a request; returns the reply code and the reply's address
+/// bytes (ATYP included), after checking the method choice.
+pub async fn v5_exchange(s: &mut TcpStream, cmd: u8, addr_bytes: &[u8]) -> (u8, Vec<u8>) {
+    send(s, &v5_greeting_and_request(cmd, addr_bytes)).await;
+    assert_eq!(recv(s, 2).await, [5, 0], "method choice: no authentication");
+    v5_reply(s).await
+}
+
+/// Reads one SOCKS5 reply: (REP, ATYP|ADDR|PORT).
+pub async fn v5_reply(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let head = recv(s, 4).await;
+    assert_eq!((head[0], head[2]), (5, 0), "reply VER and RSV: {head:?}");
+    let rest = match head[3] {
+        1 => recv(s, 6).await,
+        4 => recv(s, 18).await,
+        3 => {
+            let len = recv(s, 1).await;
+            let mut name = len.clone();
+            name.extend(recv(s, usize::from(len[0]) + 2).await);
+            name
+        }
+        other => panic!("reply with ATYP {other:#04x}"),
+    };
+    let mut addr = vec![head[3]];
+    addr.extend(rest);
+    (head[1], addr)
+}
+
+/// The socket address in reply address bytes (ATYP 1 or 4).
+pub fn reply_addr(bytes: &[u8]) -> SocketAddr {
+    match bytes[0] {
+        1 => SocketAddr::from((
+            <[u8; 4]>::try_from(&bytes[1..5]).expect("4 bytes"),
+            u16::from_be_bytes([bytes[5], bytes[6]]),
+        )),
+        4 => SocketAddr::from((
+            <[u8; 16]>::try_from(&bytes[1..17]).expect("16 bytes"),
+            u16::from_be_bytes([bytes[17], bytes[18]]),
+        )),
+        other => panic!("not an IP reply address (ATYP {other:#04x})"),
+    }
+}
+
+/// A SOCKS4 request: `VN=4 | CD | DSTPORT | DSTIP | USERID NUL`.
+pub fn v4_request(cd: u8, target: SocketAddr, user_id: &str) -> Vec<u8> {
+    let SocketAddr::V4(t) = target else {
+        panic!("SOCKS4 targets are IPv4")
+    };
+    let mut out = vec![4, cd];
+    out.extend_from_slice(&t.port().to_be_bytes());
+    out.extend_from_slice(&t.ip().octets());
+    out.extend_from_slice(user_id.as_bytes());
+    out.push(0);
+    out
+}
+
+/// A SOCKS4a request for a name: DSTIP 0.0.0.1, the name after the user id.
+pub fn v4a_request(cd: u8, name: &str, port: u16, user_id: &str) -> Vec<u8> {
+    let mut out = vec![4, cd];
+    out.extend_from_slice(&port.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 1]);
+    out.extend_from_slice(user_id.as_bytes());
+    out.push(0);
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out
+}
+
+/// The address in an 8-byte SOCKS4 reply.
+pub fn v4_reply_addr(reply: &[u8]) -> SocketAddr {
+    SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[2], reply[3]]),
+    ))
+}

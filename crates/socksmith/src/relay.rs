@@ -1,0 +1,335 @@
+//! The byte pump of a tunnel: moves bytes both ways between two connected streams until both
+//! directions have ended, and reports how many bytes went each way and why it stopped.
+//!
+//! This module owns the data phase only. It knows nothing of SOCKS: whoever set the tunnel up
+//! (handshake, reply, `TCP_NODELAY`, logging) hands over two connected streams and gets back a
+//! [`RelayOutcome`].
+//!
+//! # Semantics
+//!
+//! * **Half-close.** End of stream from one side shuts down the write half of the other side,
+//!   and the opposite direction keeps flowing until it ends too. The relay returns when both
+//!   directions have ended, and closes both streams.
+//! * **Errors.** A read or write error on either side (a reset, most often) ends the tunnel at
+//!   once: both streams are closed and [`RelayError::Io`] says which side failed. With
+//!   [`relay`], a reset from one side is passed on as a reset to the other side, so that a
+//!   truncated stream never looks like a complete one.
+//! * **Idle timeout.** With [`RelayOptions::idle_timeout`], a tunnel that moves no byte in
+//!   either direction for that long ends with [`RelayError::IdleTimeout`].
+//! * **Pipelined bytes.** A server often holds bytes the client sent right after its request,
+//!   read together with it. Pass them as `client_pending`: the relay writes them to the target
+//!   before anything else, and counts them in [`RelayOutcome::client_to_target`].
+//! * **Looking before forwarding.** To inspect the client's first bytes (a TLS SNI or an HTTP
+//!   `Host`), read them from the client yourself into a small buffer, decide, then call the
+//!   relay with those bytes as `client_pending`: nothing is lost and zero-copy starts after.
+//!
+//! # Memory
+//!
+//! An idle tunnel holds no buffer and no pipe, only its two streams and the task's state.
+//! * [`relay`] on Linux moves bytes with `splice(2)` through a kernel pipe, never through user
+//!   space. A direction borrows a pipe from a small process-wide pool when its source becomes
+//!   readable and gives it back once the pipe is drained and the source would block. If no pipe
+//!   can be had (out of file descriptors), that direction falls back to copying.
+//! * [`relay_generic`] (any `AsyncRead + AsyncWrite`) reads into a buffer on the stack and writes
+//!   straight from it; only when the destination cannot take everything does it move the rest
+//!   into a heap buffer, freed again once it is drained and the source would block.
+//!
+//! No allocation, lock or log line happens per chunk.
+
+mod half;
+#[cfg(target_os = "linux")]
+mod splice;
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use half::{Half, HalfError};
+
+#[cfg(target_os = "linux")]
+pub use splice::pooled_pipes;
+
+/// How a tunnel is relayed. `Default` gives no idle timeout, zero-copy where available and
+/// 1 MiB pipes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayOptions {
+    /// End the tunnel when no byte has moved in either direction for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Use `splice(2)` in [`relay`] (Linux only; ignored elsewhere and by [`relay_generic`]).
+    pub zero_copy: bool,
+    /// Capacity asked of the kernel for each pipe `splice(2)` uses; 0 keeps the kernel's
+    /// default (64 KiB). Bigger pipes mean fewer system calls per byte; the kernel caps the size
+    /// at `/proc/sys/fs/pipe-max-size` and quietly keeps the default when it refuses.
+    pub pipe_size: usize,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        RelayOptions {
+            idle_timeout: None,
+            zero_copy: true,
+            pipe_size: 1 << 20,
+        }
+    }
+}
+
+impl RelayOptions {
+    /// The default options with an idle timeout.
+    pub fn with_idle_timeout(timeout: Duration) -> Self {
+        RelayOptions {
+            idle_timeout: Some(timeout),
+            ..RelayOptions::default()
+        }
+    }
+}
+
+/// What a finished tunnel did: the bytes moved each way, counted even when it ended in error,
+/// and how it ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RelayOutcome {
+    /// Bytes written to the target, `client_pending` included.
+    pub client_to_target: u64,
+    /// Bytes written to the client.
+    pub target_to_client: u64,
+    /// `Ok` when both directions reached end of stream.
+    pub result: Result<(), RelayError>,
+}
+
+/// One end of a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The stream handed over as `client`.
+    Client,
+    /// The stream handed over as `target`.
+    Target,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Target => "target",
+        })
+    }
+}
+
+/// Why a tunnel ended before both directions reached end of stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// Reading from or writing to one side failed (most often: it reset the connection).
+    #[error("{side} connection failed: {source}")]
+    Io {
+        /// The side whose stream failed.
+        side: Side,
+        /// The error its read or write returned.
+        source: io::Error,
+    },
+    /// No byte moved in either direction for the configured idle timeout.
+    #[error("tunnel idle for {0:?}")]
+    IdleTimeout(Duration),
+}
+
+impl RelayError {
+    /// The side whose stream failed, if a stream failed.
+    pub fn side(&self) -> Option<Side> {
+        match self {
+            RelayError::Io { side, .. } => Some(*side),
+            RelayError::IdleTimeout(_) => None,
+        }
+    }
+
+    /// Whether a side dropped the connection abruptly (reset, abort or broken pipe) rather than
+    /// something else going wrong.
+    pub fn is_reset(&self) -> bool {
+        match self {
+            RelayError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            ),
+            RelayError::IdleTimeout(_) => false,
+        }
+    }
+}
+
+/// Relays between two TCP connections until both directions have ended; closes both.
+///
+/// `client_pending` holds bytes already read from the client (pipelined after its request, or
+/// read to look at them first); they reach the target before anything else. On Linux with
+/// [`RelayOptions::zero_copy`] the bytes move with `splice(2)` and never enter user space;
+/// elsewhere this is [`relay_generic`].
+///
+/// ```no_run
+/// # async fn example(client: tokio::net::TcpStream, target: tokio::net::TcpStream) {
+/// use socksmith::relay::{relay, RelayOptions};
+/// use std::time::Duration;
+///
+/// let opts = RelayOptions::with_idle_timeout(Duration::from_secs(300));
+/// let outcome = relay(client, target, b"", &opts).await;
+/// println!(
+///     "up {} down {} result {:?}",
+///     outcome.client_to_target, outcome.target_to_client, outcome.result
+/// );
+/// # }
+/// ```
+pub async fn relay(
+    client: TcpStream,
+    target: TcpStream,
+    client_pending: &[u8],
+    opts: &RelayOptions,
+) -> RelayOutcome {
+    #[cfg(target_os = "linux")]
+    if opts.zero_copy {
+        let mut tunnel = splice::TcpTunnel::new(client, target, client_pending, opts.pipe_size);
+        let result = drive(&mut tunnel, opts.idle_timeout).await;
+        if let Err(err) = &result {
+            tunnel.pass_on_reset(err);
+        }
+        return tunnel.finish(result);
+    }
+    relay_generic(client, target, client_pending, opts).await
+}
+
+/// Relays between any two byte streams (TLS, a tunnel through another proxy, in-memory pipes)
+/// with the same semantics as [`relay`], copying through user space; closes both (drops them)
+/// when done.
+///
+/// `client_pending` is written to the target first. End of stream from one side calls
+/// `poll_shutdown` on the other. Writes are flushed whenever the source has nothing more to
+/// read, so buffering writers (TLS) never hold bytes back.
+pub async fn relay_generic<C, T>(
+    client: C,
+    target: T,
+    client_pending: &[u8],
+    opts: &RelayOptions,
+) -> RelayOutcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut tunnel = GenericTunnel {
+        client,
+        target,
+        client_pending,
+        c2t: Half::default(),
+        t2c: Half::default(),
+    };
+    let result = drive(&mut tunnel, opts.idle_timeout).await;
+    RelayOutcome {
+        client_to_target: tunnel.c2t.bytes(),
+        target_to_client: tunnel.t2c.bytes(),
+        result,
+    }
+}
+
+/// Both directions of a tunnel, as the driver sees them.
+trait Tunnel {
+    /// Moves bytes both ways as far as possible. `Ready(Ok)` once both directions have ended,
+    /// `Ready(Err)` on the first failure.
+    fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>>;
+    /// Bytes moved so far, both directions together.
+    fn moved(&self) -> u64;
+}
+
+/// Runs a tunnel to its end, with the idle timeout.
+///
+/// The idle timer is lazy: activity only records the time (once per wake-up that moved bytes,
+/// never per chunk), and when the timer fires early it is re-armed for the real deadline.
+async fn drive<T: Tunnel>(
+    tunnel: &mut T,
+    idle_timeout: Option<Duration>,
+) -> Result<(), RelayError> {
+    let Some(idle) = idle_timeout else {
+        return poll_fn(|cx| tunnel.poll_both(cx)).await;
+    };
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+    let mut seen = tunnel.moved();
+    let mut last_activity = Instant::now();
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = tunnel.poll_both(cx) {
+            return Poll::Ready(result);
+        }
+        let moved = tunnel.moved();
+        if moved != seen {
+            seen = moved;
+            last_activity = Instant::now();
+        }
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            let deadline = last_activity + idle;
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(RelayError::IdleTimeout(idle)));
+            }
+            sleep.as_mut().reset(deadline);
+        }
+    })
+    .await
+}
+
+/// Turns a direction's failure into a tunnel error naming the side that failed.
+fn side_error(err: HalfError, from: Side, to: Side) -> RelayError {
+    match err {
+        HalfError::Read(source) => RelayError::Io { side: from, source },
+        HalfError::Write(source) => RelayError::Io { side: to, source },
+    }
+}
+
+struct GenericTunnel<'p, C, T> {
+    client: C,
+    target: T,
+    client_pending: &'p [u8],
+    c2t: Half,
+    t2c: Half,
+}
+
+impl<C, T> Tunnel for GenericTunnel<'_, C, T>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        if !self.c2t.is_done() {
+            let step = self.c2t.poll_copy(
+                cx,
+                Pin::new(&mut self.client),
+                Pin::new(&mut self.target),
+                self.client_pending,
+            );
+            if let Poll::Ready(Err(e)) = step {
+                return Poll::Ready(Err(side_error(e, Side::Client, Side::Target)));
+            }
+        }
+        if !self.t2c.is_done() {
+            let step = self.t2c.poll_copy(
+                cx,
+                Pin::new(&mut self.target),
+                Pin::new(&mut self.client),
+                &[],
+            );
+            if let Poll::Ready(Err(e)) = step {
+                return Poll::Ready(Err(side_error(e, Side::Target, Side::Client)));
+            }
+        }
+        if self.c2t.is_done() && self.t2c.is_done() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn moved(&self) -> u64 {
+        self.c2t.bytes() + self.t2c.bytes()
+    }
+}

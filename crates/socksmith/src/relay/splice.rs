@@ -1,0 +1,265 @@
+//! Linux: the zero-copy relay of two TCP streams, `splice(2)` socket -> pipe -> socket, with
+//! pipes lent by a process-wide pool only while a direction has bytes to move.
+//!
+//! A direction waits for its source to become readable holding nothing; then it takes a pipe
+//! from the pool, fills it from the source, drains it into the destination, and repeats. When
+//! the pipe is empty and the source would block, the pipe goes back to the pool, so an idle
+//! tunnel holds only its two sockets. The pipe is only refilled once empty, so a `WouldBlock`
+//! from the source can only mean the socket has nothing to read (never "pipe full"), and a
+//! `WouldBlock` from the destination only that its send buffer is full: readiness stays exact.
+//!
+//! Readiness comes from tokio's reactor (`poll_read_ready`/`poll_write_ready` + `try_io`): no
+//! extra threads, and tokio's cooperative budget keeps a busy tunnel from starving others.
+
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use super::half::{ignore_not_connected, Half, HalfError};
+use super::{side_error, RelayError, RelayOutcome, Side, Tunnel};
+use crate::sys::splice::{splice_in, splice_out, Pipe};
+
+/// Most pipes the pool keeps (two file descriptors each); more are closed when returned.
+const POOL_MAX: usize = 64;
+
+/// Idle pipes, empty, ready for the next direction that becomes readable.
+///
+/// One pool for the process rather than one per thread: tasks move between worker threads, and
+/// a single pool keeps the number of idle pipes (and descriptors) bounded and observable. The
+/// lock is taken once per burst of traffic, when a direction wakes up or goes idle, never per
+/// chunk, and is held only to push or pop.
+static POOL: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
+
+/// How many idle pipes the zero-copy relay keeps for reuse (each holds two file descriptors).
+/// For diagnostics and tests: a process's descriptor count is its sockets plus twice this.
+pub fn pooled_pipes() -> usize {
+    POOL.lock().unwrap_or_else(PoisonError::into_inner).len()
+}
+
+/// A pipe for one burst: from the pool if it has one, else a new one. `size` is the capacity
+/// wanted (0: the kernel default); a pipe the kernel refuses to resize is used as it is.
+fn take_pipe(size: usize) -> io::Result<Pipe> {
+    let pooled = POOL.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    let mut pipe = match pooled {
+        Some(pipe) => pipe,
+        None => Pipe::new()?,
+    };
+    if size != 0 && pipe.capacity() != size {
+        // EPERM past pipe-max-size or the user's pipe quota: a smaller pipe still works.
+        let _ = pipe.set_capacity(size);
+    }
+    Ok(pipe)
+}
+
+/// Returns an empty pipe to the pool, or closes it when the pool is full.
+fn give_pipe(pipe: Pipe) {
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if pool.len() < POOL_MAX {
+        pool.push(pipe);
+    }
+}
+
+/// One direction of a spliced tunnel.
+#[derive(Debug, Default)]
+struct SpliceHalf {
+    /// Byte count, end-of-stream state, and the copying fallback.
+    half: Half,
+    /// The pipe lent for the current burst.
+    pipe: Option<Pipe>,
+    /// Bytes in `pipe` not yet written to the destination.
+    in_pipe: usize,
+    /// No pipe could be had: this direction copies through user space from now on.
+    copying: bool,
+}
+
+impl SpliceHalf {
+    fn poll_splice(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut TcpStream,
+        dst: &mut TcpStream,
+        pending: &[u8],
+        pipe_size: usize,
+    ) -> Poll<Result<(), HalfError>> {
+        if self.copying {
+            return self
+                .half
+                .poll_copy(cx, Pin::new(src), Pin::new(dst), pending);
+        }
+        ready!(self.half.poll_pending(cx, Pin::new(&mut *dst), pending))?;
+        // No loop bound of our own: every round polls readiness, which spends tokio's budget.
+        loop {
+            while self.in_pipe > 0 {
+                let pipe = self.pipe.as_ref().expect("bytes in the pipe imply a pipe");
+                ready!(dst.poll_write_ready(cx)).map_err(HalfError::Write)?;
+                let out = dst.try_io(Interest::WRITABLE, || {
+                    splice_out(pipe, dst.as_fd(), self.in_pipe)
+                });
+                match out {
+                    Ok(0) => {
+                        return Poll::Ready(Err(HalfError::Write(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "destination accepted no bytes",
+                        ))))
+                    }
+                    Ok(n) => {
+                        self.in_pipe -= n;
+                        self.half.bytes += n as u64;
+                    }
+                    // Readiness was cleared: the next poll_write_ready waits for the socket.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(HalfError::Write(e))),
+                }
+            }
+            if self.half.read_eof {
+                self.release_pipe();
+                socket2::SockRef::from(&*dst)
+                    .shutdown(Shutdown::Write)
+                    .or_else(ignore_not_connected)
+                    .map_err(HalfError::Write)?;
+                self.half.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            match src.poll_read_ready(cx) {
+                Poll::Pending => {
+                    self.release_pipe();
+                    return Poll::Pending;
+                }
+                Poll::Ready(result) => result.map_err(HalfError::Read)?,
+            }
+            if self.pipe.is_none() {
+                match take_pipe(pipe_size) {
+                    Ok(pipe) => self.pipe = Some(pipe),
+                    Err(_) => {
+                        // Out of descriptors (EMFILE/ENFILE): keep the tunnel alive by copying.
+                        self.copying = true;
+                        return self
+                            .half
+                            .poll_copy(cx, Pin::new(src), Pin::new(dst), pending);
+                    }
+                }
+            }
+            let pipe = self.pipe.as_ref().expect("a pipe was just taken");
+            let read = src.try_io(Interest::READABLE, || {
+                splice_in(src.as_fd(), pipe, pipe.capacity())
+            });
+            match read {
+                Ok(0) => self.half.read_eof = true,
+                Ok(n) => self.in_pipe = n,
+                // Readiness was cleared: the next poll_read_ready parks the direction.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(HalfError::Read(e))),
+            }
+        }
+    }
+
+    /// Gives the pipe back to the pool; only ever called with the pipe empty.
+    fn release_pipe(&mut self) {
+        debug_assert_eq!(self.in_pipe, 0);
+        if let Some(pipe) = self.pipe.take() {
+            give_pipe(pipe);
+        }
+    }
+}
+
+impl Drop for SpliceHalf {
+    fn drop(&mut self) {
+        // A pipe still holding bytes of a failed tunnel is closed, never reused.
+        if self.in_pipe == 0 {
+            self.release_pipe();
+        }
+    }
+}
+
+/// Two TCP streams relayed with `splice(2)`.
+pub(super) struct TcpTunnel<'p> {
+    client: TcpStream,
+    target: TcpStream,
+    client_pending: &'p [u8],
+    pipe_size: usize,
+    c2t: SpliceHalf,
+    t2c: SpliceHalf,
+}
+
+impl<'p> TcpTunnel<'p> {
+    pub(super) fn new(
+        client: TcpStream,
+        target: TcpStream,
+        client_pending: &'p [u8],
+        pipe_size: usize,
+    ) -> Self {
+        TcpTunnel {
+            client,
+            target,
+            client_pending,
+            pipe_size,
+            c2t: SpliceHalf::default(),
+            t2c: SpliceHalf::default(),
+        }
+    }
+
+    /// When one side reset, makes closing the other side a reset too (`SO_LINGER` 0), so that
+    /// it never mistakes a truncated stream for a complete one.
+    pub(super) fn pass_on_reset(&self, err: &RelayError) {
+        if !err.is_reset() {
+            return;
+        }
+        let other = match err.side() {
+            Some(Side::Client) => &self.target,
+            Some(Side::Target) => &self.client,
+            None => return,
+        };
+        // Best effort: if it fails, the other side sees an ordinary close.
+        let _ = socket2::SockRef::from(other).set_linger(Some(Duration::ZERO));
+    }
+
+    /// Closes both streams and reports.
+    pub(super) fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {
+        RelayOutcome {
+            client_to_target: self.c2t.half.bytes(),
+            target_to_client: self.t2c.half.bytes(),
+            result,
+        }
+    }
+}
+
+impl Tunnel for TcpTunnel<'_> {
+    fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        if !self.c2t.half.is_done() {
+            let step = self.c2t.poll_splice(
+                cx,
+                &mut self.client,
+                &mut self.target,
+                self.client_pending,
+                self.pipe_size,
+            );
+            if let Poll::Ready(Err(e)) = step {
+                return Poll::Ready(Err(side_error(e, Side::Client, Side::Target)));
+            }
+        }
+        if !self.t2c.half.is_done() {
+            let step =
+                self.t2c
+                    .poll_splice(cx, &mut self.target, &mut self.client, &[], self.pipe_size);
+            if let Poll::Ready(Err(e)) = step {
+                return Poll::Ready(Err(side_error(e, Side::Target, Side::Client)));
+            }
+        }
+        if self.c2t.half.is_done() && self.t2c.half.is_done() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn moved(&self) -> u64 {
+        self.c2t.half.bytes() + self.t2c.half.bytes()
+    }
+}

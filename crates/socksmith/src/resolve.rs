@@ -1,0 +1,477 @@
+//! Host name resolution: the [`Resolve`] trait the rest of the crate looks names up through,
+//! the [`SystemResolver`] (the C library's resolver, on tokio's blocking pool, with a timeout),
+//! and the [`StaticResolver`], a fixed table for tests and pinned names.
+//!
+//! This module knows nothing of SOCKS and makes no policy decision (which addresses a client may
+//! reach is decided elsewhere). IP literals never reach a resolver: [`resolve`] answers them
+//! itself, so a client that sends `"10.0.0.1"` as a name costs no lookup.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The future a [`Resolve`] method returns.
+pub type Lookup<'a, T> = Pin<Box<dyn Future<Output = Result<T, ResolveError>> + Send + 'a>>;
+
+/// Looks host names up, and addresses back up (Tor's `RESOLVE_PTR`).
+///
+/// Object safe, so a server can hold an `Arc<dyn Resolve>`. Callers go through [`resolve`] for
+/// forward lookups, which answers IP literals without calling the resolver.
+pub trait Resolve: Send + Sync + fmt::Debug {
+    /// Every address `name` resolves to, most preferred first, never empty on success.
+    fn lookup_name<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<IpAddr>>;
+
+    /// The host name `ip` maps back to.
+    fn lookup_addr(&self, ip: IpAddr) -> Lookup<'_, String>;
+}
+
+impl<R: Resolve + ?Sized> Resolve for Arc<R> {
+    fn lookup_name<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<IpAddr>> {
+        (**self).lookup_name(name)
+    }
+
+    fn lookup_addr(&self, ip: IpAddr) -> Lookup<'_, String> {
+        (**self).lookup_addr(ip)
+    }
+}
+
+/// Why a lookup gave no answer. Each message names the query, escaped (it may come from a
+/// client and hold control characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// The name has no address, or the address no name.
+    #[error("{}: not found", .query.escape_debug())]
+    NotFound {
+        /// The name or address looked up.
+        query: String,
+    },
+    /// No answer within the resolver's timeout.
+    #[error("{}: no answer within {after:?}", .query.escape_debug())]
+    Timeout {
+        /// The name or address looked up.
+        query: String,
+        /// The timeout that ran out.
+        after: Duration,
+    },
+    /// Not something a resolver can be asked: empty, longer than 253 bytes, or holding a NUL
+    /// byte (which the C resolver would silently cut the name at).
+    #[error("{}: not a valid host name", .query.escape_debug())]
+    InvalidName {
+        /// The name as given.
+        query: String,
+    },
+    /// The resolver failed (no server answered, a server failure, a system error).
+    #[error("{}: lookup failed: {message}", .query.escape_debug())]
+    Other {
+        /// The name or address looked up.
+        query: String,
+        /// The resolver's own description of the failure.
+        message: String,
+    },
+}
+
+impl ResolveError {
+    /// The name or address whose lookup failed.
+    pub fn query(&self) -> &str {
+        match self {
+            ResolveError::NotFound { query }
+            | ResolveError::Timeout { query, .. }
+            | ResolveError::InvalidName { query }
+            | ResolveError::Other { query, .. } => query,
+        }
+    }
+}
+
+/// `host` parsed as an IP literal: `"192.0.2.1"`, `"::1"` or `"[::1]"`.
+pub fn parse_ip_literal(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
+/// Resolves `host` to its addresses: an IP literal directly, anything else through `resolver`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use socksmith::resolve::{resolve, StaticResolver};
+/// use std::net::{IpAddr, Ipv4Addr};
+///
+/// let resolver = StaticResolver::new().with_host("db.internal", [Ipv4Addr::new(10, 0, 0, 7).into()]);
+/// assert_eq!(resolve(&resolver, "db.internal").await.unwrap(), [IpAddr::from([10, 0, 0, 7])]);
+/// // Literals never reach the resolver.
+/// assert_eq!(resolve(&resolver, "[::1]").await.unwrap(), [IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])]);
+/// # }
+/// ```
+pub async fn resolve<R: Resolve + ?Sized>(
+    resolver: &R,
+    host: &str,
+) -> Result<Vec<IpAddr>, ResolveError> {
+    if let Some(ip) = parse_ip_literal(host) {
+        return Ok(vec![ip]);
+    }
+    check_name(host)?;
+    let ips = resolver.lookup_name(host).await?;
+    if ips.is_empty() {
+        return Err(ResolveError::NotFound {
+            query: host.to_owned(),
+        });
+    }
+    Ok(ips)
+}
+
+/// Refuses names no resolver should see. 253 bytes is the longest name DNS can carry (255 on
+/// the wire, with the length bytes), one more for a trailing dot.
+fn check_name(name: &str) -> Result<(), ResolveError> {
+    let len = name.strip_suffix('.').unwrap_or(name).len();
+    if len == 0 || len > 253 || name.contains('\0') {
+        return Err(ResolveError::InvalidName {
+            query: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The system's resolver (`/etc/hosts`, DNS, whatever the C library is set up for), run on
+/// tokio's blocking pool and bounded by a timeout.
+///
+/// A lookup that times out keeps its blocking thread until the C library gives up; the caller
+/// gets [`ResolveError::Timeout`] at once all the same.
+#[derive(Debug, Clone)]
+pub struct SystemResolver {
+    timeout: Duration,
+}
+
+impl SystemResolver {
+    /// The timeout [`SystemResolver::default`] uses.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A system resolver whose lookups give up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        SystemResolver { timeout }
+    }
+
+    /// How long a lookup may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs a blocking lookup on the blocking pool, bounded by the timeout.
+    async fn blocking<T, F>(&self, query: String, lookup: F) -> Result<T, ResolveError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, String> + Send + 'static,
+        Result<T, String>: Send,
+    {
+        let job = tokio::task::spawn_blocking(lookup);
+        match tokio::time::timeout(self.timeout, job).await {
+            Err(_) => Err(ResolveError::Timeout {
+                query,
+                after: self.timeout,
+            }),
+            Ok(Err(join)) => Err(ResolveError::Other {
+                query,
+                message: join.to_string(),
+            }),
+            Ok(Ok(Err(message))) => Err(ResolveError::Other { query, message }),
+            Ok(Ok(Ok(found))) => Ok(found),
+        }
+    }
+}
+
+impl Default for SystemResolver {
+    fn default() -> Self {
+        SystemResolver::new(Self::DEFAULT_TIMEOUT)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Resolve for SystemResolver {
+    fn lookup_name<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<IpAddr>> {
+        use crate::sys::netdb::{self, GaiKind};
+        Box::pin(async move {
+            let Some(c_name) = netdb::c_name(name) else {
+                return Err(ResolveError::InvalidName {
+                    query: name.to_owned(),
+                });
+            };
+            let answer = self
+                .blocking(name.to_owned(), move || Ok(netdb::lookup_name(&c_name)))
+                .await?;
+            match answer {
+                Ok(ips) if !ips.is_empty() => Ok(ips),
+                Err(e) if e.kind == GaiKind::Other => Err(ResolveError::Other {
+                    query: name.to_owned(),
+                    message: e.message,
+                }),
+                _ => Err(ResolveError::NotFound {
+                    query: name.to_owned(),
+                }),
+            }
+        })
+    }
+
+    fn lookup_addr(&self, ip: IpAddr) -> Lookup<'_, String> {
+        use crate::sys::netdb::{self, GaiKind};
+        Box::pin(async move {
+            let query = ip.to_string();
+            match self
+                .blocking(query.clone(), move || Ok(netdb::lookup_addr(ip)))
+                .await?
+            {
+                Ok(name) => Ok(name),
+                Err(e) if e.kind == GaiKind::NotFound => Err(ResolveError::NotFound { query }),
+                Err(e) => Err(ResolveError::Other {
+                    query,
+                    message: e.message,
+                }),
+            }
+        })
+    }
+}
+
+/// Elsewhere the standard library's resolver: it does not tell "not found" from other
+/// failures, and there is no reverse lookup.
+#[cfg(not(target_os = "linux"))]
+impl Resolve for SystemResolver {
+    fn lookup_name<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<IpAddr>> {
+        Box::pin(async move {
+            let lookup = tokio::net::lookup_host((name, 0));
+            let found = match tokio::time::timeout(self.timeout, lookup).await {
+                Err(_) => {
+                    return Err(ResolveError::Timeout {
+                        query: name.to_owned(),
+                        after: self.timeout,
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(ResolveError::Other {
+                        query: name.to_owned(),
+                        message: e.to_string(),
+                    })
+                }
+                Ok(Ok(addrs)) => addrs,
+            };
+            let mut ips = Vec::new();
+            for addr in found {
+                if !ips.contains(&addr.ip()) {
+                    ips.push(addr.ip());
+                }
+            }
+            Ok(ips)
+        })
+    }
+
+    fn lookup_addr(&self, ip: IpAddr) -> Lookup<'_, String> {
+        Box::pin(async move {
+            Err(ResolveError::Other {
+                query: ip.to_string(),
+                message: "reverse lookups are not supported on this system".to_owned(),
+            })
+        })
+    }
+}
+
+/// A fixed table of names and addresses: for tests, and for names pinned in configuration.
+/// Names match without regard to ASCII case or a trailing dot, like DNS names.
+#[derive(Debug, Clone, Default)]
+pub struct StaticResolver {
+    hosts: HashMap<String, Vec<IpAddr>>,
+    names: HashMap<IpAddr, String>,
+}
+
+impl StaticResolver {
+    /// An empty table: every lookup is [`ResolveError::NotFound`].
+    pub fn new() -> Self {
+        StaticResolver::default()
+    }
+
+    /// Adds (or replaces) the addresses `name` resolves to.
+    pub fn with_host(mut self, name: &str, ips: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.hosts
+            .insert(normalize(name), ips.into_iter().collect());
+        self
+    }
+
+    /// Adds (or replaces) the name `ip` maps back to.
+    pub fn with_name(mut self, ip: IpAddr, name: &str) -> Self {
+        self.names.insert(ip, name.to_owned());
+        self
+    }
+}
+
+fn normalize(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+impl Resolve for StaticResolver {
+    fn lookup_name<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<IpAddr>> {
+        let found = match self.hosts.get(&normalize(name)) {
+            Some(ips) if !ips.is_empty() => Ok(ips.clone()),
+            _ => Err(ResolveError::NotFound {
+                query: name.to_owned(),
+            }),
+        };
+        Box::pin(std::future::ready(found))
+    }
+
+    fn lookup_addr(&self, ip: IpAddr) -> Lookup<'_, String> {
+        let found = self
+            .names
+            .get(&ip)
+            .cloned()
+            .ok_or_else(|| ResolveError::NotFound {
+                query: ip.to_string(),
+            });
+        Box::pin(std::future::ready(found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the lookups that reach it, and finds nothing.
+    #[derive(Debug, Default)]
+    struct Counting(AtomicUsize);
+
+    impl Resolve for Counting {
+        fn lookup_name<'a>(&'a self, name: &'a str) -> Lookup<'a, Vec<IpAddr>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::ready(Err(ResolveError::NotFound {
+                query: name.to_owned(),
+            })))
+        }
+
+        fn lookup_addr(&self, ip: IpAddr) -> Lookup<'_, String> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::ready(Err(ResolveError::NotFound {
+                query: ip.to_string(),
+            })))
+        }
+    }
+
+    /// A bound for tests that touch the system resolver: well past any local answer.
+    const TEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn ip_literals_never_reach_the_resolver() {
+        let resolver = Counting::default();
+        for (host, ip) in [
+            ("10.0.0.1", IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
+            ("::1", IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            ("[::1]", IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        ] {
+            assert_eq!(resolve(&resolver, host).await, Ok(vec![ip]));
+        }
+        assert_eq!(resolver.0.load(Ordering::SeqCst), 0);
+        // Anything else does.
+        assert!(resolve(&resolver, "example.test").await.is_err());
+        assert_eq!(resolver.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn invalid_names_are_refused_before_any_lookup() {
+        let resolver = Counting::default();
+        let long = "a".repeat(254);
+        for name in ["", ".", "good.example\0evil", long.as_str()] {
+            let err = resolve(&resolver, name).await.expect_err(name);
+            assert!(matches!(err, ResolveError::InvalidName { .. }), "{err:?}");
+        }
+        assert_eq!(resolver.0.load(Ordering::SeqCst), 0);
+        // The message shows the NUL instead of cutting the name at it.
+        let err = resolve(&resolver, "good.example\0evil")
+            .await
+            .expect_err("NUL");
+        assert_eq!(
+            err.to_string(),
+            "good.example\\0evil: not a valid host name"
+        );
+    }
+
+    #[tokio::test]
+    async fn static_resolver_matches_names_like_dns() {
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        let resolver = StaticResolver::new()
+            .with_host("Db.Example", [ip])
+            .with_name(ip, "db.example");
+        assert_eq!(resolve(&resolver, "db.example.").await, Ok(vec![ip]));
+        assert_eq!(resolver.lookup_addr(ip).await, Ok("db.example".to_owned()));
+        let err = resolve(&resolver, "other.example")
+            .await
+            .expect_err("absent");
+        assert_eq!(
+            err,
+            ResolveError::NotFound {
+                query: "other.example".to_owned()
+            }
+        );
+        assert_eq!(err.to_string(), "other.example: not found");
+    }
+
+    #[tokio::test]
+    async fn system_resolver_finds_localhost_on_loopback() {
+        let resolver = SystemResolver::new(TEST_TIMEOUT);
+        let ips = resolve(&resolver, "localhost").await.expect("localhost");
+        assert!(!ips.is_empty());
+        assert!(ips.iter().all(IpAddr::is_loopback), "{ips:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn system_resolver_reports_an_unknown_name_as_not_found() {
+        // `.invalid` never exists (RFC 6761). The lookup is bounded by the resolver's timeout,
+        // so the test cannot hang; on this kind of machine the answer comes at once.
+        let resolver = SystemResolver::new(TEST_TIMEOUT);
+        let err = resolve(&resolver, "nonexistent.invalid")
+            .await
+            .expect_err("must not resolve");
+        assert!(
+            matches!(err, ResolveError::NotFound { ref query } if query == "nonexistent.invalid"),
+            "{err:?}"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn system_resolver_maps_loopback_back_to_a_name() {
+        let resolver = SystemResolver::new(TEST_TIMEOUT);
+        let name = resolver
+            .lookup_addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .await
+            .expect("127.0.0.1 has a name in /etc/hosts");
+        assert!(!name.is_empty());
+    }
+
+    #[test]
+    fn system_resolver_gives_up_at_its_timeout() {
+        // One blocking thread, kept busy: the lookup cannot even start, and must time out.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || wait.recv());
+            let resolver = SystemResolver::new(Duration::from_millis(50));
+            let err = resolver
+                .lookup_name("localhost")
+                .await
+                .expect_err("no thread to answer on");
+            assert!(matches!(err, ResolveError::Timeout { .. }), "{err:?}");
+            assert_eq!(err.to_string(), "localhost: no answer within 50ms");
+            release.send(()).expect("blocking task waits");
+            busy.await.expect("join").expect("released");
+        });
+    }
+}

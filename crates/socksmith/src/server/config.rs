@@ -1,0 +1,101 @@
+//! [`ServerConfig`]: everything a [`crate::server::Server`] is told, typed, with named
+//! durations and safe defaults.
+//!
+//! This module owns the runtime configuration only. A file format (the CLI's TOML) is a
+//! separate shape converted into it once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::policy::{Policy, Rules};
+use crate::resolve::{Resolve, SystemResolver};
+use crate::server::auth::Authenticator;
+use crate::server::outbound::Outbound;
+
+/// How a [`crate::server::Server`] behaves. Start from `ServerConfig::default()` and set the
+/// fields that matter:
+///
+/// ```
+/// use socksmith::server::{ServerConfig, Users};
+/// use std::{sync::Arc, time::Duration};
+///
+/// let mut users = Users::new();
+/// users.insert("alice", "s3cret").unwrap();
+/// let mut config = ServerConfig::default();
+/// config.auth = Some(Arc::new(users));
+/// config.handshake_timeout = Duration::from_secs(5);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// `None`: no authentication (SOCKS5 method 0x00). `Some`: SOCKS5 clients must pass RFC
+    /// 1929 username/password checked by this authenticator.
+    pub auth: Option<Arc<dyn Authenticator>>,
+    /// Whether SOCKS4/4a clients are served. `None` (the default) serves them only when no
+    /// authentication is required: SOCKS4 cannot carry a password, so serving it next to
+    /// `auth` would let anyone around the password check. `Some(true)` serves them anyway
+    /// (their user id is an unverified claim), `Some(false)` never.
+    pub allow_socks4: Option<bool>,
+    /// Whether listeners on non-loopback addresses may run without authentication. `false`
+    /// (the default) makes [`crate::server::Server::serve`] refuse to start that way: an open
+    /// proxy reachable by strangers is abused within hours.
+    pub allow_open_proxy: bool,
+    /// Time a client has from connecting to a complete request (greeting, authentication and
+    /// request). Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Time allowed for one name lookup (CONNECT to a name, RESOLVE, UDP destinations).
+    /// Default 10 s.
+    pub resolve_timeout: Duration,
+    /// Time allowed for an outbound connection, all addresses together. Default 10 s.
+    pub connect_timeout: Duration,
+    /// A tunnel that moves no byte either way for this long is closed. `None`: never.
+    /// Default 1 h.
+    pub idle_timeout: Option<Duration>,
+    /// A UDP association that relays no datagram for this long is closed. Default 2 min.
+    pub udp_idle_timeout: Duration,
+    /// Time a BIND listener waits for the expected peer. Default 60 s.
+    pub bind_timeout: Duration,
+    /// After shutdown is requested, running sessions get this long to finish before they are
+    /// cut. Default 10 s.
+    pub shutdown_grace: Duration,
+    /// At most this many sessions at once; further connections wait in the kernel's accept
+    /// queue. `None`: no limit.
+    pub max_sessions: Option<usize>,
+    /// Looks up names for CONNECT, RESOLVE, RESOLVE_PTR and UDP destinations.
+    pub resolver: Arc<dyn Resolve>,
+    /// Decides whether each request may proceed.
+    pub policy: Arc<dyn Policy>,
+    /// How tunnels to targets are opened. `None`: directly (resolve, then Happy Eyeballs).
+    pub outbound: Option<Arc<dyn Outbound>>,
+    /// Relay with `splice(2)` on Linux when both legs are TCP (default `true`).
+    pub zero_copy: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            auth: None,
+            allow_socks4: None,
+            allow_open_proxy: false,
+            handshake_timeout: Duration::from_secs(10),
+            resolve_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(3600)),
+            udp_idle_timeout: Duration::from_secs(120),
+            bind_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            max_sessions: None,
+            resolver: Arc::new(SystemResolver::default()),
+            policy: Arc::new(Rules::default()),
+            outbound: None,
+            zero_copy: true,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Whether SOCKS4/4a clients are served, resolving the `None` default.
+    pub fn socks4_allowed(&self) -> bool {
+        self.allow_socks4.unwrap_or(self.auth.is_none())
+    }
+}

@@ -1,0 +1,171 @@
+//! CONNECT (open a tunnel through the outbound, reply, relay) and Tor's RESOLVE and
+//! RESOLVE_PTR (answer from the server's resolver, no tunnel).
+
+use std::net::{IpAddr, SocketAddr};
+
+use socksmith_proto::{Command, DomainName, ReplyCode, TargetAddr, Version};
+use tokio::net::TcpStream;
+
+use crate::relay::{relay, relay_generic, RelayOutcome};
+use crate::server::error::SessionError;
+use crate::server::outbound::{lookup, ConnectError, ConnectRequest, OutboundStream};
+use crate::server::session::{Replier, Session, Traffic};
+use crate::server::stats::{add, inc, Gauge};
+use crate::server::Shared;
+
+/// CONNECT: open the tunnel, reply with the address it leaves from, relay until both sides
+/// are done. `pending` (bytes pipelined after the request) reaches the target first.
+pub(crate) async fn connect(
+    shared: &Shared,
+    session: &Session,
+    mut client: TcpStream,
+    mut replier: Replier,
+    pending: Vec<u8>,
+    traffic: &mut Traffic,
+) -> Result<(), SessionError> {
+    let request = ConnectRequest {
+        session,
+        policy: &*shared.config.policy,
+    };
+    // A backstop over whatever the outbound does: lookup and connect, each bounded.
+    let limit = shared.config.resolve_timeout + shared.config.connect_timeout;
+    let connected = match tokio::time::timeout(limit, shared.outbound.connect(request)).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Timeout(limit)),
+    };
+    let connected = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            inc(&shared.stats.connect_failures);
+            if let ConnectError::Denied(_) = e {
+                inc(&shared.stats.policy_denied);
+            }
+            replier
+                .send(&mut client, e.reply_code(), TargetAddr::UNSPECIFIED)
+                .await?;
+            return Err(e.into());
+        }
+    };
+    replier
+        .send(&mut client, ReplyCode::Succeeded, connected.bound)
+        .await?;
+    drop(replier);
+    tunnel(shared, client, connected.stream, &pending, traffic).await
+}
+
+/// Relays a tunnel whose replies are sent: splice for TCP, copying for other streams.
+pub(crate) async fn tunnel(
+    shared: &Shared,
+    client: TcpStream,
+    target: OutboundStream,
+    pending: &[u8],
+    traffic: &mut Traffic,
+) -> Result<(), SessionError> {
+    let stats = &shared.stats;
+    inc(&stats.tunnels_total);
+    let _active = Gauge::up(&stats.tunnels_active);
+    let outcome: RelayOutcome = match target {
+        OutboundStream::Tcp(target) => relay(client, target, pending, &shared.relay).await,
+        OutboundStream::Stream(target) => {
+            relay_generic(client, target, pending, &shared.relay).await
+        }
+    };
+    traffic.up = outcome.client_to_target;
+    traffic.down = outcome.target_to_client;
+    add(&stats.bytes_client_to_target, outcome.client_to_target);
+    add(&stats.bytes_target_to_client, outcome.target_to_client);
+    outcome.result.map_err(SessionError::Relay)
+}
+
+/// RESOLVE (a name to an address) and RESOLVE_PTR (an address to a name): answered from the
+/// server's resolver in the reply; no connection is opened and none follows.
+pub(crate) async fn resolve(
+    shared: &Shared,
+    session: &Session,
+    mut client: TcpStream,
+    mut replier: Replier,
+) -> Result<(), SessionError> {
+    inc(&shared.stats.resolves);
+    let answer = match session.command {
+        Command::ResolvePtr => resolve_ptr(shared, &session.target).await,
+        _ => resolve_name(shared, session).await,
+    };
+    match answer {
+        Ok(bound) => replier.send(&mut client, ReplyCode::Succeeded, bound).await,
+        Err((code, reason)) => {
+            replier
+                .send(&mut client, code, TargetAddr::UNSPECIFIED)
+                .await?;
+            Err(SessionError::Resolve(reason))
+        }
+    }
+}
+
+async fn resolve_name(
+    shared: &Shared,
+    session: &Session,
+) -> Result<TargetAddr, (ReplyCode, String)> {
+    let ips = lookup(
+        &*shared.config.resolver,
+        &session.target,
+        shared.config.resolve_timeout,
+    )
+    .await
+    .map_err(|e| {
+        (
+            ReplyCode::HostUnreachable,
+            format!("DNS lookup failed: {e}"),
+        )
+    })?;
+    // A SOCKS4 reply has room for an IPv4 address only.
+    let ip = match session.version {
+        Version::V4 => ips.iter().find(|ip| ip.is_ipv4()),
+        Version::V5 => ips.first(),
+    };
+    match ip {
+        Some(ip) => Ok(TargetAddr::Ip(SocketAddr::new(*ip, 0))),
+        None => Err((
+            ReplyCode::HostUnreachable,
+            format!("{}: no IPv4 address for a SOCKS4 reply", session.target),
+        )),
+    }
+}
+
+async fn resolve_ptr(
+    shared: &Shared,
+    target: &TargetAddr,
+) -> Result<TargetAddr, (ReplyCode, String)> {
+    let Some(addr) = target.ip_literal() else {
+        return Err((
+            ReplyCode::AddressTypeNotSupported,
+            format!("RESOLVE_PTR needs an address, got the name {target}"),
+        ));
+    };
+    let ip: IpAddr = addr.ip();
+    let lookup = shared.config.resolver.lookup_addr(ip);
+    let name = match tokio::time::timeout(shared.config.resolve_timeout, lookup).await {
+        Ok(Ok(name)) => name,
+        Ok(Err(e)) => {
+            return Err((
+                ReplyCode::HostUnreachable,
+                format!("reverse DNS lookup failed: {e}"),
+            ))
+        }
+        Err(_) => {
+            return Err((
+                ReplyCode::HostUnreachable,
+                format!(
+                    "reverse DNS lookup failed: {ip}: no answer within {:?}",
+                    shared.config.resolve_timeout
+                ),
+            ))
+        }
+    };
+    match DomainName::new(name.into_bytes()) {
+        Ok(name) => Ok(TargetAddr::Domain(name, 0)),
+        Err(e) => Err((
+            ReplyCode::GeneralFailure,
+            format!("reverse DNS answer for {ip} cannot be sent: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,132 @@
+//! The accept loop: takes connections from every listener, spawns one task per session,
+//! respects the session limit, survives accept errors, and drains on shutdown.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::server::stats::inc;
+use crate::server::{session, Shared};
+
+/// First pause after an accept error that is not about one connection (EMFILE, ENFILE,
+/// ENOBUFS); doubled on each further error up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut sessions = JoinSet::new();
+    let mut pause = FIRST_PAUSE;
+    let mut next = 0;
+    let limit = shared.config.max_sessions.unwrap_or(usize::MAX);
+    loop {
+        let room = sessions.len() < limit;
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            accepted = accept_any(&listeners, &mut next), if room => match accepted {
+                Ok((stream, peer)) => {
+                    pause = FIRST_PAUSE;
+                    inc(&shared.stats.sessions_accepted);
+                    sessions.spawn(session::run(Arc::clone(&shared), stream, peer));
+                }
+                Err(e) if per_connection(&e) => {
+                    tracing::debug!(error = %e, "accept: connection lost before it was taken");
+                }
+                Err(e) => {
+                    inc(&shared.stats.accept_errors);
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed; pausing");
+                    // Retrying at once would spin while the condition lasts (no free file
+                    // descriptor until a session ends).
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+            },
+        }
+    }
+    drop(listeners);
+    let running = sessions.len();
+    if running == 0 {
+        return;
+    }
+    let grace = shared.config.shutdown_grace;
+    tracing::info!(
+        sessions = running,
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: waiting for running sessions"
+    );
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            sessions = sessions.len(),
+            "grace period over: closing remaining sessions"
+        );
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+    }
+}
+
+/// The next connection from any listener, starting the scan after the last one served so that
+/// a busy listener cannot starve the others.
+async fn accept_any(
+    listeners: &[TcpListener],
+    next: &mut usize,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    poll_fn(|cx| {
+        let n = listeners.len();
+        for i in 0..n {
+            let index = (*next + i) % n;
+            let listener = listeners.get(index).expect("index is modulo the length");
+            if let Poll::Ready(result) = listener.poll_accept(cx) {
+                *next = index + 1;
+                return Poll::Ready(result);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Errors about one connection that died in the queue: the next accept is fine.
+fn per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Binds a listening socket for [`crate::server::Server::serve`]: `SO_REUSEADDR` (a restart
+/// does not wait for old connections in TIME_WAIT), IPv6 sockets IPv6-only (so `0.0.0.0:1080`
+/// and `[::]:1080` can both be given), a backlog of 1024. Port 0 picks a free port; read it
+/// back with `local_addr`.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}

@@ -1,0 +1,409 @@
+//! The relay between real loopback TCP connections (zero-copy and copying) and between
+//! in-memory streams: integrity, half-close both ways, resets, idle timeout, pipelined bytes.
+
+use std::io;
+use std::time::Duration;
+
+use socksmith::relay::{relay, relay_generic, RelayError, RelayOptions, RelayOutcome, Side};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The two ways `relay` moves TCP bytes.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    ZeroCopy,
+    Copy,
+}
+
+const MODES: [Mode; 2] = [Mode::ZeroCopy, Mode::Copy];
+
+fn options(mode: Mode) -> RelayOptions {
+    let mut opts = RelayOptions::default();
+    opts.zero_copy = matches!(mode, Mode::ZeroCopy);
+    opts
+}
+
+/// A connected pair of loopback TCP streams.
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (a.expect("connect"), b.expect("accept").0)
+}
+
+/// A tunnel under test: the user's end of the client connection, the far end of the target
+/// connection, and the relay between them running in a task.
+struct Tunnel {
+    client: TcpStream,
+    target: TcpStream,
+    relay: JoinHandle<RelayOutcome>,
+}
+
+async fn tunnel(opts: RelayOptions, pending: &'static [u8]) -> Tunnel {
+    let (client, client_inner) = tcp_pair().await;
+    let (target_inner, target) = tcp_pair().await;
+    let relay =
+        tokio::spawn(async move { relay(client_inner, target_inner, pending, &opts).await });
+    Tunnel {
+        client,
+        target,
+        relay,
+    }
+}
+
+/// A byte stream no chunking can fool: byte `i` is `PATTERN[i % PATTERN_LEN]`, the length a
+/// prime so that a lost, repeated or reordered chunk shows up at once.
+const PATTERN_LEN: usize = 1_000_003;
+
+fn pattern(seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..PATTERN_LEN)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Writes `len` bytes of the pattern, then shuts down the write half.
+async fn send_pattern<W: AsyncWrite + Unpin>(
+    mut w: W,
+    pattern: &[u8],
+    len: usize,
+) -> io::Result<()> {
+    let mut pos = 0;
+    while pos < len {
+        let at = pos % PATTERN_LEN;
+        let n = (PATTERN_LEN - at).min(len - pos).min(256 * 1024);
+        w.write_all(&pattern[at..at + n]).await?;
+        pos += n;
+    }
+    w.shutdown().await
+}
+
+/// Reads to end of stream, checking every byte against the pattern; returns the count.
+async fn check_pattern<R: AsyncRead + Unpin>(mut r: R, pattern: &[u8]) -> io::Result<usize> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut pos = 0;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(pos);
+        }
+        let mut got = &buf[..n];
+        while !got.is_empty() {
+            let at = pos % PATTERN_LEN;
+            let k = got.len().min(PATTERN_LEN - at);
+            assert!(
+                got[..k] == pattern[at..at + k],
+                "corrupt stream at byte {pos}"
+            );
+            got = &got[k..];
+            pos += k;
+        }
+    }
+}
+
+async fn relay_result(relay: JoinHandle<RelayOutcome>) -> RelayOutcome {
+    tokio::time::timeout(Duration::from_secs(60), relay)
+        .await
+        .expect("relay ends")
+        .expect("relay task does not panic")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_64_mib_each_way_at_once_intact() {
+    const LEN: usize = 64 << 20;
+    let up = pattern(1);
+    let down = pattern(2);
+    for mode in MODES {
+        let t = tunnel(options(mode), b"").await;
+        let (client_r, client_w) = t.client.into_split();
+        let (target_r, target_w) = t.target.into_split();
+        let (sent_up, sent_down, got_up, got_down) = tokio::join!(
+            send_pattern(client_w, &up, LEN),
+            send_pattern(target_w, &down, LEN),
+            check_pattern(target_r, &up),
+            check_pattern(client_r, &down),
+        );
+        sent_up.expect("client sends");
+        sent_down.expect("target sends");
+        assert_eq!(got_up.expect("target reads"), LEN, "{mode:?}");
+        assert_eq!(got_down.expect("client reads"), LEN, "{mode:?}");
+        let out = relay_result(t.relay).await;
+        out.result.expect("clean end");
+        assert_eq!(out.client_to_target, LEN as u64);
+        assert_eq!(out.target_to_client, LEN as u64);
+    }
+}
+
+#[tokio::test]
+async fn client_half_close_lets_the_response_flow_after_it() {
+    const RESPONSE: usize = 3 << 20;
+    let body = pattern(3);
+    for mode in MODES {
+        let mut t = tunnel(options(mode), b"").await;
+        t.client.write_all(b"request").await.expect("write");
+        t.client
+            .shutdown()
+            .await
+            .expect("client shuts down its write half");
+
+        // The target sees the request, then end of stream...
+        let mut request = Vec::new();
+        t.target.read_to_end(&mut request).await.expect("read");
+        assert_eq!(request, b"request");
+        // ...and only then answers, at length.
+        send_pattern(&mut t.target, &body, RESPONSE)
+            .await
+            .expect("respond");
+        assert_eq!(
+            check_pattern(&mut t.client, &body).await.expect("read"),
+            RESPONSE
+        );
+
+        let out = relay_result(t.relay).await;
+        out.result.expect("clean end");
+        assert_eq!(
+            (out.client_to_target, out.target_to_client),
+            (7, RESPONSE as u64)
+        );
+    }
+}
+
+#[tokio::test]
+async fn target_half_close_lets_the_upload_flow_after_it() {
+    const UPLOAD: usize = 3 << 20;
+    let body = pattern(4);
+    for mode in MODES {
+        let mut t = tunnel(options(mode), b"").await;
+        t.target.write_all(b"banner").await.expect("write");
+        t.target
+            .shutdown()
+            .await
+            .expect("target shuts down its write half");
+
+        let mut banner = Vec::new();
+        t.client.read_to_end(&mut banner).await.expect("read");
+        assert_eq!(banner, b"banner");
+        send_pattern(&mut t.client, &body, UPLOAD)
+            .await
+            .expect("upload");
+        assert_eq!(
+            check_pattern(&mut t.target, &body).await.expect("read"),
+            UPLOAD
+        );
+
+        let out = relay_result(t.relay).await;
+        out.result.expect("clean end");
+        assert_eq!(
+            (out.client_to_target, out.target_to_client),
+            (UPLOAD as u64, 6)
+        );
+    }
+}
+
+/// Closes `stream` with a reset instead of a FIN.
+fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+    drop(stream);
+}
+
+#[tokio::test]
+async fn a_client_reset_ends_the_tunnel_and_closes_the_target() {
+    for mode in MODES {
+        let mut t = tunnel(options(mode), b"").await;
+        t.client.write_all(b"partial").await.expect("write");
+        let mut got = [0u8; 7];
+        t.target
+            .read_exact(&mut got)
+            .await
+            .expect("bytes before the reset arrive");
+        reset(t.client);
+
+        let out = relay_result(t.relay).await;
+        let err = out.result.expect_err("a reset is an error");
+        assert_eq!(err.side(), Some(Side::Client), "{mode:?}: {err}");
+        assert!(err.is_reset(), "{mode:?}: {err}");
+        assert_eq!(out.client_to_target, 7);
+        // The target's connection is closed (with a reset passed on in zero-copy mode).
+        let mut rest = Vec::new();
+        let end = t.target.read_to_end(&mut rest).await;
+        assert!(rest.is_empty());
+        if let Err(e) = end {
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{mode:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_target_reset_ends_the_tunnel_and_closes_the_client() {
+    for mode in MODES {
+        let mut t = tunnel(options(mode), b"").await;
+        t.client.write_all(b"hello").await.expect("write");
+        let mut got = [0u8; 5];
+        t.target.read_exact(&mut got).await.expect("read");
+        reset(t.target);
+
+        let out = relay_result(t.relay).await;
+        let err = out.result.expect_err("a reset is an error");
+        assert_eq!(err.side(), Some(Side::Target), "{mode:?}: {err}");
+        assert!(err.is_reset(), "{mode:?}: {err}");
+        let mut rest = Vec::new();
+        let _ = t.client.read_to_end(&mut rest).await;
+        assert!(rest.is_empty());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_tunnel_times_out_but_a_busy_one_does_not() {
+    let idle = Duration::from_millis(200);
+    for mode in MODES {
+        let mut opts = options(mode);
+        opts.idle_timeout = Some(idle);
+        let mut t = tunnel(opts, b"").await;
+        // Traffic every 150 ms, alternating directions, for 1.5 s: never idle for 200 ms.
+        let mut byte = [0u8; 1];
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            if i % 2 == 0 {
+                t.client.write_all(b"x").await.expect("write");
+                t.target.read_exact(&mut byte).await.expect("relayed");
+            } else {
+                t.target.write_all(b"y").await.expect("write");
+                t.client.read_exact(&mut byte).await.expect("relayed");
+            }
+        }
+        let last = Instant::now();
+        let out = relay_result(t.relay).await;
+        let waited = Instant::now() - last;
+        assert!(
+            matches!(out.result, Err(RelayError::IdleTimeout(d)) if d == idle),
+            "{mode:?}: {:?}",
+            out.result
+        );
+        assert!(
+            waited >= idle && waited < idle * 2,
+            "{mode:?}: ended after {waited:?}"
+        );
+        assert_eq!((out.client_to_target, out.target_to_client), (5, 5));
+        // Both connections are closed.
+        assert_eq!(t.client.read(&mut byte).await.expect("EOF"), 0);
+        assert_eq!(t.target.read(&mut byte).await.expect("EOF"), 0);
+    }
+}
+
+#[tokio::test]
+async fn pending_client_bytes_reach_the_target_first() {
+    for mode in MODES {
+        let (mut client, client_inner) = tcp_pair().await;
+        let (target_inner, mut target) = tcp_pair().await;
+        // The client sent its request and more right away; the server read the request and
+        // "GET /" with it, and the rest still waits in the socket.
+        client.write_all(b" HTTP/1.0\r\n\r\n").await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        let opts = options(mode);
+        let relay =
+            tokio::spawn(async move { relay(client_inner, target_inner, b"GET /", &opts).await });
+        let mut got = Vec::new();
+        target.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"GET / HTTP/1.0\r\n\r\n", "{mode:?}");
+        drop(target);
+        let out = relay_result(relay).await;
+        out.result.expect("clean end");
+        assert_eq!(out.client_to_target, 18);
+    }
+}
+
+#[tokio::test]
+async fn generic_relay_over_in_memory_streams() {
+    const LEN: usize = 4 << 20;
+    let up = pattern(5);
+    let down = pattern(6);
+    // Small pipes force partial writes, so bytes must be held and the buffers reused.
+    let (client, client_inner) = tokio::io::duplex(1000);
+    let (target_inner, target) = tokio::io::duplex(3000);
+    let relay = tokio::spawn(async move {
+        relay_generic(
+            client_inner,
+            target_inner,
+            b"hello ",
+            &RelayOptions::default(),
+        )
+        .await
+    });
+    let (client_r, client_w) = tokio::io::split(client);
+    let (mut target_r, target_w) = tokio::io::split(target);
+    let mut hello = [0u8; 6];
+    target_r
+        .read_exact(&mut hello)
+        .await
+        .expect("pending bytes first");
+    assert_eq!(&hello, b"hello ");
+    let (sent_up, sent_down, got_up, got_down) = tokio::join!(
+        send_pattern(client_w, &up, LEN),
+        send_pattern(target_w, &down, LEN),
+        check_pattern(target_r, &up),
+        check_pattern(client_r, &down),
+    );
+    sent_up.expect("client sends");
+    sent_down.expect("target sends");
+    assert_eq!(got_up.expect("read"), LEN);
+    assert_eq!(got_down.expect("read"), LEN);
+    let out = relay_result(relay).await;
+    out.result.expect("clean end");
+    assert_eq!(
+        (out.client_to_target, out.target_to_client),
+        (LEN as u64 + 6, LEN as u64)
+    );
+}
+
+#[tokio::test]
+async fn generic_relay_half_closes_in_memory_streams() {
+    let (mut client, client_inner) = tokio::io::duplex(64);
+    let (target_inner, mut target) = tokio::io::duplex(64);
+    let relay = tokio::spawn(async move {
+        relay_generic(client_inner, target_inner, b"", &RelayOptions::default()).await
+    });
+    client.write_all(b"question").await.expect("write");
+    client.shutdown().await.expect("shutdown");
+    let mut question = Vec::new();
+    target
+        .read_to_end(&mut question)
+        .await
+        .expect("read to EOF");
+    assert_eq!(question, b"question");
+    target
+        .write_all(b"answer")
+        .await
+        .expect("write after the client's EOF");
+    drop(target);
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await.expect("read");
+    assert_eq!(answer, b"answer");
+    let out = relay_result(relay).await;
+    out.result.expect("clean end");
+}
+
+#[tokio::test]
+async fn generic_relay_reports_a_broken_destination() {
+    let (mut client, client_inner) = tokio::io::duplex(64);
+    let (target_inner, target) = tokio::io::duplex(64);
+    let relay = tokio::spawn(async move {
+        relay_generic(client_inner, target_inner, b"", &RelayOptions::default()).await
+    });
+    drop(target);
+    // The relay may see the target's EOF first; it then keeps relaying client bytes into a
+    // stream nobody reads, which fails.
+    let _ = client.write_all(b"into the void").await;
+    let out = relay_result(relay).await;
+    let err = out.result.expect_err("the target is gone");
+    assert_eq!(err.side(), Some(Side::Target), "{err}");
+    assert!(err.is_reset(), "{err}");
+}
