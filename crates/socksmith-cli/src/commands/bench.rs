@@ -526,15 +526,18 @@ async fn run_idle(
     label: &str,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<phases::Idle> {
-    // Each tunnel costs the bench two descriptors (client end and accepted target end).
+    // Each tunnel costs the bench two descriptors (client end and accepted target end), plus
+    // a few for the runtime, the listeners and stdio.
+    const RESERVE: u64 = 64;
     let mut count = args.idle_tunnels as usize;
-    let need = 2 * args.idle_tunnels + 1024;
+    let need = 2 * args.idle_tunnels + RESERVE;
     let limit = procfs::raise_own_nofile(need).context("raising RLIMIT_NOFILE")?;
     if limit < need {
-        count = (limit.saturating_sub(1024) / 2) as usize;
+        count = (limit.saturating_sub(RESERVE) / 2) as usize;
         let note = format!(
-            "the bench's own open-file limit is {limit}: idle phase reduced to {count} tunnels \
-             (raise it with `ulimit -n {need}`)"
+            "the bench's own open-file limit is {limit} (hard limit, and no privilege to raise \
+             it): the idle phase opens {count} tunnels instead of {}",
+            args.idle_tunnels
         );
         progress(label, &note);
         notes.push(note);
@@ -542,12 +545,13 @@ async fn run_idle(
     for &pid in &args.proxy_pid {
         // Two sockets per tunnel is the floor for any proxy (client side and target side).
         if let Some(proxy_limit) = procfs::open_file_limit(pid) {
-            if proxy_limit < 2 * count as u64 + 64 {
+            let proxy_need = 2 * count as u64 + RESERVE;
+            if proxy_limit < proxy_need {
                 let note = format!(
-                    "process {pid} may open at most {proxy_limit} files, fewer than the {} that \
-                     {count} tunnels need: raise it (`prlimit --pid {pid} --nofile={need}`) or \
-                     expect failed tunnels",
-                    2 * count + 64
+                    "process {pid} may open at most {proxy_limit} files; a single-process proxy \
+                     needs about {proxy_need} for {count} tunnels: raise its limit \
+                     (`prlimit --pid {pid} --nofile={proxy_need}:{proxy_need}`) or expect \
+                     failed tunnels"
                 );
                 progress(label, &note);
                 notes.push(note);
