@@ -122,7 +122,7 @@ impl TryFrom<Vec<u8>> for DomainName {
 /// use socksmith_proto::{DomainName, TargetAddr};
 /// let t = TargetAddr::Domain(DomainName::try_from("::1").unwrap(), 80);
 /// assert_eq!(t.ip_literal(), Some("[::1]:80".parse().unwrap()));
-/// assert_eq!(t.to_string(), "::1:80");
+/// assert_eq!(t.to_string(), "[::1]:80");
 /// let ip = TargetAddr::from("[::1]:80".parse::<std::net::SocketAddr>().unwrap());
 /// assert_eq!(ip.to_string(), "[::1]:80");
 /// ```
@@ -178,12 +178,20 @@ impl TargetAddr {
     }
 }
 
-/// `host:port`, with IPv6 addresses in brackets (`[::1]:80`). Domain names are shown as
-/// [`DomainName`]'s `Display` does.
+/// `host:port`, with IPv6 addresses in brackets (`[::1]:80`), and names containing `:` too.
+/// Domain names are shown as [`DomainName`]'s `Display` does.
 impl fmt::Display for TargetAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TargetAddr::Ip(a) => write!(f, "{a}"),
+            // A name spelling an IPv6 literal gets brackets so the port stays unambiguous.
+            TargetAddr::Domain(name, port) if name.as_bytes().contains(&b':') => {
+                if name.as_bytes().starts_with(b"[") {
+                    write!(f, "{name}:{port}")
+                } else {
+                    write!(f, "[{name}]:{port}")
+                }
+            }
             TargetAddr::Domain(name, port) => write!(f, "{name}:{port}"),
         }
     }
@@ -343,6 +351,10 @@ mod tests {
         let d = TargetAddr::domain("example.com", 8080).expect("valid");
         assert_eq!(d.to_string(), "example.com:8080");
         assert_eq!(d.port(), 8080);
+        let spelled = TargetAddr::domain("::1", 80).expect("valid");
+        assert_eq!(spelled.to_string(), "[::1]:80");
+        let bracketed = TargetAddr::domain("[::1]", 80).expect("valid");
+        assert_eq!(bracketed.to_string(), "[::1]:80");
         assert!(d.is_domain() && !v4.is_domain());
         assert_eq!(TargetAddr::UNSPECIFIED.to_string(), "0.0.0.0:0");
     }

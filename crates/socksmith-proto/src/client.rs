@@ -185,6 +185,9 @@ impl ClientHandshake {
 
     /// Feeds bytes received from the server; returns how many were consumed, never a byte past
     /// the final reply. Returns `Ok(0)` once `Established` or `Failed`.
+    ///
+    /// After an error the connection must close, so the number of bytes consumed is not
+    /// reported (a call may have consumed earlier messages of `input` before failing).
     pub fn receive(&mut self, input: &[u8]) -> Result<usize, ProtocolError> {
         let mut used = 0;
         loop {

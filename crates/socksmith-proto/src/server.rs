@@ -98,7 +98,8 @@ pub struct IncomingRequest {
     /// RESOLVE_PTR (the machine refuses those itself, with 0x07 or 0x5B).
     pub command: Command,
     /// The target. May be a domain that spells an IP literal: see
-    /// [`TargetAddr::ip_literal`]. The machine does not check that it suits the command
+    /// [`TargetAddr::ip_literal`]. For BIND it is the address the peer is expected to
+    /// connect from; for UDP ASSOCIATE where the client will send from (often `0.0.0.0:0`). The machine does not check that it suits the command
     /// (RESOLVE with an IP, RESOLVE_PTR with a name): answer those as you see fit.
     pub target: TargetAddr,
     /// The SOCKS4 user id (possibly empty); `None` for SOCKS5.
@@ -189,6 +190,9 @@ impl ServerHandshake {
     /// pipelined request together, say) and never a byte past the request: the rest stays in
     /// the caller's buffer. Returns `Ok(0)` when the machine waits for a decision or is done;
     /// after an error the state is `Closing` and further calls return `Ok(0)`.
+    ///
+    /// After an error the connection must close, so the number of bytes consumed is not
+    /// reported (a call may have consumed earlier messages of `input` before failing).
     pub fn receive(&mut self, input: &[u8]) -> Result<usize, ProtocolError> {
         let mut used = 0;
         loop {

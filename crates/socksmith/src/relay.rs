@@ -22,6 +22,7 @@
 //! * **Looking before forwarding.** To inspect the client's first bytes (a TLS SNI or an HTTP
 //!   `Host`), read them from the client yourself into a small buffer, decide, then call the
 //!   relay with those bytes as `client_pending`: nothing is lost and zero-copy starts after.
+//!   (Or look without taking them, with `TcpStream::peek`, and pass no pending bytes.)
 //!
 //! # Memory
 //!
@@ -66,8 +67,13 @@ pub struct RelayOptions {
     /// Use `splice(2)` in [`relay`] (Linux only; ignored elsewhere and by [`relay_generic`]).
     pub zero_copy: bool,
     /// Capacity asked of the kernel for each pipe `splice(2)` uses; 0 keeps the kernel's
-    /// default (64 KiB). Bigger pipes mean fewer system calls per byte; the kernel caps the size
-    /// at `/proc/sys/fs/pipe-max-size` and quietly keeps the default when it refuses.
+    /// default (64 KiB). A pipe is held only while its direction moves bytes. On loopback 1 MiB
+    /// pipes cost half the CPU per byte of 64 KiB ones (`examples/relay_throughput.rs`).
+    ///
+    /// The kernel caps the size at `/proc/sys/fs/pipe-max-size`, and a user without
+    /// `CAP_SYS_RESOURCE` whose pipes together pass `/proc/sys/fs/pipe-user-pages-soft` (64 MiB
+    /// by default, about 64 busy directions at 1 MiB) gets small pipes instead: the relay then
+    /// keeps working, with more system calls per byte. Raise the sysctl for many busy tunnels.
     pub pipe_size: usize,
 }
 

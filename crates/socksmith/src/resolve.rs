@@ -164,6 +164,7 @@ impl SystemResolver {
     }
 
     /// Runs a blocking lookup on the blocking pool, bounded by the timeout.
+    #[cfg(target_os = "linux")]
     async fn blocking<T, F>(&self, query: String, lookup: F) -> Result<T, ResolveError>
     where
         T: Send + 'static,
@@ -430,13 +431,16 @@ mod tests {
     #[tokio::test]
     async fn system_resolver_reports_an_unknown_name_as_not_found() {
         // `.invalid` never exists (RFC 6761). The lookup is bounded by the resolver's timeout,
-        // so the test cannot hang; on this kind of machine the answer comes at once.
+        // so the test cannot hang. Here the configured DNS server answers NXDOMAIN at once
+        // (NotFound); a machine whose resolver gets no answer at all times out instead, which
+        // is the other acceptable outcome. A resolver failure (Other) would be a wrong mapping.
         let resolver = SystemResolver::new(TEST_TIMEOUT);
         let err = resolve(&resolver, "nonexistent.invalid")
             .await
             .expect_err("must not resolve");
         assert!(
-            matches!(err, ResolveError::NotFound { ref query } if query == "nonexistent.invalid"),
+            matches!(&err, ResolveError::NotFound { query } if query == "nonexistent.invalid")
+                || matches!(err, ResolveError::Timeout { .. }),
             "{err:?}"
         );
     }

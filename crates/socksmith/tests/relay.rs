@@ -322,6 +322,34 @@ async fn pending_client_bytes_reach_the_target_first() {
 }
 
 #[tokio::test]
+async fn pending_bytes_larger_than_socket_buffers_are_all_delivered() {
+    const LEN: usize = 8 << 20;
+    let body = pattern(7);
+    for mode in MODES {
+        let (client, client_inner) = tcp_pair().await;
+        let (target_inner, target) = tcp_pair().await;
+        let pending: Vec<u8> = body.iter().copied().cycle().take(LEN).collect();
+        let opts = options(mode);
+        let relay =
+            tokio::spawn(async move { relay(client_inner, target_inner, &pending, &opts).await });
+        // The client also sends more after the pending bytes, then ends.
+        let mut client = client;
+        client.write_all(b"tail").await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        let mut target = target;
+        let mut got = Vec::with_capacity(LEN + 4);
+        target.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got.len(), LEN + 4, "{mode:?}");
+        assert!(got[..LEN] == body.iter().copied().cycle().take(LEN).collect::<Vec<u8>>()[..]);
+        assert_eq!(&got[LEN..], b"tail");
+        drop((client, target));
+        let out = relay_result(relay).await;
+        out.result.expect("clean end");
+        assert_eq!(out.client_to_target, LEN as u64 + 4);
+    }
+}
+
+#[tokio::test]
 async fn generic_relay_over_in_memory_streams() {
     const LEN: usize = 4 << 20;
     let up = pattern(5);

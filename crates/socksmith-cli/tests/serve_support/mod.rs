@@ -170,3 +170,47 @@ pub fn v4_reply_addr(reply: &[u8]) -> SocketAddr {
         u16::from_be_bytes([reply[2], reply[3]]),
     ))
 }
+
+/// The server's log once it holds `count` lines containing `needle`. A session logs after it
+/// closed its sockets, so a client sees the end before the line is written: this polls the
+/// log file (bounded by [`STEP`]) instead of assuming.
+pub async fn log_with(server: &SocksmithServer, needle: &str, count: usize) -> String {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let log = server.stderr();
+        if log.matches(needle).count() >= count {
+            return log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} log lines with {needle:?} not written within {STEP:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A directory for one test's files, removed on drop.
+pub struct TestDir(std::path::PathBuf);
+
+impl TestDir {
+    /// A fresh directory under the system's temporary directory.
+    pub fn new(name: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("socksmith-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a test directory");
+        TestDir(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -13,9 +13,9 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Bytes read at a time. 16 KiB: as fast as bigger chunks on loopback (see
-/// `examples/relay_throughput.rs`) and small enough for any task's stack.
-const CHUNK: usize = 16 * 1024;
+/// Bytes read at a time. On loopback (`examples/relay_throughput.rs`) 32 KiB costs a third less
+/// CPU per byte than 16 KiB and the same as 64 KiB; it sits on the stack only during a poll.
+const CHUNK: usize = 32 * 1024;
 
 /// Chunks one direction moves per poll before letting other tasks run, for streams that do not
 /// take part in tokio's cooperative budget.

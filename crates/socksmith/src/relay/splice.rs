@@ -26,8 +26,10 @@ use super::half::{ignore_not_connected, Half, HalfError};
 use super::{side_error, RelayError, RelayOutcome, Side, Tunnel};
 use crate::sys::splice::{splice_in, splice_out, Pipe};
 
-/// Most pipes the pool keeps (two file descriptors each); more are closed when returned.
-const POOL_MAX: usize = 64;
+/// Most pipes the pool keeps (two file descriptors each); more are closed when returned. Idle
+/// pipes hold no data pages, but their capacity counts against the user's pipe quota
+/// (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default): 16 pipes of 1 MiB use a quarter.
+const POOL_MAX: usize = 16;
 
 /// Idle pipes, empty, ready for the next direction that becomes readable.
 ///
@@ -46,6 +48,10 @@ pub fn pooled_pipes() -> usize {
 /// A pipe for one burst: from the pool if it has one, else a new one. `size` is the capacity
 /// wanted (0: the kernel default); a pipe the kernel refuses to resize is used as it is.
 fn take_pipe(size: usize) -> io::Result<Pipe> {
+    #[cfg(test)]
+    if tests::NO_PIPES.get() {
+        return Err(io::Error::from_raw_os_error(libc::EMFILE));
+    }
     let pooled = POOL.lock().unwrap_or_else(PoisonError::into_inner).pop();
     let mut pipe = match pooled {
         Some(pipe) => pipe,
@@ -261,5 +267,53 @@ impl Tunnel for TcpTunnel<'_> {
 
     fn moved(&self) -> u64 {
         self.c2t.half.bytes() + self.t2c.half.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    thread_local! {
+        /// Makes `take_pipe` fail on this thread, as it would with no descriptor left.
+        pub(super) static NO_PIPES: Cell<bool> = const { Cell::new(false) };
+    }
+
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    /// Runs on the test's own thread (current-thread runtime), where `NO_PIPES` is set.
+    #[tokio::test]
+    async fn without_pipes_a_direction_copies_instead_of_failing() {
+        NO_PIPES.set(true);
+        let (mut client, client_inner) = tcp_pair().await;
+        let (target_inner, mut target) = tcp_pair().await;
+        let relay = tokio::spawn(async move {
+            super::super::relay(client_inner, target_inner, b"hi ", &Default::default()).await
+        });
+        let block = vec![3u8; 1 << 20];
+        let mut got = vec![0u8; 3 + block.len()];
+        let (w, r) = tokio::join!(client.write_all(&block), target.read_exact(&mut got));
+        w.expect("write");
+        r.expect("read");
+        assert!(got[..3] == *b"hi " && got[3..] == block[..]);
+        let mut got = vec![0u8; block.len()];
+        let (w, r) = tokio::join!(target.write_all(&block), client.read_exact(&mut got));
+        w.expect("write");
+        r.expect("read");
+        assert!(got == block);
+        drop((client, target));
+        let out = relay.await.expect("relay task");
+        out.result.expect("clean end");
+        assert_eq!(out.client_to_target, 3 + (1 << 20));
+        assert_eq!(out.target_to_client, 1 << 20);
+        NO_PIPES.set(false);
     }
 }

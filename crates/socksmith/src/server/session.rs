@@ -115,7 +115,7 @@ impl End {
                 user = %user,
                 version = %version,
                 command = %s.command,
-                target = %s.target,
+                destination = %s.target,
                 bytes_up = self.traffic.up,
                 bytes_down = self.traffic.down,
                 duration_ms = elapsed.as_millis() as u64,

@@ -1,0 +1,494 @@
+//! The server through its library API: what only the API can reach (injected outbounds,
+//! policies, resolvers and authenticators; the counters) and the behaviour behind it (reply
+//! 0x06 for a connect that never completes, FRAG drops counted, Happy Eyeballs over a name's
+//! addresses, the session limit, shutdown with a grace period).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socksmith::policy::{Decision, DenyReason, Policy};
+use socksmith::resolve::StaticResolver;
+use socksmith::server::{
+    Authenticator, ConnectError, ConnectFuture, ConnectRequest, Connected, Outbound,
+    OutboundStream, Server, ServerConfig, ServerError, Session, StatsSnapshot,
+};
+use socksmith_proto::{Command, Credentials, TargetAddr, Version};
+use socksmith_testkit::raw::{
+    socks5_connect, socks5_greeting, socks5_request, socks5_udp_associate, udp_unwrap, udp_wrap,
+};
+use socksmith_testkit::{within, EchoServer, Target, UdpEchoServer, TEST_DEADLINE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const STEP: Duration = Duration::from_secs(10);
+
+/// A server on 127.0.0.1:0, stopped when the returned sender is dropped or fired.
+struct Running {
+    addr: SocketAddr,
+    server: Server,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    async fn start(config: ServerConfig) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = Server::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let server = server.clone();
+            async move {
+                server
+                    .serve(vec![listener], async {
+                        let _ = stopped.await;
+                    })
+                    .await
+            }
+        });
+        Running {
+            addr,
+            server,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.server.stats().snapshot()
+    }
+
+    /// Fires the shutdown and waits for `serve` to return.
+    async fn shutdown(mut self) -> Result<(), ServerError> {
+        drop(self.stop.take());
+        tokio::time::timeout(STEP, &mut self.task)
+            .await
+            .expect("serve returns after the grace period")
+            .expect("serve task")
+    }
+
+    /// Waits until the counters satisfy `done` (sessions count after closing their sockets).
+    async fn stats_when(&self, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        within(STEP, "counters", async {
+            loop {
+                let s = self.stats();
+                if done(&s) {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
+}
+
+async fn v5_request(proxy: SocketAddr, cmd: u8, target: &Target) -> (TcpStream, u8) {
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    assert_eq!(socks5_greeting(&mut s, &[0]).await.expect("greeting"), 0);
+    let reply = socks5_request(&mut s, cmd, target).await.expect("reply");
+    (s, reply.code)
+}
+
+async fn v4_connect_code(proxy: SocketAddr, target: SocketAddr) -> u8 {
+    let SocketAddr::V4(t) = target else {
+        panic!("IPv4")
+    };
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    let mut req = vec![4, 1];
+    req.extend_from_slice(&t.port().to_be_bytes());
+    req.extend_from_slice(&t.ip().octets());
+    req.push(0);
+    s.write_all(&req).await.expect("write");
+    let mut reply = [0u8; 8];
+    s.read_exact(&mut reply).await.expect("SOCKS4 reply");
+    reply[1]
+}
+
+/// An outbound whose connections never complete.
+#[derive(Debug)]
+struct Blackhole;
+
+impl Outbound for Blackhole {
+    fn connect<'a>(&'a self, _request: ConnectRequest<'a>) -> ConnectFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_connect_that_never_completes_gets_0x06_at_the_timeout() {
+    within(TEST_DEADLINE, "connect timeout", async {
+        let mut config = ServerConfig::default();
+        config.outbound = Some(Arc::new(Blackhole));
+        config.connect_timeout = Duration::from_millis(100);
+        config.resolve_timeout = Duration::from_millis(50);
+        let server = Running::start(config).await;
+        let target = Target::Ip("127.0.0.1:9".parse().expect("literal"));
+        let started = Instant::now();
+        let (_s, code) = v5_request(server.addr, 1, &target).await;
+        assert_eq!(code, 0x06, "TTL expired: the closest code to a timeout");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(
+            v4_connect_code(server.addr, "127.0.0.1:9".parse().expect("literal")).await,
+            0x5B
+        );
+        let stats = server.stats_when(|s| s.connect_failures == 2).await;
+        assert_eq!(stats.tunnels_total, 0);
+        server.shutdown().await.expect("clean shutdown");
+    })
+    .await;
+}
+
+/// Denies everything, and remembers what it was asked.
+#[derive(Debug, Default)]
+struct Recording(Mutex<Vec<Session>>);
+
+impl Policy for Recording {
+    fn check_request(&self, session: &Session) -> Decision {
+        self.0.lock().expect("lock").push(session.clone());
+        Decision::Deny(DenyReason::Other("the test says no".into()))
+    }
+}
+
+/// Accepts any user whose password is the user name reversed.
+#[derive(Debug)]
+struct Reversed;
+
+impl Authenticator for Reversed {
+    fn authenticate(&self, c: &Credentials) -> Option<String> {
+        let mut reversed = c.username().to_vec();
+        reversed.reverse();
+        (reversed == c.password()).then(|| String::from_utf8_lossy(c.username()).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn the_policy_sees_the_session_and_its_denial_is_0x02_or_0x5b() {
+    within(TEST_DEADLINE, "policy", async {
+        let policy = Arc::new(Recording::default());
+        let echo = EchoServer::start().await;
+        let mut config = ServerConfig::default();
+        config.policy = policy.clone();
+        config.auth = Some(Arc::new(Reversed));
+        config.allow_socks4 = Some(true);
+        let server = Running::start(config).await;
+
+        let creds = socksmith_testkit::Credentials::new(
+            "bob",
+            "bob".chars().rev().collect::<String>().as_str(),
+        );
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        socksmith_testkit::raw::socks5_auth(&mut s, Some(&creds))
+            .await
+            .expect("authenticated");
+        let reply = socks5_request(&mut s, 1, &Target::Ip(echo.addr()))
+            .await
+            .expect("reply");
+        assert_eq!(reply.code, 0x02);
+        assert_eq!(v4_connect_code(server.addr, echo.addr()).await, 0x5B);
+        assert_eq!(
+            echo.accepted(),
+            0,
+            "a denied request never reaches the target"
+        );
+
+        let seen = policy.0.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].user.as_deref(), Some("bob"));
+        assert_eq!(
+            (seen[0].version, seen[0].command),
+            (Version::V5, Command::Connect)
+        );
+        assert_eq!(seen[0].target, TargetAddr::Ip(echo.addr()));
+        assert_eq!(seen[0].local, server.addr);
+        assert_eq!(seen[1].version, Version::V4);
+        assert_eq!(seen[1].user, None, "an empty SOCKS4 user id is no user");
+        server.stats_when(|s| s.policy_denied == 2).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn udp_fragments_and_strangers_are_dropped_and_counted() {
+    within(TEST_DEADLINE, "UDP counters", async {
+        let server = Running::start(ServerConfig::default()).await;
+        let echo = UdpEchoServer::start().await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let (control, relay) = socks5_udp_associate(
+            server.addr,
+            None,
+            "0.0.0.0:0".parse::<SocketAddr>().expect("literal"),
+        )
+        .await
+        .expect("associate");
+        let target = Target::Ip(echo.addr());
+        let mut buf = vec![0u8; 2048];
+
+        client
+            .send_to(&udp_wrap(&target, b"first"), relay)
+            .await
+            .expect("send");
+        let (n, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
+            .await
+            .expect("answer")
+            .expect("recv");
+        assert_eq!(
+            udp_unwrap(&buf[..n]).expect("valid"),
+            (target.clone(), b"first".to_vec())
+        );
+
+        let mut fragment = udp_wrap(&target, b"fragment");
+        fragment[2] = 0x01;
+        client.send_to(&fragment, relay).await.expect("send");
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        stranger
+            .send_to(&udp_wrap(&target, b"stranger"), relay)
+            .await
+            .expect("send");
+        client
+            .send_to(&udp_wrap(&target, b"last"), relay)
+            .await
+            .expect("send");
+        let (n, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
+            .await
+            .expect("answer")
+            .expect("recv");
+        assert_eq!(udp_unwrap(&buf[..n]).expect("valid").1, b"last");
+
+        let stats = server
+            .stats_when(|s| s.udp_frag_dropped == 1 && s.udp_foreign_dropped == 1)
+            .await;
+        assert_eq!(stats.udp_associations, 1);
+        assert_eq!(stats.udp_datagrams_client_to_target, 2);
+        assert_eq!(stats.udp_datagrams_target_to_client, 2);
+        assert_eq!(echo.received(), 2);
+        drop(control);
+        server.stats_when(|s| s.sessions_active == 0).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_name_with_several_addresses_is_raced_and_lookups_go_through_the_resolver() {
+    within(TEST_DEADLINE, "names", async {
+        let echo = EchoServer::start().await;
+        let port = echo.addr().port();
+        // [::1]:port is bound but not listening: connecting there is refused for sure.
+        let blocker = TcpSocket::new_v6().expect("socket");
+        blocker
+            .bind(SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)))
+            .expect("bind [::1]");
+        let resolver = StaticResolver::new()
+            .with_host(
+                "dual.test",
+                [
+                    IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+                    IpAddr::from([127, 0, 0, 1]),
+                ],
+            )
+            .with_host("refused.test", [IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])])
+            .with_host("meta.test", [IpAddr::from([169, 254, 169, 254])]);
+        let mut config = ServerConfig::default();
+        config.resolver = Arc::new(resolver);
+        let server = Running::start(config).await;
+
+        // IPv6 first (refused), then IPv4: the tunnel works.
+        let (mut t, bound) = socks5_connect(server.addr, None, Target::domain("dual.test", port))
+            .await
+            .expect("tunnel through the IPv4 address");
+        assert_eq!(
+            bound.ip().map(|a| a.ip()),
+            Some(IpAddr::from([127, 0, 0, 1]))
+        );
+        t.write_all(b"raced").await.expect("write");
+        let mut back = [0u8; 5];
+        t.read_exact(&mut back).await.expect("read");
+        assert_eq!(&back, b"raced");
+
+        let code = |name: &str| {
+            let target = Target::domain(name, port);
+            async move { v5_request(server.addr, 1, &target).await.1 }
+        };
+        assert_eq!(code("refused.test").await, 0x05);
+        assert_eq!(code("missing.test").await, 0x04, "a failed lookup");
+        // The policy checks resolved addresses too: a name cannot smuggle the metadata address.
+        assert_eq!(code("meta.test").await, 0x02);
+        // An IP literal sent as a name needs no resolver.
+        assert_eq!(code("127.0.0.1").await, 0x00);
+        drop(blocker);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_handshake_deadline_is_counted() {
+    within(TEST_DEADLINE, "handshake deadline", async {
+        let mut config = ServerConfig::default();
+        config.handshake_timeout = Duration::from_millis(100);
+        let server = Running::start(config).await;
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        s.write_all(&[5, 1]).await.expect("half a greeting");
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(STEP, s.read_to_end(&mut buf))
+            .await
+            .expect("closed");
+        assert!(matches!(n, Ok(0)), "{n:?}");
+        server.stats_when(|s| s.handshake_timeouts == 1).await;
+    })
+    .await;
+}
+
+/// Connects directly, but hands the stream over as a generic one (as a parent proxy chain
+/// would), reporting a made-up bound address.
+#[derive(Debug)]
+struct Generic;
+
+impl Outbound for Generic {
+    fn connect<'a>(&'a self, request: ConnectRequest<'a>) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            let addr = request.session.target.ip_literal().expect("an IP target");
+            let stream = TcpStream::connect(addr).await.map_err(ConnectError::Io)?;
+            Ok(Connected {
+                stream: OutboundStream::Stream(Box::new(stream)),
+                bound: TargetAddr::domain("upstream.example", 4242).expect("valid"),
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_custom_outbound_with_a_generic_stream_is_relayed() {
+    within(TEST_DEADLINE, "generic outbound", async {
+        let echo = EchoServer::start().await;
+        let mut config = ServerConfig::default();
+        config.outbound = Some(Arc::new(Generic));
+        let server = Running::start(config).await;
+        let (mut s, code) = v5_request(server.addr, 1, &Target::Ip(echo.addr())).await;
+        assert_eq!(code, 0);
+        let data = vec![42u8; 100_000];
+        let (mut r, mut w) = s.split();
+        let write = async {
+            w.write_all(&data).await.expect("write");
+            w.shutdown().await.expect("half-close");
+        };
+        let mut back = Vec::new();
+        let read = r.read_to_end(&mut back);
+        let (_, read) = tokio::join!(write, read);
+        read.expect("read");
+        assert!(back == data);
+        let stats = server
+            .stats_when(|s| s.tunnels_total == 1 && s.tunnels_active == 0)
+            .await;
+        assert_eq!(stats.bytes_client_to_target, 100_000);
+        assert_eq!(stats.bytes_target_to_client, 100_000);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_session_limit_holds_further_clients_in_the_queue() {
+    within(TEST_DEADLINE, "session limit", async {
+        let echo = EchoServer::start().await;
+        let mut config = ServerConfig::default();
+        config.max_sessions = Some(1);
+        let server = Running::start(config).await;
+        let (first, _) = socks5_connect(server.addr, None, echo.addr())
+            .await
+            .expect("first");
+        let mut second = TcpStream::connect(server.addr)
+            .await
+            .expect("queued in the kernel");
+        second.write_all(&[5, 1, 0]).await.expect("greeting");
+        let mut choice = [0u8; 2];
+        let waited =
+            tokio::time::timeout(Duration::from_millis(200), second.read_exact(&mut choice)).await;
+        assert!(
+            waited.is_err(),
+            "the second client was served while the first one runs"
+        );
+        drop(first);
+        tokio::time::timeout(STEP, second.read_exact(&mut choice))
+            .await
+            .expect("served")
+            .expect("read");
+        assert_eq!(choice, [5, 0]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_the_grace_period_then_cuts_tunnels() {
+    within(TEST_DEADLINE, "shutdown", async {
+        let echo = EchoServer::start().await;
+        let mut config = ServerConfig::default();
+        config.shutdown_grace = Duration::from_millis(200);
+        let server = Running::start(config).await;
+        let addr = server.addr;
+        let (mut tunnel, _) = socks5_connect(addr, None, echo.addr())
+            .await
+            .expect("tunnel");
+        let started = Instant::now();
+        server.shutdown().await.expect("serve returns Ok");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let mut buf = [0u8; 1];
+        let end = tokio::time::timeout(STEP, tunnel.read(&mut buf))
+            .await
+            .expect("cut");
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+        assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serve_refuses_an_open_proxy() {
+    within(TEST_DEADLINE, "open proxy", async {
+        let listener = TcpListener::bind("0.0.0.0:0").await.expect("bind");
+        let server = Server::new(ServerConfig::default());
+        let err = server
+            .serve(vec![listener], async {})
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, ServerError::OpenProxy { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("refusing to run an open proxy: 0.0.0.0:"),
+            "{err}"
+        );
+
+        let mut config = ServerConfig::default();
+        config.allow_open_proxy = true;
+        let listener = TcpListener::bind("0.0.0.0:0").await.expect("bind");
+        Server::new(config)
+            .serve(vec![listener], async {})
+            .await
+            .expect("explicitly allowed");
+        let err = Server::new(ServerConfig::default())
+            .serve(vec![], async {})
+            .await
+            .expect_err("nothing to serve");
+        assert!(matches!(err, ServerError::NoListeners));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bind_ends_when_its_client_goes_away() {
+    within(TEST_DEADLINE, "BIND abandoned", async {
+        // The default BIND timeout is a minute: only the client's leaving can end this early.
+        let server = Running::start(ServerConfig::default()).await;
+        let (control, code) = v5_request(
+            server.addr,
+            2,
+            &Target::Ip("127.0.0.1:0".parse().expect("literal")),
+        )
+        .await;
+        assert_eq!(code, 0);
+        assert_eq!(server.stats().sessions_active, 1);
+        drop(control);
+        server.stats_when(|s| s.sessions_active == 0).await;
+    })
+    .await;
+}

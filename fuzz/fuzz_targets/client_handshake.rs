@@ -1,0 +1,6 @@
+//! Drives `ClientHandshake` with arbitrary configurations, server bytes and chunking.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| socksmith_proto_fuzz::drive_client(data));

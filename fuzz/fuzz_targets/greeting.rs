@@ -1,0 +1,15 @@
+//! Fuzzes `Greeting::decode`: never panics, prefixes agree with the whole, decode → encode →
+//! decode is the identity.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use socksmith_proto::Greeting;
+
+fuzz_target!(|data: &[u8]| {
+    socksmith_proto_fuzz::check_stream_decoder(
+        data,
+        Greeting::decode,
+        |m, out| m.encode(out).expect("a decoded greeting re-encodes"),
+        true,
+    );
+});

@@ -1,0 +1,15 @@
+//! Fuzzes `V4Reply::decode`: never panics, prefixes agree with the whole, decode → encode →
+//! decode is the identity (not byte-exact: VN 0x04 is accepted and re-encoded as 0x00).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use socksmith_proto::V4Reply;
+
+fuzz_target!(|data: &[u8]| {
+    socksmith_proto_fuzz::check_stream_decoder(
+        data,
+        V4Reply::decode,
+        |m, out| m.encode(out),
+        false,
+    );
+});

@@ -1,0 +1,10 @@
+//! Fuzzes `Request::decode`: never panics, prefixes agree with the whole, decode → encode →
+//! decode is the identity.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use socksmith_proto::Request;
+
+fuzz_target!(|data: &[u8]| {
+    socksmith_proto_fuzz::check_stream_decoder(data, Request::decode, |m, out| m.encode(out), true);
+});
