@@ -381,6 +381,21 @@ pub struct IdlePlan<'a> {
     pub progress: &'a dyn Fn(usize),
 }
 
+/// The proxy's usage once it has finished closing the tunnels of earlier phases: read until
+/// two readings 100 ms apart show the same descriptors (at most 5 s).
+async fn quiet_usage(pids: &[u32]) -> Result<Usage, std::io::Error> {
+    let mut last = procfs::tree_usage(pids)?;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = procfs::tree_usage(pids)?;
+        if now.fds == last.fds && now.processes == last.processes {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
 /// Opens `plan.count` tunnels to the echo target and keeps them open while the proxy is
 /// measured, then probes a sample of them and closes them all.
 pub async fn idle(
@@ -394,7 +409,7 @@ pub async fn idle(
         ..Idle::default()
     };
     if !plan.pids.is_empty() {
-        result.before = Some(procfs::tree_usage(plan.pids)?);
+        result.before = Some(quiet_usage(plan.pids).await?);
     }
     let begin = Instant::now();
     let deadline = begin + plan.open_timeout;

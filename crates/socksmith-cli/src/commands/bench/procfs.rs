@@ -15,7 +15,8 @@ use std::io;
 /// One-line description of the method, for the report.
 pub const METHOD: &str = "sum over the given PIDs and all their descendants of VmRSS \
 (/proc/PID/status) and of the entries of /proc/PID/fd, read before opening the idle tunnels \
-and again after they are all open and a settle delay; per tunnel = delta / tunnels open";
+(once the descriptor count is steady) and again after they are all open and a settle delay; \
+per tunnel = delta / tunnels open";
 
 /// Resident memory and descriptors of a set of process trees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
