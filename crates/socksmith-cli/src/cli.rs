@@ -46,5 +46,5 @@ pub enum Command {
     /// Probe a proxy and report what it supports.
     Check(commands::check::Args),
     /// Measure a SOCKS5 proxy: throughput, connection rate, latency, idle cost, UDP.
-    Bench(commands::bench::Args),
+    Bench(Box<commands::bench::Args>),
 }

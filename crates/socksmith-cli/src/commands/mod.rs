@@ -17,7 +17,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Connect(args) => connect::run(args),
         Command::Forward(args) => forward::run(args),
         Command::Check(args) => check::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 

@@ -15,16 +15,16 @@ use crate::server::session::{Replier, Session, Traffic};
 use crate::server::stats::{add, inc, Gauge};
 use crate::server::Shared;
 
-/// CONNECT: open the tunnel, reply with the address it leaves from, relay until both sides
-/// are done. `pending` (bytes pipelined after the request) reaches the target first.
-pub(crate) async fn connect(
+/// CONNECT, first half: open the connection to the target and reply with the address it
+/// leaves from (or with the failure). The caller then relays with [`tunnel`]; keeping the two
+/// apart lets it run this half in a boxed future that is freed before the relay starts, so an
+/// idle tunnel's task does not keep the dialing and reply state.
+pub(crate) async fn open(
     shared: &Shared,
     session: &Session,
     mut client: TcpStream,
     mut replier: Replier,
-    pending: Vec<u8>,
-    traffic: &mut Traffic,
-) -> Result<(), SessionError> {
+) -> Result<(TcpStream, OutboundStream), SessionError> {
     let request = ConnectRequest {
         session,
         policy: &*shared.config.policy,
@@ -51,8 +51,7 @@ pub(crate) async fn connect(
     replier
         .send(&mut client, ReplyCode::Succeeded, connected.bound)
         .await?;
-    drop(replier);
-    tunnel(shared, client, connected.stream, &pending, traffic).await
+    Ok((client, connected.stream))
 }
 
 /// Relays a tunnel whose replies are sent: splice for TCP, copying for other streams.

@@ -175,16 +175,20 @@ async fn serve(
     client.set_nodelay(true).map_err(SessionError::ClientIo)?;
     let local = client.local_addr().map_err(SessionError::ClientIo)?;
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    let (mut replier, request, pending) =
-        match tokio::time::timeout_at(deadline, handshake(shared, &mut client, end)).await {
-            Ok(result) => result?,
-            Err(_) => {
-                inc(&shared.stats.handshake_timeouts);
-                return Err(SessionError::HandshakeTimeout(
-                    shared.config.handshake_timeout,
-                ));
-            }
-        };
+    let (mut replier, request, pending) = match Box::pin(tokio::time::timeout_at(
+        deadline,
+        handshake(shared, &mut client, end),
+    ))
+    .await
+    {
+        Ok(result) => result?,
+        Err(_) => {
+            inc(&shared.stats.handshake_timeouts);
+            return Err(SessionError::HandshakeTimeout(
+                shared.config.handshake_timeout,
+            ));
+        }
+    };
 
     let user = match (end.user.take(), request.user_id) {
         (Some(user), _) => Some(user),
@@ -214,13 +218,22 @@ async fn serve(
 
     match session.command {
         Command::Connect => {
-            connect::connect(shared, session, client, replier, pending, traffic).await
+            // Dialing and replying run boxed, freed before the relay: an idle tunnel's task
+            // keeps only what the relay needs (resident memory per idle tunnel).
+            let (client, target) =
+                Box::pin(connect::open(shared, session, client, replier)).await?;
+            connect::tunnel(shared, client, target, &pending, traffic).await
         }
         Command::Resolve | Command::ResolvePtr => {
-            connect::resolve(shared, session, client, replier).await
+            Box::pin(connect::resolve(shared, session, client, replier)).await
         }
-        Command::Bind => bind::bind(shared, session, client, replier, pending, traffic).await,
-        Command::UdpAssociate => udp::associate(shared, session, client, replier).await,
+        Command::Bind => {
+            Box::pin(bind::bind(
+                shared, session, client, replier, pending, traffic,
+            ))
+            .await
+        }
+        Command::UdpAssociate => Box::pin(udp::associate(shared, session, client, replier)).await,
         Command::Unknown(_) => {
             unreachable!("the handshake machine answers unknown commands itself")
         }

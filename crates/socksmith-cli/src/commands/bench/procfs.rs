@@ -1,0 +1,162 @@
+//! What a proxy costs the machine, read from `/proc`: resident memory and open descriptors of a
+//! process and all its descendants, its open-file limit, and raising our own limit.
+//!
+//! Method (also printed in the report): for each root PID, the process and every descendant
+//! (found through the parent PID in `/proc/*/stat`) are summed: `VmRSS` from
+//! `/proc/PID/status` and the entries of `/proc/PID/fd`. Summing RSS counts pages shared
+//! between processes (a forking server's code, for instance) once per process, which is what
+//! each process-per-client design really keeps resident. Linux only; elsewhere the figures are
+//! unavailable.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+
+/// One-line description of the method, for the report.
+pub const METHOD: &str = "sum over the given PIDs and all their descendants of VmRSS \
+(/proc/PID/status) and of the entries of /proc/PID/fd, read before opening the idle tunnels \
+(once the descriptor count is steady) and again after they are all open and a settle delay; \
+per tunnel = delta / tunnels open";
+
+/// Resident memory and descriptors of a set of process trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Summed VmRSS, in KiB.
+    pub rss_kib: u64,
+    /// Summed open descriptors.
+    pub fds: u64,
+    /// How many processes were summed.
+    pub processes: u64,
+}
+
+/// Sums [`Usage`] over `roots` and their descendants. A process that exits while being read is
+/// skipped; a root that does not exist is an error.
+pub fn tree_usage(roots: &[u32]) -> io::Result<Usage> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = parent_of(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut usage = Usage {
+        rss_kib: 0,
+        fds: 0,
+        processes: 0,
+    };
+    let mut stack = Vec::new();
+    for &root in roots {
+        // The root must exist: a proxy that died is a failed measurement, not zero cost.
+        fs::metadata(format!("/proc/{root}"))?;
+        stack.push(root);
+    }
+    let mut seen = std::collections::HashSet::new();
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        if let (Some(rss), Some(fds)) = (rss_kib(pid), fd_count(pid)) {
+            usage.rss_kib += rss;
+            usage.fds += fds;
+            usage.processes += 1;
+        }
+        if let Some(kids) = children.get(&pid) {
+            stack.extend(kids);
+        }
+    }
+    Ok(usage)
+}
+
+/// The parent PID from `/proc/PID/stat` (the field after the state, which follows the last
+/// `)`: the command name itself may contain spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // Kernel threads have no VmRSS line: they hold no user memory.
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"));
+    match line {
+        Some(l) => l.split_whitespace().nth(1)?.parse().ok(),
+        None => Some(0),
+    }
+}
+
+fn fd_count(pid: u32) -> Option<u64> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// The soft open-file limit of `pid`, from `/proc/PID/limits` (`None` if unreadable or
+/// unlimited).
+pub fn open_file_limit(pid: u32) -> Option<u64> {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Raises our own `RLIMIT_NOFILE` to at least `want` if the hard limit allows (or, with the
+/// privilege to raise the hard limit, beyond it); returns the soft limit now in force.
+pub fn raise_own_nofile(want: u64) -> io::Result<u64> {
+    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
+    if soft >= want {
+        return Ok(soft);
+    }
+    if hard >= want {
+        rlimit::Resource::NOFILE.set(want, hard)?;
+        return Ok(want);
+    }
+    // Raising the hard limit needs CAP_SYS_RESOURCE; without it, take what the hard limit gives.
+    if rlimit::Resource::NOFILE.set(want, want).is_ok() {
+        return Ok(want);
+    }
+    rlimit::Resource::NOFILE.set(hard, hard)?;
+    Ok(hard)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_tree_has_memory_and_descriptors() {
+        let me = std::process::id();
+        let usage = tree_usage(&[me]).expect("our own /proc entry");
+        assert!(usage.rss_kib > 0);
+        assert!(usage.fds >= 3, "stdin, stdout, stderr at least: {usage:?}");
+        // Other tests of this binary may have a child running at the same time.
+        assert!(usage.processes >= 1);
+    }
+
+    #[test]
+    fn children_are_summed_with_their_parent() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep is installed");
+        let usage = tree_usage(&[std::process::id()]).expect("our own /proc entry");
+        child.kill().expect("the child is ours");
+        child.wait().expect("reap the child");
+        assert!(usage.processes >= 2, "{usage:?}");
+    }
+
+    #[test]
+    fn missing_root_is_an_error() {
+        assert!(tree_usage(&[u32::MAX - 1]).is_err());
+    }
+
+    #[test]
+    fn reads_an_open_file_limit() {
+        let limit = open_file_limit(std::process::id()).expect("a finite limit");
+        assert!(limit > 0);
+    }
+}

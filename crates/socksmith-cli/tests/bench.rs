@@ -1,0 +1,192 @@
+//! `socksmith bench` end to end with tiny counts and windows: straight to its own targets
+//! (`--direct`), through `socksmith serve` (with `--proxy-pid`, so the idle phase reads /proc)
+//! and through microsocks, a real third-party peer. These check the output's structure and that
+//! every figure is there and non-zero; they never assert on speed.
+
+use std::path::Path;
+
+use serde_json::Value;
+use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
+use socksmith_testkit::socksmith::{run, SocksmithServer};
+use socksmith_testkit::{within, TEST_DEADLINE};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_socksmith"))
+}
+
+/// Tiny everything: the whole run takes a few seconds.
+const TINY: [&str; 18] = [
+    "--repeat",
+    "2",
+    "--duration",
+    "0.2",
+    "--warmup",
+    "0.05",
+    "--parallel",
+    "2",
+    "--connrate-max",
+    "300",
+    "--idle-tunnels",
+    "40",
+    "--idle-settle",
+    "0.1",
+    "--idle-timeout",
+    "10",
+    "--json",
+    "--rr-tunnels=2",
+];
+
+async fn bench_json(args: &[&str]) -> Value {
+    let mut full = vec!["bench"];
+    full.extend_from_slice(&TINY);
+    full.extend_from_slice(args);
+    let out = run(bin(), &full, b"").await;
+    out.assert_success();
+    let stderr = out.stderr_str();
+    assert!(
+        stderr.contains("throughput, 1 tunnel, upload"),
+        "progress on stderr: {stderr}"
+    );
+    serde_json::from_str(&out.stdout_str()).expect("stdout is one JSON document")
+}
+
+fn metric<'a>(report: &'a Value, key: &str) -> &'a Value {
+    report["metrics"]
+        .as_array()
+        .expect("metrics is an array")
+        .iter()
+        .find(|m| m["key"] == key)
+        .unwrap_or_else(|| panic!("metric {key} in {report}"))
+}
+
+fn median(report: &Value, key: &str) -> f64 {
+    let m = metric(report, key);
+    let s = &m["summary"];
+    assert_eq!(
+        s["samples"].as_array().map(Vec::len),
+        Some(if key.starts_with("idle") { 1 } else { 2 }),
+        "one sample per repeat for {key}: {m}"
+    );
+    s["median"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} has a median: {m}"))
+}
+
+fn assert_load_figures(report: &Value) {
+    for key in [
+        "throughput_1_up",
+        "throughput_1_down",
+        "throughput_n_up",
+        "throughput_n_down",
+        "connrate",
+        "connrate_p50_us",
+        "connrate_p99_us",
+        "rr",
+        "rr_p50_us",
+        "rr_p99_us",
+    ] {
+        assert!(median(report, key) > 0.0, "{key} is non-zero: {report}");
+    }
+    assert_eq!(median(report, "connrate_errors"), 0.0, "{report}");
+    assert_eq!(median(report, "idle_open"), 40.0, "{report}");
+    assert_eq!(
+        report["idle"]["alive"], report["idle"]["probed"],
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn direct_run_reports_every_figure_as_json() {
+    within(TEST_DEADLINE, "socksmith bench --direct", async {
+        let report = bench_json(&["--direct"]).await;
+        assert_eq!(report["proxy"], "direct");
+        assert_eq!(report["repeat"], 2);
+        assert_load_figures(&report);
+        assert!(median(&report, "udp") > 0.0, "{report}");
+        // No proxy process: no memory figures, and the table says why.
+        assert!(metric(&report, "idle_kib_per_tunnel")["summary"].is_null());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn through_socksmith_serve_measures_the_proxy_process() {
+    within(
+        TEST_DEADLINE,
+        "socksmith bench through socksmith serve",
+        async {
+            let mut server = SocksmithServer::start(bin(), &[]).await;
+            let url = format!("socks5://{}", server.addr());
+            let pid = server.process_mut().pid().to_string();
+            let report = bench_json(&["--proxy", &url, "--proxy-pid", &pid]).await;
+            assert_eq!(report["proxy"], url);
+            assert_load_figures(&report);
+            assert!(
+                median(&report, "udp") > 0.0,
+                "UDP ASSOCIATE works: {report}"
+            );
+            let idle = &report["idle"];
+            assert_eq!(idle["before"]["processes"], 1, "{idle}");
+            let fds_before = idle["before"]["fds"].as_u64().expect("fds before");
+            let fds_after = idle["after"]["fds"].as_u64().expect("fds after");
+            assert!(
+                fds_after >= fds_before + 80,
+                "two sockets per open tunnel: {idle}"
+            );
+            assert!(median(&report, "idle_fds_per_tunnel") >= 2.0, "{report}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn through_microsocks_reports_udp_as_unsupported() {
+    within(TEST_DEADLINE, "socksmith bench through microsocks", async {
+        let Some(microsocks) = Microsocks::start(MicrosocksOptions::default()).await else {
+            return; // skipped loudly by the testkit's missing-peer policy
+        };
+        let url = format!("socks5://{}", microsocks.addr());
+        let report = bench_json(&["--proxy", &url]).await;
+        assert_load_figures(&report);
+        let udp = metric(&report, "udp");
+        assert!(udp["summary"].is_null(), "{udp}");
+        let note = udp["note"].as_str().expect("a reason");
+        assert!(note.starts_with("unsupported"), "{note}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn table_is_the_default_output() {
+    within(TEST_DEADLINE, "socksmith bench table", async {
+        let out = run(
+            bin(),
+            &[
+                "bench",
+                "--direct",
+                "--only",
+                "rr",
+                "--repeat",
+                "1",
+                "--duration",
+                "0.1",
+                "--warmup",
+                "0",
+            ],
+            b"",
+        )
+        .await;
+        out.assert_success();
+        let table = out.stdout_str();
+        assert!(table.starts_with("socksmith bench: direct"), "{table}");
+        assert!(
+            table.contains("request/response (64 B ping-pong)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("throughput, 1 tunnel, upload") && table.contains("phase not selected"),
+            "phases not run are listed with the reason: {table}"
+        );
+    })
+    .await;
+}

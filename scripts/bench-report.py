@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""Merges the JSON reports of `socksmith bench` runs (one per proxy) into the results of
+scripts/bench: results.json (everything), results.md (the side-by-side table and the ratios
+against the issue's targets) and chart.svg (grouped bars per metric, normalized to the best).
+Optionally refreshes the results section of README.md between its bench markers.
+
+Standard library only, so that it runs on any python3.
+"""
+
+import argparse
+import datetime
+import html
+import json
+import os
+import platform
+import sys
+
+ORDER = ["direct", "socksmith", "socksmith-auth", "microsocks", "microsocks-auth", "dante", "ssh"]
+PEERS = ["microsocks", "dante", "ssh"]
+COLORS = {
+    "direct": "#9e9e9e",
+    "socksmith": "#d1495b",
+    "socksmith-auth": "#edae49",
+    "microsocks": "#00798c",
+    "microsocks-auth": "#66a182",
+    "dante": "#30638e",
+    "ssh": "#6d597a",
+}
+# Metrics in the table, in order.
+TABLE = [
+    "throughput_1_up", "throughput_1_down", "throughput_n_up", "throughput_n_down",
+    "connrate", "connrate_p50_us", "connrate_p99_us", "connrate_errors",
+    "rr", "rr_p50_us", "rr_p99_us", "udp", "udp_lost",
+    "idle_kib_per_tunnel", "idle_fds_per_tunnel", "idle_open",
+]
+# Metrics in the chart: (key, short label).
+CHART = [
+    ("throughput_1_up", "1 tunnel up"),
+    ("throughput_1_down", "1 tunnel down"),
+    ("throughput_n_up", "8 tunnels up"),
+    ("throughput_n_down", "8 tunnels down"),
+    ("connrate", "connection rate"),
+    ("rr", "request/response"),
+    ("rr_p99_us", "round trip p99"),
+    ("udp", "UDP echo"),
+    ("idle_kib_per_tunnel", "idle tunnel"),
+]
+MARKER_BEGIN = "<!-- bench:begin (scripts/bench writes this section) -->"
+MARKER_END = "<!-- bench:end -->"
+
+
+def fmt(x):
+    a = abs(x)
+    if a >= 1000 or (a >= 100 and x == int(x)):
+        return f"{x:,.0f}"
+    if a >= 100:
+        return f"{x:.1f}"
+    if a >= 10:
+        return f"{x:.2f}"
+    return f"{x:.3g}" if a < 1 else f"{x:.2f}"
+
+
+class Run:
+    def __init__(self, report):
+        self.report = report
+        self.label = report["label"]
+        self.metrics = {m["key"]: m for m in report["metrics"]}
+
+    def median(self, key):
+        m = self.metrics.get(key)
+        if not m or not m.get("summary"):
+            return None
+        return m["summary"]["median"]
+
+    def cell(self, key):
+        m = self.metrics.get(key)
+        if not m:
+            return "–"
+        s = m.get("summary")
+        if not s:
+            note = m.get("note") or "n/a"
+            if note.startswith("unsupported"):
+                return "unsupported"
+            if note == "phase not selected":
+                return "–"
+            return "n/a"
+        text = fmt(s["median"])
+        if len(s["samples"]) > 1 and s["median"]:
+            half_range = (s["max"] - s["min"]) / 2 / abs(s["median"]) * 100
+            text += f" ±{half_range:.0f}%"
+        return text
+
+
+def load(paths):
+    runs = {}
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        # A bench report, or an earlier results.json (to redraw it).
+        for report in data["runs"] if "runs" in data else [data]:
+            runs[report["label"]] = Run(report)
+    ordered = [runs[k] for k in ORDER if k in runs]
+    ordered += [r for k, r in runs.items() if k not in ORDER]
+    return ordered
+
+
+def best_peer(runs, key, higher):
+    values = [(r.median(key), r.label) for r in runs if r.label in PEERS]
+    values = [(v, l) for v, l in values if v is not None and v > 0]
+    if not values:
+        return None
+    return max(values) if higher else min(values)
+
+
+def targets(runs):
+    by = {r.label: r for r in runs}
+    ours = by.get("socksmith")
+    rows = []
+
+    def add(target, value, goal, met, why=""):
+        rows.append({"target": target, "measured": value, "goal": goal, "met": met, "detail": why})
+
+    if ours is None:
+        return rows
+    for key, name in [("throughput_1_up", "upload"), ("throughput_1_down", "download")]:
+        v = ours.median(key)
+        peer = best_peer(runs, key, True)
+        if v is not None and peer:
+            r = v / peer[0]
+            add(f"single-tunnel throughput ({name}) vs best peer", f"{r:.2f}x ({fmt(v)} vs {peer[1]} {fmt(peer[0])} Gbit/s)", ">= 1.2x", r >= 1.2)
+        d = by.get("direct")
+        if v is not None and d and d.median(key):
+            r = v / d.median(key)
+            add(f"single-tunnel throughput ({name}) vs direct loopback", f"{r:.0%} ({fmt(v)} vs {fmt(d.median(key))} Gbit/s)", ">= 60%", r >= 0.6)
+    v = ours.median("connrate")
+    peer = best_peer(runs, "connrate", True)
+    if v is not None and peer:
+        r = v / peer[0]
+        add("connection rate vs best peer", f"{r:.2f}x ({fmt(v)} vs {peer[1]} {fmt(peer[0])} /s)", ">= 1.5x", r >= 1.5)
+    auth = by.get("socksmith-auth")
+    if v and auth and auth.median("connrate") is not None:
+        r = auth.median("connrate") / v
+        add("authenticated vs unauthenticated connection rate", f"{r:.0%} ({fmt(auth.median('connrate'))} vs {fmt(v)} /s)", ">= 90%", r >= 0.9)
+    v = ours.median("rr_p99_us")
+    peer = best_peer(runs, "rr_p99_us", False)
+    if v is not None and peer:
+        add("request/response p99 vs best peer", f"{fmt(v)} us vs {peer[1]} {fmt(peer[0])} us", "no worse", v <= peer[0])
+    v = ours.median("idle_kib_per_tunnel")
+    if v is not None:
+        add("resident memory per idle tunnel", f"{v:.2f} KiB", "<= 2 KiB", v <= 2.0)
+    v = ours.median("idle_fds_per_tunnel")
+    if v is not None:
+        add("descriptors per idle tunnel", f"{v:.2f}", "<= 2", v <= 2.0 + 0.01)
+    return rows
+
+
+def machine():
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": cpu, "kernel": platform.release()}
+
+
+def markdown(runs, rows, meta):
+    labels = {m["key"]: (m["label"], m["unit"]) for r in runs for m in r.report["metrics"]}
+    out = []
+    out.append(f"Run of {meta['date']} ({meta['mode']} mode) on {meta['machine']['cores']} cores"
+               f" ({meta['machine']['cpu'] or 'unknown CPU'}, Linux {meta['machine']['kernel']}):"
+               f" each proxy pinned to core 0 (`taskset -c 0`), the load and its targets to core 1."
+               f" Medians of {meta['repeat']} repeats, ± half the min–max range.")
+    out.append("")
+    out.append("| metric | unit | " + " | ".join(r.label for r in runs) + " |")
+    out.append("|---|---|" + "---:|" * len(runs))
+    for key in TABLE:
+        if key not in labels:
+            continue
+        label, unit = labels[key]
+        if key.startswith("throughput_n"):
+            n = runs[0].report["settings"].get("parallel_tunnels", "N")
+            label = label.replace("N tunnels", f"{n} tunnels")
+        out.append(f"| {label} | {unit} | " + " | ".join(r.cell(key) for r in runs) + " |")
+    out.append("")
+    idle_notes = []
+    for r in runs:
+        idle = r.report.get("idle")
+        if idle and idle.get("before") and idle.get("after"):
+            b, a = idle["before"], idle["after"]
+            idle_notes.append(f"{r.label}: {idle['opened']}/{idle['requested']} open, "
+                              f"{b['rss_kib']}→{a['rss_kib']} KiB, {b['fds']}→{a['fds']} fds, "
+                              f"{b['processes']}→{a['processes']} processes, "
+                              f"{idle['alive']}/{idle['probed']} probed alive")
+    if idle_notes:
+        out.append("Idle tunnels (" + runs[0].report.get("idle", {}).get("method", "") + "): "
+                   + "; ".join(idle_notes) + ".")
+        out.append("")
+    if rows:
+        out.append("| target (socksmith serve) | goal | measured | |")
+        out.append("|---|---|---|---|")
+        for row in rows:
+            out.append(f"| {row['target']} | {row['goal']} | {row['measured']} | "
+                       f"{'met' if row['met'] else '**not met**'} |")
+        out.append("")
+    notes = sorted({f"{r.label}: {n}" for r in runs for n in r.report.get("notes", [])})
+    for n in notes:
+        out.append(f"- {n}")
+    if notes:
+        out.append("")
+    return "\n".join(out)
+
+
+def svg_chart(runs):
+    """Grouped bars, one group per metric, one bar per proxy, each relative to the best proxy
+    of that metric (1.0 = best); the direct figure (no proxy) is written under the group."""
+    proxies = [r for r in runs if r.label != "direct"]
+    direct = next((r for r in runs if r.label == "direct"), None)
+    groups = []
+    for key, name in CHART:
+        present = [(r, r.median(key)) for r in proxies if r.median(key) is not None]
+        values = [v for _, v in present if v > 0]
+        if not values:
+            continue
+        higher = present[0][0].metrics[key]["higher_is_better"]
+        best = max(values) if higher else min(values)
+        unit = present[0][0].metrics[key]["unit"]
+        bars = []
+        for r, v in present:
+            if v <= 0:
+                score = 0.0 if higher else 1.0
+            else:
+                score = v / best if higher else best / v
+            bars.append((r.label, v, score))
+        d = direct.median(key) if direct else None
+        groups.append((name, "" if higher else "(lower is better)", unit, d, bars))
+    contenders = [r.label for r in proxies]
+    bar_w, gap, group_gap = 16, 3, 46
+    left, top, height = 60, 110, 300
+    group_widths = [len(g[4]) * (bar_w + gap) for g in groups]
+    width = int(left + sum(group_widths) + group_gap * len(groups) + 20)
+    total_h = top + height + 90
+    e = []
+    e.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_h}" '
+             f'viewBox="0 0 {width} {total_h}" '
+             f'font-family="DejaVu Sans, Helvetica, Arial, sans-serif">')
+    e.append(f'<rect width="{width}" height="{total_h}" fill="white"/>')
+    e.append(f'<text x="{left}" y="24" font-size="16" font-weight="bold">socksmith bench: '
+             f'each metric relative to the best proxy (1.0 = best)</text>')
+    e.append(f'<text x="{left}" y="42" font-size="12" fill="#444">Labels on the bars are the '
+             f'measured medians; "direct" is the same load without a proxy (loopback limit).'
+             f'</text>')
+    x = left
+    for label in contenders:
+        e.append(f'<rect x="{x}" y="56" width="12" height="12" '
+                 f'fill="{COLORS.get(label, "#444")}"/>')
+        e.append(f'<text x="{x + 17}" y="67" font-size="12">{html.escape(label)}</text>')
+        x += 17 + 9 * len(label) + 22
+    for frac in [0, 0.25, 0.5, 0.75, 1.0]:
+        y = top + height - frac * height
+        e.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" '
+                 f'stroke="#ddd" stroke-width="1"/>')
+        e.append(f'<text x="{left - 8}" y="{y + 4:.1f}" font-size="11" '
+                 f'text-anchor="end">{frac:.2f}</text>')
+    x = left + group_gap / 2
+    for (name, better, unit, d, bars), gw in zip(groups, group_widths):
+        for label, value, score in bars:
+            h = max(score, 0.003) * height
+            y = top + height - h
+            e.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w}" height="{h:.1f}" '
+                     f'fill="{COLORS.get(label, "#444")}"><title>{html.escape(label)}: '
+                     f'{fmt(value)} {html.escape(unit)}</title></rect>')
+            tx, ty = x + bar_w / 2 + 4, y - 4
+            e.append(f'<text x="{tx:.1f}" y="{ty:.1f}" font-size="10" '
+                     f'transform="rotate(-90 {tx:.1f} {ty:.1f})">{fmt(value)}</text>')
+            x += bar_w + gap
+        cx = x - gw / 2 - gap / 2
+        lines = [name, f"{unit} {better}".strip()]
+        if d is not None:
+            lines.append(f"direct: {fmt(d)}")
+        for i, line in enumerate(lines):
+            weight = ' font-weight="bold"' if i == 0 else ' fill="#555"'
+            e.append(f'<text x="{cx:.1f}" y="{top + height + 18 + 14 * i}" font-size="11" '
+                     f'text-anchor="middle"{weight}>{html.escape(line)}</text>')
+        x += group_gap
+    e.append("</svg>")
+    return "\n".join(e) + "\n"
+
+
+def update_readme(path, md):
+    section = (f"{MARKER_BEGIN}\n![socksmith bench chart](bench/chart.svg)\n\n{md}\n{MARKER_END}")
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    if MARKER_BEGIN in text and MARKER_END in text:
+        head, rest = text.split(MARKER_BEGIN, 1)
+        _, tail = rest.split(MARKER_END, 1)
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n## Benchmark\n\n`scripts/bench` (see `bench/`) runs " \
+            "`socksmith bench` against no proxy, `socksmith serve`, microsocks, Dante and " \
+            "`ssh -D` side by side. Latest results:\n\n" + section + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--readme")
+    ap.add_argument("reports", nargs="+")
+    args = ap.parse_args()
+    runs = load(args.reports)
+    rows = targets(runs)
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": args.mode,
+        "machine": machine(),
+        "repeat": max(r.report["repeat"] for r in runs),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"meta": meta, "targets": rows, "runs": [r.report for r in runs]}, f, indent=2)
+        f.write("\n")
+    md = markdown(runs, rows, meta)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(args.out, "chart.svg"), "w") as f:
+        f.write(svg_chart(runs))
+    if args.readme:
+        update_readme(args.readme, md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
