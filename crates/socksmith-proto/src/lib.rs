@@ -36,7 +36,7 @@ pub use error::{
 };
 pub use server::{
     AuthPolicy, CloseReason, HandshakeConfig, IncomingRequest, ServerEvent, ServerHandshake,
-    ServerState,
+    ServerState, UdpClientFilter,
 };
 pub use v4::{V4Reply, V4ReplyCode, V4Request};
 pub use v5::{AuthMethod, Command, Greeting, MethodChoice, Reply, ReplyCode, Request, UdpHeader};

@@ -1,4 +1,5 @@
-//! The server side of the handshake as a sans-IO state machine: [`ServerHandshake`].
+//! The server side of the handshake as a sans-IO state machine: [`ServerHandshake`]; and
+//! [`UdpClientFilter`], the rule for which source a UDP ASSOCIATE relay takes datagrams from.
 //!
 //! The machine decides everything the wire needs decided (which version, which method, which
 //! reply bytes) and leaves to the caller what needs the outside world: checking credentials,
@@ -49,7 +50,7 @@ use crate::error::{Incompatible, ProtocolError, Version};
 use crate::v4::{V4Reply, V4ReplyCode, V4Request};
 use crate::v5::{AuthMethod, Command, Greeting, MethodChoice, Reply, ReplyCode, Request};
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// How the server wants SOCKS5 clients to authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -439,6 +440,86 @@ impl ServerHandshake {
     }
 }
 
+/// Which source a UDP ASSOCIATE relay takes client datagrams from.
+///
+/// RFC 1928 section 7: the request's DST.ADDR and DST.PORT are where the client expects to
+/// send from, and "the server MAY use this information to limit access to the association".
+/// Only the IP of the control connection is trusted: a client behind NAT does not know the
+/// address it is seen from, and a client that names another host's IP must not aim the
+/// relay at it (reflection). So the IP is always the control connection's (IPv4-mapped
+/// IPv6 canonicalised to IPv4); the request's port is taken only when its IP is that same
+/// IP or unspecified (0.0.0.0, ::), and port 0 (or a name) means "not known yet": then the
+/// first admitted datagram fixes it ([`UdpClientFilter::admit`]).
+///
+/// ```
+/// use socksmith_proto::{TargetAddr, UdpClientFilter};
+/// use std::net::SocketAddr;
+///
+/// let ip = "127.0.0.1".parse().unwrap();
+/// let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+/// // A request naming another host: its IP and port are ignored.
+/// let mut filter = UdpClientFilter::new(ip, &TargetAddr::Ip(addr("127.0.0.2:5000")));
+/// assert!(!filter.admit(addr("127.0.0.2:5000")));
+/// assert!(filter.admit(addr("127.0.0.1:6000")));
+/// // The first datagram fixed the port.
+/// assert!(!filter.admit(addr("127.0.0.1:6001")));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpClientFilter {
+    ip: IpAddr,
+    port: Option<u16>,
+}
+
+impl UdpClientFilter {
+    /// The filter for an association asked for over a control connection from
+    /// `control_peer`, whose request named `requested`.
+    pub fn new(control_peer: IpAddr, requested: &TargetAddr) -> Self {
+        let ip = control_peer.to_canonical();
+        let port = match requested.ip_literal() {
+            Some(addr) => {
+                let named = addr.ip().to_canonical();
+                (named == ip || named.is_unspecified()).then_some(addr.port())
+            }
+            // A name says nothing checkable about where the client sends from.
+            None => None,
+        };
+        UdpClientFilter {
+            ip,
+            port: port.filter(|&p| p != 0),
+        }
+    }
+
+    /// The client's IP: datagrams to the client go there.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// The client's port, once known.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The client's address, once its port is known.
+    pub fn client(&self) -> Option<SocketAddr> {
+        self.port.map(|port| SocketAddr::new(self.ip, port))
+    }
+
+    /// Whether a datagram from `from` is the client's, without learning anything.
+    pub fn admits(&self, from: SocketAddr) -> bool {
+        from.ip().to_canonical() == self.ip && self.port.is_none_or(|port| port == from.port())
+    }
+
+    /// Whether a datagram from `from` is the client's; the first one admitted fixes the port
+    /// when the request did not name it.
+    pub fn admit(&mut self, from: SocketAddr) -> bool {
+        let admitted = self.admits(from);
+        if admitted {
+            self.port = Some(from.port());
+        }
+        admitted
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,5 +827,43 @@ mod tests {
             Err(ProtocolError::InvalidState(_))
         ));
         assert_eq!(hs.state(), ServerState::AwaitingGreeting);
+    }
+
+    #[test]
+    fn udp_filter_trusts_only_the_control_connections_ip() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("literal");
+        let peer: IpAddr = "127.0.0.1".parse().expect("literal");
+        // Another host's IP in the request: neither its IP nor its port is used.
+        let f = UdpClientFilter::new(peer, &ip("127.0.0.2:5000"));
+        assert_eq!((f.ip(), f.port()), (peer, None));
+        assert!(!f.admits(addr("127.0.0.2:5000")));
+        assert!(f.admits(addr("127.0.0.1:5001")));
+        // The control connection's own IP, or an unspecified one: the port is taken.
+        for requested in [
+            "127.0.0.1:5000",
+            "0.0.0.0:5000",
+            "[::]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            let f = UdpClientFilter::new(peer, &ip(requested));
+            assert_eq!(f.client(), Some(addr("127.0.0.1:5000")), "{requested}");
+            assert!(!f.admits(addr("127.0.0.1:5001")), "{requested}");
+        }
+        // Port 0 and names: learned from the first datagram.
+        let name = TargetAddr::domain("client.example", 5000).expect("valid");
+        for requested in [ip("0.0.0.0:0"), ip("127.0.0.1:0"), name] {
+            let mut f = UdpClientFilter::new(peer, &requested);
+            assert_eq!(f.port(), None, "{requested}");
+            assert!(!f.admit(addr("127.0.0.3:7000")), "{requested}");
+            assert_eq!(f.port(), None, "a stranger teaches nothing");
+            assert!(f.admit(addr("127.0.0.1:7000")));
+            assert!(!f.admit(addr("127.0.0.1:7001")));
+        }
+        // A v4-mapped control connection is the IPv4 client.
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("literal");
+        let f = UdpClientFilter::new(mapped, &ip("0.0.0.0:0"));
+        assert_eq!(f.ip(), peer);
+        assert!(f.admits(addr("127.0.0.1:9")));
+        assert!(f.admits(addr("[::ffff:127.0.0.1]:9")));
     }
 }
