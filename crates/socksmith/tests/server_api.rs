@@ -271,6 +271,55 @@ async fn udp_fragments_and_strangers_are_dropped_and_counted() {
 }
 
 #[tokio::test]
+async fn udp_association_trusts_the_control_connections_ip_not_the_request() {
+    within(TEST_DEADLINE, "UDP client address", async {
+        let server = Running::start(ServerConfig::default()).await;
+        let echo = UdpEchoServer::start().await;
+        // The request names a third party (127.0.0.2, with its port); the control connection
+        // comes from 127.0.0.1, and so do the client's datagrams, from another port (as
+        // behind NAT).
+        let third_party = UdpSocket::bind("127.0.0.2:0")
+            .await
+            .expect("bind 127.0.0.2");
+        let named = third_party.local_addr().expect("address");
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let (control, relay) = socks5_udp_associate(server.addr, None, named)
+            .await
+            .expect("associate");
+        let target = Target::Ip(echo.addr());
+
+        third_party
+            .send_to(&udp_wrap(&target, b"reflected"), relay)
+            .await
+            .expect("send");
+        client
+            .send_to(&udp_wrap(&target, b"mine"), relay)
+            .await
+            .expect("send");
+        let mut buf = vec![0u8; 2048];
+        let (n, from) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
+            .await
+            .expect("the client's datagram is answered")
+            .expect("recv");
+        assert_eq!(from, relay);
+        assert_eq!(
+            udp_unwrap(&buf[..n]).expect("valid"),
+            (target.clone(), b"mine".to_vec())
+        );
+        let stats = server.stats_when(|s| s.udp_foreign_dropped == 1).await;
+        assert_eq!(stats.udp_datagrams_client_to_target, 1);
+        assert_eq!(echo.received(), 1, "the third party's datagram never left");
+        assert!(
+            third_party.try_recv_from(&mut buf).is_err(),
+            "nothing was sent to the third party"
+        );
+        drop(control);
+        server.stats_when(|s| s.sessions_active == 0).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_name_with_several_addresses_is_raced_and_lookups_go_through_the_resolver() {
     within(TEST_DEADLINE, "names", async {
         let echo = EchoServer::start().await;

@@ -1,9 +1,11 @@
 //! UDP ASSOCIATE: a relay port for one client, alive as long as its TCP control connection.
 //!
 //! The reply names a UDP socket on the IP the client reached the server at (never 0.0.0.0).
-//! Datagrams on it are taken only from the client: its IP (the one in the request, or the
-//! control connection's when the request says 0.0.0.0) and, once known, its port (the
-//! request's, or the first datagram's). Each one is unwrapped (RFC 1928 section 7), checked
+//! Datagrams on it are taken only from the client, as proto's [`UdpClientFilter`] decides:
+//! the control connection's IP, whatever the request names (a client behind NAT does not
+//! know its outside address, and a request naming a third party's IP must not aim the relay
+//! at it), and, once known, its port (the request's when it names that IP or 0.0.0.0, else
+//! the first datagram's). Each one is unwrapped (RFC 1928 section 7), checked
 //! with the policy and sent from a separate outbound socket; answers arriving there are
 //! wrapped with the sender's address and sent to the client. Fragments (FRAG != 0) are dropped
 //! and counted: RFC 1928 says "An implementation that does not support fragmentation MUST drop
@@ -27,7 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use socksmith_proto::{ReplyCode, TargetAddr, UdpHeader};
+use socksmith_proto::{ReplyCode, TargetAddr, UdpClientFilter, UdpHeader};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, Sleep};
@@ -107,16 +109,10 @@ pub(crate) async fn associate(
     drop(replier);
     inc(&shared.stats.udp_associations);
 
-    let (client_ip, client_port) = match session.target.ip_literal() {
-        Some(a) if !a.ip().is_unspecified() => (a.ip().to_canonical(), a.port()),
-        Some(a) => (session.client.ip().to_canonical(), a.port()),
-        None => (session.client.ip().to_canonical(), session.target.port()),
-    };
     let mut relay = Association {
         shared,
         session,
-        client_ip,
-        client_port: (client_port != 0).then_some(client_port),
+        client: UdpClientFilter::new(session.client.ip(), &session.target),
         socket,
         out_v4: None,
         out_v6: None,
@@ -141,9 +137,9 @@ struct ThroughUpstream {
 struct Association<'a> {
     shared: &'a Shared,
     session: &'a Session,
-    client_ip: IpAddr,
-    /// Known from the request or learned from the first datagram.
-    client_port: Option<u16>,
+    /// Which source is the client: its IP, and its port once known (from the request or
+    /// the first datagram).
+    client: UdpClientFilter,
     /// The client side: the address in the reply.
     socket: UdpSocket,
     /// The target side, one socket per family, bound on first use.
@@ -297,15 +293,11 @@ impl Association<'_> {
     /// A datagram on the client side: check its source, unwrap, check, send on.
     async fn client_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
         let stats = &self.shared.stats;
-        let from_ip = from.ip().to_canonical();
-        let from_client =
-            from_ip == self.client_ip && self.client_port.is_none_or(|port| port == from.port());
-        if !from_client {
+        if !self.client.admit(from) {
             inc(&stats.udp_foreign_dropped);
             tracing::debug!(%from, client = %self.session.client, "UDP: datagram from another source dropped");
             return;
         }
-        self.client_port = Some(from.port());
         let (header, used) = match UdpHeader::decode(datagram) {
             Ok(decoded) => decoded,
             Err(e) => {
@@ -351,7 +343,7 @@ impl Association<'_> {
     /// An answer from a target (its payload at `buf[HEADER_ROOM..][..n]`): wrap it with the
     /// sender's address and pass it to the client.
     async fn target_datagram(&mut self, buf: &mut [u8], n: usize, from: TargetAddr) {
-        let Some(port) = self.client_port else {
+        let Some(to) = self.client.client() else {
             // Nothing was sent yet, so nothing can be an answer.
             inc(&self.shared.stats.udp_foreign_dropped);
             return;
@@ -369,7 +361,6 @@ impl Association<'_> {
         let datagram = buf
             .get(start..HEADER_ROOM + n)
             .expect("recv_from reports at most the room");
-        let to = SocketAddr::new(self.client_ip, port);
         match self.socket.send_to(datagram, to).await {
             Ok(_) => inc(&self.shared.stats.udp_datagrams_target_to_client),
             Err(e) => tracing::debug!(%to, error = %e, "UDP: send to client failed"),
