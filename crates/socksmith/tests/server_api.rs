@@ -320,6 +320,52 @@ async fn udp_association_trusts_the_control_connections_ip_not_the_request() {
 }
 
 #[tokio::test]
+async fn strangers_datagrams_do_not_keep_a_udp_association_alive() {
+    within(TEST_DEADLINE, "UDP idle with strangers", async {
+        let idle = Duration::from_millis(300);
+        let mut config = ServerConfig::default();
+        config.udp_idle_timeout = idle;
+        let server = Running::start(config).await;
+        let (mut control, relay) = socks5_udp_associate(
+            server.addr,
+            None,
+            "0.0.0.0:0".parse::<SocketAddr>().expect("literal"),
+        )
+        .await
+        .expect("associate");
+        // A stranger sends a datagram every 50 ms for 3 s (60 at most): far longer than the
+        // idle timeout.
+        let stranger = UdpSocket::bind("127.0.0.3:0")
+            .await
+            .expect("bind 127.0.0.3");
+        let target = Target::Ip("127.0.0.1:9".parse().expect("literal"));
+        let spray = tokio::spawn(async move {
+            for _ in 0..60 {
+                let _ = stranger
+                    .send_to(&udp_wrap(&target, b"keepalive?"), relay)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let end = tokio::time::timeout(STEP, control.read(&mut buf))
+            .await
+            .expect("the association ends");
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+        let lasted = started.elapsed();
+        assert!(
+            lasted < Duration::from_millis(2000),
+            "the association lasted {lasted:?} while a stranger sent datagrams"
+        );
+        spray.abort();
+        let stats = server.stats();
+        assert!(stats.udp_foreign_dropped >= 1, "{stats:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_name_with_several_addresses_is_raced_and_lookups_go_through_the_resolver() {
     within(TEST_DEADLINE, "names", async {
         let echo = EchoServer::start().await;

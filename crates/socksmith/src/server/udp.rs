@@ -171,14 +171,18 @@ impl Association<'_> {
             let event = poll_fn(|cx| self.poll_event(cx, control, &mut buf, sleep.as_mut())).await;
             match event {
                 Event::FromClient(n, from) => {
-                    sleep.as_mut().reset(Instant::now() + idle);
                     let datagram = buf.get(..n).expect("recv_from reports at most the buffer");
-                    self.client_datagram(datagram, from).await;
+                    if self.client_datagram(datagram, from).await {
+                        sleep.as_mut().reset(Instant::now() + idle);
+                    }
                 }
                 Event::FromTarget(n, from) => {
-                    sleep.as_mut().reset(Instant::now() + idle);
-                    self.target_datagram(&mut buf, n, TargetAddr::Ip(from))
-                        .await;
+                    if self
+                        .target_datagram(&mut buf, n, TargetAddr::Ip(from))
+                        .await
+                    {
+                        sleep.as_mut().reset(Instant::now() + idle);
+                    }
                 }
                 Event::ControlClosed(None) => return Ok(()),
                 Event::ControlClosed(Some(e)) => return Err(SessionError::ClientIo(e)),
@@ -215,17 +219,19 @@ impl Association<'_> {
                 received = self.socket.recv_from(&mut from_client) => {
                     // An error is an ICMP report of an earlier send; nothing to do.
                     if let Ok((n, from)) = received {
-                        sleep.as_mut().reset(Instant::now() + idle);
                         let datagram = from_client
                             .get(..n)
                             .expect("recv_from reports at most the buffer");
-                        self.client_datagram(datagram, from).await;
+                        if self.client_datagram(datagram, from).await {
+                            sleep.as_mut().reset(Instant::now() + idle);
+                        }
                     }
                 }
                 received = upstream.recv_from(room) => match received {
                     Ok((n, from)) => {
-                        sleep.as_mut().reset(Instant::now() + idle);
-                        self.target_datagram(&mut from_target, n, from).await;
+                        if self.target_datagram(&mut from_target, n, from).await {
+                            sleep.as_mut().reset(Instant::now() + idle);
+                        }
                     }
                     Err(e) if upstream.is_closed() => return Err(SessionError::UpstreamIo(e)),
                     Err(e) => tracing::debug!(error = %e, "UDP: receive from the upstream relay failed"),
@@ -290,14 +296,23 @@ impl Association<'_> {
         }
     }
 
-    /// A datagram on the client side: check its source, unwrap, check, send on.
-    async fn client_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+    /// A datagram on the client side: check its source, then [`Self::forward`]. Returns
+    /// whether it came from the client: only those keep the association alive, so a stranger
+    /// spraying the relay port cannot hold it open.
+    async fn client_datagram(&mut self, datagram: &[u8], from: SocketAddr) -> bool {
         let stats = &self.shared.stats;
         if !self.client.admit(from) {
             inc(&stats.udp_foreign_dropped);
             tracing::debug!(%from, client = %self.session.client, "UDP: datagram from another source dropped");
-            return;
+            return false;
         }
+        self.forward(datagram).await;
+        true
+    }
+
+    /// A client's datagram: unwrap, check, send on.
+    async fn forward(&mut self, datagram: &[u8]) {
+        let stats = &self.shared.stats;
         let (header, used) = match UdpHeader::decode(datagram) {
             Ok(decoded) => decoded,
             Err(e) => {
@@ -341,12 +356,12 @@ impl Association<'_> {
     }
 
     /// An answer from a target (its payload at `buf[HEADER_ROOM..][..n]`): wrap it with the
-    /// sender's address and pass it to the client.
-    async fn target_datagram(&mut self, buf: &mut [u8], n: usize, from: TargetAddr) {
+    /// sender's address and pass it to the client. Returns whether it was passed on.
+    async fn target_datagram(&mut self, buf: &mut [u8], n: usize, from: TargetAddr) -> bool {
         let Some(to) = self.client.client() else {
             // Nothing was sent yet, so nothing can be an answer.
             inc(&self.shared.stats.udp_foreign_dropped);
-            return;
+            return false;
         };
         self.header.clear();
         UdpHeader {
@@ -362,8 +377,14 @@ impl Association<'_> {
             .get(start..HEADER_ROOM + n)
             .expect("recv_from reports at most the room");
         match self.socket.send_to(datagram, to).await {
-            Ok(_) => inc(&self.shared.stats.udp_datagrams_target_to_client),
-            Err(e) => tracing::debug!(%to, error = %e, "UDP: send to client failed"),
+            Ok(_) => {
+                inc(&self.shared.stats.udp_datagrams_target_to_client);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(%to, error = %e, "UDP: send to client failed");
+                false
+            }
         }
     }
 
