@@ -12,8 +12,9 @@
 //! any datagram whose FRAG field is other than X'00'."
 //!
 //! The association ends when the control connection closes or errors, or after
-//! [`crate::server::ServerConfig::udp_idle_timeout`] without a datagram. One buffer of 64 KiB
-//! serves both directions; nothing is allocated per datagram.
+//! [`crate::server::ServerConfig::udp_idle_timeout`] without a datagram from the client. One
+//! buffer of 64 KiB, allocated when the first datagram arrives (an idle association costs
+//! none), serves both directions; nothing is allocated per datagram.
 //!
 //! With an upstream, the outbound sockets are replaced by one association with the chain's
 //! last hop ([`crate::client::Client::udp_associate`], opened before the reply, so the
@@ -164,7 +165,8 @@ enum Event {
 impl Association<'_> {
     async fn run(&mut self, control: &mut TcpStream) -> Result<(), SessionError> {
         let idle = self.shared.config.udp_idle_timeout;
-        let mut buf = vec![0u8; BUFFER];
+        // Allocated when the first datagram is there (see `poll_event`).
+        let mut buf = Vec::new();
         let sleep = tokio::time::sleep(idle);
         tokio::pin!(sleep);
         loop {
@@ -194,8 +196,10 @@ impl Association<'_> {
     /// [`Self::run`] with the upstream's association as the target side.
     async fn run_upstream(&mut self, control: &mut TcpStream) -> Result<(), SessionError> {
         let idle = self.shared.config.udp_idle_timeout;
-        let mut from_client = vec![0u8; BUFFER];
-        let mut from_target = vec![0u8; BUFFER];
+        // Both allocated on first use: the client's when its first datagram is there, the
+        // target side's when something was sent (nothing can answer before).
+        let mut from_client = Vec::new();
+        let mut from_target = Vec::new();
         let mut scratch = [0u8; 64];
         let sleep = tokio::time::sleep(idle);
         tokio::pin!(sleep);
@@ -205,9 +209,8 @@ impl Association<'_> {
                 .as_ref()
                 .expect("run_upstream runs only with an upstream")
                 .association;
-            let room = from_target
-                .get_mut(HEADER_ROOM..)
-                .expect("the buffer is longer than the header room");
+            let sent_something = !from_target.is_empty();
+            let room = from_target.get_mut(HEADER_ROOM..).unwrap_or_default();
             tokio::select! {
                 // The control connection carries nothing after the reply: bytes are ignored,
                 // end of stream or an error ends the association.
@@ -216,18 +219,25 @@ impl Association<'_> {
                     Ok(_) => {}
                     Err(e) => return Err(SessionError::ClientIo(e)),
                 },
-                received = self.socket.recv_from(&mut from_client) => {
-                    // An error is an ICMP report of an earlier send; nothing to do.
-                    if let Ok((n, from)) = received {
+                ready = self.socket.readable() => {
+                    if ready.is_ok() && from_client.is_empty() {
+                        from_client.resize(BUFFER, 0);
+                    }
+                    // An error is an ICMP report of an earlier send (or a spurious wake-up);
+                    // nothing to do.
+                    if let Ok((n, from)) = self.socket.try_recv_from(&mut from_client) {
                         let datagram = from_client
                             .get(..n)
                             .expect("recv_from reports at most the buffer");
                         if self.client_datagram(datagram, from).await {
                             sleep.as_mut().reset(Instant::now() + idle);
+                            if from_target.is_empty() {
+                                from_target.resize(BUFFER, 0);
+                            }
                         }
                     }
                 }
-                received = upstream.recv_from(room) => match received {
+                received = upstream.recv_from(room), if sent_something => match received {
                     Ok((n, from)) => {
                         if self.target_datagram(&mut from_target, n, from).await {
                             sleep.as_mut().reset(Instant::now() + idle);
@@ -236,6 +246,13 @@ impl Association<'_> {
                     Err(e) if upstream.is_closed() => return Err(SessionError::UpstreamIo(e)),
                     Err(e) => tracing::debug!(error = %e, "UDP: receive from the upstream relay failed"),
                 },
+                // Also noticed before anything was sent (when the branch above is off).
+                () = upstream.closed() => {
+                    return Err(SessionError::UpstreamIo(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the upstream proxy ended the UDP association",
+                    )))
+                }
                 () = &mut sleep => return Err(SessionError::UdpIdle(idle)),
             }
         }
@@ -245,7 +262,7 @@ impl Association<'_> {
         &self,
         cx: &mut Context<'_>,
         control: &mut TcpStream,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
         sleep: Pin<&mut Sleep>,
     ) -> Poll<Event> {
         // The control connection carries nothing after the reply: any byte is read and
@@ -266,6 +283,18 @@ impl Association<'_> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Event::ControlClosed(Some(e))),
                 Poll::Pending => break,
             }
+        }
+        // The buffer is allocated once the first datagram is there: an association that
+        // never carries one does not cost 64 KiB. Target sockets exist only after a client
+        // datagram, so they always find it allocated.
+        if buf.is_empty() && self.socket.poll_recv_ready(cx).is_ready() {
+            buf.resize(BUFFER, 0);
+        }
+        if buf.is_empty() {
+            return match sleep.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Event::Idle),
+                Poll::Pending => Poll::Pending,
+            };
         }
         let mut rb = ReadBuf::new(buf);
         if let Poll::Ready(result) = self.socket.poll_recv_from(cx, &mut rb) {
