@@ -376,9 +376,11 @@ async fn udp_associate_relays_only_the_clients_datagrams() {
             "the stranger's datagram and the fragment were dropped"
         );
 
-        // The association ends with its control connection.
+        // The association ends with its control connection; the log line counts the
+        // payloads relayed ("one" and "two" each way), not the dropped ones.
         drop(control);
-        log_with(&server, "command=UDP ASSOCIATE", 1).await;
+        let log = log_with(&server, "command=UDP ASSOCIATE", 1).await;
+        assert!(log.contains(" bytes_up=6 bytes_down=6 "), "{log}");
     })
     .await;
 }

@@ -233,7 +233,9 @@ async fn serve(
             ))
             .await
         }
-        Command::UdpAssociate => Box::pin(udp::associate(shared, session, client, replier)).await,
+        Command::UdpAssociate => {
+            Box::pin(udp::associate(shared, session, client, replier, traffic)).await
+        }
         Command::Unknown(_) => {
             unreachable!("the handshake machine answers unknown commands itself")
         }

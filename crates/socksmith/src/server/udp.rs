@@ -39,7 +39,7 @@ use crate::client::{UdpAssociation, MAX_UDP_HEADER_LEN};
 use crate::policy::Decision;
 use crate::server::error::SessionError;
 use crate::server::outbound::lookup;
-use crate::server::session::{Replier, Session};
+use crate::server::session::{Replier, Session, Traffic};
 use crate::server::stats::inc;
 use crate::server::Shared;
 
@@ -56,6 +56,7 @@ pub(crate) async fn associate(
     session: &Session,
     mut client: TcpStream,
     mut replier: Replier,
+    traffic: &mut Traffic,
 ) -> Result<(), SessionError> {
     let upstream = match shared.outbound.upstream() {
         Some(upstream) => {
@@ -120,12 +121,15 @@ pub(crate) async fn associate(
         upstream,
         header: Vec::with_capacity(HEADER_ROOM),
         last_name: None,
+        traffic: Traffic::default(),
     };
-    if relay.upstream.is_some() {
+    let result = if relay.upstream.is_some() {
         relay.run_upstream(&mut client).await
     } else {
         relay.run(&mut client).await
-    }
+    };
+    *traffic = relay.traffic;
+    result
 }
 
 /// The target side of an association through the upstream chain.
@@ -153,6 +157,8 @@ struct Association<'a> {
     /// The last name a datagram was sent to and its address: a client talking to one
     /// server by name costs one lookup, not one per datagram.
     last_name: Option<(TargetAddr, IpAddr)>,
+    /// Payload bytes relayed each way (headers not counted), for the log line.
+    traffic: Traffic,
 }
 
 enum Event {
@@ -376,7 +382,10 @@ impl Association<'_> {
             }
         };
         match sent {
-            Ok(_) => inc(&stats.udp_datagrams_client_to_target),
+            Ok(_) => {
+                inc(&stats.udp_datagrams_client_to_target);
+                self.traffic.up += payload.len() as u64;
+            }
             Err(e) => {
                 inc(&stats.udp_invalid_dropped);
                 tracing::debug!(%dest, error = %e, "UDP: send to target failed");
@@ -408,6 +417,7 @@ impl Association<'_> {
         match self.socket.send_to(datagram, to).await {
             Ok(_) => {
                 inc(&self.shared.stats.udp_datagrams_target_to_client);
+                self.traffic.down += n as u64;
                 true
             }
             Err(e) => {
