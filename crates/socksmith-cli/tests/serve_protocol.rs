@@ -151,6 +151,43 @@ async fn authentication_failures_and_socks4_under_authentication() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_names_with_control_characters_cannot_forge_log_lines() {
+    within(TEST_DEADLINE, "log injection", async {
+        // An RFC 1929 user name, before authentication succeeds.
+        let server = serve(&["--user", "alice:pw1"]).await;
+        let name = b"eve\nINFO forged=1\r";
+        let mut s = connect(server.addr()).await;
+        let mut bytes = vec![5, 1, 2, 1, u8::try_from(name.len()).expect("short")];
+        bytes.extend(name);
+        bytes.extend([1, b'x']);
+        send(&mut s, &bytes).await;
+        assert_eq!(recv(&mut s, 4).await, [5, 2, 1, 1]);
+        let log = log_with(&server, "handshake failed", 1).await;
+        assert!(log.contains(r#"user=eve\nINFO forged=1\r "#), "{log}");
+        assert!(
+            log.contains(r#"authentication failed for user "eve\nINFO forged=1\r""#),
+            "{log}"
+        );
+        assert!(!log.lines().any(|l| l.starts_with("INFO forged")), "{log}");
+
+        // A SOCKS4 user id (no authentication, so SOCKS4 is served).
+        let server = serve(&[]).await;
+        let echo = EchoServer::start().await;
+        let mut s = connect(server.addr()).await;
+        send(&mut s, &v4_request(1, echo.addr(), "bob\n\x1b[2Jforged")).await;
+        assert_eq!(recv(&mut s, 8).await[..2], [0, 0x5A]);
+        drop(s);
+        let log = log_with(&server, "session finished", 1).await;
+        assert!(log.contains(r#"user=bob\n\u{1b}[2Jforged "#), "{log}");
+        assert!(
+            !log.lines().any(|l| l.starts_with("\x1b[2Jforged")),
+            "{log}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_greeting_request_and_payload_reach_the_target() {
     within(TEST_DEADLINE, "pipelining", async {
         let server = serve(&[]).await;

@@ -59,8 +59,9 @@ pub enum SessionError {
     /// A SOCKS5 client offered no method the server accepts (answered 0xFF).
     #[error("no acceptable authentication method offered")]
     NoAcceptableMethod,
-    /// RFC 1929 credentials were wrong.
-    #[error("authentication failed for user {0:?}")]
+    /// RFC 1929 credentials were wrong; the user name as the client sent it, control
+    /// characters escaped.
+    #[error("authentication failed for user \"{0}\"")]
     AuthenticationFailed(String),
     /// A SOCKS4 client was refused because the server requires authentication.
     #[error("SOCKS4 refused: the server requires authentication")]

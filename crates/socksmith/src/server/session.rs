@@ -42,7 +42,9 @@ pub struct Session {
     /// The server address the client connected to.
     pub local: SocketAddr,
     /// The RFC 1929 user that authenticated, or the SOCKS4 user id (an unverified claim, see
-    /// `version`); `None` for anonymous SOCKS5 and an empty SOCKS4 user id.
+    /// `version`); `None` for anonymous SOCKS5 and an empty SOCKS4 user id. Invalid UTF-8 is
+    /// replaced and control characters are escaped (`\n`, `\u{1b}`), as in a domain name's
+    /// `Display`: the name goes into log lines, which it must not be able to forge.
     pub user: Option<String>,
     /// The protocol version the client speaks (SOCKS4 includes SOCKS4a).
     pub version: Version,
@@ -192,7 +194,7 @@ async fn serve(
 
     let user = match (end.user.take(), request.user_id) {
         (Some(user), _) => Some(user),
-        (None, Some(id)) if !id.is_empty() => Some(String::from_utf8_lossy(&id).into_owned()),
+        (None, Some(id)) if !id.is_empty() => Some(printable_user(&id)),
         (None, _) => None,
     };
     // The session lives in `end`, where the log line finds it; no copy is made.
@@ -277,8 +279,10 @@ async fn handshake(
                         .as_ref()
                         .and_then(|auth| auth.authenticate(&credentials));
                     let ok = verdict.is_some();
-                    end.user = Some(verdict.unwrap_or_else(|| {
-                        String::from_utf8_lossy(credentials.username()).into_owned()
+                    // Logged, failed or not: escaped before anything sees it.
+                    end.user = Some(printable_user(match &verdict {
+                        Some(name) => name.as_bytes(),
+                        None => credentials.username(),
                     }));
                     hs.accept_credentials(ok)
                         .expect("an Authenticate event means the machine awaits a verdict");
@@ -347,6 +351,25 @@ fn closed(shared: &Shared, reason: CloseReason, end: &End) -> SessionError {
     }
 }
 
+/// A user name or SOCKS4 user id fit for a log line: invalid UTF-8 replaced, control
+/// characters escaped the way [`socksmith_proto::DomainName`]'s `Display` escapes them, so a
+/// client cannot forge log lines with a `\n` in its name.
+fn printable_user(name: &[u8]) -> String {
+    let name = String::from_utf8_lossy(name);
+    if !name.chars().any(char::is_control) {
+        return name.into_owned();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn client_gone(shared: &Shared, e: std::io::Error) -> SessionError {
     inc(&shared.stats.handshake_client_gone);
     SessionError::ClientIo(e)
@@ -366,4 +389,19 @@ async fn flush(
             .map_err(SessionError::ClientIo)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable_user;
+
+    #[test]
+    fn user_names_cannot_forge_log_lines() {
+        assert_eq!(printable_user(b"alice"), "alice");
+        assert_eq!(
+            printable_user(b"evil\nINFO forged\r\x1b[31m"),
+            "evil\\nINFO forged\\r\\u{1b}[31m"
+        );
+        assert_eq!(printable_user(b"caf\xc3\xa9 \xff"), "caf\u{e9} \u{fffd}");
+    }
 }
