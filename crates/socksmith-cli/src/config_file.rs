@@ -9,7 +9,9 @@
 //! listen = ["127.0.0.1:1080", "[::1]:1080"]
 //! allow_socks4 = false         # serve SOCKS4/4a even with users (default: only without)
 //! allow_open_proxy = false     # non-loopback listeners without users
-//! allow_link_local = false     # targets in 169.254.0.0/16 and fe80::/10
+//! allow_link_local = false     # cloud metadata targets: 169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200
+//! allow_loopback = false       # this host's loopback as a target for everyone (default: only
+//!                              # when every listener is on loopback, and then only for local clients)
 //! deny = ["10.0.0.0/8"]        # refuse targets in these prefixes (reply 0x02)
 //! max_sessions = 10000
 //! # every tunnel through these parent proxies, first hop first (curl's URL forms)
@@ -37,7 +39,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use socksmith::client::{Client, Proxy, Timeouts};
-use socksmith::policy::{IpNet, Rules};
+use socksmith::policy::{IpNet, LoopbackTargets, Rules};
 use socksmith::server::{ServerConfig, Users};
 
 /// The file, as written.
@@ -52,8 +54,10 @@ pub struct FileConfig {
     pub allow_socks4: Option<bool>,
     /// Allow non-loopback listeners without users.
     pub allow_open_proxy: Option<bool>,
-    /// Allow link-local targets.
+    /// Allow link-local and cloud metadata targets.
     pub allow_link_local: Option<bool>,
+    /// Allow every client to reach this host's loopback addresses.
+    pub allow_loopback: Option<bool>,
     /// Target prefixes to refuse.
     pub deny: Option<Vec<String>>,
     /// Most sessions at once.
@@ -145,8 +149,11 @@ pub struct ServeSettings {
     pub users: Users,
     /// Denied prefixes and the link-local switch, kept apart for the same reason.
     pub deny: Vec<IpNet>,
-    /// Whether link-local targets are allowed.
+    /// Whether link-local and cloud metadata targets are allowed.
     pub allow_link_local: bool,
+    /// Whether every client may reach this host's loopback; if not, see
+    /// [`ServeSettings::finish`].
+    pub allow_loopback: bool,
     /// The parent proxy chain, first hop first; empty: connect directly.
     pub upstream: Vec<Proxy>,
     /// Everything else.
@@ -158,15 +165,28 @@ impl ServeSettings {
     /// client resolves with the server's resolver and gets the server's deadlines: the
     /// resolve timeout, the connect timeout (for the first hop and each handshake step), the
     /// BIND timeout.
+    ///
+    /// Loopback targets: allowed to everyone with `allow_loopback`; else refused to everyone
+    /// when any listener is on another address (the users of a public proxy must not reach
+    /// services on this host's 127.0.0.1), and left to local clients when all listeners are
+    /// on loopback (all clients are local then).
     pub fn finish(self) -> (Vec<SocketAddr>, ServerConfig) {
         let ServeSettings {
             listen,
             users,
             deny,
             allow_link_local,
+            allow_loopback,
             upstream,
             mut server,
         } = self;
+        let loopback = if allow_loopback {
+            LoopbackTargets::Allow
+        } else if listen.iter().all(|a| a.ip().to_canonical().is_loopback()) {
+            LoopbackTargets::LocalClients
+        } else {
+            LoopbackTargets::Deny
+        };
         if !upstream.is_empty() {
             let client = Client::builder()
                 .proxies(upstream)
@@ -185,7 +205,9 @@ impl ServeSettings {
             server.auth = Some(Arc::new(users));
         }
         let rules = deny.into_iter().fold(
-            Rules::default().allow_link_local(allow_link_local),
+            Rules::default()
+                .allow_link_local(allow_link_local)
+                .loopback(loopback),
             Rules::deny,
         );
         server.policy = Arc::new(rules);
@@ -279,6 +301,7 @@ impl TryFrom<FileConfig> for ServeSettings {
             users,
             deny,
             allow_link_local: file.allow_link_local.unwrap_or(false),
+            allow_loopback: file.allow_loopback.unwrap_or(false),
             upstream,
             server,
         })
@@ -472,6 +495,24 @@ mod tests {
             );
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn loopback_targets_follow_the_listeners_unless_allowed() {
+        use socksmith::policy::Decision;
+        let loopback_refused = |text: &str| {
+            let (_, server) = parse(text).expect("valid file").finish();
+            let verdict = server
+                .policy
+                .check_ip("127.0.0.1".parse().expect("literal"));
+            matches!(verdict, Decision::Deny(_))
+        };
+        assert!(!loopback_refused(r#"listen = ["127.0.0.1:0", "[::1]:0"]"#));
+        assert!(loopback_refused(r#"listen = ["127.0.0.1:0", "0.0.0.0:0"]"#));
+        assert!(loopback_refused(r#"listen = ["192.0.2.10:1080"]"#));
+        assert!(!loopback_refused(
+            "listen = [\"0.0.0.0:0\"]\nallow_loopback = true"
+        ));
     }
 
     #[test]

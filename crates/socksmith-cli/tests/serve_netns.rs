@@ -1,7 +1,8 @@
 //! Reply codes that need a network without routes, inside a network namespace the test
 //! creates (`unshare -n`, only `lo` up): 0x03 network unreachable, 0x04 host unreachable for a
 //! failed name lookup (CONNECT, RESOLVE, SOCKS4a), and 0x02 for the link-local metadata
-//! address the default policy refuses.
+//! address the default policy refuses. Also what needs a listener on a non-loopback address
+//! (a documentation address added to the namespace's `lo`): loopback targets refused.
 //!
 //! The server and its clients (a raw-byte Python client and curl) run together in the
 //! namespace, so no packet can leave the machine whatever happens: the targets are
@@ -130,6 +131,107 @@ cat serve.log >&2
         ] {
             assert!(log.contains(reason), "{reason:?} not in the log:\n{log}");
         }
+    })
+    .await;
+}
+
+/// A target on 127.0.0.1 and a raw SOCKS5 client with username/password: for each proxy
+/// given (`HOST:PORT`), prints `NAME-ip REP` and `NAME-name REP` for CONNECT to the target by
+/// address and by the name `localhost`.
+const LOOPBACK_CLIENT: &str = r#"
+import socket, sys, threading
+target = socket.socket()
+target.bind(("127.0.0.1", 0))
+target.listen(16)
+port = target.getsockname()[1]
+def serve():
+    while True:
+        c, _ = target.accept()
+        c.close()
+threading.Thread(target=serve, daemon=True).start()
+def connect(proxy, addr):
+    host, pport = proxy.rsplit(":", 1)
+    s = socket.create_connection((host, int(pport)), timeout=20)
+    s.sendall(bytes([5, 1, 2, 1, 1]) + b"u" + bytes([2]) + b"pw" + bytes([5, 1, 0]) + addr)
+    got = b""
+    while len(got) < 2 + 2 + 4:
+        chunk = s.recv(8 - len(got))
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    return got.hex()[8:12]
+for name, proxy in zip(["public", "allowed", "local"], sys.argv[1:]):
+    print(name + "-ip", connect(proxy, bytes([1, 127, 0, 0, 1]) + port.to_bytes(2, "big")), flush=True)
+    print(name + "-name", connect(proxy, bytes([3, 9]) + b"localhost" + port.to_bytes(2, "big")), flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_server_refuses_loopback_targets_unless_allowed() {
+    within(TEST_DEADLINE, "loopback targets", async {
+        let Some(()) = require_root("unshare -n needs root") else {
+            return;
+        };
+        let Some(unshare) = require_tool("unshare") else {
+            return;
+        };
+        let Some(_) = require_tool("ip") else { return };
+        let Some(python) = require_tool("python3") else {
+            return;
+        };
+        let dir = TestDir::new("netns-loopback");
+        std::fs::write(dir.path().join("client.py"), LOOPBACK_CLIENT).expect("write the client");
+        // Three servers with users: on 192.0.2.10 (not loopback), the same with
+        // --allow-loopback-targets, and on 127.0.0.1.
+        let script = format!(
+            r#"set -eu
+ip link set lo up
+ip addr add 192.0.2.10/32 dev lo
+cd "{dir}"
+mkfifo out1 out2 out3
+timeout 60 "{bin}" serve --listen 192.0.2.10:0 --user u:pw >out1 2>public.log &
+s1=$!
+read -r l1 <out1
+timeout 60 "{bin}" serve --listen 192.0.2.10:0 --user u:pw --allow-loopback-targets >out2 2>allowed.log &
+s2=$!
+read -r l2 <out2
+timeout 60 "{bin}" serve --listen 127.0.0.1:0 --user u:pw >out3 2>local.log &
+s3=$!
+read -r l3 <out3
+"{python}" client.py "${{l1#listening on }}" "${{l2#listening on }}" "${{l3#listening on }}"
+kill -TERM "$s1" "$s2" "$s3"
+wait "$s1" && wait "$s2" && wait "$s3" && echo "servers exit 0"
+cat public.log >&2
+"#,
+            dir = dir.path().display(),
+            bin = bin().display(),
+            python = python.display(),
+        );
+        let mut cmd = tokio::process::Command::new(unshare);
+        cmd.args(["-n", "sh", "-c", &script]);
+        let out = run_command(cmd, b"", STEP * 4).await;
+        out.assert_success();
+        let stdout = out.stdout_str();
+        let reply = |name: &str| -> String {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} line:\n{out}"))
+                .to_owned()
+        };
+        // Method choice 05 02, status 01 00, then VER 05 | REP: the hex shown is `05 REP`.
+        assert_eq!(reply("public-ip"), "0502", "refused by address: {out}");
+        assert_eq!(reply("public-name"), "0502", "refused by name: {out}");
+        assert_eq!(reply("allowed-ip"), "0500", "allowed by the flag: {out}");
+        assert_eq!(reply("allowed-name"), "0500", "allowed by the flag: {out}");
+        assert_eq!(reply("local-ip"), "0500", "a loopback server's clients: {out}");
+        assert_eq!(reply("local-name"), "0500", "a loopback server's clients: {out}");
+        assert!(stdout.contains("servers exit 0"), "{out}");
+        let log = out.stderr_str();
+        assert!(
+            log.contains("denied by policy: target 127.0.0.1 is on the proxy host's loopback"),
+            "{log}"
+        );
     })
     .await;
 }

@@ -55,8 +55,8 @@ pub struct Args {
 
     /// Read settings from this TOML file; flags given on the command line override it.
     /// Keys: listen, users ([[users]] name/password), allow_socks4, allow_open_proxy,
-    /// allow_link_local, deny, max_sessions, upstream (a list of URLs), [timeouts] handshake/
-    /// resolve/connect/idle/udp_idle/bind/shutdown_grace.
+    /// allow_link_local, allow_loopback, deny, max_sessions, upstream (a list of URLs),
+    /// [timeouts] handshake/resolve/connect/idle/udp_idle/bind/shutdown_grace.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -74,10 +74,16 @@ pub struct Args {
     #[arg(long)]
     pub allow_open_proxy: bool,
 
-    /// Allow targets in the link-local ranges 169.254.0.0/16 and fe80::/10, refused by
-    /// default because cloud metadata services (169.254.169.254) answer there.
+    /// Allow cloud metadata targets, refused by default: the link-local ranges
+    /// 169.254.0.0/16 and fe80::/10 (169.254.169.254), fd00:ec2::254 and 100.100.100.200.
     #[arg(long)]
     pub allow_link_local: bool,
+
+    /// Let every client reach this host's loopback addresses (127.0.0.0/8, ::1). By default
+    /// they are refused when any listener is on a non-loopback address: the users of a
+    /// public proxy must not reach services meant for this host only.
+    #[arg(long)]
+    pub allow_loopback_targets: bool,
 
     /// Refuse targets in this network, e.g. 10.0.0.0/8 or 2001:db8::/32 (repeatable). Clients
     /// get reply 0x02 "not allowed by ruleset" (SOCKS4: 0x5B).
@@ -185,6 +191,7 @@ fn settings(args: Args) -> anyhow::Result<ServeSettings> {
     }
     s.server.allow_open_proxy |= args.allow_open_proxy;
     s.allow_link_local |= args.allow_link_local;
+    s.allow_loopback |= args.allow_loopback_targets;
     if !args.deny.is_empty() {
         s.deny = args.deny;
     }

@@ -140,7 +140,7 @@ impl ConnectError {
 }
 
 /// Connects straight to the target: a name is resolved (IP literals, also when sent as a
-/// name, skip the resolver), each address is checked with [`Policy::check_ip`], and the
+/// name, skip the resolver), each address is checked with [`Policy::check_address`], and the
 /// allowed ones are raced with Happy Eyeballs (RFC 8305). The stream has `TCP_NODELAY` set.
 #[derive(Debug, Clone)]
 pub struct Direct {
@@ -176,13 +176,15 @@ impl Direct {
                 let mut denied = None;
                 let addrs: Vec<SocketAddr> = ips
                     .into_iter()
-                    .filter(|ip| match request.policy.check_ip(*ip) {
-                        Decision::Allow => true,
-                        Decision::Deny(reason) => {
-                            denied.get_or_insert(reason);
-                            false
-                        }
-                    })
+                    .filter(
+                        |ip| match request.policy.check_address(request.session, *ip) {
+                            Decision::Allow => true,
+                            Decision::Deny(reason) => {
+                                denied.get_or_insert(reason);
+                                false
+                            }
+                        },
+                    )
                     .map(|ip| SocketAddr::new(ip, port))
                     .collect();
                 match (addrs.is_empty(), denied) {

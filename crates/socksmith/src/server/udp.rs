@@ -455,7 +455,7 @@ impl Association<'_> {
                 };
                 let ip = ips
                     .into_iter()
-                    .find(|ip| policy.check_ip(*ip) == Decision::Allow)?;
+                    .find(|ip| policy.check_address(self.session, *ip) == Decision::Allow)?;
                 self.last_name = Some((target.clone(), ip));
                 ip
             }
