@@ -6,7 +6,7 @@ mod serve_support;
 use std::time::{Duration, Instant};
 
 use serve_support::*;
-use socksmith_testkit::raw::socks5_connect;
+use socksmith_testkit::raw::{socks5_connect, RawError};
 use socksmith_testkit::socksmith::SocksmithServer;
 use socksmith_testkit::{within, Credentials, EchoServer, TEST_DEADLINE};
 use tokio::net::TcpStream;
@@ -33,13 +33,60 @@ async fn an_open_proxy_is_refused_unless_explicitly_allowed() {
             "one clear line: {refused}"
         );
 
+        // Users, but SOCKS4 (no password) beside them: open too.
+        let refused = SocksmithServer::try_start(
+            bin(),
+            &[
+                "serve",
+                "--listen",
+                "0.0.0.0:0",
+                "--user",
+                "u:p",
+                "--allow-socks4",
+            ],
+            &[],
+            1,
+        )
+        .await
+        .expect_err("SOCKS4 beside users on a public address must not start");
+        assert!(
+            refused.stderr.contains("SOCKS4 is allowed"),
+            "the message names SOCKS4: {refused}"
+        );
+        // The check comes before binding: an address this host does not have is refused as
+        // an open proxy, not reported as impossible to bind.
+        let refused =
+            SocksmithServer::try_start(bin(), &["serve", "--listen", "192.0.2.1:0"], &[], 1)
+                .await
+                .expect_err("refused");
+        assert!(
+            refused
+                .stderr
+                .contains("refusing to run an open proxy: 192.0.2.1:0"),
+            "checked before binding: {refused}"
+        );
+
         // Meant: the explicit flag, or users.
         let open = serve(&["--listen", "0.0.0.0:0", "--allow-open-proxy"]).await;
         assert!(open.addr().ip().is_unspecified());
-        let authed = serve(&["--listen", "0.0.0.0:0", "--user", "u:p"]).await;
+        // The echo target is on loopback, which a public server refuses to reach unless told.
         let echo = EchoServer::start().await;
-        let proxy = "127.0.0.1:".to_owned() + &authed.addr().port().to_string();
         let creds = Credentials::new("u", "p");
+        let authed = serve(&["--listen", "0.0.0.0:0", "--user", "u:p"]).await;
+        let proxy = "127.0.0.1:".to_owned() + &authed.addr().port().to_string();
+        let refused = socks5_connect(proxy.parse().expect("address"), Some(&creds), echo.addr())
+            .await
+            .expect_err("a loopback target through a public server");
+        assert!(matches!(refused, RawError::Rejected(2)), "{refused}");
+        let authed = serve(&[
+            "--listen",
+            "0.0.0.0:0",
+            "--user",
+            "u:p",
+            "--allow-loopback-targets",
+        ])
+        .await;
+        let proxy = "127.0.0.1:".to_owned() + &authed.addr().port().to_string();
         socks5_connect(proxy.parse().expect("address"), Some(&creds), echo.addr())
             .await
             .expect("an authenticated client gets through");

@@ -565,6 +565,33 @@ async fn serve_refuses_an_open_proxy() {
             .await
             .expect_err("nothing to serve");
         assert!(matches!(err, ServerError::NoListeners));
+
+        // Users, but SOCKS4 served beside them: anyone gets in over SOCKS4.
+        let mut config = ServerConfig::default();
+        config.auth = Some(Arc::new(Reversed));
+        config.allow_socks4 = Some(true);
+        let server = Server::new(config);
+        let listener = TcpListener::bind("0.0.0.0:0").await.expect("bind");
+        let err = server
+            .serve(vec![listener], async {})
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, ServerError::OpenProxySocks4 { .. }), "{err}");
+        assert!(err.to_string().contains("SOCKS4 is allowed"), "{err}");
+        // The same check on addresses, before anything is bound; loopback is fine.
+        let public: SocketAddr = "192.0.2.1:1080".parse().expect("literal");
+        let local: SocketAddr = "127.0.0.1:1080".parse().expect("literal");
+        assert!(matches!(
+            server.check_addresses(&[local, public]),
+            Err(ServerError::OpenProxySocks4 { addr }) if addr == public
+        ));
+        server.check_addresses(&[local]).expect("loopback only");
+        // Users without SOCKS4: not open.
+        let mut config = ServerConfig::default();
+        config.auth = Some(Arc::new(Reversed));
+        Server::new(config)
+            .check_addresses(&[public])
+            .expect("credentials required of everyone");
     })
     .await;
 }

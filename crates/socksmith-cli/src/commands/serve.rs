@@ -61,7 +61,8 @@ pub struct Args {
     pub config: Option<PathBuf>,
 
     /// Serve SOCKS4/4a clients even though --user requires authentication. SOCKS4 carries no
-    /// password: its user id is an unverified claim, so this lets anyone in over SOCKS4.
+    /// password: its user id is an unverified claim, so this lets anyone in over SOCKS4 (on a
+    /// non-loopback address that is an open proxy: --allow-open-proxy is needed too).
     #[arg(long, conflicts_with = "no_socks4")]
     pub allow_socks4: bool,
 
@@ -69,8 +70,9 @@ pub struct Args {
     #[arg(long)]
     pub no_socks4: bool,
 
-    /// Allow listening on non-loopback addresses without --user. Anyone who can reach the
-    /// port can then use the proxy; open proxies are found and abused within hours.
+    /// Allow listening on non-loopback addresses without --user (or with --allow-socks4).
+    /// Anyone who can reach the port can then use the proxy; open proxies are found and
+    /// abused within hours.
     #[arg(long)]
     pub allow_open_proxy: bool,
 
@@ -139,11 +141,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (listen, config) = settings.finish();
     let runtime = super::runtime()?;
     runtime.block_on(async move {
+        let server = Server::new(config);
+        // Before binding: a refused configuration never listens, not even for a moment.
+        server.check_addresses(&listen)?;
         let listeners = listen
             .iter()
             .map(|addr| bind_listener(*addr).with_context(|| format!("cannot listen on {addr}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let server = Server::new(config);
         server.check_listeners(&listeners)?;
         if let Some(upstream) = server.config().upstream() {
             tracing::info!(upstream = %upstream.describe(), "tunnels go through the upstream chain");

@@ -38,9 +38,10 @@ pub struct ServerConfig {
     /// `auth` would let anyone around the password check. `Some(true)` serves them anyway
     /// (their user id is an unverified claim), `Some(false)` never.
     pub allow_socks4: Option<bool>,
-    /// Whether listeners on non-loopback addresses may run without authentication. `false`
-    /// (the default) makes [`crate::server::Server::serve`] refuse to start that way: an open
-    /// proxy reachable by strangers is abused within hours.
+    /// Whether listeners on non-loopback addresses may let clients in without credentials
+    /// (no `auth`, or SOCKS4 allowed beside it). `false` (the default) makes
+    /// [`crate::server::Server::serve`] refuse to start that way: an open proxy reachable by
+    /// strangers is abused within hours.
     pub allow_open_proxy: bool,
     /// Time a client has from connecting to a complete request (greeting, authentication and
     /// request). Default 10 s.

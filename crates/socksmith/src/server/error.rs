@@ -30,6 +30,17 @@ pub enum ServerError {
         /// The listener's address.
         addr: SocketAddr,
     },
+    /// A listener is reachable from other hosts and SOCKS4, which carries no password, is
+    /// served beside the configured authentication.
+    #[error(
+        "refusing to run an open proxy: {addr} is not a loopback address and SOCKS4 is \
+         allowed, which carries no password, so anyone can connect over SOCKS4 without \
+         credentials (disable SOCKS4, listen on loopback, or allow an open proxy explicitly)"
+    )]
+    OpenProxySocks4 {
+        /// The listener's address.
+        addr: SocketAddr,
+    },
     /// No listener was given.
     #[error("no listener to serve")]
     NoListeners,

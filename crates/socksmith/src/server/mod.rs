@@ -52,6 +52,7 @@ pub use stats::{Stats, StatsSnapshot};
 pub use upstream::Upstream;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use socksmith_proto::{AuthPolicy, HandshakeConfig};
@@ -157,26 +158,44 @@ impl Server {
     /// and no open proxy (see [`ServerConfig::allow_open_proxy`]). Call it to fail before
     /// announcing the listeners.
     pub fn check_listeners(&self, listeners: &[TcpListener]) -> Result<(), ServerError> {
-        if listeners.is_empty() {
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.check_addresses(&addrs)
+    }
+
+    /// [`Server::check_listeners`] for the addresses about to be bound: call it before
+    /// binding, so that a refused configuration never listens, not even for a moment.
+    ///
+    /// A listener on a non-loopback address is an open proxy when a client can get in
+    /// without credentials: no authentication is configured, or SOCKS4 (which carries no
+    /// password) is served beside it ([`ServerConfig::allow_socks4`]).
+    pub fn check_addresses(&self, addrs: &[SocketAddr]) -> Result<(), ServerError> {
+        if addrs.is_empty() {
             return Err(ServerError::NoListeners);
         }
-        if self.shared.config.auth.is_none() && !self.shared.config.allow_open_proxy {
-            for listener in listeners {
-                let addr = listener.local_addr()?;
-                if !addr.ip().to_canonical().is_loopback() {
-                    return Err(ServerError::OpenProxy { addr });
-                }
-            }
+        let config = &self.shared.config;
+        let open = config.auth.is_none() || config.socks4_allowed();
+        if !open || config.allow_open_proxy {
+            return Ok(());
         }
-        Ok(())
+        match addrs
+            .iter()
+            .find(|addr| !addr.ip().to_canonical().is_loopback())
+        {
+            None => Ok(()),
+            Some(&addr) if config.auth.is_none() => Err(ServerError::OpenProxy { addr }),
+            Some(&addr) => Err(ServerError::OpenProxySocks4 { addr }),
+        }
     }
 
     /// Serves `listeners` until `shutdown` completes, then stops accepting, gives running
     /// sessions [`ServerConfig::shutdown_grace`] to finish, cuts the rest and returns.
     ///
-    /// Refuses to start ([`ServerError::OpenProxy`]) when a listener is on a non-loopback
-    /// address, no authentication is configured and [`ServerConfig::allow_open_proxy`] is
-    /// not set. Accept errors (out of file descriptors, say) are logged and retried after a
+    /// Refuses to start ([`ServerError::OpenProxy`], [`ServerError::OpenProxySocks4`]) when
+    /// a listener is on a non-loopback address, clients can get in without credentials (no
+    /// authentication, or SOCKS4 served) and [`ServerConfig::allow_open_proxy`] is not set. Accept errors (out of file descriptors, say) are logged and retried after a
     /// short pause; they never end the server.
     pub async fn serve(
         &self,
