@@ -62,7 +62,9 @@ pub struct FileConfig {
     pub deny: Option<Vec<String>>,
     /// Most sessions at once.
     pub max_sessions: Option<usize>,
-    /// Parent proxy URLs, first hop first.
+    /// Parent proxy URLs, first hop first. They may hold passwords: a type error never
+    /// shows the value.
+    #[serde(default, deserialize_with = "secret_strings")]
     pub upstream: Option<Vec<String>>,
     /// Deadlines.
     pub timeouts: Option<FileTimeouts>,
@@ -74,8 +76,45 @@ pub struct FileConfig {
 pub struct FileUser {
     /// The RFC 1929 username.
     pub name: String,
-    /// The password.
+    /// The password. A type error never shows the value.
+    #[serde(deserialize_with = "secret_string")]
     pub password: String,
+}
+
+/// A string that may be a secret: anything else is an error that names the type found, never
+/// the value (serde's own message would quote it: "invalid type: integer `12345678`").
+fn secret_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => Ok(s),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string, found {} (value not shown: it may be a secret)",
+            other.type_str()
+        ))),
+    }
+}
+
+/// A list of strings that may hold secrets (proxy URLs with passwords): errors name types,
+/// never values.
+fn secret_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let not_shown = "(value not shown: it may hold a password)";
+    match toml::Value::deserialize(d)? {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                toml::Value::String(s) => Ok(s),
+                other => Err(serde::de::Error::custom(format!(
+                    "item {i}: expected a string, found {} {not_shown}",
+                    other.type_str()
+                ))),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a list of strings, found {} {not_shown}",
+            other.type_str()
+        ))),
+    }
 }
 
 impl fmt::Debug for FileUser {
@@ -513,6 +552,40 @@ mod tests {
         assert!(!loopback_refused(
             "listen = [\"0.0.0.0:0\"]\nallow_loopback = true"
         ));
+    }
+
+    #[test]
+    fn type_errors_never_show_a_password() {
+        let cases = [
+            (
+                "[[users]]\nname = \"a\"\npassword = 12345678",
+                "line 3: key `password`: expected a string, found integer",
+                "12345678",
+            ),
+            (
+                "users = [{name = \"a\", password = 999}]",
+                "expected a string, found integer",
+                "999",
+            ),
+            (
+                "upstream = \"socks5h://u:hunter2@h\"",
+                "line 1: key `upstream`: expected a list of strings, found string",
+                "hunter2",
+            ),
+            (
+                "upstream = [\"socks5h://u:hunter2@h\", 5]",
+                "item 1: expected a string, found integer",
+                "hunter2",
+            ),
+        ];
+        for (text, expected, secret) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(!err.contains(secret), "{text:?} leaks the value: {err}");
+        }
+        // Keys that hold no secret still show the value.
+        let err = parse("listen = 5").expect_err("a type error");
+        assert!(err.contains("integer `5`"), "{err}");
     }
 
     #[test]

@@ -237,6 +237,11 @@ async fn a_bad_config_file_fails_with_one_line_naming_the_key() {
                 "deny = [\"not-a-net\"]\n",
                 "deny[0]: \"not-a-net\" is not an IP address",
             ),
+            // A password's value is never shown, even when it is of the wrong type.
+            (
+                "[[users]]\nname = \"a\"\npassword = 12345678\n",
+                "line 3: key `password`: expected a string, found integer (value not shown",
+            ),
         ];
         for (i, (text, expected)) in cases.into_iter().enumerate() {
             let path = dir.path().join(format!("bad{i}.toml"));
@@ -250,6 +255,7 @@ async fn a_bad_config_file_fails_with_one_line_naming_the_key() {
             assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
             assert!(stderr.starts_with("socksmith: config file "), "{stderr}");
             assert!(stderr.contains(expected), "{expected:?} not in {stderr:?}");
+            assert!(!stderr.contains("12345678"), "a password shown: {stderr:?}");
         }
     })
     .await;

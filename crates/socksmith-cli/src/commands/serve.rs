@@ -4,6 +4,7 @@
 //! Settings come from the defaults, then the `--config` file, then the flags given on the
 //! command line (each flag replaces the file's value). No protocol code lives here.
 
+use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,8 +51,8 @@ pub struct Args {
     /// Require SOCKS5 username/password authentication and accept this user (repeatable).
     /// The password is everything after the first colon. Command lines are visible to other
     /// local users (ps): prefer the config file for real passwords.
-    #[arg(short, long = "user", value_name = "NAME:PASSWORD")]
-    pub user: Vec<String>,
+    #[arg(short, long = "user", value_name = "NAME:PASSWORD", value_parser = UserSpec::parse)]
+    pub user: Vec<UserSpec>,
 
     /// Read settings from this TOML file; flags given on the command line override it.
     /// Keys: listen, users ([[users]] name/password), allow_socks4, allow_open_proxy,
@@ -131,8 +132,48 @@ pub struct Args {
     /// socks4a the last hop resolves target names; with socks5 and socks4 they are resolved
     /// here. A password in the URL is visible to other local users (ps): prefer the config
     /// file's `upstream` key. The flags replace the file's list.
-    #[arg(long = "upstream", value_name = "URL")]
-    pub upstream: Vec<String>,
+    #[arg(long = "upstream", value_name = "URL", value_parser = UpstreamUrl::parse)]
+    pub upstream: Vec<UpstreamUrl>,
+}
+
+/// A `--user NAME:PASSWORD` value, split later (so that an error never echoes it); `Debug`
+/// shows the name only.
+#[derive(Clone)]
+pub struct UserSpec(String);
+
+impl UserSpec {
+    fn parse(s: &str) -> Result<Self, std::convert::Infallible> {
+        Ok(UserSpec(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for UserSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.split_once(':') {
+            Some((name, _)) => write!(f, "{name:?}:***"),
+            None => f.write_str("<not NAME:PASSWORD, hidden>"),
+        }
+    }
+}
+
+/// A `--upstream URL` value, parsed later (so that an error never echoes it); `Debug` hides
+/// the password as the proxy URL's `Display` does.
+#[derive(Clone)]
+pub struct UpstreamUrl(String);
+
+impl UpstreamUrl {
+    fn parse(s: &str) -> Result<Self, std::convert::Infallible> {
+        Ok(UpstreamUrl(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.parse::<Proxy>() {
+            Ok(proxy) => write!(f, "{:?}", proxy.to_string()),
+            Err(_) => f.write_str("<invalid proxy URL, hidden>"),
+        }
+    }
 }
 
 /// Runs `socksmith serve`.
@@ -177,7 +218,7 @@ fn settings(args: Args) -> anyhow::Result<ServeSettings> {
     }
     if !args.user.is_empty() {
         let mut users = Users::new();
-        for (i, spec) in args.user.iter().enumerate() {
+        for (i, UserSpec(spec)) in args.user.iter().enumerate() {
             let (name, password) = spec
                 .split_once(':')
                 .with_context(|| format!("--user #{}: expected NAME:PASSWORD", i + 1))?;
@@ -204,7 +245,7 @@ fn settings(args: Args) -> anyhow::Result<ServeSettings> {
             .upstream
             .iter()
             .enumerate()
-            .map(|(i, url)| {
+            .map(|(i, UpstreamUrl(url))| {
                 url.parse::<Proxy>()
                     .with_context(|| format!("--upstream #{}", i + 1))
             })
@@ -250,4 +291,38 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let cli = Cli::try_parse_from([
+            "socksmith",
+            "serve",
+            "--user",
+            "alice:s3cret-one",
+            "--user",
+            "no-colon-s3cret",
+            "--upstream",
+            "socks5h://bob:s3cret-two@127.0.0.1:1081",
+            "--upstream",
+            "not a URL s3cret",
+        ])
+        .expect("valid arguments");
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains(r#""alice":***"#), "{shown}");
+        assert!(
+            shown.contains("socks5h://bob:***@127.0.0.1:1081"),
+            "{shown}"
+        );
+    }
 }
