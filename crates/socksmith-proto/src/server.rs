@@ -46,7 +46,7 @@
 
 use crate::addr::TargetAddr;
 use crate::auth::{AuthRequest, AuthStatus, Credentials};
-use crate::error::{Incompatible, ProtocolError, Version};
+use crate::error::{Incompatible, InvalidInput, ProtocolError, Version};
 use crate::v4::{V4Reply, V4ReplyCode, V4Request};
 use crate::v5::{AuthMethod, Command, Greeting, MethodChoice, Reply, ReplyCode, Request};
 use std::collections::VecDeque;
@@ -254,8 +254,12 @@ impl ServerHandshake {
     /// version.
     ///
     /// SOCKS5: `code` and `bound` as given. SOCKS4: `Succeeded` is 0x5A, anything else 0x5B;
-    /// `bound` goes into DSTPORT/DSTIP when it is IPv4, else 0.0.0.0:0 is sent (a SOCKS4
-    /// RESOLVE answer must therefore be IPv4).
+    /// `bound` goes into DSTPORT/DSTIP when it is IPv4, else 0.0.0.0:0 is sent, which is fine
+    /// where clients ignore the address (CONNECT, BIND's second reply). Where the address is
+    /// the answer (BIND's first reply: where to connect; a RESOLVE answer), a success that
+    /// cannot carry it (see [`Self::check_bound`]) is not sent: 0x5B is queued instead, the
+    /// state moves to `Closing(RequestFailed(GeneralFailure))` and the error says why
+    /// (`InvalidInput::V4Ipv6Address` or `InvalidInput::V4Domain`).
     ///
     /// Then: a failure moves to `Closing(RequestFailed)`; a success on RESOLVE/RESOLVE_PTR to
     /// `Closing(Resolved)`; the first success on BIND to `AwaitingBindPeer` (call `reply`
@@ -272,6 +276,14 @@ impl ServerHandshake {
             }
         };
         let version = self.version.unwrap_or(Version::V5);
+        if code.is_success() {
+            if let Err(e) = self.check_bound(&bound) {
+                let code = ReplyCode::GeneralFailure;
+                self.queue_reply(version, code, &TargetAddr::UNSPECIFIED);
+                self.state = ServerState::Closing(CloseReason::RequestFailed(code));
+                return Err(e);
+            }
+        }
         self.queue_reply(version, code, &bound);
         self.state = if !code.is_success() {
             ServerState::Closing(CloseReason::RequestFailed(code))
@@ -283,6 +295,31 @@ impl ServerHandshake {
             ServerState::Established
         };
         Ok(())
+    }
+
+    /// Whether a success reply sent now can carry `bound`. Always over SOCKS5. A SOCKS4
+    /// reply has room for an IPv4 address only: where the address is the answer (the first
+    /// BIND reply, where the client must connect; a RESOLVE answer) anything else is an
+    /// error: a 0.0.0.0:0 in a granted BIND reply tells the client to connect to the proxy's
+    /// own IP on port 0. Elsewhere (CONNECT, the second BIND reply) zeros are sent and
+    /// clients ignore them, so any address fits. Ask before binding a listener, to refuse
+    /// early.
+    pub fn check_bound(&self, bound: &TargetAddr) -> Result<(), ProtocolError> {
+        let answer_is_the_address = match self.state {
+            ServerState::AwaitingReply => matches!(
+                self.command,
+                Some(Command::Bind | Command::Resolve | Command::ResolvePtr)
+            ),
+            _ => false,
+        };
+        if self.version != Some(Version::V4) || !answer_is_the_address {
+            return Ok(());
+        }
+        match bound {
+            TargetAddr::Ip(SocketAddr::V4(_)) => Ok(()),
+            TargetAddr::Ip(SocketAddr::V6(_)) => Err(InvalidInput::V4Ipv6Address.into()),
+            TargetAddr::Domain(..) => Err(InvalidInput::V4Domain.into()),
+        }
     }
 
     /// Where the handshake stands.
@@ -750,12 +787,76 @@ mod tests {
     }
 
     #[test]
-    fn socks4_reply_with_a_non_ipv4_bound_sends_zeros() {
+    fn socks4_connect_reply_with_a_non_ipv4_bound_sends_zeros() {
         let mut hs = ServerHandshake::new(HandshakeConfig::default());
         hs.receive(&[4, 1, 0, 80, 1, 2, 3, 4, 0]).expect("valid");
         hs.reply(ReplyCode::Succeeded, ip("[::1]:80"))
             .expect("awaiting");
         assert_eq!(sent(&mut hs), [0, 0x5A, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn socks4_refuses_to_grant_a_bind_or_resolve_it_cannot_address() {
+        // BIND: the first reply is where the client must connect.
+        for (bound, error) in [
+            (ip("[::1]:5000"), InvalidInput::V4Ipv6Address),
+            (
+                TargetAddr::domain("relay.example", 5000).expect("valid"),
+                InvalidInput::V4Domain,
+            ),
+        ] {
+            let mut hs = ServerHandshake::new(HandshakeConfig::default());
+            hs.receive(&[4, 2, 0, 0, 0, 0, 0, 0, 0]).expect("valid");
+            assert_eq!(request_event(&mut hs).command, Command::Bind);
+            assert_eq!(hs.check_bound(&bound), Err(error.clone().into()));
+            assert_eq!(hs.check_bound(&ip("10.0.0.1:5000")), Ok(()));
+            assert_eq!(hs.reply(ReplyCode::Succeeded, bound), Err(error.into()));
+            assert_eq!(
+                sent(&mut hs),
+                [0, 0x5B, 0, 0, 0, 0, 0, 0],
+                "refused, not granted"
+            );
+            assert_eq!(
+                hs.state(),
+                ServerState::Closing(CloseReason::RequestFailed(ReplyCode::GeneralFailure))
+            );
+        }
+        // RESOLVE: the address is the answer.
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(b"\x04\xf0\x00\x00\x00\x00\x00\x01\x00example.org\x00")
+            .expect("valid");
+        request_event(&mut hs);
+        assert_eq!(
+            hs.reply(ReplyCode::Succeeded, ip("[2001:db8::1]:0")),
+            Err(InvalidInput::V4Ipv6Address.into())
+        );
+        assert_eq!(sent(&mut hs), [0, 0x5B, 0, 0, 0, 0, 0, 0]);
+        // A failure needs no address; SOCKS5 carries any.
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(&[4, 2, 0, 0, 0, 0, 0, 0, 0]).expect("valid");
+        hs.reply(ReplyCode::GeneralFailure, ip("[::1]:1"))
+            .expect("a failure is always sendable");
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(&[5, 1, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0])
+            .expect("valid");
+        assert_eq!(hs.check_bound(&ip("[::1]:5000")), Ok(()));
+        hs.reply(ReplyCode::Succeeded, ip("[::1]:5000"))
+            .expect("SOCKS5 carries IPv6");
+    }
+
+    #[test]
+    fn socks4_bind_second_reply_may_send_zeros() {
+        let mut hs = ServerHandshake::new(HandshakeConfig::default());
+        hs.receive(&[4, 2, 0, 0, 0, 0, 0, 0, 0]).expect("valid");
+        request_event(&mut hs);
+        hs.reply(ReplyCode::Succeeded, ip("10.0.0.1:5000"))
+            .expect("first");
+        sent(&mut hs);
+        assert_eq!(hs.check_bound(&ip("[::1]:6000")), Ok(()));
+        hs.reply(ReplyCode::Succeeded, ip("[::1]:6000"))
+            .expect("second");
+        assert_eq!(sent(&mut hs), [0, 0x5A, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(hs.state(), ServerState::Established);
     }
 
     #[test]
