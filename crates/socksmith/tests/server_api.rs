@@ -35,7 +35,11 @@ struct Running {
 
 impl Running {
     async fn start(config: ServerConfig) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Running::start_on(config, "127.0.0.1:0".parse().expect("literal")).await
+    }
+
+    async fn start_on(config: ServerConfig, addr: SocketAddr) -> Running {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let server = Server::new(config);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -611,6 +615,45 @@ async fn a_bind_ends_when_its_client_goes_away() {
         assert_eq!(server.stats().sessions_active, 1);
         drop(control);
         server.stats_when(|s| s.sessions_active == 0).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_socks4_bind_over_ipv6_is_refused_not_granted_with_zeros() {
+    within(TEST_DEADLINE, "SOCKS4 BIND over IPv6", async {
+        let Some(v6) = socksmith_testkit::targets::localhost_v6() else {
+            return;
+        };
+        let server = Running::start_on(ServerConfig::default(), v6).await;
+        // SOCKS4 BIND for any peer over a connection to [::1]: the listener would be on
+        // ::1, which an 8-byte SOCKS4 reply cannot say.
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        s.write_all(&[4, 2, 0, 0, 0, 0, 0, 0, 0])
+            .await
+            .expect("request");
+        let mut reply = [0u8; 8];
+        s.read_exact(&mut reply).await.expect("reply");
+        assert_eq!(
+            reply,
+            [0, 0x5B, 0, 0, 0, 0, 0, 0],
+            "refused, not 0.0.0.0:0 granted"
+        );
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(STEP, s.read_to_end(&mut rest))
+            .await
+            .expect("closed");
+        assert!(matches!(end, Ok(0)), "{end:?}");
+        server.stats_when(|s| s.sessions_active == 0).await;
+        // SOCKS5 BIND over the same connection type carries IPv6 fine.
+        let (mut s, code) = v5_request(
+            server.addr,
+            2,
+            &Target::Ip("[::1]:0".parse().expect("literal")),
+        )
+        .await;
+        assert_eq!(code, 0);
+        drop(s.shutdown().await);
     })
     .await;
 }

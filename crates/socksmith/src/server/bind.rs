@@ -1,7 +1,8 @@
 //! BIND: listen for one inbound connection from the peer the client names, reply twice
 //! (the listening address, then the peer's), relay.
 //!
-//! The listener sits on the IP the client reached the server at, on a free port. Only a
+//! The listener sits on the IP the client reached the server at, on a free port (a SOCKS4
+//! client that came in over IPv6 is refused first: its reply could not say where). Only a
 //! connection from the expected peer's IP is taken (the request's address; a name is resolved
 //! first; 0.0.0.0 or :: accepts any peer); others are closed at once. The wait is bounded by
 //! [`crate::server::ServerConfig::bind_timeout`] and ends early when the client goes away.
@@ -12,7 +13,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use socksmith_proto::{ReplyCode, TargetAddr, Version};
+use socksmith_proto::{ReplyCode, TargetAddr};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -63,6 +64,18 @@ pub(crate) async fn bind(
     };
 
     let listen_ip = session.local.ip().to_canonical();
+    // A SOCKS4 client reached us over IPv6: the reply could not say where we listen.
+    let would_listen = TargetAddr::Ip(SocketAddr::new(listen_ip, 0));
+    if !replier.can_carry(&would_listen) {
+        replier
+            .send(
+                &mut client,
+                ReplyCode::GeneralFailure,
+                TargetAddr::UNSPECIFIED,
+            )
+            .await?;
+        return Err(SessionError::Socks4Unsendable(would_listen));
+    }
     let listener = match TcpListener::bind(SocketAddr::new(listen_ip, 0)).await {
         Ok(l) => l,
         Err(source) => {
@@ -151,26 +164,15 @@ async fn through_upstream(
             return Err(SessionError::Upstream(e));
         }
     };
-    let listening = listener.listen_addr().clone();
-    // A SOCKS4 reply carries an IPv4 address only; anything else would be sent as 0.0.0.0,
-    // which tells the client "the proxy's own address": wrong, the last hop listens.
-    let fits = match (session.version, &listening) {
-        (Version::V4, TargetAddr::Ip(addr)) => addr.is_ipv4(),
-        (Version::V4, TargetAddr::Domain(..)) => false,
-        (Version::V5, _) => true,
-    };
-    if !fits {
-        replier
-            .send(
-                &mut client,
-                ReplyCode::GeneralFailure,
-                TargetAddr::UNSPECIFIED,
-            )
-            .await?;
-        return Err(SessionError::Socks4Unsendable(listening));
-    }
+    // A SOCKS4 reply carries an IPv4 address only (the machine refuses anything else rather
+    // than send 0.0.0.0, which would tell the client "the proxy's own address": wrong, the
+    // last hop listens).
     replier
-        .send(&mut client, ReplyCode::Succeeded, listening)
+        .send(
+            &mut client,
+            ReplyCode::Succeeded,
+            listener.listen_addr().clone(),
+        )
         .await?;
 
     let limit = shared.config.bind_timeout;

@@ -96,9 +96,10 @@ pub enum SessionError {
     /// BIND: no expected peer connected in time.
     #[error("BIND: no connection from the expected peer within {0:?}")]
     BindTimeout(Duration),
-    /// BIND through the upstream: the last hop listens at an address a SOCKS4 reply cannot
-    /// carry (a name or an IPv6 address).
-    #[error("BIND: the upstream listens at {0}, which a SOCKS4 reply cannot carry")]
+    /// A SOCKS4 reply cannot carry the answer (answered 0x5B): a BIND listener on an IPv6
+    /// address (the client came in over IPv6, or the upstream's last hop listens there) or
+    /// a name.
+    #[error("SOCKS4 reply cannot carry {0} (IPv4 only)")]
     Socks4Unsendable(TargetAddr),
     /// BIND: the client closed its connection while waiting for the peer.
     #[error("BIND: client closed the connection while waiting for the peer")]

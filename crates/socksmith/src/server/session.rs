@@ -68,17 +68,31 @@ pub(crate) struct Replier {
 }
 
 impl Replier {
-    /// Queues a reply with the machine and writes it to the client.
+    /// Queues a reply with the machine and writes it to the client. A success the client's
+    /// protocol cannot carry (a SOCKS4 BIND or RESOLVE answer that is not IPv4) is refused by
+    /// the machine instead: its failure reply is written and the error says why.
     pub(crate) async fn send(
         &mut self,
         client: &mut TcpStream,
         code: ReplyCode,
         bound: TargetAddr,
     ) -> Result<(), SessionError> {
-        self.hs
-            .reply(code, bound)
-            .expect("the session replies only while the machine awaits a reply");
-        flush(&mut self.hs, &mut self.out, client).await
+        let unsendable = (code.is_success() && !self.can_carry(&bound)).then(|| bound.clone());
+        // Any other error is the refusal above, its failure reply queued.
+        if let Err(ProtocolError::InvalidState(state)) = self.hs.reply(code, bound) {
+            unreachable!("the session replies only while the machine awaits a reply: {state}")
+        }
+        flush(&mut self.hs, &mut self.out, client).await?;
+        match unsendable {
+            Some(bound) => Err(SessionError::Socks4Unsendable(bound)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a success reply now can carry `bound` (the machine decides: see
+    /// [`ServerHandshake::check_bound`]).
+    pub(crate) fn can_carry(&self, bound: &TargetAddr) -> bool {
+        self.hs.check_bound(bound).is_ok()
     }
 }
 
