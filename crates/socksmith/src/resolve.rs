@@ -1,5 +1,6 @@
 //! Host name resolution: the [`Resolve`] trait the rest of the crate looks names up through,
-//! the [`SystemResolver`] (the C library's resolver, on tokio's blocking pool, with a timeout),
+//! the [`SystemResolver`] (the C library's resolver, on tokio's blocking pool, with a timeout
+//! and a cap on lookups in flight),
 //! and the [`StaticResolver`], a fixed table for tests and pinned names.
 //!
 //! This module knows nothing of SOCKS and makes no policy decision (which addresses a client may
@@ -13,6 +14,8 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 /// The future a [`Resolve`] method returns.
 pub type Lookup<'a, T> = Pin<Box<dyn Future<Output = Result<T, ResolveError>> + Send + 'a>>;
@@ -65,6 +68,20 @@ pub enum ResolveError {
         /// The name as given.
         query: String,
     },
+    /// Too many lookups were in flight: none finished in time to make room for this one
+    /// (see [`SystemResolver::max_in_flight`]).
+    #[error(
+        "{}: not looked up, {limit} lookups in flight and no room within {after:?}",
+        .query.escape_debug()
+    )]
+    Busy {
+        /// The name or address that was to be looked up.
+        query: String,
+        /// The limit on lookups in flight.
+        limit: usize,
+        /// How long the lookup waited for room.
+        after: Duration,
+    },
     /// The resolver failed (no server answered, a server failure, a system error).
     #[error("{}: lookup failed: {message}", .query.escape_debug())]
     Other {
@@ -82,6 +99,7 @@ impl ResolveError {
             ResolveError::NotFound { query }
             | ResolveError::Timeout { query, .. }
             | ResolveError::InvalidName { query }
+            | ResolveError::Busy { query, .. }
             | ResolveError::Other { query, .. } => query,
         }
     }
@@ -143,27 +161,55 @@ fn check_name(name: &str) -> Result<(), ResolveError> {
 /// tokio's blocking pool and bounded by a timeout.
 ///
 /// A lookup that times out keeps its blocking thread until the C library gives up; the caller
-/// gets [`ResolveError::Timeout`] at once all the same.
+/// gets [`ResolveError::Timeout`] at once all the same. So that stuck lookups cannot pile up
+/// threads without bound (a client asking for names whose servers never answer, say), at most
+/// [`SystemResolver::max_in_flight`] run at once, counting those that timed out but still hold
+/// their thread; a lookup waits for room within its timeout, then fails with
+/// [`ResolveError::Busy`]. Clones share the limit.
 #[derive(Debug, Clone)]
 pub struct SystemResolver {
     timeout: Duration,
+    limit: usize,
+    in_flight: Arc<Semaphore>,
 }
 
 impl SystemResolver {
     /// The timeout [`SystemResolver::default`] uses.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// A system resolver whose lookups give up after `timeout`.
+    /// The most lookups in flight at once, by default.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+    /// A system resolver whose lookups give up after `timeout`, at most
+    /// [`Self::DEFAULT_MAX_IN_FLIGHT`] at once.
     pub fn new(timeout: Duration) -> Self {
-        SystemResolver { timeout }
+        SystemResolver::with_max_in_flight(timeout, Self::DEFAULT_MAX_IN_FLIGHT)
     }
 
-    /// How long a lookup may take.
+    /// A system resolver whose lookups give up after `timeout`, at most `limit` at once (at
+    /// least 1).
+    pub fn with_max_in_flight(timeout: Duration, limit: usize) -> Self {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        SystemResolver {
+            timeout,
+            limit,
+            in_flight: Arc::new(Semaphore::new(limit)),
+        }
+    }
+
+    /// How long a lookup may take, waiting for room included.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    /// Runs a blocking lookup on the blocking pool, bounded by the timeout.
+    /// The most lookups (blocking threads) in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.limit
+    }
+
+    /// Runs a blocking lookup on the blocking pool once there is room, all bounded by the
+    /// timeout. The room is given back when the lookup's thread is done, not when the caller
+    /// stops waiting.
     #[cfg(target_os = "linux")]
     async fn blocking<T, F>(&self, query: String, lookup: F) -> Result<T, ResolveError>
     where
@@ -171,8 +217,30 @@ impl SystemResolver {
         F: FnOnce() -> Result<T, String> + Send + 'static,
         Result<T, String>: Send,
     {
-        let job = tokio::task::spawn_blocking(lookup);
-        match tokio::time::timeout(self.timeout, job).await {
+        let started = tokio::time::Instant::now();
+        let room = Arc::clone(&self.in_flight).acquire_owned();
+        let permit = match tokio::time::timeout(self.timeout, room).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(closed)) => {
+                return Err(ResolveError::Other {
+                    query,
+                    message: closed.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(ResolveError::Busy {
+                    query,
+                    limit: self.limit,
+                    after: self.timeout,
+                })
+            }
+        };
+        let job = tokio::task::spawn_blocking(move || {
+            let _room = permit;
+            lookup()
+        });
+        let left = self.timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, job).await {
             Err(_) => Err(ResolveError::Timeout {
                 query,
                 after: self.timeout,
@@ -454,6 +522,55 @@ mod tests {
             .await
             .expect("127.0.0.1 has a name in /etc/hosts");
         assert!(!name.is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stuck_lookups_hold_their_room_until_their_thread_ends() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let resolver = SystemResolver::with_max_in_flight(Duration::from_millis(100), 1);
+            assert_eq!(resolver.max_in_flight(), 1);
+            // A lookup stuck in the C library: it times out, but keeps its thread.
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let err = resolver
+                .blocking("stuck.example".to_owned(), move || {
+                    wait.recv().map_err(|e| e.to_string())
+                })
+                .await
+                .expect_err("stuck");
+            assert!(matches!(err, ResolveError::Timeout { .. }), "{err:?}");
+            // The room is still taken: the next lookup never starts and says why.
+            let ran = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&ran);
+            let err = resolver
+                .clone()
+                .blocking("next.example".to_owned(), move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+                .expect_err("no room");
+            assert_eq!(
+                err.to_string(),
+                "next.example: not looked up, 1 lookups in flight and no room within 100ms"
+            );
+            assert_eq!(ran.load(Ordering::SeqCst), 0);
+            // Once the stuck thread ends, lookups run again.
+            release.send(()).expect("the stuck lookup waits");
+            let counter = Arc::clone(&ran);
+            resolver
+                .blocking("next.example".to_owned(), move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+                .expect("room again");
+            assert_eq!(ran.load(Ordering::SeqCst), 1);
+        });
     }
 
     #[test]
