@@ -657,3 +657,57 @@ async fn a_socks4_bind_over_ipv6_is_refused_not_granted_with_zeros() {
     })
     .await;
 }
+
+/// Writes `request` and 8 KB of payload behind it at once (without closing its side), reads
+/// `reply_len` bytes of reply, then expects a clean end of stream, not a reset.
+async fn refused_with_payload_ends_cleanly(
+    proxy: SocketAddr,
+    request: &[u8],
+    reply_len: usize,
+) -> Vec<u8> {
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    let mut bytes = request.to_vec();
+    bytes.extend(vec![b'x'; 8 * 1024]);
+    s.write_all(&bytes).await.expect("write");
+    let mut reply = vec![0u8; reply_len];
+    tokio::time::timeout(STEP, s.read_exact(&mut reply))
+        .await
+        .expect("reply in time")
+        .expect("the reply arrives");
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(STEP, s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(end, Ok(0)),
+        "after the reply: {end:?} (a reset instead of an end of stream)"
+    );
+    reply
+}
+
+#[tokio::test]
+async fn a_refused_client_with_pipelined_payload_gets_its_reply_then_eof_not_a_reset() {
+    within(TEST_DEADLINE, "failure replies without RST", async {
+        let mut config = ServerConfig::default();
+        config.auth = Some(Arc::new(Reversed));
+        config.allow_socks4 = Some(true);
+        let server = Running::start(config).await;
+        // Denied by policy (the metadata address), payload pipelined after the request.
+        let mut request = vec![5, 1, 2, 1, 3, b'b', b'o', b'b', 3, b'b', b'o', b'b'];
+        request.extend([5, 1, 0, 1, 169, 254, 169, 254, 0, 80]);
+        let reply = refused_with_payload_ends_cleanly(server.addr, &request, 2 + 2 + 10).await;
+        assert_eq!(reply[..5], [5, 2, 1, 0, 5]);
+        assert_eq!(reply[5], 0x02, "not allowed");
+        // Refused in the handshake (wrong password), request and payload behind it.
+        let mut request = vec![5, 1, 2, 1, 3, b'b', b'o', b'b', 3, b'b', b'a', b'd'];
+        request.extend([5, 1, 0, 1, 127, 0, 0, 1, 0, 80]);
+        let reply = refused_with_payload_ends_cleanly(server.addr, &request, 4).await;
+        assert_eq!(reply, [5, 2, 1, 1]);
+        // SOCKS4, refused by policy.
+        let request = [4, 1, 0, 80, 169, 254, 169, 254, 0];
+        let reply = refused_with_payload_ends_cleanly(server.addr, &request, 8).await;
+        assert_eq!(reply[..2], [0, 0x5B]);
+        server.stats_when(|s| s.sessions_active == 0).await;
+    })
+    .await;
+}

@@ -33,6 +33,12 @@ const INITIAL_BUFFER: usize = 512;
 /// a client that fills it without completing one is broken.
 const MAX_BUFFER: usize = 2048;
 
+/// After a failure reply, how long and how much the session keeps reading what the client
+/// sent past the request before closing (see [`linger`]). Bounded so that refused clients
+/// cannot hold sessions under load.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+
 /// What the server knows about a session once its request is decoded: what the policy
 /// decides on and what the log line reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +89,10 @@ impl Replier {
             unreachable!("the session replies only while the machine awaits a reply: {state}")
         }
         flush(&mut self.hs, &mut self.out, client).await?;
+        if !code.is_success() || unsendable.is_some() {
+            // The last reply: the session ends after it.
+            linger(client).await;
+        }
         match unsendable {
             Some(bound) => Err(SessionError::Socks4Unsendable(bound)),
             None => Ok(()),
@@ -109,6 +119,9 @@ pub(crate) async fn run(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr
 #[derive(Default)]
 struct End {
     version: Option<Version>,
+    /// The handshake ended with a reply to the client (0xFF, an authentication failure,
+    /// 0x5B, an error reply): linger before closing.
+    replied: bool,
     user: Option<String>,
     session: Option<Session>,
     traffic: Traffic,
@@ -197,7 +210,14 @@ async fn serve(
     ))
     .await
     {
-        Ok(result) => result?,
+        Ok(Ok(handshaken)) => handshaken,
+        Ok(Err(e)) => {
+            // Outside the handshake deadline, which must not cut this short.
+            if end.replied {
+                linger(&mut client).await;
+            }
+            return Err(e);
+        }
         Err(_) => {
             inc(&shared.stats.handshake_timeouts);
             return Err(SessionError::HandshakeTimeout(
@@ -275,6 +295,7 @@ async fn handshake(
             Ok(n) => n,
             Err(e) => {
                 // The machine has queued the reply this error deserves, if any.
+                end.replied = e.reply_code().is_some();
                 flush(&mut hs, &mut out, client).await?;
                 inc(&shared.stats.handshake_protocol_errors);
                 return Err(SessionError::Protocol(e));
@@ -310,6 +331,8 @@ async fn handshake(
             }
         }
         if let ServerState::Closing(reason) = hs.state() {
+            // Every close of the handshake phase follows a reply (0xFF, a failed status, 0x5B).
+            end.replied = true;
             return Err(closed(shared, reason, end));
         }
         if decided {
@@ -387,6 +410,29 @@ fn printable_user(name: &[u8]) -> String {
 fn client_gone(shared: &Shared, e: std::io::Error) -> SessionError {
     inc(&shared.stats.handshake_client_gone);
     SessionError::ClientIo(e)
+}
+
+/// Ends a session after its last (failure) reply without a reset. A client may have
+/// pipelined more than the session read (payload after a refused request); closing a socket
+/// with unread bytes makes the kernel send RST instead of FIN, and some stacks discard the
+/// reply they received when the reset comes. So: shut down the write half (FIN after the
+/// reply), then read and drop what the client still sends until it closes, at most
+/// [`LINGER_BYTES`] within [`LINGER_TIME`].
+async fn linger(client: &mut TcpStream) {
+    if client.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let drain = async {
+        while left > 0 {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// Writes whatever the machine has queued.
