@@ -25,7 +25,7 @@
 //! handshake = "10s"
 //! resolve = "10s"
 //! connect = "10s"
-//! idle = "1h"                  # "never" disables it
+//! idle = "1h"                  # "never" (or 0) disables it
 //! udp_idle = "2m"
 //! bind = "60s"
 //! shutdown_grace = "10s"
@@ -348,21 +348,28 @@ impl TryFrom<FileConfig> for ServeSettings {
 }
 
 impl FileDuration {
+    /// Any duration up to [`MAX_DURATION`], 0 included.
+    fn parse(&self, key: &str) -> Result<Duration, ConfigError> {
+        match self {
+            FileDuration::Seconds(s) => check_max(&s.to_string(), Duration::from_secs(*s))
+                .map_err(|p| ConfigError::new(key, p)),
+            FileDuration::Text(t) => parse_duration(t).map_err(|p| ConfigError::new(key, p)),
+        }
+    }
+
     fn to_duration(&self, key: &str) -> Result<Duration, ConfigError> {
-        let d = match self {
-            FileDuration::Seconds(s) => Duration::from_secs(*s),
-            FileDuration::Text(t) => parse_duration(t).map_err(|p| ConfigError::new(key, p))?,
-        };
+        let d = self.parse(key)?;
         if d.is_zero() {
             return Err(ConfigError::new(key, "must be longer than 0"));
         }
         Ok(d)
     }
 
+    /// `"never"` or 0 (as `--idle-timeout` takes them): `None`.
     fn to_optional_duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
         match self {
-            FileDuration::Text(t) if t == "never" => Ok(None),
-            other => other.to_duration(key).map(Some),
+            FileDuration::Text(t) if t.trim() == NEVER => Ok(None),
+            other => other.parse(key).map(|d| (!d.is_zero()).then_some(d)),
         }
     }
 }
@@ -403,7 +410,32 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// `"500ms"`, `"10s"`, `"5m"`, `"1h"`, or a bare number of seconds.
+/// The longest duration a setting takes: a year. Longer ones are typing mistakes, and past
+/// the clock's range `Instant + Duration` panics.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The word for "no timeout" where one is optional (`--idle-timeout`, `timeouts.idle`).
+pub const NEVER: &str = "never";
+
+fn check_max(s: &str, d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{s:?} is longer than a year, the longest timeout taken"
+        ));
+    }
+    Ok(d)
+}
+
+/// Like [`parse_duration`], and `"never"` is 0 (no timeout), as 0 itself is.
+pub fn parse_duration_or_never(s: &str) -> Result<Duration, String> {
+    if s.trim() == NEVER {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
+/// `"500ms"`, `"10s"`, `"5m"`, `"1h"`, or a bare number of seconds; at most a year
+/// ([`MAX_DURATION`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration (e.g. 500ms, 10s, 5m, 1h)");
     let s = s.trim();
@@ -417,7 +449,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
         _ => return Err(bad()),
     };
-    Ok(d)
+    check_max(s, d)
 }
 
 #[cfg(test)]
@@ -597,5 +629,34 @@ mod tests {
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        assert!(parse_duration("8761h").is_err());
+        assert!(parse_duration("18446744073709551615")
+            .expect_err("far too long")
+            .contains("longer than a year"));
+        assert_eq!(parse_duration_or_never("never"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_never("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn idle_never_and_zero_mean_no_timeout_and_long_timeouts_are_refused() {
+        for idle in ["0", "\"0s\"", "\"0\"", "\"never\""] {
+            let s = parse(&format!("[timeouts]\nidle = {idle}")).expect(idle);
+            assert_eq!(s.server.idle_timeout, None, "{idle}");
+        }
+        let s = parse("[timeouts]\nidle = \"5m\"").expect("valid");
+        assert_eq!(s.server.idle_timeout, Some(Duration::from_secs(300)));
+        for (text, key) in [
+            (
+                "[timeouts]\nhandshake = 18446744073709551615",
+                "timeouts.handshake",
+            ),
+            ("[timeouts]\nbind = \"9000h\"", "timeouts.bind"),
+            ("[timeouts]\nidle = 99999999999", "timeouts.idle"),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.starts_with(key), "{text}: {err}");
+            assert!(err.contains("longer than a year"), "{text}: {err}");
+        }
     }
 }

@@ -711,3 +711,47 @@ async fn a_refused_client_with_pipelined_payload_gets_its_reply_then_eof_not_a_r
     })
     .await;
 }
+
+#[tokio::test]
+async fn huge_timeouts_mean_never_not_a_panic() {
+    within(TEST_DEADLINE, "Duration::MAX timeouts", async {
+        let mut config = ServerConfig::default();
+        config.handshake_timeout = Duration::MAX;
+        config.resolve_timeout = Duration::MAX;
+        config.connect_timeout = Duration::MAX;
+        config.idle_timeout = Some(Duration::MAX);
+        config.udp_idle_timeout = Duration::MAX;
+        config.bind_timeout = Duration::MAX;
+        let server = Running::start(config).await;
+        let echo = EchoServer::start().await;
+        let (mut t, _) = socks5_connect(server.addr, None, echo.addr())
+            .await
+            .expect("tunnel");
+        t.write_all(b"ping").await.expect("write");
+        let mut back = [0u8; 4];
+        t.read_exact(&mut back).await.expect("read");
+        assert_eq!(&back, b"ping");
+
+        let udp_echo = UdpEchoServer::start().await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let (_control, relay) = socks5_udp_associate(
+            server.addr,
+            None,
+            "0.0.0.0:0".parse::<SocketAddr>().expect("literal"),
+        )
+        .await
+        .expect("associate");
+        let target = Target::Ip(udp_echo.addr());
+        client
+            .send_to(&udp_wrap(&target, b"udp"), relay)
+            .await
+            .expect("send");
+        let mut buf = vec![0u8; 2048];
+        let (n, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
+            .await
+            .expect("answer")
+            .expect("recv");
+        assert_eq!(udp_unwrap(&buf[..n]).expect("valid").1, b"udp");
+    })
+    .await;
+}

@@ -16,7 +16,9 @@ use socksmith::client::Proxy;
 use socksmith::policy::IpNet;
 use socksmith::server::{bind_listener, Server, Users};
 
-use crate::config_file::{self, parse_duration, parse_listen, FileConfig, ServeSettings};
+use crate::config_file::{
+    self, parse_duration, parse_duration_or_never, parse_listen, FileConfig, ServeSettings,
+};
 
 /// Arguments of `socksmith serve`.
 #[derive(Debug, clap::Args)]
@@ -40,7 +42,7 @@ use crate::config_file::{self, parse_duration, parse_listen, FileConfig, ServeSe
                   listens), UDP ASSOCIATE (through the last hop's relay) and RESOLVE. Nothing \
                   is sent from this host directly; what the chain refuses, the client is \
                   refused with the chain's reply code.\n\n\
-                  Durations are written like 500ms, 10s, 5m, 1h."
+                  Durations are written like 500ms, 10s, 5m, 1h (at most a year)."
 )]
 pub struct Args {
     /// Address to listen on, IP and port (repeatable): 127.0.0.1:1080, [::1]:1080, or port 0
@@ -105,8 +107,9 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub connect_timeout: Option<Duration>,
 
-    /// Close a tunnel after this long without traffic either way; 0 never. Default 1h.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Close a tunnel after this long without traffic either way; 0 or never: never.
+    /// Default 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_never)]
     pub idle_timeout: Option<Duration>,
 
     /// Close a UDP association after this long without a datagram. Default 2m.
@@ -324,5 +327,29 @@ mod tests {
             shown.contains("socks5h://bob:***@127.0.0.1:1081"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn timeouts_past_a_year_are_refused_naming_the_flag() {
+        let err = Cli::try_parse_from([
+            "socksmith",
+            "serve",
+            "--handshake-timeout",
+            "18446744073709551615",
+        ])
+        .expect_err("too long");
+        let message = err.to_string();
+        assert!(message.contains("--handshake-timeout"), "{message}");
+        assert!(message.contains("longer than a year"), "{message}");
+        // `never` and 0 are the same for the idle timeout, as in the config file.
+        for never in ["never", "0"] {
+            let cli = Cli::try_parse_from(["socksmith", "serve", "--idle-timeout", never])
+                .expect("valid");
+            let Command::Serve(args) = cli.command else {
+                panic!("serve")
+            };
+            let settings = super::settings(*args).expect("valid settings");
+            assert_eq!(settings.server.idle_timeout, None, "{never}");
+        }
     }
 }

@@ -30,7 +30,10 @@ pub(crate) async fn open(
         policy: &*shared.config.policy,
     };
     // A backstop over whatever the outbound does: lookup and connect, each bounded.
-    let limit = shared.config.resolve_timeout + shared.config.connect_timeout;
+    let limit = shared
+        .config
+        .resolve_timeout
+        .saturating_add(shared.config.connect_timeout);
     let connected = match tokio::time::timeout(limit, shared.outbound.connect(request)).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Timeout(limit)),

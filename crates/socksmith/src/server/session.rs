@@ -203,9 +203,10 @@ async fn serve(
     // Interactive protocols run through tunnels: never delay small writes.
     client.set_nodelay(true).map_err(SessionError::ClientIo)?;
     let local = client.local_addr().map_err(SessionError::ClientIo)?;
-    let deadline = Instant::now() + shared.config.handshake_timeout;
-    let (mut replier, request, pending) = match Box::pin(tokio::time::timeout_at(
-        deadline,
+    // `timeout`, not `Instant + Duration`: a huge configured timeout means "never", not a
+    // panic.
+    let (mut replier, request, pending) = match Box::pin(tokio::time::timeout(
+        shared.config.handshake_timeout,
         handshake(shared, &mut client, end),
     ))
     .await

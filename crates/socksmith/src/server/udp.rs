@@ -29,6 +29,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use socksmith_proto::{ReplyCode, TargetAddr, UdpClientFilter, UdpHeader};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
@@ -132,6 +133,14 @@ pub(crate) async fn associate(
     result
 }
 
+/// `idle` from now; a duration too long for the clock means "never" (as in `sleep`), not a
+/// panic.
+fn deadline_in(idle: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(idle)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 /// The target side of an association through the upstream chain.
 struct ThroughUpstream {
     association: UdpAssociation,
@@ -181,7 +190,7 @@ impl Association<'_> {
                 Event::FromClient(n, from) => {
                     let datagram = buf.get(..n).expect("recv_from reports at most the buffer");
                     if self.client_datagram(datagram, from).await {
-                        sleep.as_mut().reset(Instant::now() + idle);
+                        sleep.as_mut().reset(deadline_in(idle));
                     }
                 }
                 Event::FromTarget(n, from) => {
@@ -189,7 +198,7 @@ impl Association<'_> {
                         .target_datagram(&mut buf, n, TargetAddr::Ip(from))
                         .await
                     {
-                        sleep.as_mut().reset(Instant::now() + idle);
+                        sleep.as_mut().reset(deadline_in(idle));
                     }
                 }
                 Event::ControlClosed(None) => return Ok(()),
@@ -236,7 +245,7 @@ impl Association<'_> {
                             .get(..n)
                             .expect("recv_from reports at most the buffer");
                         if self.client_datagram(datagram, from).await {
-                            sleep.as_mut().reset(Instant::now() + idle);
+                            sleep.as_mut().reset(deadline_in(idle));
                             if from_target.is_empty() {
                                 from_target.resize(BUFFER, 0);
                             }
@@ -246,7 +255,7 @@ impl Association<'_> {
                 received = upstream.recv_from(room), if sent_something => match received {
                     Ok((n, from)) => {
                         if self.target_datagram(&mut from_target, n, from).await {
-                            sleep.as_mut().reset(Instant::now() + idle);
+                            sleep.as_mut().reset(deadline_in(idle));
                         }
                     }
                     Err(e) if upstream.is_closed() => return Err(SessionError::UpstreamIo(e)),
