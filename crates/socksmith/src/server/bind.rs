@@ -17,7 +17,7 @@ use socksmith_proto::{ReplyCode, TargetAddr};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::client::{BindListener, ProxyStream};
+use crate::client::{BindListener, Client, ProxyStream};
 use crate::server::connect::tunnel;
 use crate::server::error::{LookupError, SessionError};
 use crate::server::outbound::{lookup, OutboundStream};
@@ -54,11 +54,8 @@ pub(crate) async fn bind(
         {
             Ok(ips) => Some(ips.into_iter().map(|ip| ip.to_canonical()).collect()),
             Err(e) => {
-                let e = LookupError::from(e);
-                replier
-                    .send(&mut client, e.reply_code(), TargetAddr::UNSPECIFIED)
-                    .await?;
-                return Err(e.into());
+                let e = SessionError::Lookup(LookupError::from(e));
+                return Err(replier.refuse(&mut client, e).await);
             }
         },
     };
@@ -67,29 +64,17 @@ pub(crate) async fn bind(
     // A SOCKS4 client reached us over IPv6: the reply could not say where we listen.
     let would_listen = TargetAddr::Ip(SocketAddr::new(listen_ip, 0));
     if !replier.can_carry(&would_listen) {
-        replier
-            .send(
-                &mut client,
-                ReplyCode::GeneralFailure,
-                TargetAddr::UNSPECIFIED,
-            )
-            .await?;
-        return Err(SessionError::Socks4Unsendable(would_listen));
+        let e = SessionError::Socks4Unsendable(would_listen);
+        return Err(replier.refuse(&mut client, e).await);
     }
     let listener = match TcpListener::bind(SocketAddr::new(listen_ip, 0)).await {
         Ok(l) => l,
         Err(source) => {
-            replier
-                .send(
-                    &mut client,
-                    ReplyCode::GeneralFailure,
-                    TargetAddr::UNSPECIFIED,
-                )
-                .await?;
-            return Err(SessionError::Socket {
+            let e = SessionError::Socket {
                 what: "BIND listener",
                 source,
-            });
+            };
+            return Err(replier.refuse(&mut client, e).await);
         }
     };
     let listening = listener
@@ -106,23 +91,12 @@ pub(crate) async fn bind(
     let wait = wait_for_peer(&listener, expected.as_deref(), &mut client, &mut pending);
     let (peer, peer_addr) = match tokio::time::timeout(limit, wait).await {
         Ok(Ok(accepted)) => accepted,
-        Ok(Err(e)) => {
-            if !matches!(e, SessionError::BindClientClosed) {
-                replier
-                    .send(
-                        &mut client,
-                        ReplyCode::GeneralFailure,
-                        TargetAddr::UNSPECIFIED,
-                    )
-                    .await?;
-            }
-            return Err(e);
-        }
+        // Nobody to answer.
+        Ok(Err(e @ SessionError::BindClientClosed)) => return Err(e),
+        Ok(Err(e)) => return Err(replier.refuse(&mut client, e).await),
         Err(_) => {
-            replier
-                .send(&mut client, ReplyCode::TtlExpired, TargetAddr::UNSPECIFIED)
-                .await?;
-            return Err(SessionError::BindTimeout(limit));
+            let e = SessionError::BindTimeout(limit);
+            return Err(replier.refuse(&mut client, e).await);
         }
     };
     drop(listener);
@@ -154,14 +128,8 @@ async fn through_upstream(
     let listener = match chain.bind(&session.target).await {
         Ok(listener) => listener,
         Err(e) => {
-            replier
-                .send(
-                    &mut client,
-                    chain.downstream_reply(&e),
-                    TargetAddr::UNSPECIFIED,
-                )
-                .await?;
-            return Err(SessionError::Upstream(e));
+            let e = SessionError::upstream(chain, e);
+            return Err(replier.refuse(&mut client, e).await);
         }
     };
     // A SOCKS4 reply carries an IPv4 address only (the machine refuses anything else rather
@@ -176,25 +144,17 @@ async fn through_upstream(
         .await?;
 
     let limit = shared.config.bind_timeout;
-    let wait = wait_for_upstream_peer(listener, &mut client, &mut pending);
+    let wait = wait_for_upstream_peer(chain, listener, &mut client, &mut pending);
     let (peer, peer_addr) = match tokio::time::timeout(limit, wait).await {
         Ok(Ok(accepted)) => accepted,
-        Ok(Err(SessionError::Upstream(e))) => {
-            replier
-                .send(
-                    &mut client,
-                    chain.downstream_reply(&e),
-                    TargetAddr::UNSPECIFIED,
-                )
-                .await?;
-            return Err(SessionError::Upstream(e));
+        Ok(Err(e @ SessionError::Upstream { .. })) => {
+            return Err(replier.refuse(&mut client, e).await)
         }
+        // The client went away: nobody to answer.
         Ok(Err(e)) => return Err(e),
         Err(_) => {
-            replier
-                .send(&mut client, ReplyCode::TtlExpired, TargetAddr::UNSPECIFIED)
-                .await?;
-            return Err(SessionError::BindTimeout(limit));
+            let e = SessionError::BindTimeout(limit);
+            return Err(replier.refuse(&mut client, e).await);
         }
     };
     replier
@@ -207,6 +167,7 @@ async fn through_upstream(
 /// Waits for the last hop's second reply; reads (and keeps) what the client sends meanwhile,
 /// and fails when the client closes (dropping the listener closes the chain).
 async fn wait_for_upstream_peer(
+    chain: &Client,
     listener: BindListener<TcpStream>,
     client: &mut TcpStream,
     pending: &mut Vec<u8>,
@@ -216,7 +177,7 @@ async fn wait_for_upstream_peer(
     loop {
         let room = pending.len() < MAX_EARLY_BYTES;
         tokio::select! {
-            accepted = &mut accept => return accepted.map_err(SessionError::Upstream),
+            accepted = &mut accept => return accepted.map_err(|e| SessionError::upstream(chain, e)),
             read = client.read_buf(pending), if room => {
                 match read {
                     Ok(0) => return Err(SessionError::BindClientClosed),

@@ -45,10 +45,7 @@ pub(crate) async fn open(
             if let ConnectError::Denied(_) = e {
                 inc(&shared.stats.policy_denied);
             }
-            replier
-                .send(&mut client, e.reply_code(), TargetAddr::UNSPECIFIED)
-                .await?;
-            return Err(e.into());
+            return Err(replier.refuse(&mut client, e.into()).await);
         }
     };
     replier
@@ -96,12 +93,7 @@ pub(crate) async fn resolve(
     };
     match answer {
         Ok(bound) => replier.send(&mut client, ReplyCode::Succeeded, bound).await,
-        Err(e) => {
-            replier
-                .send(&mut client, e.reply_code(), TargetAddr::UNSPECIFIED)
-                .await?;
-            Err(e.into())
-        }
+        Err(e) => Err(replier.refuse(&mut client, e.into()).await),
     }
 }
 

@@ -120,11 +120,42 @@ pub enum SessionError {
     UdpIdle(Duration),
     /// BIND or UDP ASSOCIATE through the upstream proxy chain failed; the message names the
     /// hop, the step and the reply.
-    #[error(transparent)]
-    Upstream(ClientError),
+    #[error("{source}")]
+    Upstream {
+        /// The reply the chain's failure deserves ([`crate::client::Client::downstream_reply`]).
+        reply: ReplyCode,
+        /// What went wrong, naming the hop.
+        source: ClientError,
+    },
     /// The upstream proxy ended a UDP association (it closed its control connection).
     #[error("upstream: {0}")]
     UpstreamIo(#[source] io::Error),
+}
+
+impl SessionError {
+    /// A failure of the upstream `chain`, with the reply it deserves.
+    pub(crate) fn upstream(chain: &crate::client::Client, source: ClientError) -> Self {
+        SessionError::Upstream {
+            reply: chain.downstream_reply(&source),
+            source,
+        }
+    }
+
+    /// The reply a client gets when its request fails this way: 0x02 for a policy denial,
+    /// the outbound's or the lookup's own code, the chain's for an upstream failure, 0x06
+    /// ("TTL expired") for a BIND nobody connected to in time, and general failure (0x01)
+    /// for the rest. SOCKS4 clients get 0x5B for any of them. Errors of the handshake
+    /// phase are answered by the machine, not with this.
+    pub fn reply_code(&self) -> ReplyCode {
+        match self {
+            SessionError::Denied(_) => ReplyCode::NotAllowed,
+            SessionError::Connect(e) => e.reply_code(),
+            SessionError::Lookup(e) => e.reply_code(),
+            SessionError::Upstream { reply, .. } => *reply,
+            SessionError::BindTimeout(_) => ReplyCode::TtlExpired,
+            _ => ReplyCode::GeneralFailure,
+        }
+    }
 }
 
 /// Why a lookup the server answers itself (RESOLVE, RESOLVE_PTR, a BIND's peer name) failed.
@@ -169,6 +200,47 @@ impl LookupError {
             LookupError::Failed(_) | LookupError::NoIpv4(_) => ReplyCode::HostUnreachable,
             LookupError::PtrNeedsAddress(_) => ReplyCode::AddressTypeNotSupported,
             LookupError::Unsendable { .. } => ReplyCode::GeneralFailure,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_session_failure_maps_to_one_reply() {
+        let cases = [
+            (
+                SessionError::Denied(DenyReason::Other("no".into())),
+                ReplyCode::NotAllowed,
+            ),
+            (
+                SessionError::Connect(ConnectError::Timeout(Duration::from_secs(1))),
+                ReplyCode::TtlExpired,
+            ),
+            (
+                SessionError::Lookup(LookupError::PtrNeedsAddress(TargetAddr::UNSPECIFIED)),
+                ReplyCode::AddressTypeNotSupported,
+            ),
+            (
+                SessionError::BindTimeout(Duration::from_secs(1)),
+                ReplyCode::TtlExpired,
+            ),
+            (
+                SessionError::Socket {
+                    what: "BIND listener",
+                    source: io::Error::from(io::ErrorKind::AddrInUse),
+                },
+                ReplyCode::GeneralFailure,
+            ),
+            (
+                SessionError::Socks4Unsendable(TargetAddr::UNSPECIFIED),
+                ReplyCode::GeneralFailure,
+            ),
+        ];
+        for (error, reply) in cases {
+            assert_eq!(error.reply_code(), reply, "{error}");
         }
     }
 }

@@ -99,6 +99,21 @@ impl Replier {
         }
     }
 
+    /// Answers a failed request with the reply its error deserves
+    /// ([`SessionError::reply_code`]) and hands the error back, for
+    /// `return Err(replier.refuse(&mut client, error).await)`. If the reply cannot be
+    /// written, the client is gone: the original error still says why the session ended.
+    pub(crate) async fn refuse(
+        &mut self,
+        client: &mut TcpStream,
+        error: SessionError,
+    ) -> SessionError {
+        let _ = self
+            .send(client, error.reply_code(), TargetAddr::UNSPECIFIED)
+            .await;
+        error
+    }
+
     /// Whether a success reply now can carry `bound` (the machine decides: see
     /// [`ServerHandshake::check_bound`]).
     pub(crate) fn can_carry(&self, bound: &TargetAddr) -> bool {
@@ -247,10 +262,8 @@ async fn serve(
 
     if let Decision::Deny(reason) = shared.config.policy.check_request(session) {
         inc(&shared.stats.policy_denied);
-        replier
-            .send(&mut client, ReplyCode::NotAllowed, TargetAddr::UNSPECIFIED)
-            .await?;
-        return Err(SessionError::Denied(reason));
+        let denied = SessionError::Denied(reason);
+        return Err(replier.refuse(&mut client, denied).await);
     }
 
     match session.command {

@@ -68,14 +68,8 @@ pub(crate) async fn associate(
                     remote_names: chain.last_hop().protocol().remote_dns(),
                 }),
                 Err(e) => {
-                    replier
-                        .send(
-                            &mut client,
-                            chain.downstream_reply(&e),
-                            TargetAddr::UNSPECIFIED,
-                        )
-                        .await?;
-                    return Err(SessionError::Upstream(e));
+                    let e = SessionError::upstream(chain, e);
+                    return Err(replier.refuse(&mut client, e).await);
                 }
             }
         }
@@ -85,17 +79,11 @@ pub(crate) async fn associate(
     let socket = match UdpSocket::bind(SocketAddr::new(relay_ip, 0)).await {
         Ok(s) => s,
         Err(source) => {
-            replier
-                .send(
-                    &mut client,
-                    ReplyCode::GeneralFailure,
-                    TargetAddr::UNSPECIFIED,
-                )
-                .await?;
-            return Err(SessionError::Socket {
+            let e = SessionError::Socket {
                 what: "UDP relay socket",
                 source,
-            });
+            };
+            return Err(replier.refuse(&mut client, e).await);
         }
     };
     let relay_addr = socket.local_addr().map_err(|source| SessionError::Socket {
