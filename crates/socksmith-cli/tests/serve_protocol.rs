@@ -259,7 +259,7 @@ async fn connect_from(from_ip: [u8; 4], to: SocketAddr) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks5_bind_accepts_only_the_expected_peer_then_relays() {
     within(TEST_DEADLINE, "SOCKS5 BIND", async {
-        let server = serve(&[]).await;
+        let server = serve(&["-v"]).await;
         let mut control = connect(server.addr()).await;
         let expected: SocketAddr = "127.0.0.1:0".parse().expect("literal");
         let (rep, addr) = v5_exchange(&mut control, 2, &v5_addr(expected)).await;
@@ -267,9 +267,24 @@ async fn socks5_bind_accepts_only_the_expected_peer_then_relays() {
         let listening = reply_addr(&addr);
         assert_eq!(listening.ip(), server.addr().ip(), "never 0.0.0.0");
 
-        // A stranger from 127.0.0.2 is turned away...
+        // A stranger from 127.0.0.2 is turned away (the debug line says which session)...
         let mut stranger = connect_from([127, 0, 0, 2], listening).await;
         assert!(recv_to_end(&mut stranger).await.is_empty());
+        let client = control.local_addr().expect("address");
+        let log = log_with(
+            &server,
+            "BIND: connection from an unexpected peer closed",
+            1,
+        )
+        .await;
+        let line = log
+            .lines()
+            .find(|l| l.contains("unexpected peer"))
+            .expect("the line");
+        assert!(
+            line.contains(&format!("session{{client={client} target=127.0.0.1:0}}")),
+            "{line}"
+        );
         // ... the expected peer gets through, and the second reply names it.
         let mut peer = connect_from([127, 0, 0, 1], listening).await;
         let (rep, addr) = v5_reply(&mut control).await;

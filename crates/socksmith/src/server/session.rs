@@ -19,6 +19,8 @@ use socksmith_proto::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tracing::field::{self, Empty};
+use tracing::Instrument as _;
 
 use crate::policy::Decision;
 use crate::server::error::SessionError;
@@ -122,11 +124,19 @@ impl Replier {
 }
 
 /// Serves one accepted connection to its end, then logs it.
+///
+/// Everything logged while serving (the debug lines of bind, udp, the outbound) carries the
+/// session's span: the client, then the user and the target once known. At the default
+/// level the span is disabled and costs a check per poll; the log line is written outside
+/// it, with its own fields.
 pub(crate) async fn run(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let _active = Gauge::up(&shared.stats.sessions_active);
     let started = Instant::now();
     let mut end = End::default();
-    let result = serve(&shared, client, peer, &mut end).await;
+    let span = tracing::debug_span!("session", client = %peer, user = Empty, target = Empty);
+    let result = serve(&shared, client, peer, &mut end)
+        .instrument(span)
+        .await;
     end.log(peer, started.elapsed(), result.as_ref().err());
 }
 
@@ -259,6 +269,11 @@ async fn serve(
         command: request.command,
         target: request.target,
     });
+    let span = tracing::Span::current();
+    if let Some(user) = &session.user {
+        span.record("user", user.as_str());
+    }
+    span.record("target", field::display(&session.target));
 
     if let Decision::Deny(reason) = shared.config.policy.check_request(session) {
         inc(&shared.stats.policy_denied);
