@@ -23,7 +23,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Builds the tokio runtime every subcommand runs on: one worker per core the process may use
 /// (`taskset` and cgroup limits are honoured by `available_parallelism`).
-#[allow(dead_code)] // the subcommands are filled in on their own branches
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = if workers == 1 {

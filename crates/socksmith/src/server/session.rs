@@ -410,10 +410,9 @@ fn closed(shared: &Shared, reason: CloseReason, end: &End) -> SessionError {
             inc(&stats.handshake_protocol_errors);
             SessionError::Protocol(e)
         }
-        // These follow a reply, which the handshake phase never sends.
-        CloseReason::RequestFailed(_) | CloseReason::Resolved => SessionError::Protocol(
-            ProtocolError::InvalidState("handshake closed after a reply before any request"),
-        ),
+        CloseReason::RequestFailed(_) | CloseReason::Resolved => {
+            unreachable!("these follow a reply, which the handshake phase never sends")
+        }
     }
 }
 
