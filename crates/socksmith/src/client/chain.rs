@@ -222,6 +222,7 @@ impl Client {
         let mut machine = ClientHandshake::new(ClientConfig {
             version: hop.protocol().version(),
             credentials,
+            user_id: None,
             command,
             target: target.clone(),
         })

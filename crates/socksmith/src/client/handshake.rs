@@ -122,6 +122,7 @@ mod tests {
         ClientHandshake::new(ClientConfig {
             version: ClientVersion::V5,
             credentials,
+            user_id: None,
             command,
             target: target.clone(),
         })
