@@ -236,8 +236,8 @@ impl Proxy {
         self.user_info.as_ref()
     }
 
-    /// The credentials the handshake machine sends: for SOCKS5 the username and password
-    /// (a user without a password is an error), for SOCKS4 the user id.
+    /// The credentials the handshake machine offers a SOCKS5 hop: the username and password
+    /// (a user without a password is an error). `None` for SOCKS4, which has no passwords.
     pub(crate) fn credentials(
         &self,
     ) -> Result<Option<Credentials>, socksmith_proto::ProtocolError> {
@@ -245,14 +245,24 @@ impl Proxy {
             return Ok(None);
         };
         if self.protocol.is_v4() {
-            // SOCKS4 sends only the user id. `Credentials` requires a password, which the
-            // SOCKS4 request never carries, so a placeholder stands in for whatever was given.
-            return Credentials::new(info.user.clone(), "-").map(Some);
+            return Ok(None);
         }
         match &info.password {
             Some(password) => Credentials::new(info.user.clone(), password.clone()).map(Some),
             None => Err(socksmith_proto::InvalidInput::PasswordLength(0).into()),
         }
+    }
+
+    /// The user id a SOCKS4/4a hop gets, as curl sends it: the URL's user (possibly empty),
+    /// or an empty user id without one; the password is not sent. `None` for SOCKS5.
+    /// Its length and content are checked by the handshake machine when the request is built.
+    pub(crate) fn v4_user_id(&self) -> Option<Vec<u8>> {
+        self.protocol.is_v4().then(|| {
+            self.user_info
+                .as_ref()
+                .map(|info| info.user.clone())
+                .unwrap_or_default()
+        })
     }
 
     /// The URL with the password (and only the password) shown as `***`: what logs and error
@@ -527,15 +537,21 @@ mod tests {
     fn socks4_user_id_without_password() {
         let p = parse_ok("socks4://alice@127.0.0.1");
         assert_eq!(p.to_string(), "socks4://alice@127.0.0.1:1080");
-        let creds = p.credentials().expect("valid").expect("some");
-        assert_eq!(creds.username(), b"alice");
-        // SOCKS5 needs a password with a username.
+        assert_eq!(p.v4_user_id().as_deref(), Some(&b"alice"[..]));
+        assert_eq!(p.credentials().expect("valid"), None);
+        // SOCKS5 needs a password with a username, and has no user id.
         let p = parse_ok("socks5://alice@127.0.0.1");
         assert!(p.credentials().is_err());
+        assert_eq!(p.v4_user_id(), None);
         // SOCKS4 ignores the password, even an empty one.
         let p = parse_ok("socks4a://alice:@127.0.0.1");
-        let creds = p.credentials().expect("valid").expect("some");
-        assert_eq!(creds.username(), b"alice");
+        assert_eq!(p.v4_user_id().as_deref(), Some(&b"alice"[..]));
+        assert_eq!(p.credentials().expect("valid"), None);
+        // An empty user, or none, is an empty user id, as curl sends it.
+        let p = parse_ok("socks4://@127.0.0.1");
+        assert_eq!(p.v4_user_id().as_deref(), Some(&b""[..]));
+        let p = parse_ok("socks4://127.0.0.1");
+        assert_eq!(p.v4_user_id().as_deref(), Some(&b""[..]));
     }
 
     #[test]
