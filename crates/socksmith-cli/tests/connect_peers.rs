@@ -258,6 +258,18 @@ async fn pipes_through_socksmith_serve_in_every_version() {
         ] {
             connect_ok(&[server.proxy(kind).url()], &by_name, &data, &data).await;
         }
+        // Durations take a unit, as in `serve`; a plain number is seconds.
+        for timeout in ["5s", "1500ms", "1m", "5", "2.5"] {
+            let url = server.proxy(ProxyKind::Socks5).url();
+            let out = run(
+                bin(),
+                &["connect", "--timeout", timeout, "-x", &url, &by_name],
+                b"timed",
+            )
+            .await;
+            out.assert_success();
+            assert_eq!(out.stdout, b"timed", "--timeout {timeout}");
+        }
     })
     .await;
 }

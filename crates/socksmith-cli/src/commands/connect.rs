@@ -15,6 +15,8 @@ use anyhow::Context as _;
 use socksmith::client::{parse_target, redact_url, Client, Proxy, Timeouts};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
+use crate::duration::parse_positive_duration;
+
 /// The proxy chain options shared by `connect`, `forward` and `check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChainArgs {
@@ -24,10 +26,15 @@ pub struct ChainArgs {
     #[arg(long = "proxy", short = 'x', value_name = "URL")]
     pub proxies: Vec<ProxyArg>,
 
-    /// Seconds allowed for each step: connecting to the first proxy and each handshake step
-    /// with each hop.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_secs)]
-    pub timeout: f64,
+    /// Time allowed for each step: connecting to the first proxy and each handshake step with
+    /// each hop (500ms, 10s, 5m, 1h; a plain number is seconds).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_positive_duration
+    )]
+    pub timeout: Duration,
 }
 
 /// A proxy URL as given on the command line, kept as text: it is parsed with the others in
@@ -49,13 +56,6 @@ impl fmt::Debug for ProxyArg {
         f.debug_tuple("ProxyArg")
             .field(&redact_url(&self.0))
             .finish()
-    }
-}
-
-fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() && v <= 86_400.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
     }
 }
 
@@ -82,7 +82,7 @@ impl ChainArgs {
 
     /// The step deadline.
     pub fn step_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout)
+        self.timeout
     }
 
     /// The client for the chain.
@@ -173,11 +173,32 @@ mod tests {
             "socks5h://bob:hunter2@[::1]:1081",
         ])
         .expect("valid arguments");
+        assert_eq!(cmd.chain.step_timeout(), Duration::from_secs(10));
         let debug = format!("{cmd:?}");
         for secret in ["s3cr", "etPW", "hunter2"] {
             assert!(!debug.contains(secret), "{debug}");
         }
         assert!(debug.contains("socks5://alice:***@127.0.0.1"), "{debug}");
         assert!(debug.contains("socks5h://bob:***@[::1]:1081"), "{debug}");
+    }
+
+    #[test]
+    fn timeout_takes_units_and_plain_seconds() {
+        for (text, expected) in [
+            ("5s", Duration::from_secs(5)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("7", Duration::from_secs(7)),
+            ("0.5", Duration::from_millis(500)),
+        ] {
+            let cmd = Command::try_parse_from(["test", "--timeout", text]).expect(text);
+            assert_eq!(cmd.chain.step_timeout(), expected, "{text}");
+        }
+        for text in ["0", "0s", "never", "5x", "-1"] {
+            assert!(
+                Command::try_parse_from(["test", "--timeout", text]).is_err(),
+                "{text}"
+            );
+        }
     }
 }

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::connect::ChainArgs;
+use crate::duration::parse_optional_duration;
 
 /// Arguments of `socksmith forward`.
 #[derive(Debug, clap::Args)]
@@ -37,9 +38,17 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_connections: usize,
 
-    /// Close a tunnel after this many seconds without traffic in either direction (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
-    idle_timeout: u64,
+    /// Close a tunnel after this long without traffic in either direction (500ms, 10s, 5m, 1h;
+    /// a plain number is seconds; 0 or never: never).
+    // `std::option::Option`: the parser yields the Option itself ("never" is a value), so clap
+    // must not treat the field as an optional argument.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "never",
+        value_parser = parse_optional_duration
+    )]
+    idle_timeout: std::option::Option<Duration>,
 }
 
 /// One `-L`: where to listen and where to go.
@@ -107,8 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let client = args.chain.client()?;
     let relay_opts = match args.idle_timeout {
-        0 => RelayOptions::default(),
-        secs => RelayOptions::with_idle_timeout(Duration::from_secs(secs)),
+        None => RelayOptions::default(),
+        Some(idle) => RelayOptions::with_idle_timeout(idle),
     };
     let limit = Arc::new(Semaphore::new(args.max_connections.max(1)));
     let runtime = super::runtime()?;
@@ -275,5 +284,39 @@ mod tests {
         ] {
             assert!(parse_forward(spec).is_err(), "{spec:?} should be refused");
         }
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser as _;
+        let base = [
+            "forward",
+            "-x",
+            "socks5://127.0.0.1:1",
+            "-L",
+            "0:127.0.0.1:9",
+        ];
+        Command::try_parse_from(base.iter().chain(extra)).map(|c| c.args)
+    }
+
+    #[test]
+    fn idle_timeout_takes_units_and_zero_or_never_turns_it_off() {
+        assert_eq!(parse(&[]).expect("defaults").idle_timeout, None);
+        for (text, expected) in [
+            ("5m", Some(Duration::from_secs(300))),
+            ("300ms", Some(Duration::from_millis(300))),
+            ("30", Some(Duration::from_secs(30))),
+            ("0", None),
+            ("never", None),
+        ] {
+            let args = parse(&["--idle-timeout", text]).expect(text);
+            assert_eq!(args.idle_timeout, expected, "{text}");
+        }
+        assert!(parse(&["--idle-timeout", "5 minutes"]).is_err());
     }
 }
