@@ -1,6 +1,7 @@
 //! `socksmith forward` against real servers: `listening on ADDR` per `-L`, 50 concurrent
 //! tunnels through one proxy and through a two-hop chain, a refused target closing only its
-//! own connection, a clean exit on SIGTERM and the idle timeout (with a unit).
+//! own connection, a clean exit on SIGTERM, the idle timeout (with a unit) and a refused
+//! `--max-connections 0`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -261,6 +262,34 @@ async fn an_idle_tunnel_closes_after_an_idle_timeout_given_with_a_unit() {
             "the idle tunnel is closed: {read:?} after {:?}\n{}",
             started.elapsed(),
             fwd.stderr()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn zero_max_connections_is_refused() {
+    within(TEST_DEADLINE, "forward --max-connections 0", async {
+        let out = socksmith_testkit::socksmith::run(
+            Path::new(env!("CARGO_BIN_EXE_socksmith")),
+            &[
+                "forward",
+                "--max-connections",
+                "0",
+                "--proxy",
+                "socks5://127.0.0.1:1",
+                "-L",
+                "0:127.0.0.1:9",
+            ],
+            b"",
+        )
+        .await;
+        out.assert_failure();
+        assert!(out.stdout.is_empty(), "it never listened: {out}");
+        let err = out.stderr_str();
+        assert!(
+            err.contains("'0' for '--max-connections <N>'") && err.contains("1..=1000000"),
+            "{err}"
         );
     })
     .await;

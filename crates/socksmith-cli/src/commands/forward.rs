@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::builder::RangedU64ValueParser;
 use socksmith::client::{parse_target, Client};
 use socksmith::relay::{relay, RelayOptions};
 use socksmith_proto::TargetAddr;
@@ -34,8 +35,14 @@ pub struct Args {
     #[arg(short = 'L', long = "local", value_name = "SPEC", required = true)]
     forwards: Vec<String>,
 
-    /// Most tunnels open at once, all forwardings together; more connections wait.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    /// Most tunnels open at once, all forwardings together (1 to 1000000); more connections
+    /// wait.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1024,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CONNECTIONS)
+    )]
     max_connections: usize,
 
     /// Close a tunnel after this long without traffic in either direction (500ms, 10s, 5m, 1h;
@@ -50,6 +57,9 @@ pub struct Args {
     )]
     idle_timeout: std::option::Option<Duration>,
 }
+
+/// The most `--max-connections` takes: far beyond what the descriptor limit allows anyway.
+const MAX_CONNECTIONS: u64 = 1_000_000;
 
 /// One `-L`: where to listen and where to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => RelayOptions::default(),
         Some(idle) => RelayOptions::with_idle_timeout(idle),
     };
-    let limit = Arc::new(Semaphore::new(args.max_connections.max(1)));
+    let limit = Arc::new(Semaphore::new(args.max_connections));
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         let mut listeners = Vec::new();
@@ -318,5 +328,20 @@ mod tests {
             assert_eq!(args.idle_timeout, expected, "{text}");
         }
         assert!(parse(&["--idle-timeout", "5 minutes"]).is_err());
+    }
+
+    #[test]
+    fn max_connections_is_at_least_one() {
+        assert_eq!(parse(&[]).expect("defaults").max_connections, 1024);
+        assert_eq!(
+            parse(&["--max-connections", "1"])
+                .expect("one")
+                .max_connections,
+            1
+        );
+        for bad in ["0", "-1", "1000001", "many"] {
+            let err = parse(&[&format!("--max-connections={bad}")]).expect_err(bad);
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
     }
 }
