@@ -85,7 +85,7 @@ where
             )));
         }
         let used = hs
-            .receive(stream.pending())
+            .receive(stream.read_buffer())
             .map_err(|e| fail(HopErrorKind::from_protocol(e, offered_credentials)))?;
         if used > 0 {
             stream.consume(used);
