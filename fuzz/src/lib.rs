@@ -195,6 +195,7 @@ pub fn drive_client(data: &[u8]) {
     let Ok(mut hs) = ClientHandshake::new(ClientConfig {
         version,
         credentials,
+        user_id: None,
         command,
         target,
     }) else {

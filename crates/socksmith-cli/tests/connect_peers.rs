@@ -211,6 +211,39 @@ async fn failures_exit_non_zero_with_hop_step_and_reply_code() {
 }
 
 #[tokio::test]
+async fn a_password_never_reaches_stderr_even_when_the_url_is_malformed() {
+    within(TEST_DEADLINE, "connect redacts passwords", async {
+        // '/', '?' and '#' end the address in a URL, so before the user information was split
+        // off at the last '@' these were printed whole. Port 1 on loopback: nothing listens.
+        for url in [
+            "socks5://alice:s3cr/etPW@127.0.0.1:1",
+            "socks5://alice:s3cr?etPW@127.0.0.1:1",
+            "socks5://alice:s3cr#etPW@127.0.0.1:1",
+            "socks5h://alice:s3cr/etPW@127.0.0.1:1/path",
+            "alice:s3cr/etPW@127.0.0.1:1",
+        ] {
+            let via_flag = run(bin(), &["connect", "-x", url, "127.0.0.1:9"], b"").await;
+            let mut cmd = tokio::process::Command::new(bin());
+            cmd.args(["connect", "127.0.0.1:9"])
+                .env_remove("all_proxy")
+                .env("ALL_PROXY", url);
+            let via_env = run_command(cmd, b"", CLIENT_DEADLINE).await;
+            for (out, origin) in [(via_flag, "--proxy"), (via_env, "ALL_PROXY")] {
+                out.assert_failure();
+                let err = out.stderr_str();
+                assert!(
+                    !err.contains("s3cr") && !err.contains("etPW"),
+                    "{url}: {err}"
+                );
+                assert!(err.contains(":***@"), "{url}: {err}");
+                assert!(err.contains(origin), "{url}: {err}");
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn pipes_through_socksmith_serve_in_every_version() {
     within(TEST_DEADLINE, "connect via socksmith serve", async {
         let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
@@ -224,6 +257,18 @@ async fn pipes_through_socksmith_serve_in_every_version() {
             ProxyKind::Socks5h,
         ] {
             connect_ok(&[server.proxy(kind).url()], &by_name, &data, &data).await;
+        }
+        // Durations take a unit, as in `serve`; a plain number is seconds.
+        for timeout in ["5s", "1500ms", "1m", "5", "2.5"] {
+            let url = server.proxy(ProxyKind::Socks5).url();
+            let out = run(
+                bin(),
+                &["connect", "--timeout", timeout, "-x", &url, &by_name],
+                b"timed",
+            )
+            .await;
+            out.assert_success();
+            assert_eq!(out.stdout, b"timed", "--timeout {timeout}");
         }
     })
     .await;

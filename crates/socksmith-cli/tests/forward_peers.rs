@@ -1,6 +1,7 @@
 //! `socksmith forward` against real servers: `listening on ADDR` per `-L`, 50 concurrent
 //! tunnels through one proxy and through a two-hop chain, a refused target closing only its
-//! own connection, and a clean exit on SIGTERM.
+//! own connection, a clean exit on SIGTERM, the idle timeout (with a unit) and a refused
+//! `--max-connections 0`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -219,6 +220,77 @@ async fn fifty_concurrent_tunnels_through_socksmith_serve_and_ssh() {
         ])
         .await;
         concurrent_echoes(fwd.listening[0], 50).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_closes_after_an_idle_timeout_given_with_a_unit() {
+    within(TEST_DEADLINE, "forward idle timeout", async {
+        let server = socksmith_testkit::socksmith::SocksmithServer::start(
+            Path::new(env!("CARGO_BIN_EXE_socksmith")),
+            &[],
+        )
+        .await;
+        let echo = EchoServer::start().await;
+        let fwd = Forwarder::start(&[
+            "--proxy".into(),
+            server.proxy(ProxyKind::Socks5).url(),
+            "--timeout".into(),
+            "5s".into(),
+            "--idle-timeout".into(),
+            "300ms".into(),
+            "-L".into(),
+            format!("0:{}", echo.addr()),
+        ])
+        .await;
+        let mut conn = TcpStream::connect(fwd.listening[0]).await.expect("connect");
+        conn.write_all(b"ping").await.expect("write");
+        let mut back = [0u8; 4];
+        conn.read_exact(&mut back).await.expect("echo");
+        assert_eq!(&back, b"ping");
+        // Then silence: the forward closes the tunnel, the local side sees EOF.
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "the idle tunnel is closed: {read:?} after {:?}\n{}",
+            started.elapsed(),
+            fwd.stderr()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn zero_max_connections_is_refused() {
+    within(TEST_DEADLINE, "forward --max-connections 0", async {
+        let out = socksmith_testkit::socksmith::run(
+            Path::new(env!("CARGO_BIN_EXE_socksmith")),
+            &[
+                "forward",
+                "--max-connections",
+                "0",
+                "--proxy",
+                "socks5://127.0.0.1:1",
+                "-L",
+                "0:127.0.0.1:9",
+            ],
+            b"",
+        )
+        .await;
+        out.assert_failure();
+        assert!(out.stdout.is_empty(), "it never listened: {out}");
+        let err = out.stderr_str();
+        assert!(
+            err.contains("'0' for '--max-connections <N>'") && err.contains("1..=1000000"),
+            "{err}"
+        );
     })
     .await;
 }

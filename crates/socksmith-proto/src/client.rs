@@ -13,6 +13,7 @@
 //! let mut hs = ClientHandshake::new(ClientConfig {
 //!     version: ClientVersion::V5,
 //!     credentials: None,
+//!     user_id: None,
 //!     command: Command::Connect,
 //!     target: TargetAddr::domain("example.com", 80).unwrap(),
 //! })
@@ -58,9 +59,13 @@ pub enum ClientVersion {
 pub struct ClientConfig {
     /// The protocol version.
     pub version: ClientVersion,
-    /// SOCKS5: offered with method 0x02 next to 0x00. SOCKS4/4a: the username is sent as the
-    /// user id (no NUL allowed); the password is not sent.
+    /// SOCKS5: offered with method 0x02 next to 0x00. SOCKS4/4a: when `user_id` is `None`,
+    /// the username is sent as the user id; the password is never sent.
     pub credentials: Option<Credentials>,
+    /// SOCKS4/4a: the USERID field, sent as is (empty is valid; at most 255 bytes, no NUL).
+    /// `None` sends the username of `credentials`, or an empty user id without them. Unused
+    /// by SOCKS5.
+    pub user_id: Option<Vec<u8>>,
     /// The command.
     pub command: Command,
     /// The target: for RESOLVE a domain (port conventionally 0), for RESOLVE_PTR an IP.
@@ -122,7 +127,7 @@ impl ClientHandshake {
     /// Errors ([`crate::InvalidInput`]): SOCKS4/4a with an IPv6 target, plain SOCKS4 with a
     /// domain, UDP ASSOCIATE or RESOLVE_PTR over SOCKS4/4a, RESOLVE without a domain target
     /// (so never over plain SOCKS4), RESOLVE_PTR without an IP target, a SOCKS4 user id
-    /// containing NUL.
+    /// containing NUL or longer than 255 bytes.
     pub fn new(config: ClientConfig) -> Result<Self, ProtocolError> {
         let version = match config.version {
             ClientVersion::V4 | ClientVersion::V4a => Version::V4,
@@ -298,6 +303,7 @@ impl ClientHandshake {
         let ClientConfig {
             version,
             credentials,
+            user_id,
             command,
             target,
         } = &self.config;
@@ -310,10 +316,11 @@ impl ClientHandshake {
             ClientVersion::V4 | ClientVersion::V4a => V4Request {
                 command: *command,
                 target: target.clone(),
-                user_id: credentials
-                    .as_ref()
-                    .map(|c| c.username().to_vec())
-                    .unwrap_or_default(),
+                user_id: match (user_id, credentials) {
+                    (Some(id), _) => id.clone(),
+                    (None, Some(c)) => c.username().to_vec(),
+                    (None, None) => Vec::new(),
+                },
             }
             .encode(&mut self.transmit)?,
         }
@@ -337,6 +344,7 @@ mod tests {
         ClientConfig {
             version,
             credentials: None,
+            user_id: None,
             command,
             target,
         }
@@ -442,6 +450,34 @@ mod tests {
         );
         assert_eq!(hs.state(), ClientState::Established);
         assert_eq!(hs.receive(&[0xEE]), Ok(0));
+    }
+
+    #[test]
+    fn socks4_user_id_is_sent_as_given_even_empty() {
+        let request = |user_id: &[u8], credentials: Option<Credentials>| {
+            let mut cfg = config(ClientVersion::V4, Command::Connect, ip("127.0.0.1:80"));
+            cfg.user_id = Some(user_id.to_vec());
+            cfg.credentials = credentials;
+            ClientHandshake::new(cfg).map(|mut hs| sent(&mut hs))
+        };
+        assert_eq!(
+            request(b"id", None),
+            Ok(vec![4, 1, 0, 80, 127, 0, 0, 1, b'i', b'd', 0])
+        );
+        // The explicit user id wins over the credentials' username, even when empty.
+        let creds = Credentials::new("u", "p").expect("valid");
+        assert_eq!(
+            request(b"", Some(creds)),
+            Ok(vec![4, 1, 0, 80, 127, 0, 0, 1, 0])
+        );
+        assert_eq!(
+            request(&[b'a'; 256], None),
+            Err(InvalidInput::V4UserIdTooLong(256).into())
+        );
+        assert_eq!(
+            request(b"a\0b", None),
+            Err(InvalidInput::V4UserIdContainsNul.into())
+        );
     }
 
     #[test]

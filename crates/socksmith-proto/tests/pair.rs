@@ -191,6 +191,7 @@ fn client(
     ClientHandshake::new(ClientConfig {
         version,
         credentials: password.map(|p| Credentials::new("alice", p).expect("valid")),
+        user_id: None,
         command,
         target,
     })

@@ -482,6 +482,7 @@ fn client_config() -> impl Strategy<Value = ClientConfig> {
         .prop_map(|(version, credentials, command, target)| ClientConfig {
             version,
             credentials,
+            user_id: None,
             command,
             target,
         })

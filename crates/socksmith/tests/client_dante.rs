@@ -1,6 +1,7 @@
 //! The client library against Dante (danted 1.4), started on loopback by the testkit: SOCKS5
-//! and SOCKS4 CONNECT to IPv4, IPv6 and name targets, username authentication and a wrong
-//! password, BIND in both versions, UDP ASSOCIATE, and Dante's refusal of SOCKS4a.
+//! and SOCKS4 CONNECT to IPv4, IPv6 and name targets (SOCKS4 with any user id, empty too),
+//! username authentication and a wrong password, BIND in both versions, UDP ASSOCIATE, and
+//! Dante's refusal of SOCKS4a.
 
 mod client_support;
 
@@ -51,6 +52,12 @@ async fn socks4_connects_and_socks4a_is_refused_with_the_v4_code() {
         connect_echo(&c, echo.addr()).await;
         // A name over socks4:// is resolved here and sent as an address.
         connect_echo(&c, ("localhost", echo.addr().port())).await;
+        // The URL's user is the user id, even an empty one; the password is not sent.
+        for user in ["@", "alice@", "alice:secret@", "alice:@"] {
+            let url = format!("socks4://{user}{}", dante.addr());
+            let c = Client::from_url(&url).expect("URL");
+            connect_echo(&c, echo.addr()).await;
+        }
 
         // Dante 1.4 does not implement SOCKS4a: it rejects with 0x5B.
         let c4a = client(&[&dante.proxy(ProxyKind::Socks4a)]);

@@ -5,12 +5,17 @@
 //! Also owns [`ChainArgs`], the `--proxy`/`--timeout` options that `forward` and `check` share,
 //! with curl's `all_proxy`/`ALL_PROXY` fallback. No protocol code: the library does the work.
 
+use std::convert::Infallible;
+use std::fmt;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use socksmith::client::{parse_target, Client, Proxy, Timeouts};
+use socksmith::client::{parse_target, redact_url, Client, Proxy, Timeouts};
 use tokio::io::{AsyncWriteExt, BufWriter};
+
+use crate::duration::parse_positive_duration;
 
 /// The proxy chain options shared by `connect`, `forward` and `check`.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,18 +24,38 @@ pub struct ChainArgs {
     /// (port 1080 by default; socks4a and socks5h let the proxy resolve names). Repeat for a
     /// chain, first hop first. Default: the `all_proxy` or `ALL_PROXY` environment variable.
     #[arg(long = "proxy", short = 'x', value_name = "URL")]
-    pub proxies: Vec<String>,
+    pub proxies: Vec<ProxyArg>,
 
-    /// Seconds allowed for each step: connecting to the first proxy and each handshake step
-    /// with each hop.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_secs)]
-    pub timeout: f64,
+    /// Time allowed for each step: connecting to the first proxy and each handshake step with
+    /// each hop (500ms, 10s, 5m, 1h; a plain number is seconds).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_positive_duration
+    )]
+    pub timeout: Duration,
 }
 
-fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() && v <= 86_400.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+/// A proxy URL as given on the command line, kept as text: it is parsed with the others in
+/// [`ChainArgs::client`], so that an error names where the URL came from (and clap, which
+/// quotes the values it refuses, never sees a password). `Debug` redacts the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyArg(String);
+
+impl FromStr for ProxyArg {
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Infallible> {
+        Ok(ProxyArg(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for ProxyArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ProxyArg")
+            .field(&redact_url(&self.0))
+            .finish()
     }
 }
 
@@ -42,7 +67,7 @@ impl ChainArgs {
             return Ok(self
                 .proxies
                 .iter()
-                .map(|u| (u.clone(), "--proxy"))
+                .map(|u| (u.0.clone(), "--proxy"))
                 .collect());
         }
         for var in ["all_proxy", "ALL_PROXY"] {
@@ -57,7 +82,7 @@ impl ChainArgs {
 
     /// The step deadline.
     pub fn step_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout)
+        self.timeout
     }
 
     /// The client for the chain.
@@ -125,4 +150,55 @@ async fn pipe(client: Client, target: socksmith_proto::TargetAddr) -> anyhow::Re
     let result = download.await.context("relaying from the target to stdout");
     upload.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        chain: ChainArgs,
+    }
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let cmd = Command::try_parse_from([
+            "test",
+            "-x",
+            "socks5://alice:s3cr/etPW@127.0.0.1",
+            "--proxy",
+            "socks5h://bob:hunter2@[::1]:1081",
+        ])
+        .expect("valid arguments");
+        assert_eq!(cmd.chain.step_timeout(), Duration::from_secs(10));
+        let debug = format!("{cmd:?}");
+        for secret in ["s3cr", "etPW", "hunter2"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(debug.contains("socks5://alice:***@127.0.0.1"), "{debug}");
+        assert!(debug.contains("socks5h://bob:***@[::1]:1081"), "{debug}");
+    }
+
+    #[test]
+    fn timeout_takes_units_and_plain_seconds() {
+        for (text, expected) in [
+            ("5s", Duration::from_secs(5)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("7", Duration::from_secs(7)),
+            ("0.5", Duration::from_millis(500)),
+        ] {
+            let cmd = Command::try_parse_from(["test", "--timeout", text]).expect(text);
+            assert_eq!(cmd.chain.step_timeout(), expected, "{text}");
+        }
+        for text in ["0", "0s", "never", "5x", "-1"] {
+            assert!(
+                Command::try_parse_from(["test", "--timeout", text]).is_err(),
+                "{text}"
+            );
+        }
+    }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::builder::RangedU64ValueParser;
 use socksmith::client::{parse_target, Client};
 use socksmith::relay::{relay, RelayOptions};
 use socksmith_proto::TargetAddr;
@@ -20,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::connect::ChainArgs;
+use crate::duration::parse_optional_duration;
 
 /// Arguments of `socksmith forward`.
 #[derive(Debug, clap::Args)]
@@ -33,14 +35,31 @@ pub struct Args {
     #[arg(short = 'L', long = "local", value_name = "SPEC", required = true)]
     forwards: Vec<String>,
 
-    /// Most tunnels open at once, all forwardings together; more connections wait.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    /// Most tunnels open at once, all forwardings together (1 to 1000000); more connections
+    /// wait.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1024,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CONNECTIONS)
+    )]
     max_connections: usize,
 
-    /// Close a tunnel after this many seconds without traffic in either direction (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
-    idle_timeout: u64,
+    /// Close a tunnel after this long without traffic in either direction (500ms, 10s, 5m, 1h;
+    /// a plain number is seconds; 0 or never: never).
+    // `std::option::Option`: the parser yields the Option itself ("never" is a value), so clap
+    // must not treat the field as an optional argument.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "never",
+        value_parser = parse_optional_duration
+    )]
+    idle_timeout: std::option::Option<Duration>,
 }
+
+/// The most `--max-connections` takes: far beyond what the descriptor limit allows anyway.
+const MAX_CONNECTIONS: u64 = 1_000_000;
 
 /// One `-L`: where to listen and where to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,10 +126,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let client = args.chain.client()?;
     let relay_opts = match args.idle_timeout {
-        0 => RelayOptions::default(),
-        secs => RelayOptions::with_idle_timeout(Duration::from_secs(secs)),
+        None => RelayOptions::default(),
+        Some(idle) => RelayOptions::with_idle_timeout(idle),
     };
-    let limit = Arc::new(Semaphore::new(args.max_connections.max(1)));
+    let limit = Arc::new(Semaphore::new(args.max_connections));
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         let mut listeners = Vec::new();
@@ -274,6 +293,55 @@ mod tests {
             "70000:h:1",
         ] {
             assert!(parse_forward(spec).is_err(), "{spec:?} should be refused");
+        }
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser as _;
+        let base = [
+            "forward",
+            "-x",
+            "socks5://127.0.0.1:1",
+            "-L",
+            "0:127.0.0.1:9",
+        ];
+        Command::try_parse_from(base.iter().chain(extra)).map(|c| c.args)
+    }
+
+    #[test]
+    fn idle_timeout_takes_units_and_zero_or_never_turns_it_off() {
+        assert_eq!(parse(&[]).expect("defaults").idle_timeout, None);
+        for (text, expected) in [
+            ("5m", Some(Duration::from_secs(300))),
+            ("300ms", Some(Duration::from_millis(300))),
+            ("30", Some(Duration::from_secs(30))),
+            ("0", None),
+            ("never", None),
+        ] {
+            let args = parse(&["--idle-timeout", text]).expect(text);
+            assert_eq!(args.idle_timeout, expected, "{text}");
+        }
+        assert!(parse(&["--idle-timeout", "5 minutes"]).is_err());
+    }
+
+    #[test]
+    fn max_connections_is_at_least_one() {
+        assert_eq!(parse(&[]).expect("defaults").max_connections, 1024);
+        assert_eq!(
+            parse(&["--max-connections", "1"])
+                .expect("one")
+                .max_connections,
+            1
+        );
+        for bad in ["0", "-1", "1000001", "many"] {
+            let err = parse(&[&format!("--max-connections={bad}")]).expect_err(bad);
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
         }
     }
 }

@@ -218,10 +218,11 @@ impl Client {
         let credentials = hop
             .credentials()
             .map_err(|e| fail(Step::Auth, HopErrorKind::Protocol(e)))?;
-        let offered_credentials = credentials.is_some() && !hop.protocol().is_v4();
+        let offered_credentials = credentials.is_some();
         let mut machine = ClientHandshake::new(ClientConfig {
             version: hop.protocol().version(),
             credentials,
+            user_id: hop.v4_user_id(),
             command,
             target: target.clone(),
         })

@@ -7,6 +7,8 @@
 //! at a time cannot stretch a step. Bytes past the final reply stay in the
 //! [`ProxyStream`]'s buffer: they belong to the next hop's handshake, or to the tunnel.
 
+use std::future::Future;
+use std::io;
 use std::time::Duration;
 
 use socksmith_proto::{ClientEvent, ClientHandshake, ClientState, Command, TargetAddr};
@@ -70,11 +72,9 @@ where
                 stream.get_mut().write_all(&out).await?;
                 stream.get_mut().flush().await
             };
-            match tokio::time::timeout_at(deadline, write).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(fail(HopErrorKind::from_io(e))),
-                Err(_) => return Err(fail(HopErrorKind::Timeout(limit_of(state)))),
-            }
+            before(deadline, limit_of(state), write)
+                .await
+                .map_err(fail)?;
         }
         if let Some(event) = hs.poll_event() {
             return Ok(event);
@@ -85,7 +85,7 @@ where
             )));
         }
         let used = hs
-            .receive(stream.pending())
+            .receive(stream.read_buffer())
             .map_err(|e| fail(HopErrorKind::from_protocol(e, offered_credentials)))?;
         if used > 0 {
             stream.consume(used);
@@ -94,12 +94,25 @@ where
         // The machine needs more than what is buffered.
         let (buf, io) = stream.buf_and_io();
         buf.reserve(READ_CHUNK);
-        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
-            Ok(Ok(0)) => return Err(fail(HopErrorKind::Closed)),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(fail(HopErrorKind::from_io(e))),
-            Err(_) => return Err(fail(HopErrorKind::Timeout(limit_of(state)))),
+        let read = before(deadline, limit_of(state), io.read_buf(buf))
+            .await
+            .map_err(fail)?;
+        if read == 0 {
+            return Err(fail(HopErrorKind::Closed));
         }
+    }
+}
+
+/// Runs `io` until the step's `deadline`: an I/O error, or the deadline passing (reported with
+/// the step's `limit`), is the step's failure.
+async fn before<T>(
+    deadline: Instant,
+    limit: Duration,
+    io: impl Future<Output = io::Result<T>>,
+) -> Result<T, HopErrorKind> {
+    match tokio::time::timeout_at(deadline, io).await {
+        Ok(result) => result.map_err(HopErrorKind::from_io),
+        Err(_) => Err(HopErrorKind::Timeout(limit)),
     }
 }
 
@@ -107,29 +120,47 @@ where
 mod tests {
     use super::*;
     use socksmith_proto::{ClientConfig, ClientVersion, Credentials, ReplyCode};
-    use tokio::io::duplex;
+    use tokio::io::{duplex, DuplexStream};
 
     const DEADLINES: StepDeadlines = StepDeadlines {
         step: Duration::from_secs(5),
         bind_peer: Duration::from_secs(5),
     };
 
-    fn machine(
+    /// Drives a SOCKS5 CONNECT to `target` over `io` (offering `credentials` if any) up to its
+    /// first event; returns the stream too, for the bytes after the reply.
+    async fn connect(
+        io: DuplexStream,
         credentials: Option<Credentials>,
-        command: Command,
         target: &TargetAddr,
-    ) -> ClientHandshake {
-        ClientHandshake::new(ClientConfig {
+    ) -> (
+        ProxyStream<DuplexStream>,
+        Result<ClientEvent, (Step, HopErrorKind)>,
+    ) {
+        let offered_credentials = credentials.is_some();
+        let mut hs = ClientHandshake::new(ClientConfig {
             version: ClientVersion::V5,
             credentials,
-            command,
+            user_id: None,
+            command: Command::Connect,
             target: target.clone(),
         })
-        .expect("valid config")
+        .expect("valid config");
+        let mut stream = ProxyStream::new(io);
+        let result = next_event(
+            &mut stream,
+            &mut hs,
+            Command::Connect,
+            target,
+            DEADLINES,
+            offered_credentials,
+        )
+        .await;
+        (stream, result)
     }
 
     /// A scripted proxy: for each expected request, checks it and sends the answer.
-    async fn scripted(mut io: tokio::io::DuplexStream, script: Vec<(Vec<u8>, Vec<u8>)>) {
+    async fn scripted(mut io: DuplexStream, script: Vec<(Vec<u8>, Vec<u8>)>) {
         for (expect, answer) in script {
             let mut got = vec![0; expect.len()];
             io.read_exact(&mut got).await.expect("read request");
@@ -159,22 +190,9 @@ mod tests {
                 ),
             ],
         ));
-        let mut stream = ProxyStream::new(a);
-        let mut hs = machine(
-            Some(Credentials::new("u", "p").expect("valid")),
-            Command::Connect,
-            &target,
-        );
-        let event = next_event(
-            &mut stream,
-            &mut hs,
-            Command::Connect,
-            &target,
-            DEADLINES,
-            true,
-        )
-        .await
-        .expect("handshake");
+        let credentials = Credentials::new("u", "p").expect("valid");
+        let (mut stream, result) = connect(a, Some(credentials), &target).await;
+        let event = result.expect("handshake");
         assert_eq!(
             event,
             ClientEvent::Succeeded {
@@ -202,18 +220,8 @@ mod tests {
                 (request, vec![5, 5, 0, 1, 0, 0, 0, 0, 0, 0]),
             ],
         ));
-        let mut stream = ProxyStream::new(a);
-        let mut hs = machine(None, Command::Connect, &target);
-        let (step, kind) = next_event(
-            &mut stream,
-            &mut hs,
-            Command::Connect,
-            &target,
-            DEADLINES,
-            false,
-        )
-        .await
-        .expect_err("refused");
+        let (stream, result) = connect(a, None, &target).await;
+        let (step, kind) = result.expect_err("refused");
         assert_eq!(
             step,
             Step::Request {
@@ -236,18 +244,8 @@ mod tests {
     async fn a_silent_proxy_times_out_in_the_greeting() {
         let target = TargetAddr::Ip("127.0.0.1:80".parse().expect("addr"));
         let (a, _b) = duplex(1024);
-        let mut stream = ProxyStream::new(a);
-        let mut hs = machine(None, Command::Connect, &target);
-        let (step, kind) = next_event(
-            &mut stream,
-            &mut hs,
-            Command::Connect,
-            &target,
-            DEADLINES,
-            false,
-        )
-        .await
-        .expect_err("timeout");
+        let (_, result) = connect(a, None, &target).await;
+        let (step, kind) = result.expect_err("timeout");
         assert_eq!(step, Step::Greeting);
         assert!(matches!(kind, HopErrorKind::Timeout(d) if d == DEADLINES.step));
     }
@@ -257,18 +255,8 @@ mod tests {
         let target = TargetAddr::Ip("127.0.0.1:80".parse().expect("addr"));
         let (a, b) = duplex(1024);
         drop(b);
-        let mut stream = ProxyStream::new(a);
-        let mut hs = machine(None, Command::Connect, &target);
-        let (_, kind) = next_event(
-            &mut stream,
-            &mut hs,
-            Command::Connect,
-            &target,
-            DEADLINES,
-            false,
-        )
-        .await
-        .expect_err("closed");
+        let (_, result) = connect(a, None, &target).await;
+        let (_, kind) = result.expect_err("closed");
         // Writing the greeting to a closed duplex fails with BrokenPipe, or the read sees EOF.
         assert!(
             matches!(kind, HopErrorKind::Closed | HopErrorKind::Io(_)),

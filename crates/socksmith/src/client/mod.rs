@@ -44,4 +44,6 @@ pub use error::{ClientError, HopError, HopErrorKind, Step};
 pub use stream::{ProxyParts, ProxyStream};
 pub use target::{parse_target, IntoTarget, TargetError};
 pub use udp::{UdpAssociation, MAX_UDP_HEADER_LEN};
-pub use url::{Protocol, Proxy, ProxyHost, UrlError, UrlErrorReason, UserInfo, DEFAULT_PORT};
+pub use url::{
+    redact_url, Protocol, Proxy, ProxyHost, UrlError, UrlErrorReason, UserInfo, DEFAULT_PORT,
+};

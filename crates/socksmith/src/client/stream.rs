@@ -72,7 +72,8 @@ impl<S> ProxyStream<S> {
         &mut self.io
     }
 
-    /// The tunnel bytes already read from the transport and not yet returned by a read.
+    /// The bytes already read from the transport and not yet returned by a read (during the
+    /// handshake: the proxy's answers, for the machine to consume; then early tunnel bytes).
     pub fn read_buffer(&self) -> &[u8] {
         self.buf.get(self.pos..).unwrap_or_default()
     }
@@ -92,11 +93,6 @@ impl<S> ProxyStream<S> {
     /// [`Self::into_parts`] when the target may speak first.
     pub fn into_inner(self) -> S {
         self.io
-    }
-
-    /// Handshake side: the unread bytes, for the machine to consume.
-    pub(crate) fn pending(&self) -> &[u8] {
-        self.read_buffer()
     }
 
     /// Handshake side: the machine consumed `n` of the pending bytes.
@@ -121,7 +117,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ProxyStream<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let pending = this.buf.get(this.pos..).unwrap_or_default();
+        let pending = this.read_buffer();
         if !pending.is_empty() {
             let n = pending.len().min(out.remaining());
             out.put_slice(pending.get(..n).unwrap_or_default());

@@ -14,11 +14,13 @@
 //! association has ended and every later call fails. Dropping the association closes the
 //! control connection, which ends it on the proxy too.
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
 
 use socksmith_proto::{ClientEvent, Command, TargetAddr, UdpHeader};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -52,6 +54,34 @@ pub struct UdpAssociation {
     relay: SocketAddr,
     closed: watch::Receiver<bool>,
     watcher: JoinHandle<()>,
+    send_buf: SendBuffer,
+}
+
+/// The buffer datagrams are built in, kept from one `send_to` to the next so that sending
+/// allocates nothing once it has grown to the largest datagram. A send takes it out (no lock is
+/// held across the await) and puts it back; a concurrent send finds it taken and builds in a
+/// fresh one.
+#[derive(Default)]
+struct SendBuffer(Mutex<Vec<u8>>);
+
+impl SendBuffer {
+    /// The buffer, empty.
+    fn take(&self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        buf.clear();
+        buf
+    }
+
+    fn put_back(&self, buf: Vec<u8>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = buf;
+    }
+}
+
+impl fmt::Debug for SendBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the bytes: they are the last datagram's payload.
+        f.write_str("SendBuffer")
+    }
 }
 
 impl Client {
@@ -123,23 +153,13 @@ impl Client {
             .await
             .map_err(|e| fail(HopErrorKind::Io(e)))?;
         let (closed_tx, closed) = watch::channel(false);
-        let mut control = opened.stream;
-        let watcher = tokio::spawn(async move {
-            // The control connection carries nothing after the reply; anything the proxy
-            // sends is ignored. EOF or an error ends the association.
-            let mut scratch = [0u8; 64];
-            while let Ok(n) = control.read(&mut scratch).await {
-                if n == 0 {
-                    break;
-                }
-            }
-            let _ = closed_tx.send(true);
-        });
+        let watcher = tokio::spawn(watch_control(opened.stream, closed_tx));
         Ok(UdpAssociation {
             socket,
             relay,
             closed,
             watcher,
+            send_buf: SendBuffer::default(),
         })
     }
 
@@ -186,9 +206,12 @@ impl UdpAssociation {
         let target = target
             .into_target()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let datagram = UdpHeader { frag: 0, target }.wrap(data);
-        self.socket.send(&datagram).await?;
-        Ok(data.len())
+        let mut datagram = self.send_buf.take();
+        UdpHeader { frag: 0, target }.encode(&mut datagram);
+        datagram.extend_from_slice(data);
+        let sent = self.socket.send(&datagram).await;
+        self.send_buf.put_back(datagram);
+        sent.map(|_| data.len())
     }
 
     /// Receives the next datagram from the relay into `buf` and returns the payload's length
@@ -259,9 +282,45 @@ impl Drop for UdpAssociation {
     }
 }
 
+/// Holds the control connection for the association's lifetime and reports when the proxy
+/// ends it. The connection carries nothing after the reply: whatever the proxy sends is
+/// discarded. EOF or an error sets `closed`. Aborted when the association is dropped, which
+/// closes the connection and so ends the association on the proxy too.
+async fn watch_control<S: AsyncRead + Unpin>(mut control: S, closed: watch::Sender<bool>) {
+    let mut discard = [0u8; 64];
+    while let Ok(n) = control.read(&mut discard).await {
+        if n == 0 {
+            break;
+        }
+    }
+    let _ = closed.send(true);
+}
+
 fn ended() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
         "the UDP association ended: the proxy closed its control connection",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_send_buffer_is_reused_and_handed_out_empty() {
+        let shared = SendBuffer::default();
+        let mut first = shared.take();
+        first.extend_from_slice(&[7; 1500]);
+        let memory = first.as_ptr();
+        shared.put_back(first);
+        let again = shared.take();
+        assert!(again.is_empty());
+        assert!(again.capacity() >= 1500);
+        assert_eq!(again.as_ptr(), memory, "the same allocation");
+        // While one send holds it, another gets a fresh buffer.
+        let concurrent = shared.take();
+        assert_eq!(concurrent.capacity(), 0);
+        assert_eq!(format!("{shared:?}"), "SendBuffer");
+    }
 }

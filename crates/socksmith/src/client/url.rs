@@ -6,8 +6,12 @@
 //! `socks4a` and `socks5h` let the proxy resolve target names; `socks4` and `socks5` resolve
 //! them on this side. Over SOCKS4 the user is sent as the user id and the password is unused.
 //!
+//! The user information ends at the last `@`, so an unencoded `@` or `:` in a password is fine;
+//! a `/`, `?` or `#` there must be percent-encoded (`%2F`, `%3F`, `%23`), as in curl.
+//!
 //! This module owns parsing and printing only: [`Proxy`]'s `Display` is the URL with the
-//! password replaced by `***`, fit for logs and error messages. It does no I/O.
+//! password replaced by `***`, fit for logs and error messages, and [`redact_url`] does the
+//! same for text that may not parse. It does no I/O.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -236,8 +240,8 @@ impl Proxy {
         self.user_info.as_ref()
     }
 
-    /// The credentials the handshake machine sends: for SOCKS5 the username and password
-    /// (a user without a password is an error), for SOCKS4 the user id.
+    /// The credentials the handshake machine offers a SOCKS5 hop: the username and password
+    /// (a user without a password is an error). `None` for SOCKS4, which has no passwords.
     pub(crate) fn credentials(
         &self,
     ) -> Result<Option<Credentials>, socksmith_proto::ProtocolError> {
@@ -245,14 +249,24 @@ impl Proxy {
             return Ok(None);
         };
         if self.protocol.is_v4() {
-            // SOCKS4 sends only the user id. `Credentials` requires a password, which the
-            // SOCKS4 request never carries, so a placeholder stands in for whatever was given.
-            return Credentials::new(info.user.clone(), "-").map(Some);
+            return Ok(None);
         }
         match &info.password {
             Some(password) => Credentials::new(info.user.clone(), password.clone()).map(Some),
             None => Err(socksmith_proto::InvalidInput::PasswordLength(0).into()),
         }
+    }
+
+    /// The user id a SOCKS4/4a hop gets, as curl sends it: the URL's user (possibly empty),
+    /// or an empty user id without one; the password is not sent. `None` for SOCKS5.
+    /// Its length and content are checked by the handshake machine when the request is built.
+    pub(crate) fn v4_user_id(&self) -> Option<Vec<u8>> {
+        self.protocol.is_v4().then(|| {
+            self.user_info
+                .as_ref()
+                .map(|info| info.user.clone())
+                .unwrap_or_default()
+        })
     }
 
     /// The URL with the password (and only the password) shown as `***`: what logs and error
@@ -324,6 +338,13 @@ pub enum UrlErrorReason {
     /// A `%` not followed by two hex digits in the user information.
     #[error("invalid percent-encoding in the user information")]
     InvalidPercentEncoding,
+    /// A `/`, `?` or `#` before the last `@`: in the user information they must be
+    /// percent-encoded. (The text is not quoted: it may hold a password.)
+    #[error(
+        "'/', '?' or '#' before the last '@': percent-encode them in the user information \
+         (%2F, %3F, %23)"
+    )]
+    DelimiterInUserInfo,
     /// A host name with characters no host name has.
     #[error("invalid host name {0:?}")]
     InvalidHost(String),
@@ -334,28 +355,42 @@ impl FromStr for Proxy {
 
     fn from_str(url: &str) -> Result<Self, UrlError> {
         parse(url).map_err(|reason| UrlError {
-            url: redact_raw(url),
+            url: redact_url(url.trim()),
             reason,
         })
     }
 }
 
+/// Splits `scheme://rest`, where the scheme is a letter followed by letters, digits, `+`, `-`
+/// or `.` (RFC 3986). Anything else before a `://` may be user information: no scheme.
+fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some((scheme, rest))
+}
+
 fn parse(url: &str) -> Result<Proxy, UrlErrorReason> {
     let url = url.trim();
-    let (scheme, rest) = url.split_once("://").ok_or(UrlErrorReason::MissingScheme)?;
+    let (scheme, rest) = split_scheme(url).ok_or(UrlErrorReason::MissingScheme)?;
     let protocol = Protocol::from_scheme(scheme)
         .ok_or_else(|| UrlErrorReason::UnsupportedScheme(scheme.to_owned()))?;
-    // The authority ends at the first '/', '?' or '#'; only a lone '/' may follow.
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
+    // The user information ends at the last '@' (an unencoded '@' in a password is common),
+    // and is split off first: no error below quotes text that may hold a password.
+    let (user_info, address) = match rest.rsplit_once('@') {
+        Some((info, _)) if info.contains(['/', '?', '#']) => {
+            return Err(UrlErrorReason::DelimiterInUserInfo)
+        }
+        Some((info, address)) => (Some(parse_user_info(info)?), address),
+        None => (None, rest),
+    };
+    // The address ends at the first '/', '?' or '#'; only a lone '/' may follow.
+    let end = address.find(['/', '?', '#']).unwrap_or(address.len());
+    let (host_port, tail) = address.split_at(end);
     if !tail.is_empty() && tail != "/" {
         return Err(UrlErrorReason::TrailingData(tail.to_owned()));
     }
-    // The user information ends at the last '@': an unencoded '@' in a password is common.
-    let (user_info, host_port) = match authority.rsplit_once('@') {
-        Some((info, host_port)) => (Some(parse_user_info(info)?), host_port),
-        None => (None, authority),
-    };
     let (host, port) = parse_host_port(host_port)?;
     Ok(Proxy {
         protocol,
@@ -442,24 +477,26 @@ fn parse_host_port(s: &str) -> Result<(ProxyHost, u16), UrlErrorReason> {
     Ok((host, port))
 }
 
-/// The raw URL text with whatever follows the first ':' of the user information replaced by
-/// `***`, for messages about URLs that did not parse.
-fn redact_raw(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // No scheme: still hide anything that looks like user:password@.
-        return match url.rsplit_once('@') {
-            Some((info, host)) => match info.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{host}"),
-                None => url.to_owned(),
-            },
-            None => url.to_owned(),
-        };
+/// The text of a proxy URL, parsed or not, with the password replaced by `***`: what follows
+/// the first `:` of the user information, which runs up to the last `@` after the scheme (or
+/// from the start, without a scheme). Fit for messages about URLs that did not parse, and for
+/// printing a URL given on a command line.
+///
+/// ```
+/// use socksmith::client::redact_url;
+/// assert_eq!(redact_url("socks5://alice:s3cr/etPW@h:1"), "socks5://alice:***@h:1");
+/// assert_eq!(redact_url("alice:pw@h"), "alice:***@h");
+/// assert_eq!(redact_url("socks4://alice@h"), "socks4://alice@h"); // no password
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let (prefix, rest) = match split_scheme(url) {
+        Some((scheme, rest)) => (url.get(..scheme.len() + 3).unwrap_or_default(), rest),
+        None => ("", url),
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((info, host)) => match info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+    match rest.rsplit_once('@') {
+        Some((info, address)) => match info.split_once(':') {
+            Some((user, _)) => format!("{prefix}{user}:***@{address}"),
+            // A user without a password, shown as `Display` shows it.
             None => url.to_owned(),
         },
         None => url.to_owned(),
@@ -527,15 +564,21 @@ mod tests {
     fn socks4_user_id_without_password() {
         let p = parse_ok("socks4://alice@127.0.0.1");
         assert_eq!(p.to_string(), "socks4://alice@127.0.0.1:1080");
-        let creds = p.credentials().expect("valid").expect("some");
-        assert_eq!(creds.username(), b"alice");
-        // SOCKS5 needs a password with a username.
+        assert_eq!(p.v4_user_id().as_deref(), Some(&b"alice"[..]));
+        assert_eq!(p.credentials().expect("valid"), None);
+        // SOCKS5 needs a password with a username, and has no user id.
         let p = parse_ok("socks5://alice@127.0.0.1");
         assert!(p.credentials().is_err());
+        assert_eq!(p.v4_user_id(), None);
         // SOCKS4 ignores the password, even an empty one.
         let p = parse_ok("socks4a://alice:@127.0.0.1");
-        let creds = p.credentials().expect("valid").expect("some");
-        assert_eq!(creds.username(), b"alice");
+        assert_eq!(p.v4_user_id().as_deref(), Some(&b"alice"[..]));
+        assert_eq!(p.credentials().expect("valid"), None);
+        // An empty user, or none, is an empty user id, as curl sends it.
+        let p = parse_ok("socks4://@127.0.0.1");
+        assert_eq!(p.v4_user_id().as_deref(), Some(&b""[..]));
+        let p = parse_ok("socks4://127.0.0.1");
+        assert_eq!(p.v4_user_id().as_deref(), Some(&b""[..]));
     }
 
     #[test]
@@ -576,7 +619,68 @@ mod tests {
     }
 
     #[test]
+    fn delimiters_in_the_user_information_must_be_encoded() {
+        for url in [
+            "socks5://alice:s3cr/etPW@h",
+            "socks5://alice:s3cr?etPW@h",
+            "socks5://alice:s3cr#etPW@h",
+            "socks5://h/a@b",
+        ] {
+            assert_eq!(reason(url), UrlErrorReason::DelimiterInUserInfo, "{url}");
+        }
+        let p = parse_ok("socks5://alice:s3cr%2FetPW%3F%23@h");
+        let password = p.user_info().and_then(UserInfo::password);
+        assert_eq!(password, Some(&b"s3cr/etPW?#"[..]));
+        // Only a lone '/' may follow the address, and only after the user information.
+        assert_eq!(
+            reason("socks5://u:p@h/x"),
+            UrlErrorReason::TrailingData("/x".into())
+        );
+        assert_eq!(parse_ok("socks5://u:p@h:1/").port(), 1);
+    }
+
+    #[test]
+    fn redact_url_hides_every_password_it_may_find() {
+        for (url, redacted) in [
+            ("socks5://alice:s3cr/etPW@host", "socks5://alice:***@host"),
+            ("socks5h://a:b@c@h:1/x?y", "socks5h://a:***@h:1/x?y"),
+            ("socks5://a:p#w@h", "socks5://a:***@h"),
+            ("alice:s3cr/etPW@host:1080", "alice:***@host:1080"),
+            // Not a scheme: "socks5:/" is taken as part of the user information.
+            ("socks5:/alice:pw@h", "socks5:***@h"),
+            ("alice:pw@host://x", "alice:***@host://x"),
+            ("socks4://alice@h", "socks4://alice@h"),
+            ("socks5://h:1", "socks5://h:1"),
+        ] {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
+    }
+
+    #[test]
     fn error_messages_never_show_the_password() {
+        let secret = "s3cr3tPW";
+        for url in [
+            "socks5://alice:s3cr3tPW@h:99999".to_owned(),
+            format!("socks5://alice:{secret}/x@h"),
+            format!("socks5://alice:x/{secret}@h"),
+            format!("socks5://alice:x?{secret}@h"),
+            format!("socks5://alice:x#{secret}@h"),
+            format!("socks5://alice:x/{secret}@h/path"),
+            format!("socks5://alice:{secret}@h:bad"),
+            format!("socks5://alice:{secret}@h/trailing"),
+            format!("socks5://alice:{secret}%zz@h"),
+            format!("http://alice:{secret}@h"),
+            format!("alice:{secret}@h:1080"),
+            format!("alice:x://{secret}@h"),
+            format!("socks5:/alice:{secret}@h"),
+            format!("  socks5://alice:{secret}/x@h  "),
+        ] {
+            let err = url.parse::<Proxy>().expect_err("invalid");
+            let text = err.to_string();
+            assert!(!text.contains(secret), "{url}: {text}");
+            assert!(!format!("{err:?}").contains(secret), "{url}: {err:?}");
+        }
+
         let err = "socks5://bob:hunter2@h:99999"
             .parse::<Proxy>()
             .expect_err("bad port");

@@ -115,23 +115,49 @@ pub async fn udp_round_trip(client: &Client, target: TargetAddr) -> TargetAddr {
         .udp_associate()
         .await
         .unwrap_or_else(|e| panic!("UDP ASSOCIATE through {client:?}: {e}"));
-    let payload = pattern(1200);
     let mut buf = vec![0; 1200 + MAX_UDP_HEADER_LEN];
-    // Loopback rarely drops a datagram, but it may: a few tries, each bounded.
+    let mut from = None;
+    // A large datagram, then a small one: each is wrapped exactly (the client reuses its
+    // send buffer, so nothing of the first may trail the second).
+    let sizes = [1200, 16];
+    for (i, len) in sizes.into_iter().enumerate() {
+        let payload = pattern(len);
+        let earlier: Vec<Vec<u8>> = sizes[..i].iter().map(|&l| pattern(l)).collect();
+        from = Some(udp_echo(&udp, &target, &payload, &earlier, &mut buf).await);
+    }
+    from.expect("at least one size")
+}
+
+/// Sends `payload` to `target` until its echo comes back (loopback rarely drops a datagram,
+/// but it may: a few tries, each bounded); late echoes of `earlier` payloads are skipped.
+async fn udp_echo(
+    udp: &socksmith::client::UdpAssociation,
+    target: &TargetAddr,
+    payload: &[u8],
+    earlier: &[Vec<u8>],
+    buf: &mut [u8],
+) -> TargetAddr {
     for _ in 0..5 {
-        udp.send_to(&payload, target.clone())
-            .await
-            .expect("send_to");
-        match tokio::time::timeout(Duration::from_secs(2), udp.recv_from(&mut buf)).await {
-            Ok(Ok((n, from))) => {
-                assert_eq!(&buf[..n], &payload[..], "UDP echo payload");
-                return from;
+        udp.send_to(payload, target.clone()).await.expect("send_to");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            match tokio::time::timeout_at(deadline, udp.recv_from(buf)).await {
+                Ok(Ok((n, _))) if earlier.iter().any(|e| e[..] == buf[..n]) => continue,
+                Ok(Ok((n, from))) => {
+                    assert_eq!(
+                        &buf[..n],
+                        payload,
+                        "UDP echo payload of {} bytes",
+                        payload.len()
+                    );
+                    return from;
+                }
+                Ok(Err(e)) => panic!("recv_from: {e}"),
+                Err(_) => break,
             }
-            Ok(Err(e)) => panic!("recv_from: {e}"),
-            Err(_) => continue,
         }
     }
-    panic!("no UDP echo through {client:?} to {target}");
+    panic!("no UDP echo of {} bytes to {target}", payload.len());
 }
 
 /// The hop and kind of a client error, with the error's text on mismatch.
