@@ -213,6 +213,7 @@ async fn handshake(
         credentials,
         command,
         target,
+        user_id: None,
     })?;
     let mut out = Vec::with_capacity(64);
     let mut buf = [0u8; 512];
