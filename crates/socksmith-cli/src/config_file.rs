@@ -42,6 +42,8 @@ use socksmith::client::{Client, Proxy, Timeouts};
 use socksmith::policy::{IpNet, LoopbackTargets, Rules};
 use socksmith::server::{ServerConfig, Users};
 
+use crate::duration;
+
 /// The file, as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -348,13 +350,13 @@ impl TryFrom<FileConfig> for ServeSettings {
 }
 
 impl FileDuration {
-    /// Any duration up to [`MAX_DURATION`], 0 included.
+    /// Any duration up to [`duration::MAX`], 0 included, in the command line's syntax.
     fn parse(&self, key: &str) -> Result<Duration, ConfigError> {
-        match self {
-            FileDuration::Seconds(s) => check_max(&s.to_string(), Duration::from_secs(*s))
-                .map_err(|p| ConfigError::new(key, p)),
-            FileDuration::Text(t) => parse_duration(t).map_err(|p| ConfigError::new(key, p)),
-        }
+        let parsed = match self {
+            FileDuration::Seconds(s) => duration::parse_duration(&s.to_string()),
+            FileDuration::Text(t) => duration::parse_duration(t),
+        };
+        parsed.map_err(|p| ConfigError::new(key, p))
     }
 
     fn to_duration(&self, key: &str) -> Result<Duration, ConfigError> {
@@ -368,7 +370,9 @@ impl FileDuration {
     /// `"never"` or 0 (as `--idle-timeout` takes them): `None`.
     fn to_optional_duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
         match self {
-            FileDuration::Text(t) if t.trim() == NEVER => Ok(None),
+            FileDuration::Text(t) => {
+                duration::parse_optional_duration(t).map_err(|p| ConfigError::new(key, p))
+            }
             other => other.parse(key).map(|d| (!d.is_zero()).then_some(d)),
         }
     }
@@ -408,48 +412,6 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| {
         format!("{s:?} is not an IP address with a port (e.g. 127.0.0.1:1080 or [::1]:1080)")
     })
-}
-
-/// The longest duration a setting takes: a year. Longer ones are typing mistakes, and past
-/// the clock's range `Instant + Duration` panics.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
-
-/// The word for "no timeout" where one is optional (`--idle-timeout`, `timeouts.idle`).
-pub const NEVER: &str = "never";
-
-fn check_max(s: &str, d: Duration) -> Result<Duration, String> {
-    if d > MAX_DURATION {
-        return Err(format!(
-            "{s:?} is longer than a year, the longest timeout taken"
-        ));
-    }
-    Ok(d)
-}
-
-/// Like [`parse_duration`], and `"never"` is 0 (no timeout), as 0 itself is.
-pub fn parse_duration_or_never(s: &str) -> Result<Duration, String> {
-    if s.trim() == NEVER {
-        return Ok(Duration::ZERO);
-    }
-    parse_duration(s)
-}
-
-/// `"500ms"`, `"10s"`, `"5m"`, `"1h"`, or a bare number of seconds; at most a year
-/// ([`MAX_DURATION`]).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (e.g. 500ms, 10s, 5m, 1h)");
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
-    check_max(s, d)
 }
 
 #[cfg(test)]
@@ -618,24 +580,6 @@ mod tests {
         // Keys that hold no secret still show the value.
         let err = parse("listen = 5").expect_err("a type error");
         assert!(err.contains("integer `5`"), "{err}");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
-        assert!(parse_duration("8761h").is_err());
-        assert!(parse_duration("18446744073709551615")
-            .expect_err("far too long")
-            .contains("longer than a year"));
-        assert_eq!(parse_duration_or_never("never"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration_or_never("0"), Ok(Duration::ZERO));
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
         .map_err(|e| format!("{e}, or never"))
 }
 
+/// [`parse_optional_duration`] for an option whose "no limit" is stored as zero.
+pub fn parse_duration_or_never(s: &str) -> Result<Duration, String> {
+    parse_optional_duration(s).map(Option::unwrap_or_default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

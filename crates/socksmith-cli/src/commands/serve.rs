@@ -16,9 +16,8 @@ use socksmith::client::Proxy;
 use socksmith::policy::IpNet;
 use socksmith::server::{bind_listener, Server, Users};
 
-use crate::config_file::{
-    self, parse_duration, parse_duration_or_never, parse_listen, FileConfig, ServeSettings,
-};
+use crate::config_file::{self, parse_listen, FileConfig, ServeSettings};
+use crate::duration::{parse_duration, parse_duration_or_never};
 
 /// Arguments of `socksmith serve`.
 #[derive(Debug, clap::Args)]
