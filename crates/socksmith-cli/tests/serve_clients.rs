@@ -19,7 +19,7 @@ const ALL_KINDS: [ProxyKind; 4] = [
     ProxyKind::Socks5h,
 ];
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reaches_ipv4_and_name_targets_over_every_scheme() {
     within(TEST_DEADLINE, "curl through every scheme", async {
         let server = serve(&[]).await;
@@ -37,6 +37,15 @@ async fn curl_reaches_ipv4_and_name_targets_over_every_scheme() {
                 assert_eq!(out.stdout, pattern(100_000), "{kind:?} {url}");
             }
         }
+        // A SOCKS4 user id is logged as the (unverified) user.
+        let with_id = server
+            .proxy(ProxyKind::Socks4a)
+            .with_auth(Some(Credentials::new("ident", "")));
+        let Some(out) = curl(&with_id, &http.url("/"), &[]).await else {
+            return;
+        };
+        out.assert_success();
+        log_with(&server, "user=ident version=SOCKS4", 1).await;
         // socks4a and socks5h sent the name: the server resolved it.
         log_with(
             &server,
@@ -54,7 +63,7 @@ async fn curl_reaches_ipv4_and_name_targets_over_every_scheme() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reaches_an_ipv6_target_and_an_ipv6_listener() {
     within(TEST_DEADLINE, "curl over IPv6", async {
         let Some(http6) = HttpServer::start_v6().await else {
@@ -77,7 +86,7 @@ async fn curl_reaches_an_ipv6_target_and_an_ipv6_listener() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_with_credentials_wrong_password_and_socks4_refused() {
     within(TEST_DEADLINE, "curl with authentication", async {
         let server = serve(&["--user", "alice:s3cret-pw", "--user", "bob:other"]).await;
@@ -131,7 +140,7 @@ async fn curl_with_credentials_wrong_password_and_socks4_refused() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ncat_relays_over_socks4_socks4a_and_socks5_with_proxy_auth() {
     within(TEST_DEADLINE, "ncat", async {
         let echo = EchoServer::start().await;
@@ -166,7 +175,7 @@ async fn ncat_relays_over_socks4_socks4a_and_socks5_with_proxy_auth() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pysocks_tcp_over_socks4_and_socks5_with_and_without_remote_dns() {
     within(TEST_DEADLINE, "PySocks TCP", async {
         let server = serve(&[]).await;
@@ -194,7 +203,7 @@ async fn pysocks_tcp_over_socks4_and_socks5_with_and_without_remote_dns() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pysocks_udp_associate_with_ip_and_name_targets() {
     within(TEST_DEADLINE, "PySocks UDP", async {
         let server = serve(&[]).await;
@@ -216,6 +225,48 @@ async fn pysocks_udp_associate_with_ip_and_name_targets() {
         }
         assert_eq!(udp.received(), 2);
         log_with(&server, "command=UDP ASSOCIATE", 2).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tor_resolve_gets_remote_dns_over_socks5_and_socks4a() {
+    within(TEST_DEADLINE, "tor-resolve", async {
+        // Debian's `tor` package ships tor-resolve, the one widespread client of Tor's RESOLVE
+        // and RESOLVE_PTR extensions.
+        let Some(tor_resolve) = socksmith_testkit::tools::find_tool("tor-resolve").or_else(|| {
+            socksmith_testkit::peer_missing(
+                "tor-resolve not installed: run scripts/test (Debian package tor)",
+            )
+        }) else {
+            return;
+        };
+        let server = serve(&[]).await;
+        let proxy = server.addr().to_string();
+        for (args, answer) in [
+            (vec!["-5", "localhost"], "127.0.0.1"),
+            (vec!["-4", "localhost"], "127.0.0.1"),
+            (vec!["-x", "127.0.0.1"], "localhost"),
+        ] {
+            let mut cmd = tokio::process::Command::new(&tor_resolve);
+            cmd.args(&args).arg(&proxy);
+            let out = socksmith_testkit::process::run_command(cmd, b"", serve_support::STEP).await;
+            out.assert_success();
+            assert_eq!(out.stdout_str().trim(), answer, "{args:?}: {out}");
+        }
+        log_with(
+            &server,
+            "version=SOCKS5 command=RESOLVE destination=localhost:0",
+            1,
+        )
+        .await;
+        log_with(
+            &server,
+            "version=SOCKS4 command=RESOLVE destination=localhost:0",
+            1,
+        )
+        .await;
+        log_with(&server, "command=RESOLVE_PTR destination=127.0.0.1:0", 1).await;
     })
     .await;
 }

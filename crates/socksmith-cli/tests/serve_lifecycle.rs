@@ -11,7 +11,7 @@ use socksmith_testkit::socksmith::SocksmithServer;
 use socksmith_testkit::{within, Credentials, EchoServer, TEST_DEADLINE};
 use tokio::net::TcpStream;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_proxy_is_refused_unless_explicitly_allowed() {
     within(TEST_DEADLINE, "open-proxy guard", async {
         let refused =
@@ -47,7 +47,7 @@ async fn an_open_proxy_is_refused_unless_explicitly_allowed() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_accepting_lets_tunnels_finish_and_exits_zero() {
     within(TEST_DEADLINE, "SIGTERM", async {
         let mut server = serve(&["--shutdown-grace", "20s"]).await;
@@ -76,7 +76,7 @@ async fn sigterm_stops_accepting_lets_tunnels_finish_and_exits_zero() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_cuts_idle_tunnels_after_the_grace_period_and_exits_zero() {
     within(TEST_DEADLINE, "SIGINT with grace", async {
         let mut server = serve(&["--shutdown-grace", "300ms"]).await;
@@ -100,7 +100,7 @@ async fn sigint_cuts_idle_tunnels_after_the_grace_period_and_exits_zero() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_file_sets_listeners_users_and_timeouts_and_flags_override_it() {
     within(TEST_DEADLINE, "config file", async {
         let dir = TestDir::new("config");
@@ -173,7 +173,7 @@ handshake = "300ms"
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_file_fails_with_one_line_naming_the_key() {
     within(TEST_DEADLINE, "bad config", async {
         let dir = TestDir::new("config");
@@ -208,7 +208,7 @@ async fn a_bad_config_file_fails_with_one_line_naming_the_key() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_carry_the_session_fields() {
     within(TEST_DEADLINE, "JSON log", async {
         let server = serve(&["--log-format", "json", "--user", "alice:pw-not-logged"]).await;
@@ -242,6 +242,45 @@ async fn json_log_lines_carry_the_session_fields() {
             .expect("a string")
             .starts_with("127.0.0.1:"));
         assert_eq!(field("level"), "INFO");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_pauses_accepting_without_spinning() {
+    within(TEST_DEADLINE, "EMFILE", async {
+        // A low descriptor limit, and a short handshake deadline to free them again.
+        let script = format!(
+            "ulimit -n 48 && exec '{}' serve --listen 127.0.0.1:0 --handshake-timeout 1s",
+            bin().display()
+        );
+        let server =
+            SocksmithServer::try_start(std::path::Path::new("/bin/sh"), &["-c", &script], &[], 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        // More idle clients than descriptors: the server runs out.
+        let mut idle = Vec::new();
+        for _ in 0..80 {
+            idle.push(connect(server.addr()).await);
+        }
+        log_with(&server, "accept failed; pausing", 1).await;
+        // Once the deadline frees descriptors, every client is served (or cut) and new
+        // clients get through.
+        for mut s in idle {
+            assert!(recv_to_end(&mut s).await.is_empty());
+        }
+        let echo = EchoServer::start().await;
+        let (mut t, _) = socks5_connect(server.addr(), None, echo.addr())
+            .await
+            .expect("served again");
+        send(&mut t, b"ok").await;
+        assert_eq!(recv(&mut t, 2).await, b"ok");
+        // Paused, not spinning: a handful of failed accepts, not thousands.
+        let failures = server.stderr().matches("accept failed; pausing").count();
+        assert!(
+            (1..50).contains(&failures),
+            "{failures} accept failures logged"
+        );
     })
     .await;
 }

@@ -42,7 +42,7 @@ v5("metadata", 1, bytes([1, 169, 254, 169, 254, 0, 80]))
 exchange("v4a-dns", bytes([4, 1, 0, 80, 0, 0, 0, 1]) + b"\0" + name + b"\0", greeting=False)
 "#;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_networks_and_failed_lookups_get_their_codes() {
     within(TEST_DEADLINE, "network namespace replies", async {
         let Some(()) = require_root("unshare -n needs root") else {

@@ -24,7 +24,7 @@ async fn closed_port() -> SocketAddr {
     l.local_addr().expect("address")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failure_gets_the_closest_reply_code() {
     within(TEST_DEADLINE, "reply codes", async {
         let server = serve(&["--deny", "127.0.0.2/32"]).await;
@@ -94,7 +94,7 @@ async fn each_failure_gets_the_closest_reply_code() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_failures_and_socks4_under_authentication() {
     within(TEST_DEADLINE, "authentication replies", async {
         let server = serve(&["--user", "alice:pw1"]).await;
@@ -150,7 +150,7 @@ async fn authentication_failures_and_socks4_under_authentication() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_greeting_request_and_payload_reach_the_target() {
     within(TEST_DEADLINE, "pipelining", async {
         let server = serve(&[]).await;
@@ -189,7 +189,7 @@ async fn pipelined_greeting_request_and_payload_reach_the_target() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stalls_in_the_handshake_is_disconnected_at_the_deadline() {
     within(TEST_DEADLINE, "handshake deadline", async {
         let server = serve(&["--handshake-timeout", "300ms"]).await;
@@ -219,7 +219,7 @@ async fn connect_from(from_ip: [u8; 4], to: SocketAddr) -> TcpStream {
     socket.connect(to).await.expect("connect to the BIND port")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks5_bind_accepts_only_the_expected_peer_then_relays() {
     within(TEST_DEADLINE, "SOCKS5 BIND", async {
         let server = serve(&[]).await;
@@ -251,7 +251,7 @@ async fn socks5_bind_accepts_only_the_expected_peer_then_relays() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks4_bind_and_bind_timeout() {
     within(TEST_DEADLINE, "SOCKS4 BIND", async {
         let server = serve(&["--bind-timeout", "300ms"]).await;
@@ -315,7 +315,7 @@ async fn recv_datagram(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
     (buf, from)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_associate_relays_only_the_clients_datagrams() {
     within(TEST_DEADLINE, "UDP ASSOCIATE", async {
         let server = serve(&[]).await;
@@ -383,7 +383,7 @@ async fn udp_associate_relays_only_the_clients_datagrams() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolve_and_resolve_ptr_answer_from_the_servers_resolver() {
     within(TEST_DEADLINE, "RESOLVE", async {
         let server = serve(&[]).await;
@@ -418,6 +418,29 @@ async fn resolve_and_resolve_ptr_answer_from_the_servers_resolver() {
         assert_eq!(reply_addr(&addr), "[::1]:0".parse().expect("literal"));
         log_with(&server, "command=RESOLVE ", 3).await;
         log_with(&server, "command=RESOLVE_PTR destination=127.0.0.1:0 ", 1).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_udp_association_ends_and_closes_its_control_connection() {
+    within(TEST_DEADLINE, "UDP idle", async {
+        let server = serve(&["--udp-idle-timeout", "300ms"]).await;
+        let mut control = connect(server.addr()).await;
+        let started = Instant::now();
+        let (rep, _) = v5_exchange(
+            &mut control,
+            3,
+            &v5_addr("0.0.0.0:0".parse().expect("literal")),
+        )
+        .await;
+        assert_eq!(rep, 0);
+        assert!(
+            recv_to_end(&mut control).await.is_empty(),
+            "the server closes the control connection"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        log_with(&server, "outcome=UDP association idle for 300ms", 1).await;
     })
     .await;
 }

@@ -22,7 +22,7 @@ async fn tunnel(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
     stream
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_from_the_client_keeps_the_answer_flowing() {
     within(TEST_DEADLINE, "client half-close", async {
         let server = serve(&[]).await;
@@ -40,7 +40,7 @@ async fn half_close_from_the_client_keeps_the_answer_flowing() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_from_the_target_keeps_the_client_direction_open() {
     within(TEST_DEADLINE, "target half-close", async {
         let server = serve(&[]).await;
@@ -73,7 +73,7 @@ async fn half_close_from_the_target_keeps_the_client_direction_open() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_on_either_side_ends_the_tunnel_and_the_server_goes_on() {
     within(TEST_DEADLINE, "resets", async {
         let server = serve(&[]).await;
@@ -213,6 +213,31 @@ async fn two_hundred_tunnels_at_once() {
             done.expect("tunnel task");
         }
         log_with(&server, "session finished", TUNNELS).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
+    within(TEST_DEADLINE, "idle tunnel", async {
+        let server = serve(&["--idle-timeout", "300ms"]).await;
+        let echo = EchoServer::start().await;
+        let mut t = tunnel(server.addr(), echo.addr()).await;
+        // Traffic keeps it alive...
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            send(&mut t, b"tick").await;
+            assert_eq!(recv(&mut t, 4).await, b"tick");
+        }
+        // ... silence ends it.
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4];
+        let end = tokio::time::timeout(STEP, t.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        log_with(&server, "outcome=tunnel: tunnel idle for 300ms", 1).await;
     })
     .await;
 }

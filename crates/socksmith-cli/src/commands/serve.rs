@@ -124,13 +124,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let server = Server::new(config);
         server.check_listeners(&listeners)?;
+        // Handlers first: a signal sent as soon as the addresses are announced must find them.
+        let shutdown = shutdown_signal()?;
         let mut stdout = std::io::stdout().lock();
         for listener in &listeners {
             writeln!(stdout, "listening on {}", listener.local_addr()?)?;
         }
         stdout.flush()?;
         drop(stdout);
-        server.serve(listeners, shutdown_signal()?).await?;
+        server.serve(listeners, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::server::connect::tunnel;
-use crate::server::error::SessionError;
+use crate::server::error::{LookupError, SessionError};
 use crate::server::outbound::{lookup, OutboundStream};
 use crate::server::session::{Replier, Session, Traffic};
 use crate::server::Shared;
@@ -43,14 +43,11 @@ pub(crate) async fn bind(
         {
             Ok(ips) => Some(ips.into_iter().map(|ip| ip.to_canonical()).collect()),
             Err(e) => {
+                let e = LookupError::from(e);
                 replier
-                    .send(
-                        &mut client,
-                        ReplyCode::HostUnreachable,
-                        TargetAddr::UNSPECIFIED,
-                    )
+                    .send(&mut client, e.reply_code(), TargetAddr::UNSPECIFIED)
                     .await?;
-                return Err(SessionError::Resolve(format!("DNS lookup failed: {e}")));
+                return Err(e.into());
             }
         },
     };

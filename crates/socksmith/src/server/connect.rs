@@ -7,7 +7,8 @@ use socksmith_proto::{Command, DomainName, ReplyCode, TargetAddr, Version};
 use tokio::net::TcpStream;
 
 use crate::relay::{relay, relay_generic, RelayOutcome};
-use crate::server::error::SessionError;
+use crate::resolve::ResolveError;
+use crate::server::error::{LookupError, SessionError};
 use crate::server::outbound::{lookup, ConnectError, ConnectRequest, OutboundStream};
 use crate::server::session::{Replier, Session, Traffic};
 use crate::server::stats::{add, inc, Gauge};
@@ -91,31 +92,18 @@ pub(crate) async fn resolve(
     };
     match answer {
         Ok(bound) => replier.send(&mut client, ReplyCode::Succeeded, bound).await,
-        Err((code, reason)) => {
+        Err(e) => {
             replier
-                .send(&mut client, code, TargetAddr::UNSPECIFIED)
+                .send(&mut client, e.reply_code(), TargetAddr::UNSPECIFIED)
                 .await?;
-            Err(SessionError::Resolve(reason))
+            Err(e.into())
         }
     }
 }
 
-async fn resolve_name(
-    shared: &Shared,
-    session: &Session,
-) -> Result<TargetAddr, (ReplyCode, String)> {
-    let ips = lookup(
-        &*shared.config.resolver,
-        &session.target,
-        shared.config.resolve_timeout,
-    )
-    .await
-    .map_err(|e| {
-        (
-            ReplyCode::HostUnreachable,
-            format!("DNS lookup failed: {e}"),
-        )
-    })?;
+async fn resolve_name(shared: &Shared, session: &Session) -> Result<TargetAddr, LookupError> {
+    let config = &shared.config;
+    let ips = lookup(&*config.resolver, &session.target, config.resolve_timeout).await?;
     // A SOCKS4 reply has room for an IPv4 address only.
     let ip = match session.version {
         Version::V4 => ips.iter().find(|ip| ip.is_ipv4()),
@@ -123,48 +111,27 @@ async fn resolve_name(
     };
     match ip {
         Some(ip) => Ok(TargetAddr::Ip(SocketAddr::new(*ip, 0))),
-        None => Err((
-            ReplyCode::HostUnreachable,
-            format!("{}: no IPv4 address for a SOCKS4 reply", session.target),
-        )),
+        None => Err(LookupError::NoIpv4(session.target.clone())),
     }
 }
 
-async fn resolve_ptr(
-    shared: &Shared,
-    target: &TargetAddr,
-) -> Result<TargetAddr, (ReplyCode, String)> {
+async fn resolve_ptr(shared: &Shared, target: &TargetAddr) -> Result<TargetAddr, LookupError> {
     let Some(addr) = target.ip_literal() else {
-        return Err((
-            ReplyCode::AddressTypeNotSupported,
-            format!("RESOLVE_PTR needs an address, got the name {target}"),
-        ));
+        return Err(LookupError::PtrNeedsAddress(target.clone()));
     };
     let ip: IpAddr = addr.ip();
-    let lookup = shared.config.resolver.lookup_addr(ip);
-    let name = match tokio::time::timeout(shared.config.resolve_timeout, lookup).await {
-        Ok(Ok(name)) => name,
-        Ok(Err(e)) => {
-            return Err((
-                ReplyCode::HostUnreachable,
-                format!("reverse DNS lookup failed: {e}"),
-            ))
-        }
+    let limit = shared.config.resolve_timeout;
+    let name = match tokio::time::timeout(limit, shared.config.resolver.lookup_addr(ip)).await {
+        Ok(answer) => answer?,
         Err(_) => {
-            return Err((
-                ReplyCode::HostUnreachable,
-                format!(
-                    "reverse DNS lookup failed: {ip}: no answer within {:?}",
-                    shared.config.resolve_timeout
-                ),
-            ))
+            return Err(ResolveError::Timeout {
+                query: ip.to_string(),
+                after: limit,
+            }
+            .into())
         }
     };
-    match DomainName::new(name.into_bytes()) {
-        Ok(name) => Ok(TargetAddr::Domain(name, 0)),
-        Err(e) => Err((
-            ReplyCode::GeneralFailure,
-            format!("reverse DNS answer for {ip} cannot be sent: {e}"),
-        )),
-    }
+    DomainName::new(name.into_bytes())
+        .map(|name| TargetAddr::Domain(name, 0))
+        .map_err(|source| LookupError::Unsendable { ip, source })
 }

@@ -9,10 +9,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use socksmith_proto::ProtocolError;
+use socksmith_proto::{ProtocolError, ReplyCode, TargetAddr};
 
 use crate::policy::DenyReason;
 use crate::relay::RelayError;
+use crate::resolve::ResolveError;
 use crate::server::outbound::ConnectError;
 
 /// Why a server could not start or keep running.
@@ -72,10 +73,13 @@ pub enum SessionError {
     /// The tunnel to the target could not be opened.
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// A name in a RESOLVE, RESOLVE_PTR or BIND request did not resolve, or its answer could
-    /// not be sent.
-    #[error("{0}")]
-    Resolve(String),
+    /// A RESOLVE or RESOLVE_PTR got no answer, or a BIND's peer name did not resolve.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The client filled the handshake buffer without completing a message (no valid
+    /// handshake message is that long).
+    #[error("handshake message longer than {0} bytes")]
+    Oversized(usize),
     /// BIND: no expected peer connected in time.
     #[error("BIND: no connection from the expected peer within {0:?}")]
     BindTimeout(Duration),
@@ -96,4 +100,41 @@ pub enum SessionError {
     /// The UDP association saw no datagram for the idle timeout.
     #[error("UDP association idle for {0:?}")]
     UdpIdle(Duration),
+}
+
+/// Why a lookup the server answers itself (RESOLVE, RESOLVE_PTR, a BIND's peer name) failed.
+/// [`LookupError::reply_code`] is what the client gets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// The resolver had no answer.
+    #[error("DNS lookup failed: {0}")]
+    Failed(#[from] ResolveError),
+    /// A SOCKS4 reply has room for an IPv4 address only, and the name has none.
+    #[error("{0}: no IPv4 address for a SOCKS4 reply")]
+    NoIpv4(TargetAddr),
+    /// RESOLVE_PTR names an address to look up; a name was sent.
+    #[error("RESOLVE_PTR needs an address, got the name {0}")]
+    PtrNeedsAddress(TargetAddr),
+    /// The reverse lookup's answer is not a name SOCKS can carry (over 255 bytes, say).
+    #[error("reverse DNS answer for {ip} cannot be sent: {source}")]
+    Unsendable {
+        /// The address looked up.
+        ip: std::net::IpAddr,
+        /// Why the name does not fit.
+        source: ProtocolError,
+    },
+}
+
+impl LookupError {
+    /// Host unreachable (0x04) for a failed lookup, as for a CONNECT to that name; address
+    /// type not supported (0x08) for RESOLVE_PTR with a name; general failure (0x01) for an
+    /// answer that cannot be encoded.
+    pub fn reply_code(&self) -> ReplyCode {
+        match self {
+            LookupError::Failed(_) | LookupError::NoIpv4(_) => ReplyCode::HostUnreachable,
+            LookupError::PtrNeedsAddress(_) => ReplyCode::AddressTypeNotSupported,
+            LookupError::Unsendable { .. } => ReplyCode::GeneralFailure,
+        }
+    }
 }

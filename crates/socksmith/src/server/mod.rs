@@ -33,7 +33,7 @@ mod udp;
 
 pub use auth::{Authenticator, UserError, Users};
 pub use config::ServerConfig;
-pub use error::{ServerError, SessionError};
+pub use error::{LookupError, ServerError, SessionError};
 pub use listener::bind_listener;
 pub use outbound::{
     AsyncStream, ConnectError, ConnectFuture, ConnectRequest, Connected, Direct, Outbound,

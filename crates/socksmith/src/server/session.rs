@@ -108,7 +108,11 @@ impl End {
             Version::V4 => "SOCKS4",
             Version::V5 => "SOCKS5",
         });
-        let user = self.user.as_deref().unwrap_or("-");
+        let user = match &self.session {
+            Some(s) => s.user.as_deref(),
+            None => self.user.as_deref(),
+        }
+        .unwrap_or("-");
         match &self.session {
             Some(s) => tracing::info!(
                 client = %peer,
@@ -191,18 +195,20 @@ async fn serve(
         (None, Some(id)) if !id.is_empty() => Some(String::from_utf8_lossy(&id).into_owned()),
         (None, _) => None,
     };
-    end.user.clone_from(&user);
-    let session = Session {
+    // The session lives in `end`, where the log line finds it; no copy is made.
+    let End {
+        session, traffic, ..
+    } = end;
+    let session = &*session.insert(Session {
         client: peer,
         local,
         user,
         version: request.version,
         command: request.command,
         target: request.target,
-    };
-    end.session = Some(session.clone());
+    });
 
-    if let Decision::Deny(reason) = shared.config.policy.check_request(&session) {
+    if let Decision::Deny(reason) = shared.config.policy.check_request(session) {
         inc(&shared.stats.policy_denied);
         replier
             .send(&mut client, ReplyCode::NotAllowed, TargetAddr::UNSPECIFIED)
@@ -210,25 +216,24 @@ async fn serve(
         return Err(SessionError::Denied(reason));
     }
 
-    let traffic = &mut end.traffic;
     match session.command {
         Command::Connect => {
             // Dialing and replying run boxed, freed before the relay: an idle tunnel's task
             // keeps only what the relay needs (resident memory per idle tunnel).
             let (client, target) =
-                Box::pin(connect::open(shared, &session, client, replier)).await?;
+                Box::pin(connect::open(shared, session, client, replier)).await?;
             connect::tunnel(shared, client, target, &pending, traffic).await
         }
         Command::Resolve | Command::ResolvePtr => {
-            Box::pin(connect::resolve(shared, &session, client, replier)).await
+            Box::pin(connect::resolve(shared, session, client, replier)).await
         }
         Command::Bind => {
             Box::pin(bind::bind(
-                shared, &session, client, replier, pending, traffic,
+                shared, session, client, replier, pending, traffic,
             ))
             .await
         }
-        Command::UdpAssociate => Box::pin(udp::associate(shared, &session, client, replier)).await,
+        Command::UdpAssociate => Box::pin(udp::associate(shared, session, client, replier)).await,
         Command::Unknown(_) => {
             unreachable!("the handshake machine answers unknown commands itself")
         }
@@ -293,9 +298,7 @@ async fn handshake(
         }
         if buf.len() >= MAX_BUFFER {
             inc(&shared.stats.handshake_protocol_errors);
-            return Err(SessionError::Protocol(ProtocolError::InvalidState(
-                "handshake message longer than any valid one",
-            )));
+            return Err(SessionError::Oversized(MAX_BUFFER));
         }
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity());

@@ -153,14 +153,19 @@ impl Association<'_> {
     ) -> Poll<Event> {
         // The control connection carries nothing after the reply: any byte is read and
         // ignored, end of stream or an error ends the association.
+        // A client that keeps writing gets a few reads per wake-up, not the whole task.
         let mut scratch = [0u8; 64];
-        loop {
+        for round in 0.. {
+            if round == 16 {
+                cx.waker().wake_by_ref();
+                break;
+            }
             let mut rb = ReadBuf::new(&mut scratch);
             match Pin::new(&mut *control).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => {
                     return Poll::Ready(Event::ControlClosed(None))
                 }
-                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Event::ControlClosed(Some(e))),
                 Poll::Pending => break,
             }
