@@ -91,14 +91,54 @@ class Run:
         return text
 
 
+def summarize(samples):
+    s = sorted(samples)
+    n = len(s)
+    median = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+    return {"median": median, "min": s[0], "max": s[-1], "samples": samples}
+
+
+def merge(reports):
+    """One report per contender from several runs of it (rounds of some phases, the idle
+    phase alone): the samples of each metric are pooled and summarized again."""
+    if len(reports) == 1:
+        return reports[0]
+    merged = json.loads(json.dumps(reports[0]))
+    by_key = {m["key"]: m for m in merged["metrics"]}
+    for m in by_key.values():
+        m["summary"], m["note"] = None, None
+    pooled = {k: [] for k in by_key}
+    notes = {k: None for k in by_key}
+    for report in reports:
+        for m in report["metrics"]:
+            if m.get("summary"):
+                pooled[m["key"]].extend(m["summary"]["samples"])
+            elif m.get("note") and m["note"] != "phase not selected" and not notes[m["key"]]:
+                notes[m["key"]] = m["note"]
+        if report.get("idle"):
+            merged["idle"] = report["idle"]
+    for key, m in by_key.items():
+        if pooled[key]:
+            m["summary"] = summarize(pooled[key])
+        else:
+            m["note"] = notes[key] or "phase not selected"
+    merged["repeat"] = max(
+        len(pooled[k]) for k in pooled if not k.startswith("idle")
+    ) if any(pooled[k] for k in pooled if not k.startswith("idle")) else 1
+    merged["notes"] = sorted({n for r in reports for n in r.get("notes", [])})
+    merged["runs_merged"] = len(reports)
+    return merged
+
+
 def load(paths):
-    runs = {}
+    reports = {}
     for path in paths:
         with open(path) as f:
             data = json.load(f)
         # A bench report, or an earlier results.json (to redraw it).
         for report in data["runs"] if "runs" in data else [data]:
-            runs[report["label"]] = Run(report)
+            reports.setdefault(report["label"], []).append(report)
+    runs = {label: Run(merge(rs)) for label, rs in reports.items()}
     ordered = [runs[k] for k in ORDER if k in runs]
     ordered += [r for k, r in runs.items() if k not in ORDER]
     return ordered
@@ -173,7 +213,8 @@ def markdown(runs, rows, meta):
     out.append(f"Run of {meta['date']} ({meta['mode']} mode) on {meta['machine']['cores']} cores"
                f" ({meta['machine']['cpu'] or 'unknown CPU'}, Linux {meta['machine']['kernel']}):"
                f" each proxy pinned to core 0 (`taskset -c 0`), the load and its targets to core 1."
-               f" Medians of {meta['repeat']} repeats, ± half the min–max range.")
+               f" Medians of {meta['repeat']} round{'s' if meta['repeat'] != 1 else ''} (each"
+               f" round measures every contender in turn), ± half the min–max range.")
     out.append("")
     out.append("| metric | unit | " + " | ".join(r.label for r in runs) + " |")
     out.append("|---|---|" + "---:|" * len(runs))
