@@ -2,18 +2,15 @@
 //! support (as the testkit's own tests establish for Dante, microsocks and ssh -D), and the
 //! exit status must say whether CONNECT works.
 
-use std::path::Path;
+mod serve_support;
 
 use serde_json::Value;
+use serve_support::bin;
 use socksmith_testkit::dante::{Dante, DanteAuth, DanteOptions};
 use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
 use socksmith_testkit::socksmith::{run, SocksmithServer};
 use socksmith_testkit::ssh::SshDynamic;
 use socksmith_testkit::{within, CmdOutput, EchoServer, Proxy, ProxyKind, TEST_DEADLINE};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_socksmith"))
-}
 
 /// What a report must say: each capability's support, and the methods accepted.
 struct Expected {

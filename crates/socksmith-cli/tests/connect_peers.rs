@@ -2,9 +2,11 @@
 //! EOF on stdin half-closes, the command exits when the target closes; `ALL_PROXY`; chains;
 //! errors on stderr naming hop, step and reply code.
 
-use std::path::Path;
+mod serve_support;
+
 use std::process::Stdio;
 
+use serve_support::bin;
 use socksmith_testkit::dante::{Dante, DanteOptions};
 use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
 use socksmith_testkit::process::{run_command, CLIENT_DEADLINE};
@@ -12,10 +14,6 @@ use socksmith_testkit::socksmith::run;
 use socksmith_testkit::ssh::SshDynamic;
 use socksmith_testkit::{pattern, within, EchoServer, ProxyKind, SourceServer, TEST_DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_socksmith"))
-}
 
 /// `socksmith connect --proxy URL... TARGET` with `input` on stdin; asserts success and that
 /// stdout is `expected`.

@@ -1,5 +1,5 @@
-//! Shared by the `serve_*` integration tests: starting the real `socksmith serve` binary and
-//! speaking raw SOCKS bytes to it with bounded waits.
+//! Shared by the CLI integration tests (the `serve_*` ones above all): the binary under test,
+//! starting the real `socksmith serve`, and speaking raw SOCKS bytes to it with bounded waits.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
