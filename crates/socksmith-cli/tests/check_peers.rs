@@ -7,7 +7,7 @@ mod serve_support;
 use serde_json::Value;
 use serve_support::bin;
 use socksmith_testkit::dante::{Dante, DanteAuth, DanteOptions};
-use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
+use socksmith_testkit::microsocks::{dante_and_microsocks, Microsocks, MicrosocksOptions};
 use socksmith_testkit::socksmith::{run, SocksmithServer};
 use socksmith_testkit::ssh::SshDynamic;
 use socksmith_testkit::{within, CmdOutput, EchoServer, Proxy, ProxyKind, TEST_DEADLINE};
@@ -215,10 +215,9 @@ async fn ssh_dynamic_reports_every_version_and_no_bind_or_udp() {
 #[tokio::test]
 async fn a_chain_probes_its_last_hop_and_a_given_target_is_used_as_is() {
     within(TEST_DEADLINE, "check chain and --target", async {
-        let (Some(dante), Some(ms)) = (
-            Dante::start(DanteOptions::default()).await,
-            Microsocks::start(MicrosocksOptions::default()).await,
-        ) else {
+        let Some((dante, ms)) =
+            dante_and_microsocks(DanteOptions::default(), MicrosocksOptions::default()).await
+        else {
             return;
         };
         // microsocks reached through Dante: microsocks' capabilities.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serve_support::{bin, serve};
 use socksmith_testkit::dante::{Dante, DanteOptions};
-use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
+use socksmith_testkit::microsocks::{dante_and_microsocks, MicrosocksOptions};
 use socksmith_testkit::socksmith::parse_listening;
 use socksmith_testkit::{pattern, within, EchoServer, ProxyKind, TEST_DEADLINE};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -130,10 +130,9 @@ async fn fifty_concurrent_tunnels_through_dante_on_two_forwardings() {
 #[tokio::test]
 async fn fifty_concurrent_tunnels_through_a_two_hop_chain() {
     within(TEST_DEADLINE, "forward via chain", async {
-        let (Some(dante), Some(ms)) = (
-            Dante::start(DanteOptions::default()).await,
-            Microsocks::start(MicrosocksOptions::with_auth()).await,
-        ) else {
+        let Some((dante, ms)) =
+            dante_and_microsocks(DanteOptions::default(), MicrosocksOptions::with_auth()).await
+        else {
             return;
         };
         let echo = EchoServer::start().await;

@@ -15,7 +15,7 @@ use serve_support::*;
 use socksmith_testkit::clients::{curl, pysocks, PyMode};
 use socksmith_testkit::dante::{Dante, DanteOptions};
 use socksmith_testkit::microsocks::{
-    Microsocks, MicrosocksOptions, MICROSOCKS_PASSWORD, MICROSOCKS_USER,
+    dante_and_microsocks, Microsocks, MicrosocksOptions, MICROSOCKS_PASSWORD, MICROSOCKS_USER,
 };
 use socksmith_testkit::raw::{
     echo_exact, socks4_bind, socks4_bind_accepted, socks5_bind, socks5_bind_accepted,
@@ -335,10 +335,9 @@ async fn sixty_four_mib_each_way_through_a_dante_upstream_arrive_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_files_upstream_key_and_flags_overriding_it() {
     within(TEST_DEADLINE, "upstream in the config file", async {
-        let (Some(dante), Some(ms)) = (
-            Dante::start(DanteOptions::default()).await,
-            Microsocks::start(MicrosocksOptions::default()).await,
-        ) else {
+        let Some((dante, ms)) =
+            dante_and_microsocks(DanteOptions::default(), MicrosocksOptions::default()).await
+        else {
             return;
         };
         let dir = TestDir::new("upstream");
