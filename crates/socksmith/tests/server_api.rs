@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use server_support::{udp_exchange, v5_request, Running, STEP};
+use server_support::{udp_exchange, v4_bind_any, v5_request, Running, STEP};
 use socksmith::policy::{Decision, DenyReason, Policy};
 use socksmith::resolve::StaticResolver;
 use socksmith::server::{
@@ -526,12 +526,7 @@ async fn a_socks4_bind_over_ipv6_is_refused_not_granted_with_zeros() {
         let server = Running::start_on(ServerConfig::default(), v6).await;
         // SOCKS4 BIND for any peer over a connection to [::1]: the listener would be on
         // ::1, which an 8-byte SOCKS4 reply cannot say.
-        let mut s = TcpStream::connect(server.addr).await.expect("connect");
-        s.write_all(&[4, 2, 0, 0, 0, 0, 0, 0, 0])
-            .await
-            .expect("request");
-        let mut reply = [0u8; 8];
-        s.read_exact(&mut reply).await.expect("reply");
+        let (mut s, reply) = v4_bind_any(server.addr).await;
         assert_eq!(
             reply,
             [0, 0x5B, 0, 0, 0, 0, 0, 0],

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use server_support::{udp_exchange, v5_request, Running, STEP};
+use server_support::{udp_exchange, v4_bind_any, v5_request, Running, STEP};
 use socksmith::client::Client;
 use socksmith::policy::{IpNet, Rules};
 use socksmith::resolve::StaticResolver;
@@ -347,12 +347,7 @@ async fn a_socks4_bind_is_refused_when_the_parent_listens_on_ipv6() {
             let (server, parent) =
                 chained_with("socks5", Rules::default(), ServerConfig::default(), v6).await;
             // SOCKS4 BIND for any peer: the parent listens on ::1, which a SOCKS4 reply cannot say.
-            let mut s = TcpStream::connect(server.addr).await.expect("connect");
-            s.write_all(&[4, 2, 0, 0, 0, 0, 0, 0, 0])
-                .await
-                .expect("request");
-            let mut reply = [0u8; 8];
-            s.read_exact(&mut reply).await.expect("reply");
+            let (mut s, reply) = v4_bind_any(server.addr).await;
             assert_eq!(
                 reply,
                 [0, 0x5B, 0, 0, 0, 0, 0, 0],

@@ -9,6 +9,7 @@ use std::time::Duration;
 use socksmith::server::{Server, ServerConfig, ServerError, StatsSnapshot};
 use socksmith_testkit::raw::{socks5_greeting, socks5_request, udp_unwrap, udp_wrap};
 use socksmith_testkit::{within, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -109,4 +110,15 @@ pub async fn udp_exchange(
         .expect("recv");
     let (source, data) = udp_unwrap(&buf[..n]).expect("a valid SOCKS5 datagram");
     (from, source, data)
+}
+
+/// A SOCKS4 BIND for any peer (0.0.0.0:0, no user id): the stream and the 8-byte reply.
+pub async fn v4_bind_any(proxy: SocketAddr) -> (TcpStream, [u8; 8]) {
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    s.write_all(&[4, 2, 0, 0, 0, 0, 0, 0, 0])
+        .await
+        .expect("request");
+    let mut reply = [0u8; 8];
+    s.read_exact(&mut reply).await.expect("reply");
+    (s, reply)
 }
