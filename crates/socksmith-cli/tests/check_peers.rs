@@ -6,7 +6,7 @@ mod serve_support;
 
 use serde_json::Value;
 use serve_support::bin;
-use socksmith_testkit::dante::{Dante, DanteAuth, DanteOptions};
+use socksmith_testkit::dante::{Dante, DanteOptions};
 use socksmith_testkit::microsocks::{dante_and_microsocks, Microsocks, MicrosocksOptions};
 use socksmith_testkit::socksmith::{run, SocksmithServer};
 use socksmith_testkit::ssh::SshDynamic;
@@ -123,12 +123,7 @@ async fn dante_reports_socks4_socks5_bind_and_udp_but_not_socks4a() {
 #[tokio::test]
 async fn dante_with_username_auth_reports_the_method_and_no_socks4() {
     within(TEST_DEADLINE, "check dante username", async {
-        let Some(dante) = Dante::start(DanteOptions {
-            auth: DanteAuth::Username,
-            ..DanteOptions::default()
-        })
-        .await
-        else {
+        let Some(dante) = Dante::start(DanteOptions::with_username()).await else {
             return;
         };
         let (out, json) = check_json(&[dante.proxy(ProxyKind::Socks5).url()], &[]).await;

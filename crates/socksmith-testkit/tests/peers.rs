@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use socksmith_testkit::clients::{self, PyMode};
-use socksmith_testkit::dante::{Dante, DanteAuth, DanteOptions};
+use socksmith_testkit::dante::{Dante, DanteOptions};
 use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
 use socksmith_testkit::raw::{self, RawError, Target};
 use socksmith_testkit::socksmith::SocksmithServer;
@@ -247,12 +247,7 @@ async fn dante_socks5_udp_associate_relays_datagrams() {
 #[tokio::test]
 async fn dante_username_accepts_the_test_user_and_refuses_the_rest() {
     within(TEST_DEADLINE, "dante username", async {
-        let Some(dante) = Dante::start(DanteOptions {
-            auth: DanteAuth::Username,
-            ..DanteOptions::default()
-        })
-        .await
-        else {
+        let Some(dante) = Dante::start(DanteOptions::with_username()).await else {
             return;
         };
         let creds = dante
