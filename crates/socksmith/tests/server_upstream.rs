@@ -20,8 +20,8 @@ use socksmith::server::{
 };
 use socksmith_proto::{Command, TargetAddr, Version};
 use socksmith_testkit::raw::{
-    echo_exact, socks5_bind, socks5_bind_accepted, socks5_connect, socks5_udp_associate, RawError,
-    CMD_UDP_ASSOCIATE,
+    bind_talk, echo_exact, socks5_bind, socks5_bind_accepted, socks5_connect, socks5_udp_associate,
+    RawError, CMD_UDP_ASSOCIATE,
 };
 use socksmith_testkit::{pattern, within, EchoServer, Target, UdpEchoServer, TEST_DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -209,17 +209,7 @@ async fn bind_goes_through_the_parent_which_listens_and_checks_the_peer() {
             .await
             .expect("second BIND reply");
         assert_eq!(announced, Target::Ip(peer_addr));
-        peer.write_all(b"from the peer").await.expect("peer write");
-        let mut buf = [0u8; 13];
-        control.read_exact(&mut buf).await.expect("client read");
-        assert_eq!(&buf, b"from the peer");
-        control
-            .write_all(b"from the client")
-            .await
-            .expect("client write");
-        let mut buf = [0u8; 15];
-        peer.read_exact(&mut buf).await.expect("peer read");
-        assert_eq!(&buf, b"from the client");
+        bind_talk(&mut control, &mut peer).await;
         drop((control, peer));
         parent.stats_when(|s| s.tunnels_total == 1).await;
         server.stats_when(|s| s.tunnels_total == 1).await;
