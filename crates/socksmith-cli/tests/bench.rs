@@ -3,16 +3,13 @@
 //! and through microsocks, a real third-party peer. These check the output's structure and that
 //! every figure is there and non-zero; they never assert on speed.
 
-use std::path::Path;
+mod serve_support;
 
 use serde_json::Value;
+use serve_support::bin;
 use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
 use socksmith_testkit::socksmith::{run, SocksmithServer};
 use socksmith_testkit::{within, TEST_DEADLINE};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_socksmith"))
-}
 
 /// Tiny everything: the whole run takes a few seconds.
 const TINY: [&str; 18] = [

@@ -2,18 +2,15 @@
 //! support (as the testkit's own tests establish for Dante, microsocks and ssh -D), and the
 //! exit status must say whether CONNECT works.
 
-use std::path::Path;
+mod serve_support;
 
 use serde_json::Value;
-use socksmith_testkit::dante::{Dante, DanteAuth, DanteOptions};
-use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
+use serve_support::bin;
+use socksmith_testkit::dante::{Dante, DanteOptions};
+use socksmith_testkit::microsocks::{dante_and_microsocks, Microsocks, MicrosocksOptions};
 use socksmith_testkit::socksmith::{run, SocksmithServer};
 use socksmith_testkit::ssh::SshDynamic;
 use socksmith_testkit::{within, CmdOutput, EchoServer, Proxy, ProxyKind, TEST_DEADLINE};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_socksmith"))
-}
 
 /// What a report must say: each capability's support, and the methods accepted.
 struct Expected {
@@ -126,12 +123,7 @@ async fn dante_reports_socks4_socks5_bind_and_udp_but_not_socks4a() {
 #[tokio::test]
 async fn dante_with_username_auth_reports_the_method_and_no_socks4() {
     within(TEST_DEADLINE, "check dante username", async {
-        let Some(dante) = Dante::start(DanteOptions {
-            auth: DanteAuth::Username,
-            ..DanteOptions::default()
-        })
-        .await
-        else {
+        let Some(dante) = Dante::start(DanteOptions::with_username()).await else {
             return;
         };
         let (out, json) = check_json(&[dante.proxy(ProxyKind::Socks5).url()], &[]).await;
@@ -218,10 +210,9 @@ async fn ssh_dynamic_reports_every_version_and_no_bind_or_udp() {
 #[tokio::test]
 async fn a_chain_probes_its_last_hop_and_a_given_target_is_used_as_is() {
     within(TEST_DEADLINE, "check chain and --target", async {
-        let (Some(dante), Some(ms)) = (
-            Dante::start(DanteOptions::default()).await,
-            Microsocks::start(MicrosocksOptions::default()).await,
-        ) else {
+        let Some((dante, ms)) =
+            dante_and_microsocks(DanteOptions::default(), MicrosocksOptions::default()).await
+        else {
             return;
         };
         // microsocks reached through Dante: microsocks' capabilities.

@@ -2,20 +2,18 @@
 //! EOF on stdin half-closes, the command exits when the target closes; `ALL_PROXY`; chains;
 //! errors on stderr naming hop, step and reply code.
 
-use std::path::Path;
+mod serve_support;
+
 use std::process::Stdio;
 
+use serve_support::bin;
 use socksmith_testkit::dante::{Dante, DanteOptions};
-use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
+use socksmith_testkit::microsocks::{dante_and_microsocks, MicrosocksOptions};
 use socksmith_testkit::process::{run_command, CLIENT_DEADLINE};
 use socksmith_testkit::socksmith::run;
 use socksmith_testkit::ssh::SshDynamic;
 use socksmith_testkit::{pattern, within, EchoServer, ProxyKind, SourceServer, TEST_DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_socksmith"))
-}
 
 /// `socksmith connect --proxy URL... TARGET` with `input` on stdin; asserts success and that
 /// stdout is `expected`.
@@ -132,10 +130,9 @@ async fn reads_all_proxy_and_chains_repeated_proxies() {
 #[tokio::test]
 async fn interactive_session_through_a_chain_with_microsocks() {
     within(TEST_DEADLINE, "connect interactive", async {
-        let (Some(dante), Some(ms)) = (
-            Dante::start(DanteOptions::default()).await,
-            Microsocks::start(MicrosocksOptions::with_auth()).await,
-        ) else {
+        let Some((dante, ms)) =
+            dante_and_microsocks(DanteOptions::default(), MicrosocksOptions::with_auth()).await
+        else {
             return;
         };
         let echo = EchoServer::start().await;

@@ -3,13 +3,15 @@
 //! own connection, a clean exit on SIGTERM, the idle timeout (with a unit) and a refused
 //! `--max-connections 0`.
 
+mod serve_support;
+
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
+use serve_support::{bin, serve};
 use socksmith_testkit::dante::{Dante, DanteOptions};
-use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
+use socksmith_testkit::microsocks::{dante_and_microsocks, MicrosocksOptions};
 use socksmith_testkit::socksmith::parse_listening;
 use socksmith_testkit::{pattern, within, EchoServer, ProxyKind, TEST_DEADLINE};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -27,7 +29,7 @@ impl Forwarder {
     /// Starts `socksmith forward ARGS` and waits for one `listening on` line per `-L`.
     async fn start(args: &[String]) -> Self {
         let expected = args.iter().filter(|a| *a == "-L").count();
-        let mut child = Command::new(Path::new(env!("CARGO_BIN_EXE_socksmith")))
+        let mut child = Command::new(bin())
             .arg("forward")
             .args(args)
             .stdin(Stdio::null())
@@ -128,10 +130,9 @@ async fn fifty_concurrent_tunnels_through_dante_on_two_forwardings() {
 #[tokio::test]
 async fn fifty_concurrent_tunnels_through_a_two_hop_chain() {
     within(TEST_DEADLINE, "forward via chain", async {
-        let (Some(dante), Some(ms)) = (
-            Dante::start(DanteOptions::default()).await,
-            Microsocks::start(MicrosocksOptions::with_auth()).await,
-        ) else {
+        let Some((dante, ms)) =
+            dante_and_microsocks(DanteOptions::default(), MicrosocksOptions::with_auth()).await
+        else {
             return;
         };
         let echo = EchoServer::start().await;
@@ -195,11 +196,7 @@ async fn a_refused_target_closes_the_local_connection_and_sigterm_stops_the_comm
 #[tokio::test]
 async fn fifty_concurrent_tunnels_through_socksmith_serve_and_ssh() {
     within(TEST_DEADLINE, "forward via socksmith and ssh", async {
-        let server = socksmith_testkit::socksmith::SocksmithServer::start(
-            Path::new(env!("CARGO_BIN_EXE_socksmith")),
-            &[],
-        )
-        .await;
+        let server = serve(&[]).await;
         let echo = EchoServer::start().await;
         let fwd = Forwarder::start(&[
             "--proxy".into(),
@@ -227,11 +224,7 @@ async fn fifty_concurrent_tunnels_through_socksmith_serve_and_ssh() {
 #[tokio::test]
 async fn an_idle_tunnel_closes_after_an_idle_timeout_given_with_a_unit() {
     within(TEST_DEADLINE, "forward idle timeout", async {
-        let server = socksmith_testkit::socksmith::SocksmithServer::start(
-            Path::new(env!("CARGO_BIN_EXE_socksmith")),
-            &[],
-        )
-        .await;
+        let server = serve(&[]).await;
         let echo = EchoServer::start().await;
         let fwd = Forwarder::start(&[
             "--proxy".into(),
@@ -271,7 +264,7 @@ async fn an_idle_tunnel_closes_after_an_idle_timeout_given_with_a_unit() {
 async fn zero_max_connections_is_refused() {
     within(TEST_DEADLINE, "forward --max-connections 0", async {
         let out = socksmith_testkit::socksmith::run(
-            Path::new(env!("CARGO_BIN_EXE_socksmith")),
+            bin(),
             &[
                 "forward",
                 "--max-connections",

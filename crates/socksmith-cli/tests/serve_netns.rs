@@ -11,10 +11,41 @@
 
 mod serve_support;
 
+use std::path::{Path, PathBuf};
+
 use serve_support::*;
 use socksmith_testkit::process::run_command;
 use socksmith_testkit::tools::{require_root, require_tool};
-use socksmith_testkit::{within, TEST_DEADLINE};
+use socksmith_testkit::{within, CmdOutput, TEST_DEADLINE};
+
+/// `unshare` and `python3`, once root, `unshare`, `ip` and `python3` are all there (else `None`,
+/// by the missing-peer policy).
+fn netns_tools() -> Option<(PathBuf, PathBuf)> {
+    require_root("unshare -n needs root")?;
+    let unshare = require_tool("unshare")?;
+    require_tool("ip")?;
+    let python = require_tool("python3")?;
+    Some((unshare, python))
+}
+
+/// Runs the shell `script` in a new network namespace (`unshare -n`), bounded, and checks that
+/// it succeeded.
+async fn run_in_netns(unshare: &Path, script: &str) -> CmdOutput {
+    let mut cmd = tokio::process::Command::new(unshare);
+    cmd.args(["-n", "sh", "-c", script]);
+    let out = run_command(cmd, b"", STEP * 4).await;
+    out.assert_success();
+    out
+}
+
+/// What follows `NAME ` on the first stdout line that starts with it.
+fn line_value(out: &CmdOutput, name: &str) -> String {
+    out.stdout_str()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} line:\n{out}"))
+        .to_owned()
+}
 
 /// A raw SOCKS client: each case prints `NAME REPLY-BYTES-HEX`.
 const CLIENT: &str = r#"
@@ -46,14 +77,7 @@ exchange("v4a-dns", bytes([4, 1, 0, 80, 0, 0, 0, 1]) + b"\0" + name + b"\0", gre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_networks_and_failed_lookups_get_their_codes() {
     within(TEST_DEADLINE, "network namespace replies", async {
-        let Some(()) = require_root("unshare -n needs root") else {
-            return;
-        };
-        let Some(unshare) = require_tool("unshare") else {
-            return;
-        };
-        let Some(_) = require_tool("ip") else { return };
-        let Some(python) = require_tool("python3") else {
+        let Some((unshare, python)) = netns_tools() else {
             return;
         };
         let Some(curl) = require_tool("curl") else {
@@ -84,18 +108,9 @@ cat serve.log >&2
             python = python.display(),
             curl = curl.display(),
         );
-        let mut cmd = tokio::process::Command::new(unshare);
-        cmd.args(["-n", "sh", "-c", &script]);
-        let out = run_command(cmd, b"", STEP * 4).await;
-        out.assert_success();
+        let out = run_in_netns(&unshare, &script).await;
         let stdout = out.stdout_str();
-        let reply = |name: &str| -> String {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .unwrap_or_else(|| panic!("no {name} line:\n{out}"))
-                .to_owned()
-        };
+        let reply = |name: &str| line_value(&out, name);
         // Method choice 05 00, then VER 05 | REP.
         assert_eq!(
             &reply("v6-doc")[..8],
@@ -169,14 +184,7 @@ for name, proxy in zip(["public", "allowed", "local"], sys.argv[1:]):
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_server_refuses_loopback_targets_unless_allowed() {
     within(TEST_DEADLINE, "loopback targets", async {
-        let Some(()) = require_root("unshare -n needs root") else {
-            return;
-        };
-        let Some(unshare) = require_tool("unshare") else {
-            return;
-        };
-        let Some(_) = require_tool("ip") else { return };
-        let Some(python) = require_tool("python3") else {
+        let Some((unshare, python)) = netns_tools() else {
             return;
         };
         let dir = TestDir::new("netns-loopback");
@@ -207,18 +215,9 @@ cat public.log >&2
             bin = bin().display(),
             python = python.display(),
         );
-        let mut cmd = tokio::process::Command::new(unshare);
-        cmd.args(["-n", "sh", "-c", &script]);
-        let out = run_command(cmd, b"", STEP * 4).await;
-        out.assert_success();
+        let out = run_in_netns(&unshare, &script).await;
         let stdout = out.stdout_str();
-        let reply = |name: &str| -> String {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .unwrap_or_else(|| panic!("no {name} line:\n{out}"))
-                .to_owned()
-        };
+        let reply = |name: &str| line_value(&out, name);
         // Method choice 05 02, status 01 00, then VER 05 | REP: the hex shown is `05 REP`.
         assert_eq!(reply("public-ip"), "0502", "refused by address: {out}");
         assert_eq!(reply("public-name"), "0502", "refused by name: {out}");

@@ -3,7 +3,6 @@
 
 mod serve_support;
 
-use std::hash::Hasher;
 use std::net::SocketAddr;
 
 use serve_support::*;
@@ -119,22 +118,6 @@ async fn a_reset_on_either_side_ends_the_tunnel_and_the_server_goes_on() {
     .await;
 }
 
-/// Deterministic pseudo-random bytes, chunk by chunk (xorshift64).
-struct Stream64(u64);
-
-impl Stream64 {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_each_way_arrive_intact() {
     const TOTAL: usize = 64 << 20;
@@ -142,38 +125,7 @@ async fn sixty_four_mib_each_way_arrive_intact() {
         let server = serve(&[]).await;
         let echo = EchoServer::start().await;
         let client = tunnel(server.addr(), echo.addr()).await;
-        let (mut r, mut w) = client.into_split();
-        // Upload and download at the same time: 64 MiB go to the target and 64 MiB come back.
-        let writer = tokio::spawn(async move {
-            let mut gen = Stream64(0x9E37_79B9_7F4A_7C15);
-            let mut hash = std::collections::hash_map::DefaultHasher::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut sent = 0;
-            while sent < TOTAL {
-                gen.fill(&mut buf);
-                w.write_all(&buf).await.expect("upload");
-                hash.write(&buf);
-                sent += buf.len();
-            }
-            w.shutdown().await.expect("half-close");
-            hash.finish()
-        });
-        let mut hash = std::collections::hash_map::DefaultHasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut received = 0;
-        loop {
-            let n = r.read(&mut buf).await.expect("download");
-            if n == 0 {
-                break;
-            }
-            hash.write(&buf[..n]);
-            received += n;
-        }
-        let sent_hash = writer.await.expect("writer task");
-        assert_eq!(received, TOTAL, "bytes back");
-        // Chunk boundaries differ between the sides; DefaultHasher's `write` is a byte stream,
-        // so equal content gives an equal hash whatever the chunking.
-        assert_eq!(hash.finish(), sent_hash, "checksum of what came back");
+        echo_integrity(client, TOTAL, 0x9E37_79B9_7F4A_7C15).await;
         let log = log_with(&server, "outcome=ok", 1).await;
         let expected = format!("bytes_up={TOTAL} bytes_down={TOTAL}");
         assert!(log.contains(&expected), "{expected} not in:\n{log}");

@@ -9,14 +9,13 @@
 
 mod serve_support;
 
-use std::hash::Hasher;
 use std::net::SocketAddr;
 
 use serve_support::*;
 use socksmith_testkit::clients::{curl, pysocks, PyMode};
 use socksmith_testkit::dante::{Dante, DanteOptions};
 use socksmith_testkit::microsocks::{
-    Microsocks, MicrosocksOptions, MICROSOCKS_PASSWORD, MICROSOCKS_USER,
+    dante_and_microsocks, Microsocks, MicrosocksOptions, MICROSOCKS_PASSWORD, MICROSOCKS_USER,
 };
 use socksmith_testkit::raw::{
     echo_exact, socks4_bind, socks4_bind_accepted, socks5_bind, socks5_bind_accepted,
@@ -315,22 +314,6 @@ async fn udp_goes_through_a_dante_upstream() {
     .await;
 }
 
-/// Deterministic pseudo-random bytes, chunk by chunk (xorshift64).
-struct Stream64(u64);
-
-impl Stream64 {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_each_way_through_a_dante_upstream_arrive_intact() {
     const TOTAL: usize = 64 << 20;
@@ -340,35 +323,8 @@ async fn sixty_four_mib_each_way_through_a_dante_upstream_arrive_intact() {
         };
         let server = serve(&["--upstream", &dante.url()]).await;
         let echo = EchoServer::start().await;
-        let (mut r, mut w) = tunnel(server.addr(), echo.addr()).await.into_split();
-        let writer = tokio::spawn(async move {
-            let mut gen = Stream64(0x2545_F491_4F6C_DD1D);
-            let mut hash = std::collections::hash_map::DefaultHasher::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut sent = 0;
-            while sent < TOTAL {
-                gen.fill(&mut buf);
-                w.write_all(&buf).await.expect("upload");
-                hash.write(&buf);
-                sent += buf.len();
-            }
-            w.shutdown().await.expect("half-close");
-            hash.finish()
-        });
-        let mut hash = std::collections::hash_map::DefaultHasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut received = 0;
-        loop {
-            let n = r.read(&mut buf).await.expect("download");
-            if n == 0 {
-                break;
-            }
-            hash.write(&buf[..n]);
-            received += n;
-        }
-        let sent_hash = writer.await.expect("writer task");
-        assert_eq!(received, TOTAL, "bytes back");
-        assert_eq!(hash.finish(), sent_hash, "checksum of what came back");
+        let client = tunnel(server.addr(), echo.addr()).await;
+        echo_integrity(client, TOTAL, 0x2545_F491_4F6C_DD1D).await;
         let log = log_with(&server, "outcome=ok", 1).await;
         let expected = format!("bytes_up={TOTAL} bytes_down={TOTAL}");
         assert!(log.contains(&expected), "{expected} not in:\n{log}");
@@ -379,10 +335,9 @@ async fn sixty_four_mib_each_way_through_a_dante_upstream_arrive_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_files_upstream_key_and_flags_overriding_it() {
     within(TEST_DEADLINE, "upstream in the config file", async {
-        let (Some(dante), Some(ms)) = (
-            Dante::start(DanteOptions::default()).await,
-            Microsocks::start(MicrosocksOptions::default()).await,
-        ) else {
+        let Some((dante, ms)) =
+            dante_and_microsocks(DanteOptions::default(), MicrosocksOptions::default()).await
+        else {
             return;
         };
         let dir = TestDir::new("upstream");

@@ -46,6 +46,16 @@ pub struct DanteOptions {
     pub debug: bool,
 }
 
+impl DanteOptions {
+    /// [`DanteAuth::Username`], the rest default.
+    pub fn with_username() -> Self {
+        Self {
+            auth: DanteAuth::Username,
+            ..Self::default()
+        }
+    }
+}
+
 /// A running `danted`, stopped (with its forked children) on drop.
 #[derive(Debug)]
 pub struct Dante {

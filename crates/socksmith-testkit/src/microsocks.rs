@@ -16,6 +16,7 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
+use crate::dante::{Dante, DanteOptions};
 use crate::process::{free_port, peer_command, PeerProcess, STARTUP_DEADLINE};
 use crate::proxy::{Proxy, ProxyKind};
 use crate::raw::Credentials;
@@ -140,4 +141,15 @@ impl Microsocks {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Dante and microsocks, for a chain of the two: both started (Dante first), or `None` when
+/// either peer is missing (skipped or failed by the [`crate::tools`] policy).
+pub async fn dante_and_microsocks(
+    dante: DanteOptions,
+    microsocks: MicrosocksOptions,
+) -> Option<(Dante, Microsocks)> {
+    let dante = Dante::start(dante).await;
+    let microsocks = Microsocks::start(microsocks).await;
+    Some((dante?, microsocks?))
 }

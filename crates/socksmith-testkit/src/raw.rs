@@ -525,6 +525,22 @@ pub async fn socks4_bind_accepted(control: &mut TcpStream) -> Result<Target, Raw
     Ok(succeeded(read_socks4_reply(control).await?, SOCKS4_GRANTED)?.addr)
 }
 
+/// After a BIND's second reply: the `peer` that connected to the announced address and the
+/// client's `control` connection send a message each way, each side checking what it got.
+pub async fn bind_talk(control: &mut TcpStream, peer: &mut TcpStream) {
+    peer.write_all(b"from the peer").await.expect("peer write");
+    let mut buf = [0u8; 13];
+    control.read_exact(&mut buf).await.expect("client read");
+    assert_eq!(&buf, b"from the peer");
+    control
+        .write_all(b"from the client")
+        .await
+        .expect("client write");
+    let mut buf = [0u8; 15];
+    peer.read_exact(&mut buf).await.expect("peer read");
+    assert_eq!(&buf, b"from the client");
+}
+
 /// Writes `data` into a tunnel while reading back exactly `data.len()` bytes (or until EOF), then
 /// drops the tunnel: the round trip through an echo target that needs no half-close, so it works
 /// through every peer (microsocks closes both directions at the first EOF). Returns what came

@@ -38,6 +38,30 @@ pub fn localhost_v6() -> Option<SocketAddr> {
     }
 }
 
+/// `bind(127.0.0.1:0)` for a target's `start`; panics, naming `what`, if it cannot bind.
+async fn start_v4<T, Fut>(bind: impl FnOnce(SocketAddr) -> Fut, what: &str) -> T
+where
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
+    match bind(LOCALHOST_V4).await {
+        Ok(target) => target,
+        Err(e) => panic!("bind {what} on 127.0.0.1:0: {e:?}"),
+    }
+}
+
+/// `bind([::1]:0)` for a target's `start_v6`: `None` (by [`peer_missing`]) where IPv6
+/// loopback is unavailable; panics, naming `what`, if it cannot bind.
+async fn start_v6<T, Fut>(bind: impl FnOnce(SocketAddr) -> Fut, what: &str) -> Option<T>
+where
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
+    let addr = localhost_v6()?;
+    match bind(addr).await {
+        Ok(target) => Some(target),
+        Err(e) => panic!("bind {what} on [::1]:0: {e:?}"),
+    }
+}
+
 /// Aborts a task on drop (the task owns its connection tasks in a `JoinSet`, which aborts them).
 #[derive(Debug)]
 struct AbortOnDrop(JoinHandle<()>);
@@ -88,19 +112,12 @@ pub struct EchoServer {
 impl EchoServer {
     /// Starts on `127.0.0.1:0`.
     pub async fn start() -> Self {
-        Self::bind(LOCALHOST_V4)
-            .await
-            .expect("bind a TCP echo server on 127.0.0.1:0")
+        start_v4(Self::bind, "a TCP echo server").await
     }
 
     /// Starts on `[::1]:0`; `None` (by [`peer_missing`]) where IPv6 loopback is unavailable.
     pub async fn start_v6() -> Option<Self> {
-        let addr = localhost_v6()?;
-        Some(
-            Self::bind(addr)
-                .await
-                .expect("bind a TCP echo server on [::1]:0"),
-        )
+        start_v6(Self::bind, "a TCP echo server").await
     }
 
     /// Starts on `addr`.
@@ -186,9 +203,7 @@ impl SinkServer {
 
     /// Starts on `127.0.0.1:0`.
     pub async fn start() -> Self {
-        Self::bind(LOCALHOST_V4)
-            .await
-            .expect("bind a TCP sink on 127.0.0.1:0")
+        start_v4(Self::bind, "a TCP sink").await
     }
 
     /// Where it listens.
@@ -253,9 +268,7 @@ impl SourceServer {
 
     /// Starts on `127.0.0.1:0`.
     pub async fn start(len: usize) -> Self {
-        Self::bind(LOCALHOST_V4, len)
-            .await
-            .expect("bind a TCP source on 127.0.0.1:0")
+        start_v4(|addr| Self::bind(addr, len), "a TCP source").await
     }
 
     /// Where it listens.
@@ -293,19 +306,12 @@ pub struct UdpEchoServer {
 impl UdpEchoServer {
     /// Starts on `127.0.0.1:0`.
     pub async fn start() -> Self {
-        Self::bind(LOCALHOST_V4)
-            .await
-            .expect("bind a UDP echo server on 127.0.0.1:0")
+        start_v4(Self::bind, "a UDP echo server").await
     }
 
     /// Starts on `[::1]:0`; `None` (by [`peer_missing`]) where IPv6 loopback is unavailable.
     pub async fn start_v6() -> Option<Self> {
-        let addr = localhost_v6()?;
-        Some(
-            Self::bind(addr)
-                .await
-                .expect("bind a UDP echo server on [::1]:0"),
-        )
+        start_v6(Self::bind, "a UDP echo server").await
     }
 
     /// Starts on `addr`.
@@ -373,19 +379,12 @@ pub struct HttpServer {
 impl HttpServer {
     /// Starts on `127.0.0.1:0`.
     pub async fn start() -> Self {
-        Self::bind(LOCALHOST_V4)
-            .await
-            .expect("bind an HTTP server on 127.0.0.1:0")
+        start_v4(Self::bind, "an HTTP server").await
     }
 
     /// Starts on `[::1]:0`; `None` (by [`peer_missing`]) where IPv6 loopback is unavailable.
     pub async fn start_v6() -> Option<Self> {
-        let addr = localhost_v6()?;
-        Some(
-            Self::bind(addr)
-                .await
-                .expect("bind an HTTP server on [::1]:0"),
-        )
+        start_v6(Self::bind, "an HTTP server").await
     }
 
     /// Starts on `addr`.

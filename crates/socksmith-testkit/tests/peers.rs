@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use socksmith_testkit::clients::{self, PyMode};
-use socksmith_testkit::dante::{Dante, DanteAuth, DanteOptions};
+use socksmith_testkit::dante::{Dante, DanteOptions};
 use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
 use socksmith_testkit::raw::{self, RawError, Target};
 use socksmith_testkit::socksmith::SocksmithServer;
@@ -17,7 +17,6 @@ use socksmith_testkit::{
     pattern, within, Credentials, EchoServer, HttpServer, ProxyKind, SinkServer, SourceServer,
     UdpEchoServer, TEST_DEADLINE,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// A SOCKS5 CONNECT through `proxy` to `target`, and an echo round trip of 100 KiB.
@@ -68,17 +67,7 @@ where
     }
     .expect("second BIND reply");
     assert_eq!(announced.ip().map(|a| a.ip()), Some(peer_addr.ip()));
-    peer.write_all(b"from the peer").await.expect("peer write");
-    let mut buf = [0u8; 13];
-    control.read_exact(&mut buf).await.expect("client read");
-    assert_eq!(&buf, b"from the peer");
-    control
-        .write_all(b"from the client")
-        .await
-        .expect("client write");
-    let mut buf = [0u8; 15];
-    peer.read_exact(&mut buf).await.expect("peer read");
-    assert_eq!(&buf, b"from the client");
+    raw::bind_talk(&mut control, &mut peer).await;
 }
 
 /// A UDP ASSOCIATE through `proxy` and one datagram to `target` (a [`UdpEchoServer`]) and back.
@@ -247,12 +236,7 @@ async fn dante_socks5_udp_associate_relays_datagrams() {
 #[tokio::test]
 async fn dante_username_accepts_the_test_user_and_refuses_the_rest() {
     within(TEST_DEADLINE, "dante username", async {
-        let Some(dante) = Dante::start(DanteOptions {
-            auth: DanteAuth::Username,
-            ..DanteOptions::default()
-        })
-        .await
-        else {
+        let Some(dante) = Dante::start(DanteOptions::with_username()).await else {
             return;
         };
         let creds = dante

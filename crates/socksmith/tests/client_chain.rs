@@ -7,17 +7,16 @@ use client_support::{bind_round_trip, client, connect_echo, dead_addr, hop_kind,
 use socksmith::client::{HopErrorKind, Step};
 use socksmith_proto::{ReplyCode, TargetAddr};
 use socksmith_testkit::dante::{Dante, DanteOptions};
-use socksmith_testkit::microsocks::{Microsocks, MicrosocksOptions};
+use socksmith_testkit::microsocks::{dante_and_microsocks, Microsocks, MicrosocksOptions};
 use socksmith_testkit::ssh::SshDynamic;
 use socksmith_testkit::{within, EchoServer, ProxyKind, UdpEchoServer, TEST_DEADLINE};
 
 #[tokio::test]
 async fn two_hops_through_two_different_servers_in_both_orders() {
     within(TEST_DEADLINE, "two-hop chain", async {
-        let (Some(dante), Some(ms)) = (
-            Dante::start(DanteOptions::default()).await,
-            Microsocks::start(MicrosocksOptions::with_auth()).await,
-        ) else {
+        let Some((dante, ms)) =
+            dante_and_microsocks(DanteOptions::default(), MicrosocksOptions::with_auth()).await
+        else {
             return;
         };
         let echo = EchoServer::start().await;
@@ -73,10 +72,9 @@ async fn three_hops_with_ssh_and_bind_and_udp_at_the_last_hop() {
 #[tokio::test]
 async fn a_failure_at_hop_two_names_hop_two() {
     within(TEST_DEADLINE, "chain errors", async {
-        let (Some(dante), Some(ms)) = (
-            Dante::start(DanteOptions::default()).await,
-            Microsocks::start(MicrosocksOptions::default()).await,
-        ) else {
+        let Some((dante, ms)) =
+            dante_and_microsocks(DanteOptions::default(), MicrosocksOptions::default()).await
+        else {
             return;
         };
         let target = dead_addr();

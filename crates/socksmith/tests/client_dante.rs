@@ -10,7 +10,7 @@ use client_support::{
 };
 use socksmith::client::{Client, HopErrorKind, Step};
 use socksmith_proto::{ReplyCode, TargetAddr, V4ReplyCode};
-use socksmith_testkit::dante::{Dante, DanteAuth, DanteOptions};
+use socksmith_testkit::dante::{Dante, DanteOptions};
 use socksmith_testkit::{within, Credentials, EchoServer, ProxyKind, UdpEchoServer, TEST_DEADLINE};
 
 #[tokio::test]
@@ -120,12 +120,7 @@ async fn a_refused_target_is_reported_with_reply_0x05() {
 #[tokio::test]
 async fn username_auth_works_and_a_wrong_password_is_a_typed_error() {
     within(TEST_DEADLINE, "dante username", async {
-        let Some(dante) = Dante::start(DanteOptions {
-            auth: DanteAuth::Username,
-            ..DanteOptions::default()
-        })
-        .await
-        else {
+        let Some(dante) = Dante::start(DanteOptions::with_username()).await else {
             return;
         };
         let creds = dante.credentials().expect("username mode").clone();

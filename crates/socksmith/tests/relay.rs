@@ -141,30 +141,31 @@ async fn moves_64_mib_each_way_at_once_intact() {
     }
 }
 
+/// `closer` writes `first` and shuts down its write half; `other` sees `first`, then end of
+/// stream, and only then answers with `len` bytes of `body`, which `closer` reads back whole.
+async fn half_close_then_answer(
+    closer: &mut TcpStream,
+    other: &mut TcpStream,
+    first: &[u8],
+    body: &[u8],
+    len: usize,
+) {
+    closer.write_all(first).await.expect("write");
+    closer.shutdown().await.expect("shut down the write half");
+    let mut got = Vec::new();
+    other.read_to_end(&mut got).await.expect("read");
+    assert_eq!(got, first);
+    send_pattern(&mut *other, body, len).await.expect("answer");
+    assert_eq!(check_pattern(&mut *closer, body).await.expect("read"), len);
+}
+
 #[tokio::test]
 async fn client_half_close_lets_the_response_flow_after_it() {
     const RESPONSE: usize = 3 << 20;
     let body = pattern(3);
     for mode in MODES {
         let mut t = tunnel(options(mode), b"").await;
-        t.client.write_all(b"request").await.expect("write");
-        t.client
-            .shutdown()
-            .await
-            .expect("client shuts down its write half");
-
-        // The target sees the request, then end of stream...
-        let mut request = Vec::new();
-        t.target.read_to_end(&mut request).await.expect("read");
-        assert_eq!(request, b"request");
-        // ...and only then answers, at length.
-        send_pattern(&mut t.target, &body, RESPONSE)
-            .await
-            .expect("respond");
-        assert_eq!(
-            check_pattern(&mut t.client, &body).await.expect("read"),
-            RESPONSE
-        );
+        half_close_then_answer(&mut t.client, &mut t.target, b"request", &body, RESPONSE).await;
 
         let out = relay_result(t.relay).await;
         out.result.expect("clean end");
@@ -181,22 +182,7 @@ async fn target_half_close_lets_the_upload_flow_after_it() {
     let body = pattern(4);
     for mode in MODES {
         let mut t = tunnel(options(mode), b"").await;
-        t.target.write_all(b"banner").await.expect("write");
-        t.target
-            .shutdown()
-            .await
-            .expect("target shuts down its write half");
-
-        let mut banner = Vec::new();
-        t.client.read_to_end(&mut banner).await.expect("read");
-        assert_eq!(banner, b"banner");
-        send_pattern(&mut t.client, &body, UPLOAD)
-            .await
-            .expect("upload");
-        assert_eq!(
-            check_pattern(&mut t.target, &body).await.expect("read"),
-            UPLOAD
-        );
+        half_close_then_answer(&mut t.target, &mut t.client, b"banner", &body, UPLOAD).await;
 
         let out = relay_result(t.relay).await;
         out.result.expect("clean end");

@@ -3,98 +3,24 @@
 //! 0x06 for a connect that never completes, FRAG drops counted, Happy Eyeballs over a name's
 //! addresses, the session limit, shutdown with a grace period).
 
+mod server_support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use server_support::{udp_exchange, v4_bind_any, v5_request, Running, STEP};
 use socksmith::policy::{Decision, DenyReason, Policy};
 use socksmith::resolve::StaticResolver;
 use socksmith::server::{
     Authenticator, ConnectError, ConnectFuture, ConnectRequest, Connected, Outbound,
-    OutboundStream, Server, ServerConfig, ServerError, Session, StatsSnapshot,
+    OutboundStream, Server, ServerConfig, ServerError, Session,
 };
 use socksmith_proto::{Command, Credentials, TargetAddr, Version};
-use socksmith_testkit::raw::{
-    socks5_connect, socks5_greeting, socks5_request, socks5_udp_associate, udp_unwrap, udp_wrap,
-};
+use socksmith_testkit::raw::{socks5_connect, socks5_request, socks5_udp_associate, udp_wrap};
 use socksmith_testkit::{within, EchoServer, Target, UdpEchoServer, TEST_DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-const STEP: Duration = Duration::from_secs(10);
-
-/// A server on 127.0.0.1:0, stopped when the returned sender is dropped or fired.
-struct Running {
-    addr: SocketAddr,
-    server: Server,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServerError>>,
-}
-
-impl Running {
-    async fn start(config: ServerConfig) -> Running {
-        Running::start_on(config, "127.0.0.1:0".parse().expect("literal")).await
-    }
-
-    async fn start_on(config: ServerConfig, addr: SocketAddr) -> Running {
-        let listener = TcpListener::bind(addr).await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let server = Server::new(config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let server = server.clone();
-            async move {
-                server
-                    .serve(vec![listener], async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            }
-        });
-        Running {
-            addr,
-            server,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn stats(&self) -> StatsSnapshot {
-        self.server.stats().snapshot()
-    }
-
-    /// Fires the shutdown and waits for `serve` to return.
-    async fn shutdown(mut self) -> Result<(), ServerError> {
-        drop(self.stop.take());
-        tokio::time::timeout(STEP, &mut self.task)
-            .await
-            .expect("serve returns after the grace period")
-            .expect("serve task")
-    }
-
-    /// Waits until the counters satisfy `done` (sessions count after closing their sockets).
-    async fn stats_when(&self, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
-        within(STEP, "counters", async {
-            loop {
-                let s = self.stats();
-                if done(&s) {
-                    return s;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-    }
-}
-
-async fn v5_request(proxy: SocketAddr, cmd: u8, target: &Target) -> (TcpStream, u8) {
-    let mut s = TcpStream::connect(proxy).await.expect("connect");
-    assert_eq!(socks5_greeting(&mut s, &[0]).await.expect("greeting"), 0);
-    let reply = socks5_request(&mut s, cmd, target).await.expect("reply");
-    (s, reply.code)
-}
 
 async fn v4_connect_code(proxy: SocketAddr, target: SocketAddr) -> u8 {
     let SocketAddr::V4(t) = target else {
@@ -131,7 +57,7 @@ async fn a_connect_that_never_completes_gets_0x06_at_the_timeout() {
         let server = Running::start(config).await;
         let target = Target::Ip("127.0.0.1:9".parse().expect("literal"));
         let started = Instant::now();
-        let (_s, code) = v5_request(server.addr, 1, &target).await;
+        let (_s, code, _) = v5_request(server.addr, 1, &target).await;
         assert_eq!(code, 0x06, "TTL expired: the closest code to a timeout");
         assert!(started.elapsed() >= Duration::from_millis(150));
         assert_eq!(
@@ -228,20 +154,9 @@ async fn udp_fragments_and_strangers_are_dropped_and_counted() {
         .await
         .expect("associate");
         let target = Target::Ip(echo.addr());
-        let mut buf = vec![0u8; 2048];
 
-        client
-            .send_to(&udp_wrap(&target, b"first"), relay)
-            .await
-            .expect("send");
-        let (n, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
-            .await
-            .expect("answer")
-            .expect("recv");
-        assert_eq!(
-            udp_unwrap(&buf[..n]).expect("valid"),
-            (target.clone(), b"first".to_vec())
-        );
+        let (_, source, data) = udp_exchange(&client, relay, &target, b"first").await;
+        assert_eq!((source, data), (target.clone(), b"first".to_vec()));
 
         let mut fragment = udp_wrap(&target, b"fragment");
         fragment[2] = 0x01;
@@ -251,15 +166,8 @@ async fn udp_fragments_and_strangers_are_dropped_and_counted() {
             .send_to(&udp_wrap(&target, b"stranger"), relay)
             .await
             .expect("send");
-        client
-            .send_to(&udp_wrap(&target, b"last"), relay)
-            .await
-            .expect("send");
-        let (n, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
-            .await
-            .expect("answer")
-            .expect("recv");
-        assert_eq!(udp_unwrap(&buf[..n]).expect("valid").1, b"last");
+        let (_, _, data) = udp_exchange(&client, relay, &target, b"last").await;
+        assert_eq!(data, b"last");
 
         let stats = server
             .stats_when(|s| s.udp_frag_dropped == 1 && s.udp_foreign_dropped == 1)
@@ -296,20 +204,10 @@ async fn udp_association_trusts_the_control_connections_ip_not_the_request() {
             .send_to(&udp_wrap(&target, b"reflected"), relay)
             .await
             .expect("send");
-        client
-            .send_to(&udp_wrap(&target, b"mine"), relay)
-            .await
-            .expect("send");
-        let mut buf = vec![0u8; 2048];
-        let (n, from) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
-            .await
-            .expect("the client's datagram is answered")
-            .expect("recv");
+        let (from, source, data) = udp_exchange(&client, relay, &target, b"mine").await;
         assert_eq!(from, relay);
-        assert_eq!(
-            udp_unwrap(&buf[..n]).expect("valid"),
-            (target.clone(), b"mine".to_vec())
-        );
+        assert_eq!((source, data), (target.clone(), b"mine".to_vec()));
+        let mut buf = vec![0u8; 2048];
         let stats = server.stats_when(|s| s.udp_foreign_dropped == 1).await;
         assert_eq!(stats.udp_datagrams_client_to_target, 1);
         assert_eq!(echo.received(), 1, "the third party's datagram never left");
@@ -464,7 +362,7 @@ async fn a_custom_outbound_with_a_generic_stream_is_relayed() {
         let mut config = ServerConfig::default();
         config.outbound = Some(Arc::new(Generic));
         let server = Running::start(config).await;
-        let (mut s, code) = v5_request(server.addr, 1, &Target::Ip(echo.addr())).await;
+        let (mut s, code, _) = v5_request(server.addr, 1, &Target::Ip(echo.addr())).await;
         assert_eq!(code, 0);
         let data = vec![42u8; 100_000];
         let (mut r, mut w) = s.split();
@@ -605,7 +503,7 @@ async fn a_bind_ends_when_its_client_goes_away() {
     within(TEST_DEADLINE, "BIND abandoned", async {
         // The default BIND timeout is a minute: only the client's leaving can end this early.
         let server = Running::start(ServerConfig::default()).await;
-        let (control, code) = v5_request(
+        let (control, code, _) = v5_request(
             server.addr,
             2,
             &Target::Ip("127.0.0.1:0".parse().expect("literal")),
@@ -628,12 +526,7 @@ async fn a_socks4_bind_over_ipv6_is_refused_not_granted_with_zeros() {
         let server = Running::start_on(ServerConfig::default(), v6).await;
         // SOCKS4 BIND for any peer over a connection to [::1]: the listener would be on
         // ::1, which an 8-byte SOCKS4 reply cannot say.
-        let mut s = TcpStream::connect(server.addr).await.expect("connect");
-        s.write_all(&[4, 2, 0, 0, 0, 0, 0, 0, 0])
-            .await
-            .expect("request");
-        let mut reply = [0u8; 8];
-        s.read_exact(&mut reply).await.expect("reply");
+        let (mut s, reply) = v4_bind_any(server.addr).await;
         assert_eq!(
             reply,
             [0, 0x5B, 0, 0, 0, 0, 0, 0],
@@ -646,7 +539,7 @@ async fn a_socks4_bind_over_ipv6_is_refused_not_granted_with_zeros() {
         assert!(matches!(end, Ok(0)), "{end:?}");
         server.stats_when(|s| s.sessions_active == 0).await;
         // SOCKS5 BIND over the same connection type carries IPv6 fine.
-        let (mut s, code) = v5_request(
+        let (mut s, code, _) = v5_request(
             server.addr,
             2,
             &Target::Ip("[::1]:0".parse().expect("literal")),
@@ -742,16 +635,8 @@ async fn huge_timeouts_mean_never_not_a_panic() {
         .await
         .expect("associate");
         let target = Target::Ip(udp_echo.addr());
-        client
-            .send_to(&udp_wrap(&target, b"udp"), relay)
-            .await
-            .expect("send");
-        let mut buf = vec![0u8; 2048];
-        let (n, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
-            .await
-            .expect("answer")
-            .expect("recv");
-        assert_eq!(udp_unwrap(&buf[..n]).expect("valid").1, b"udp");
+        let (_, _, data) = udp_exchange(&client, relay, &target, b"udp").await;
+        assert_eq!(data, b"udp");
     })
     .await;
 }

@@ -5,97 +5,31 @@
 //! bytes came with the reply, the policy still decides first, and what the chain's protocol
 //! cannot carry is refused with 0x07.
 
+mod server_support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use server_support::{udp_exchange, v4_bind_any, v5_request, Running, STEP};
 use socksmith::client::Client;
 use socksmith::policy::{IpNet, Rules};
 use socksmith::resolve::StaticResolver;
 use socksmith::server::{
-    ConnectRequest, Outbound, OutboundStream, Server, ServerConfig, ServerError, Session,
-    StatsSnapshot, Upstream,
+    ConnectRequest, Outbound, OutboundStream, ServerConfig, Session, Upstream,
 };
 use socksmith_proto::{Command, TargetAddr, Version};
 use socksmith_testkit::raw::{
-    echo_exact, socks5_bind, socks5_bind_accepted, socks5_connect, socks5_greeting, socks5_request,
-    socks5_udp_associate, udp_unwrap, udp_wrap, RawError, CMD_UDP_ASSOCIATE,
+    bind_talk, echo_exact, socks5_bind, socks5_bind_accepted, socks5_connect, socks5_udp_associate,
+    RawError, CMD_UDP_ASSOCIATE,
 };
 use socksmith_testkit::{pattern, within, EchoServer, Target, UdpEchoServer, TEST_DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-const STEP: Duration = Duration::from_secs(10);
 
 /// The one name the parent knows, and where it points.
 const PARENT_ONLY_NAME: &str = "parent-only.test";
 const PARENT_ONLY_IP: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-/// A server on 127.0.0.1:0, stopped on drop of the sender or by [`Running::shutdown`].
-struct Running {
-    addr: SocketAddr,
-    server: Server,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServerError>>,
-}
-
-impl Running {
-    async fn start(config: ServerConfig) -> Running {
-        Running::start_on(config, "127.0.0.1:0".parse().expect("literal")).await
-    }
-
-    async fn start_on(config: ServerConfig, addr: SocketAddr) -> Running {
-        let listener = TcpListener::bind(addr).await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let server = Server::new(config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let server = server.clone();
-            async move {
-                server
-                    .serve(vec![listener], async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            }
-        });
-        Running {
-            addr,
-            server,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn stats(&self) -> StatsSnapshot {
-        self.server.stats().snapshot()
-    }
-
-    /// Waits until the counters satisfy `done` (sessions count after closing their sockets).
-    async fn stats_when(&self, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
-        within(STEP, "counters", async {
-            loop {
-                let s = self.stats();
-                if done(&s) {
-                    return s;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-    }
-
-    async fn shutdown(mut self) {
-        drop(self.stop.take());
-        tokio::time::timeout(STEP, &mut self.task)
-            .await
-            .expect("serve returns after the grace period")
-            .expect("serve task")
-            .expect("clean shutdown");
-    }
-}
 
 /// A parent server (direct, knowing [`PARENT_ONLY_NAME`]) and a server that sends everything
 /// through it with `scheme`, resolving no name itself. Returns (server, parent).
@@ -126,13 +60,6 @@ async fn chained_with(
     (Running::start(config).await, parent)
 }
 
-async fn v5_request(proxy: SocketAddr, cmd: u8, target: &Target) -> (TcpStream, u8, Target) {
-    let mut s = TcpStream::connect(proxy).await.expect("connect");
-    assert_eq!(socks5_greeting(&mut s, &[0]).await.expect("greeting"), 0);
-    let reply = socks5_request(&mut s, cmd, target).await.expect("reply");
-    (s, reply.code, reply.addr)
-}
-
 #[tokio::test]
 async fn connect_goes_through_the_parent_by_address_and_by_name() {
     within(TEST_DEADLINE, "connect through the upstream", async {
@@ -160,8 +87,8 @@ async fn connect_goes_through_the_parent_by_address_and_by_name() {
         assert_eq!(parent_stats.bytes_client_to_target, 2 * data.len() as u64);
         let stats = server.stats_when(|s| s.sessions_active == 0).await;
         assert_eq!(stats.tunnels_total, 2);
-        server.shutdown().await;
-        parent.shutdown().await;
+        server.shutdown().await.expect("clean shutdown");
+        parent.shutdown().await.expect("clean shutdown");
     })
     .await;
 }
@@ -282,17 +209,7 @@ async fn bind_goes_through_the_parent_which_listens_and_checks_the_peer() {
             .await
             .expect("second BIND reply");
         assert_eq!(announced, Target::Ip(peer_addr));
-        peer.write_all(b"from the peer").await.expect("peer write");
-        let mut buf = [0u8; 13];
-        control.read_exact(&mut buf).await.expect("client read");
-        assert_eq!(&buf, b"from the peer");
-        control
-            .write_all(b"from the client")
-            .await
-            .expect("client write");
-        let mut buf = [0u8; 15];
-        peer.read_exact(&mut buf).await.expect("peer read");
-        assert_eq!(&buf, b"from the client");
+        bind_talk(&mut control, &mut peer).await;
         drop((control, peer));
         parent.stats_when(|s| s.tunnels_total == 1).await;
         server.stats_when(|s| s.tunnels_total == 1).await;
@@ -313,17 +230,9 @@ async fn udp_goes_through_the_parents_relay_names_included() {
         let by_name = Target::domain(PARENT_ONLY_NAME, echo.addr().port());
         for (i, target) in [Target::Ip(echo.addr()), by_name].iter().enumerate() {
             let payload = format!("datagram {i}");
-            local
-                .send_to(&udp_wrap(target, payload.as_bytes()), relay)
-                .await
-                .expect("send");
-            let mut buf = vec![0u8; 2048];
-            let (n, from) = tokio::time::timeout(STEP, local.recv_from(&mut buf))
-                .await
-                .expect("an answer in time")
-                .expect("receive");
+            let (from, source, data) =
+                udp_exchange(&local, relay, target, payload.as_bytes()).await;
             assert_eq!(from, relay);
-            let (source, data) = udp_unwrap(&buf[..n]).expect("a SOCKS5 datagram");
             assert_eq!(source, Target::Ip(echo.addr()));
             assert_eq!(data, payload.as_bytes());
         }
@@ -405,7 +314,7 @@ async fn when_the_parent_ends_a_udp_association_the_clients_ends_too() {
                 .await
                 .expect("association");
         parent.stats_when(|s| s.udp_associations == 1).await;
-        parent.shutdown().await;
+        parent.shutdown().await.expect("clean shutdown");
         let mut rest = Vec::new();
         let end = tokio::time::timeout(STEP, control.read_to_end(&mut rest))
             .await
@@ -428,12 +337,7 @@ async fn a_socks4_bind_is_refused_when_the_parent_listens_on_ipv6() {
             let (server, parent) =
                 chained_with("socks5", Rules::default(), ServerConfig::default(), v6).await;
             // SOCKS4 BIND for any peer: the parent listens on ::1, which a SOCKS4 reply cannot say.
-            let mut s = TcpStream::connect(server.addr).await.expect("connect");
-            s.write_all(&[4, 2, 0, 0, 0, 0, 0, 0, 0])
-                .await
-                .expect("request");
-            let mut reply = [0u8; 8];
-            s.read_exact(&mut reply).await.expect("reply");
+            let (mut s, reply) = v4_bind_any(server.addr).await;
             assert_eq!(
                 reply,
                 [0, 0x5B, 0, 0, 0, 0, 0, 0],

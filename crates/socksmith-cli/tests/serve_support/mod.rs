@@ -1,8 +1,10 @@
-//! Shared by the `serve_*` integration tests: starting the real `socksmith serve` binary and
-//! speaking raw SOCKS bytes to it with bounded waits.
+//! Shared by the CLI integration tests (the `serve_*` ones above all): the binary under test,
+//! starting the real `socksmith serve`, and speaking raw SOCKS bytes to it with bounded waits.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -213,4 +215,58 @@ impl Drop for TestDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Deterministic pseudo-random bytes, chunk by chunk (xorshift64).
+pub struct Stream64(pub u64);
+
+impl Stream64 {
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+/// Through `tunnel` to an echo target, uploads `total` bytes of [`Stream64`] from `seed`
+/// (then half-closes) while downloading what comes back, and checks that exactly `total`
+/// bytes came back with the checksum of what was sent.
+pub async fn echo_integrity(tunnel: TcpStream, total: usize, seed: u64) {
+    let (mut r, mut w) = tunnel.into_split();
+    // Upload and download at the same time: `total` bytes go to the target and come back.
+    let writer = tokio::spawn(async move {
+        let mut gen = Stream64(seed);
+        let mut hash = DefaultHasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            gen.fill(&mut buf);
+            w.write_all(&buf).await.expect("upload");
+            hash.write(&buf);
+            sent += buf.len();
+        }
+        w.shutdown().await.expect("half-close");
+        hash.finish()
+    });
+    let mut hash = DefaultHasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut received = 0;
+    loop {
+        let n = r.read(&mut buf).await.expect("download");
+        if n == 0 {
+            break;
+        }
+        hash.write(&buf[..n]);
+        received += n;
+    }
+    let sent_hash = writer.await.expect("writer task");
+    assert_eq!(received, total, "bytes back");
+    // Chunk boundaries differ between the sides; DefaultHasher's `write` is a byte stream,
+    // so equal content gives an equal hash whatever the chunking.
+    assert_eq!(hash.finish(), sent_hash, "checksum of what came back");
 }
