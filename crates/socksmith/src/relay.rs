@@ -27,8 +27,10 @@
 //! # Memory
 //!
 //! An idle tunnel holds no buffer and no pipe, only its two streams and the task's state.
-//! * [`relay`] on Linux moves bytes with `splice(2)` through a kernel pipe, never through user
-//!   space. A direction borrows a pipe from a small process-wide pool when its source becomes
+//! * [`relay`] on Linux copies small reads through a buffer on the stack (a read and a write:
+//!   fewer system calls than splicing a few bytes), and once a read fills a whole chunk that
+//!   direction moves bytes with `splice(2)` through a kernel pipe, never through user space. A
+//!   splicing direction borrows a pipe from a small process-wide pool when its source becomes
 //!   readable and gives it back once the pipe is drained and the source would block. If no pipe
 //!   can be had (out of file descriptors), that direction falls back to copying.
 //! * [`relay_generic`] (any `AsyncRead + AsyncWrite`) reads into a buffer on the stack and writes
@@ -64,7 +66,8 @@ pub use splice::pooled_pipes;
 pub struct RelayOptions {
     /// End the tunnel when no byte has moved in either direction for this long.
     pub idle_timeout: Option<Duration>,
-    /// Use `splice(2)` in [`relay`] (Linux only; ignored elsewhere and by [`relay_generic`]).
+    /// Use `splice(2)` in [`relay`] for a direction once it carries bulk data (Linux only;
+    /// ignored elsewhere and by [`relay_generic`]).
     pub zero_copy: bool,
     /// Capacity asked of the kernel for each pipe `splice(2)` uses; 0 keeps the kernel's
     /// default (64 KiB). A pipe is held only while its direction moves bytes. On loopback 1 MiB
@@ -173,8 +176,9 @@ impl RelayError {
 ///
 /// `client_pending` holds bytes already read from the client (pipelined after its request, or
 /// read to look at them first); they reach the target before anything else. On Linux with
-/// [`RelayOptions::zero_copy`] the bytes move with `splice(2)` and never enter user space;
-/// elsewhere this is [`relay_generic`].
+/// [`RelayOptions::zero_copy`] a direction's bulk data moves with `splice(2)` and never enters
+/// user space (small reads before its first full chunk are copied, which costs fewer system
+/// calls); elsewhere this is [`relay_generic`].
 ///
 /// ```no_run
 /// # async fn example(client: tokio::net::TcpStream, target: tokio::net::TcpStream) {

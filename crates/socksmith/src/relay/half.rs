@@ -86,9 +86,29 @@ impl Half {
     pub(super) fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
+        src: Pin<&mut R>,
+        dst: Pin<&mut W>,
+        pending: &[u8],
+    ) -> Poll<Result<(), HalfError>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        self.poll_copy_until(cx, src, dst, pending, false)
+    }
+
+    /// Like [`Half::poll_copy`], but with `stop_when_full` it also returns `Ready(Ok)` as soon
+    /// as a read fills a whole chunk (the bytes are written through or held), with
+    /// [`Half::is_done`] still false: the source has bulk data, which the caller may rather
+    /// move another way (zero-copy) after draining the held bytes with
+    /// [`Half::poll_drain_held`].
+    pub(super) fn poll_copy_until<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
         mut src: Pin<&mut R>,
         mut dst: Pin<&mut W>,
         pending: &[u8],
+        stop_when_full: bool,
     ) -> Poll<Result<(), HalfError>>
     where
         R: AsyncRead + ?Sized,
@@ -111,6 +131,9 @@ impl Half {
                         self.read_eof = n == 0;
                         self.start = 0;
                         self.end = n;
+                        if stop_when_full && n == buf.capacity() {
+                            return Poll::Ready(Ok(()));
+                        }
                         true
                     }
                 }
@@ -124,7 +147,11 @@ impl Half {
                         true
                     }
                     Poll::Ready(Ok(())) => {
+                        let full = buf.remaining() == 0;
                         self.write_through(cx, dst.as_mut(), buf.filled())?;
+                        if stop_when_full && full {
+                            return Poll::Ready(Ok(()));
+                        }
                         true
                     }
                 }
@@ -181,6 +208,20 @@ impl Half {
             self.end = rest.len();
         }
         Ok(())
+    }
+
+    /// Writes the bytes held in the heap buffer, if any, then frees it.
+    pub(super) fn poll_drain_held<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: Pin<&mut W>,
+    ) -> Poll<Result<(), HalfError>>
+    where
+        W: AsyncWrite + ?Sized,
+    {
+        ready!(self.poll_write_held(cx, dst))?;
+        self.held = None;
+        Poll::Ready(Ok(()))
     }
 
     /// Writes the bytes held in the heap buffer, if any.

@@ -1,8 +1,13 @@
 //! Linux: the zero-copy relay of two TCP streams, `splice(2)` socket -> pipe -> socket, with
 //! pipes lent by a process-wide pool only while a direction has bytes to move.
 //!
-//! A direction waits for its source to become readable holding nothing; then it takes a pipe
-//! from the pool, fills it from the source, drains it into the destination, and repeats. When
+//! A direction starts out copying: small reads (a request, a reply, a keystroke) go through a
+//! buffer on the stack, a `read` and a `write`, which is cheaper than a splice in, a splice
+//! out and a pipe from the pool. The first read that fills a whole chunk marks the direction as
+//! bulk, and from then on it splices.
+//!
+//! A splicing direction waits for its source to become readable holding nothing; then it takes
+//! a pipe from the pool, fills it from the source, drains it into the destination, and repeats. When
 //! the pipe is empty and the source would block, the pipe goes back to the pool, so an idle
 //! tunnel holds only its two sockets. The pipe is only refilled once empty, so a `WouldBlock`
 //! from the source can only mean the socket has nothing to read (never "pipe full"), and a
@@ -49,8 +54,11 @@ pub fn pooled_pipes() -> usize {
 /// wanted (0: the kernel default); a pipe the kernel refuses to resize is used as it is.
 fn take_pipe(size: usize) -> io::Result<Pipe> {
     #[cfg(test)]
-    if tests::NO_PIPES.get() {
-        return Err(io::Error::from_raw_os_error(libc::EMFILE));
+    {
+        if tests::NO_PIPES.get() {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        tests::PIPES_TAKEN.set(tests::PIPES_TAKEN.get() + 1);
     }
     let pooled = POOL.lock().unwrap_or_else(PoisonError::into_inner).pop();
     let mut pipe = match pooled {
@@ -83,6 +91,10 @@ struct SpliceHalf {
     in_pipe: usize,
     /// No pipe could be had: this direction copies through user space from now on.
     copying: bool,
+    /// A read filled a whole chunk: this direction carries bulk data and splices from now on.
+    /// Until then it copies, since a small read and write is two system calls where splicing
+    /// is two plus a pipe from the pool.
+    bulk: bool,
 }
 
 impl SpliceHalf {
@@ -99,7 +111,21 @@ impl SpliceHalf {
                 .half
                 .poll_copy(cx, Pin::new(src), Pin::new(dst), pending);
         }
-        ready!(self.half.poll_pending(cx, Pin::new(&mut *dst), pending))?;
+        if !self.bulk {
+            ready!(self.half.poll_copy_until(
+                cx,
+                Pin::new(&mut *src),
+                Pin::new(&mut *dst),
+                pending,
+                true
+            ))?;
+            if self.half.is_done() {
+                return Poll::Ready(Ok(()));
+            }
+            self.bulk = true;
+        }
+        // Bytes copied but not yet written go first.
+        ready!(self.half.poll_drain_held(cx, Pin::new(&mut *dst)))?;
         // No loop bound of our own: every round polls readiness, which spends tokio's budget.
         loop {
             while self.in_pipe > 0 {
@@ -280,6 +306,8 @@ mod tests {
     thread_local! {
         /// Makes `take_pipe` fail on this thread, as it would with no descriptor left.
         pub(super) static NO_PIPES: Cell<bool> = const { Cell::new(false) };
+        /// Pipes `take_pipe` handed out on this thread.
+        pub(super) static PIPES_TAKEN: Cell<usize> = const { Cell::new(0) };
     }
 
     async fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -287,6 +315,41 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
         (a.expect("connect"), b.expect("accept").0)
+    }
+
+    /// Runs on the test's own thread (current-thread runtime), where `PIPES_TAKEN` counts.
+    #[tokio::test]
+    async fn small_exchanges_are_copied_and_bulk_transfers_spliced() {
+        let (mut client, client_inner) = tcp_pair().await;
+        let (target_inner, mut target) = tcp_pair().await;
+        let relay = tokio::spawn(async move {
+            super::super::relay(client_inner, target_inner, b"", &Default::default()).await
+        });
+        let taken = PIPES_TAKEN.get();
+        let mut small = [0u8; 64];
+        for round in 0..100u8 {
+            client.write_all(&[round; 64]).await.expect("write");
+            target.read_exact(&mut small).await.expect("read");
+            assert_eq!(small, [round; 64]);
+            target.write_all(&[!round; 64]).await.expect("write");
+            client.read_exact(&mut small).await.expect("read");
+            assert_eq!(small, [!round; 64]);
+        }
+        assert_eq!(PIPES_TAKEN.get(), taken, "small exchanges took no pipe");
+
+        let block: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut got = vec![0u8; block.len()];
+        let (w, r) = tokio::join!(client.write_all(&block), target.read_exact(&mut got));
+        w.expect("write");
+        r.expect("read");
+        assert!(got == block, "bulk bytes arrive intact and in order");
+        assert!(PIPES_TAKEN.get() > taken, "a bulk transfer is spliced");
+
+        drop((client, target));
+        let out = relay.await.expect("relay task");
+        out.result.expect("clean end");
+        assert_eq!(out.client_to_target, 6400 + (4 << 20));
+        assert_eq!(out.target_to_client, 6400);
     }
 
     /// Runs on the test's own thread (current-thread runtime), where `NO_PIPES` is set.
