@@ -54,6 +54,14 @@ pub(crate) async fn open(
     Ok((client, connected.stream))
 }
 
+/// What a CONNECT hands back to the session once its reply is sent, for [`tunnel`]: the two streams and the bytes
+/// the client sent after its request.
+pub(crate) struct Tunnel {
+    pub(crate) client: TcpStream,
+    pub(crate) target: OutboundStream,
+    pub(crate) pending: Vec<u8>,
+}
+
 /// Relays a tunnel whose replies are sent: splice for TCP, copying for other streams.
 pub(crate) async fn tunnel(
     shared: &Shared,
