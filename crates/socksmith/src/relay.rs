@@ -44,7 +44,7 @@ mod half;
 mod splice;
 
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use half::{Half, HalfError};
 
@@ -193,22 +193,23 @@ impl RelayError {
 /// );
 /// # }
 /// ```
-pub async fn relay(
+pub fn relay<'p>(
     client: TcpStream,
     target: TcpStream,
-    client_pending: &[u8],
+    client_pending: &'p [u8],
     opts: &RelayOptions,
-) -> RelayOutcome {
+) -> impl Future<Output = RelayOutcome> + Send + 'p {
     #[cfg(target_os = "linux")]
-    if opts.zero_copy {
-        let mut tunnel = splice::TcpTunnel::new(client, target, client_pending, opts.pipe_size);
-        let result = drive(&mut tunnel, opts.idle_timeout).await;
-        if let Err(err) = &result {
-            tunnel.pass_on_reset(err);
-        }
-        return tunnel.finish(result);
-    }
-    relay_generic(client, target, client_pending, opts).await
+    let tunnel = splice::TcpTunnel::new(
+        client,
+        target,
+        client_pending,
+        opts.pipe_size,
+        opts.zero_copy,
+    );
+    #[cfg(not(target_os = "linux"))]
+    let tunnel = GenericTunnel::new(client, target, client_pending);
+    Drive::new(tunnel, opts.idle_timeout)
 }
 
 /// Relays between any two byte streams (TLS, a tunnel through another proxy, in-memory pipes)
@@ -218,29 +219,20 @@ pub async fn relay(
 /// `client_pending` is written to the target first. End of stream from one side calls
 /// `poll_shutdown` on the other. Writes are flushed whenever the source has nothing more to
 /// read, so buffering writers (TLS) never hold bytes back.
-pub async fn relay_generic<C, T>(
+pub fn relay_generic<'p, C, T>(
     client: C,
     target: T,
-    client_pending: &[u8],
+    client_pending: &'p [u8],
     opts: &RelayOptions,
-) -> RelayOutcome
+) -> impl Future<Output = RelayOutcome> + 'p
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + 'p,
+    T: AsyncRead + AsyncWrite + Unpin + 'p,
 {
-    let mut tunnel = GenericTunnel {
-        client,
-        target,
-        client_pending,
-        c2t: Half::default(),
-        t2c: Half::default(),
-    };
-    let result = drive(&mut tunnel, opts.idle_timeout).await;
-    RelayOutcome {
-        client_to_target: tunnel.c2t.bytes(),
-        target_to_client: tunnel.t2c.bytes(),
-        result,
-    }
+    Drive::new(
+        GenericTunnel::new(client, target, client_pending),
+        opts.idle_timeout,
+    )
 }
 
 /// Both directions of a tunnel, as the driver sees them.
@@ -250,42 +242,86 @@ trait Tunnel {
     fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>>;
     /// Bytes moved so far, both directions together.
     fn moved(&self) -> u64;
+    /// Closes both streams and reports.
+    fn finish(self, result: Result<(), RelayError>) -> RelayOutcome;
 }
 
-/// Runs a tunnel to its end, with the idle timeout.
-///
-/// The idle timer is lazy: activity only records the time (once per wake-up that moved bytes,
-/// never per chunk), and when the timer fires early it is re-armed for the real deadline.
-async fn drive<T: Tunnel>(
-    tunnel: &mut T,
-    idle_timeout: Option<Duration>,
-) -> Result<(), RelayError> {
-    let Some(idle) = idle_timeout else {
-        return poll_fn(|cx| tunnel.poll_both(cx)).await;
-    };
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    let mut seen = tunnel.moved();
-    let mut last_activity = Instant::now();
-    poll_fn(|cx| {
-        if let Poll::Ready(result) = tunnel.poll_both(cx) {
-            return Poll::Ready(result);
+pin_project_lite::pin_project! {
+    /// Runs a tunnel to its end, with the idle timeout: the future [`relay`] and
+    /// [`relay_generic`] return. Written by hand rather than as nested `async fn`s so that an
+    /// idle tunnel's task stores the tunnel once, and the timer only when there is a timeout.
+    ///
+    /// The idle timer is lazy: it is set on the first poll, activity only records the time
+    /// (once per wake-up that moved bytes, never per chunk), and when the timer fires early it
+    /// is re-armed for the real deadline.
+    struct Drive<T> {
+        // `None` once finished: the streams are closed as soon as the outcome is known.
+        tunnel: Option<T>,
+        idle: Option<Duration>,
+        seen: u64,
+        last_activity: Option<Instant>,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl<T: Tunnel> Drive<T> {
+    fn new(tunnel: T, idle: Option<Duration>) -> Self {
+        Drive {
+            tunnel: Some(tunnel),
+            idle,
+            seen: 0,
+            last_activity: None,
+            sleep: None,
         }
-        let moved = tunnel.moved();
-        if moved != seen {
-            seen = moved;
-            last_activity = Instant::now();
-        }
-        loop {
-            ready!(sleep.as_mut().poll(cx));
-            let deadline = last_activity + idle;
-            if Instant::now() >= deadline {
-                return Poll::Ready(Err(RelayError::IdleTimeout(idle)));
+    }
+}
+
+impl<T: Tunnel> Future for Drive<T> {
+    type Output = RelayOutcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayOutcome> {
+        let mut this = self.project();
+        let tunnel = this
+            .tunnel
+            .as_mut()
+            .expect("a relay is not polled after it finished");
+        let result = match tunnel.poll_both(cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                let Some(idle) = *this.idle else {
+                    return Poll::Pending;
+                };
+                let moved = tunnel.moved();
+                let last = match *this.last_activity {
+                    Some(last) if moved == *this.seen => last,
+                    _ => {
+                        *this.seen = moved;
+                        *this.last_activity.insert(Instant::now())
+                    }
+                };
+                if this.sleep.is_none() {
+                    this.sleep.set(Some(tokio::time::sleep(idle)));
+                }
+                let mut sleep = this
+                    .sleep
+                    .as_mut()
+                    .as_pin_mut()
+                    .expect("the timer was just set");
+                loop {
+                    ready!(sleep.as_mut().poll(cx));
+                    let deadline = last + idle;
+                    if Instant::now() >= deadline {
+                        break Err(RelayError::IdleTimeout(idle));
+                    }
+                    sleep.as_mut().reset(deadline);
+                }
             }
-            sleep.as_mut().reset(deadline);
-        }
-    })
-    .await
+        };
+        let tunnel = this.tunnel.take().expect("checked above");
+        this.sleep.set(None);
+        Poll::Ready(tunnel.finish(result))
+    }
 }
 
 /// Turns a direction's failure into a tunnel error naming the side that failed.
@@ -302,6 +338,18 @@ struct GenericTunnel<'p, C, T> {
     client_pending: &'p [u8],
     c2t: Half,
     t2c: Half,
+}
+
+impl<'p, C, T> GenericTunnel<'p, C, T> {
+    fn new(client: C, target: T, client_pending: &'p [u8]) -> Self {
+        GenericTunnel {
+            client,
+            target,
+            client_pending,
+            c2t: Half::default(),
+            t2c: Half::default(),
+        }
+    }
 }
 
 impl<C, T> Tunnel for GenericTunnel<'_, C, T>
@@ -341,5 +389,13 @@ where
 
     fn moved(&self) -> u64 {
         self.c2t.bytes() + self.t2c.bytes()
+    }
+
+    fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {
+        RelayOutcome {
+            client_to_target: self.c2t.bytes(),
+            target_to_client: self.t2c.bytes(),
+            result,
+        }
     }
 }

@@ -89,7 +89,7 @@ struct SpliceHalf {
     pipe: Option<Pipe>,
     /// Bytes in `pipe` not yet written to the destination.
     in_pipe: usize,
-    /// No pipe could be had: this direction copies through user space from now on.
+    /// Zero-copy is off, or no pipe could be had: this direction copies through user space.
     copying: bool,
     /// A read filled a whole chunk: this direction carries bulk data and splices from now on.
     /// Until then it copies, since a small read and write is two system calls where splicing
@@ -226,20 +226,26 @@ impl<'p> TcpTunnel<'p> {
         target: TcpStream,
         client_pending: &'p [u8],
         pipe_size: usize,
+        zero_copy: bool,
     ) -> Self {
+        let half = || {
+            let mut half = SpliceHalf::default();
+            half.copying = !zero_copy;
+            half
+        };
         TcpTunnel {
             client,
             target,
             client_pending,
             pipe_size,
-            c2t: SpliceHalf::default(),
-            t2c: SpliceHalf::default(),
+            c2t: half(),
+            t2c: half(),
         }
     }
 
     /// When one side reset, makes closing the other side a reset too (`SO_LINGER` 0), so that
     /// it never mistakes a truncated stream for a complete one.
-    pub(super) fn pass_on_reset(&self, err: &RelayError) {
+    fn pass_on_reset(&self, err: &RelayError) {
         if !err.is_reset() {
             return;
         }
@@ -250,15 +256,6 @@ impl<'p> TcpTunnel<'p> {
         };
         // Best effort: if it fails, the other side sees an ordinary close.
         let _ = socket2::SockRef::from(other).set_linger(Some(Duration::ZERO));
-    }
-
-    /// Closes both streams and reports.
-    pub(super) fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {
-        RelayOutcome {
-            client_to_target: self.c2t.half.bytes(),
-            target_to_client: self.t2c.half.bytes(),
-            result,
-        }
     }
 }
 
@@ -293,6 +290,17 @@ impl Tunnel for TcpTunnel<'_> {
 
     fn moved(&self) -> u64 {
         self.c2t.half.bytes() + self.t2c.half.bytes()
+    }
+
+    fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {
+        if let Err(err) = &result {
+            self.pass_on_reset(err);
+        }
+        RelayOutcome {
+            client_to_target: self.c2t.half.bytes(),
+            target_to_client: self.t2c.half.bytes(),
+            result,
+        }
     }
 }
 
