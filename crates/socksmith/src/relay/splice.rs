@@ -20,9 +20,10 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -65,11 +66,48 @@ fn take_pipe(size: usize) -> io::Result<Pipe> {
         Some(pipe) => pipe,
         None => Pipe::new()?,
     };
-    if size != 0 && pipe.capacity() != size {
+    if size != 0 && pipe.capacity() != size && resize_allowed() {
         // EPERM past pipe-max-size or the user's pipe quota: a smaller pipe still works.
-        let _ = pipe.set_capacity(size);
+        if pipe.set_capacity(size).is_err() {
+            refuse_resizes();
+        }
     }
     Ok(pipe)
+}
+
+/// When the kernel last refused to resize a pipe, in milliseconds since [`epoch`] plus one (0:
+/// never). A refusal (the user's pipe quota is used up, most often) lasts a while: until
+/// [`RESIZE_RETRY`] has passed, pipes are used at the size they have rather than asking the
+/// kernel again for every burst.
+static RESIZE_REFUSED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// How long after a refused resize pipes are not resized.
+const RESIZE_RETRY: Duration = Duration::from_secs(1);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis_since_epoch() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn refuse_resizes() {
+    RESIZE_REFUSED_AT.store(millis_since_epoch().saturating_add(1), Ordering::Relaxed);
+}
+
+fn resize_allowed() -> bool {
+    retry_due(
+        RESIZE_REFUSED_AT.load(Ordering::Relaxed),
+        millis_since_epoch(),
+    )
+}
+
+/// Whether a resize may be tried at `now` (ms since [`epoch`]), given [`RESIZE_REFUSED_AT`].
+fn retry_due(refused_at: u64, now: u64) -> bool {
+    let retry = u64::try_from(RESIZE_RETRY.as_millis()).unwrap_or(u64::MAX);
+    refused_at == 0 || now.saturating_add(1) >= refused_at.saturating_add(retry)
 }
 
 /// Returns an empty pipe to the pool, or closes it when the pool is full.
@@ -323,6 +361,17 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
         (a.expect("connect"), b.expect("accept").0)
+    }
+
+    #[test]
+    fn a_refused_resize_is_not_retried_for_a_while() {
+        assert!(retry_due(0, 0), "never refused");
+        // Refused at 5 ms (stored as 6): not again before 1,005 ms.
+        assert!(!retry_due(6, 5));
+        assert!(!retry_due(6, 1004));
+        assert!(retry_due(6, 1005));
+        refuse_resizes();
+        assert!(!resize_allowed());
     }
 
     /// Runs on the test's own thread (current-thread runtime), where `PIPES_TAKEN` counts.
