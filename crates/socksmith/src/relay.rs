@@ -43,6 +43,7 @@ mod half;
 #[cfg(target_os = "linux")]
 mod splice;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -235,6 +236,78 @@ where
     )
 }
 
+/// The target of [`relay_to`]: a TCP stream or any other stream.
+pub(crate) enum Target<S> {
+    /// Relayed as by [`relay`] (zero-copy on Linux).
+    Tcp(TcpStream),
+    /// Relayed as by [`relay_generic`].
+    Other(S),
+}
+
+/// [`relay`] or [`relay_generic`], chosen by the target's kind, as one future type: built
+/// before it is awaited, so the caller's frame holds the streams only inside it.
+pub(crate) fn relay_to<'p, S>(
+    client: TcpStream,
+    target: Target<S>,
+    client_pending: Cow<'p, [u8]>,
+    opts: &RelayOptions,
+) -> impl Future<Output = RelayOutcome> + 'p
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'p,
+{
+    let tunnel = match target {
+        #[cfg(target_os = "linux")]
+        Target::Tcp(target) => EitherTunnel::Tcp(splice::TcpTunnel::new(
+            client,
+            target,
+            client_pending,
+            opts.pipe_size,
+            opts.zero_copy,
+        )),
+        #[cfg(not(target_os = "linux"))]
+        Target::Tcp(target) => {
+            EitherTunnel::Tcp(GenericTunnel::new(client, target, client_pending))
+        }
+        Target::Other(target) => {
+            EitherTunnel::Other(GenericTunnel::new(client, target, client_pending))
+        }
+    };
+    Drive::new(tunnel, opts.idle_timeout)
+}
+
+#[cfg(target_os = "linux")]
+type TcpTunnel<'p> = splice::TcpTunnel<'p>;
+#[cfg(not(target_os = "linux"))]
+type TcpTunnel<'p> = GenericTunnel<'p, TcpStream, TcpStream>;
+
+enum EitherTunnel<'p, S> {
+    Tcp(TcpTunnel<'p>),
+    Other(GenericTunnel<'p, TcpStream, S>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel for EitherTunnel<'_, S> {
+    fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        match self {
+            EitherTunnel::Tcp(t) => t.poll_both(cx),
+            EitherTunnel::Other(t) => t.poll_both(cx),
+        }
+    }
+
+    fn moved(&self) -> u64 {
+        match self {
+            EitherTunnel::Tcp(t) => t.moved(),
+            EitherTunnel::Other(t) => t.moved(),
+        }
+    }
+
+    fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {
+        match self {
+            EitherTunnel::Tcp(t) => t.finish(result),
+            EitherTunnel::Other(t) => t.finish(result),
+        }
+    }
+}
+
 /// Both directions of a tunnel, as the driver sees them.
 trait Tunnel {
     /// Moves bytes both ways as far as possible. `Ready(Ok)` once both directions have ended,
@@ -335,17 +408,17 @@ fn side_error(err: HalfError, from: Side, to: Side) -> RelayError {
 struct GenericTunnel<'p, C, T> {
     client: C,
     target: T,
-    client_pending: &'p [u8],
+    client_pending: Cow<'p, [u8]>,
     c2t: Half,
     t2c: Half,
 }
 
 impl<'p, C, T> GenericTunnel<'p, C, T> {
-    fn new(client: C, target: T, client_pending: &'p [u8]) -> Self {
+    fn new(client: C, target: T, client_pending: impl Into<Cow<'p, [u8]>>) -> Self {
         GenericTunnel {
             client,
             target,
-            client_pending,
+            client_pending: client_pending.into(),
             c2t: Half::default(),
             t2c: Half::default(),
         }
@@ -363,7 +436,7 @@ where
                 cx,
                 Pin::new(&mut self.client),
                 Pin::new(&mut self.target),
-                self.client_pending,
+                &self.client_pending,
             );
             if let Poll::Ready(Err(e)) = step {
                 return Poll::Ready(Err(side_error(e, Side::Client, Side::Target)));

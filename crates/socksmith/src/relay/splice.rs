@@ -16,6 +16,7 @@
 //! Readiness comes from tokio's reactor (`poll_read_ready`/`poll_write_ready` + `try_io`): no
 //! extra threads, and tokio's cooperative budget keeps a busy tunnel from starving others.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
@@ -252,7 +253,7 @@ impl Drop for SpliceHalf {
 pub(super) struct TcpTunnel<'p> {
     client: TcpStream,
     target: TcpStream,
-    client_pending: &'p [u8],
+    client_pending: Cow<'p, [u8]>,
     pipe_size: usize,
     c2t: SpliceHalf,
     t2c: SpliceHalf,
@@ -262,7 +263,7 @@ impl<'p> TcpTunnel<'p> {
     pub(super) fn new(
         client: TcpStream,
         target: TcpStream,
-        client_pending: &'p [u8],
+        client_pending: impl Into<Cow<'p, [u8]>>,
         pipe_size: usize,
         zero_copy: bool,
     ) -> Self {
@@ -274,7 +275,7 @@ impl<'p> TcpTunnel<'p> {
         TcpTunnel {
             client,
             target,
-            client_pending,
+            client_pending: client_pending.into(),
             pipe_size,
             c2t: half(),
             t2c: half(),
@@ -304,7 +305,7 @@ impl Tunnel for TcpTunnel<'_> {
                 cx,
                 &mut self.client,
                 &mut self.target,
-                self.client_pending,
+                &self.client_pending,
                 self.pipe_size,
             );
             if let Poll::Ready(Err(e)) = step {
