@@ -41,6 +41,10 @@ pub(super) struct Half {
     pub(super) done: bool,
     /// Bytes were written since the last flush.
     need_flush: bool,
+    /// The destination is closed as soon as this direction ends (the other direction has
+    /// ended already): end of stream needs no `shutdown` of its own, the close sends the FIN.
+    /// Only for TCP: a TLS stream must still be shut down to send its close_notify.
+    pub(super) close_sends_fin: bool,
     /// Bytes read but not written yet, at `held[start..end]`; `None` when there are none.
     held: Option<Box<[u8]>>,
     start: usize,
@@ -258,9 +262,11 @@ impl Half {
         W: AsyncWrite + ?Sized,
     {
         self.held = None;
-        ready!(dst.poll_shutdown(cx))
-            .or_else(ignore_not_connected)
-            .map_err(HalfError::Write)?;
+        if !self.close_sends_fin {
+            ready!(dst.poll_shutdown(cx))
+                .or_else(ignore_not_connected)
+                .map_err(HalfError::Write)?;
+        }
         self.done = true;
         Poll::Ready(Ok(()))
     }
