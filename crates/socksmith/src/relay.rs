@@ -27,8 +27,10 @@
 //! # Memory
 //!
 //! An idle tunnel holds no buffer and no pipe, only its two streams and the task's state.
-//! * [`relay`] on Linux moves bytes with `splice(2)` through a kernel pipe, never through user
-//!   space. A direction borrows a pipe from a small process-wide pool when its source becomes
+//! * [`relay`] on Linux copies small reads through a buffer on the stack (a read and a write:
+//!   fewer system calls than splicing a few bytes), and once a read fills a whole chunk that
+//!   direction moves bytes with `splice(2)` through a kernel pipe, never through user space. A
+//!   splicing direction borrows a pipe from a small process-wide pool when its source becomes
 //!   readable and gives it back once the pipe is drained and the source would block. If no pipe
 //!   can be had (out of file descriptors), that direction falls back to copying.
 //! * [`relay_generic`] (any `AsyncRead + AsyncWrite`) reads into a buffer on the stack and writes
@@ -41,8 +43,9 @@ mod half;
 #[cfg(target_os = "linux")]
 mod splice;
 
+use std::borrow::Cow;
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -50,7 +53,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use half::{Half, HalfError};
 
@@ -64,7 +67,8 @@ pub use splice::pooled_pipes;
 pub struct RelayOptions {
     /// End the tunnel when no byte has moved in either direction for this long.
     pub idle_timeout: Option<Duration>,
-    /// Use `splice(2)` in [`relay`] (Linux only; ignored elsewhere and by [`relay_generic`]).
+    /// Use `splice(2)` in [`relay`] for a direction once it carries bulk data (Linux only;
+    /// ignored elsewhere and by [`relay_generic`]).
     pub zero_copy: bool,
     /// Capacity asked of the kernel for each pipe `splice(2)` uses; 0 keeps the kernel's
     /// default (64 KiB). A pipe is held only while its direction moves bytes. On loopback 1 MiB
@@ -173,8 +177,9 @@ impl RelayError {
 ///
 /// `client_pending` holds bytes already read from the client (pipelined after its request, or
 /// read to look at them first); they reach the target before anything else. On Linux with
-/// [`RelayOptions::zero_copy`] the bytes move with `splice(2)` and never enter user space;
-/// elsewhere this is [`relay_generic`].
+/// [`RelayOptions::zero_copy`] a direction's bulk data moves with `splice(2)` and never enters
+/// user space (small reads before its first full chunk are copied, which costs fewer system
+/// calls); elsewhere this is [`relay_generic`].
 ///
 /// ```no_run
 /// # async fn example(client: tokio::net::TcpStream, target: tokio::net::TcpStream) {
@@ -189,22 +194,23 @@ impl RelayError {
 /// );
 /// # }
 /// ```
-pub async fn relay(
+pub fn relay<'p>(
     client: TcpStream,
     target: TcpStream,
-    client_pending: &[u8],
+    client_pending: &'p [u8],
     opts: &RelayOptions,
-) -> RelayOutcome {
+) -> impl Future<Output = RelayOutcome> + Send + 'p {
     #[cfg(target_os = "linux")]
-    if opts.zero_copy {
-        let mut tunnel = splice::TcpTunnel::new(client, target, client_pending, opts.pipe_size);
-        let result = drive(&mut tunnel, opts.idle_timeout).await;
-        if let Err(err) = &result {
-            tunnel.pass_on_reset(err);
-        }
-        return tunnel.finish(result);
-    }
-    relay_generic(client, target, client_pending, opts).await
+    let tunnel = splice::TcpTunnel::new(
+        client,
+        target,
+        client_pending,
+        opts.pipe_size,
+        opts.zero_copy,
+    );
+    #[cfg(not(target_os = "linux"))]
+    let tunnel = GenericTunnel::new(client, target, client_pending);
+    Drive::new(tunnel, opts.idle_timeout)
 }
 
 /// Relays between any two byte streams (TLS, a tunnel through another proxy, in-memory pipes)
@@ -214,28 +220,91 @@ pub async fn relay(
 /// `client_pending` is written to the target first. End of stream from one side calls
 /// `poll_shutdown` on the other. Writes are flushed whenever the source has nothing more to
 /// read, so buffering writers (TLS) never hold bytes back.
-pub async fn relay_generic<C, T>(
+pub fn relay_generic<'p, C, T>(
     client: C,
     target: T,
-    client_pending: &[u8],
+    client_pending: &'p [u8],
     opts: &RelayOptions,
-) -> RelayOutcome
+) -> impl Future<Output = RelayOutcome> + 'p
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + 'p,
+    T: AsyncRead + AsyncWrite + Unpin + 'p,
 {
-    let mut tunnel = GenericTunnel {
-        client,
-        target,
-        client_pending,
-        c2t: Half::default(),
-        t2c: Half::default(),
+    Drive::new(
+        GenericTunnel::new(client, target, client_pending),
+        opts.idle_timeout,
+    )
+}
+
+/// The target of [`relay_to`]: a TCP stream or any other stream.
+pub(crate) enum Target<S> {
+    /// Relayed as by [`relay`] (zero-copy on Linux).
+    Tcp(TcpStream),
+    /// Relayed as by [`relay_generic`].
+    Other(S),
+}
+
+/// [`relay`] or [`relay_generic`], chosen by the target's kind, as one future type: built
+/// before it is awaited, so the caller's frame holds the streams only inside it.
+pub(crate) fn relay_to<'p, S>(
+    client: TcpStream,
+    target: Target<S>,
+    client_pending: Cow<'p, [u8]>,
+    opts: &RelayOptions,
+) -> impl Future<Output = RelayOutcome> + 'p
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'p,
+{
+    let tunnel = match target {
+        #[cfg(target_os = "linux")]
+        Target::Tcp(target) => EitherTunnel::Tcp(splice::TcpTunnel::new(
+            client,
+            target,
+            client_pending,
+            opts.pipe_size,
+            opts.zero_copy,
+        )),
+        #[cfg(not(target_os = "linux"))]
+        Target::Tcp(target) => {
+            EitherTunnel::Tcp(GenericTunnel::new(client, target, client_pending))
+        }
+        Target::Other(target) => {
+            EitherTunnel::Other(GenericTunnel::new(client, target, client_pending))
+        }
     };
-    let result = drive(&mut tunnel, opts.idle_timeout).await;
-    RelayOutcome {
-        client_to_target: tunnel.c2t.bytes(),
-        target_to_client: tunnel.t2c.bytes(),
-        result,
+    Drive::new(tunnel, opts.idle_timeout)
+}
+
+#[cfg(target_os = "linux")]
+type TcpTunnel<'p> = splice::TcpTunnel<'p>;
+#[cfg(not(target_os = "linux"))]
+type TcpTunnel<'p> = GenericTunnel<'p, TcpStream, TcpStream>;
+
+enum EitherTunnel<'p, S> {
+    Tcp(TcpTunnel<'p>),
+    Other(GenericTunnel<'p, TcpStream, S>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel for EitherTunnel<'_, S> {
+    fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        match self {
+            EitherTunnel::Tcp(t) => t.poll_both(cx),
+            EitherTunnel::Other(t) => t.poll_both(cx),
+        }
+    }
+
+    fn moved(&self) -> u64 {
+        match self {
+            EitherTunnel::Tcp(t) => t.moved(),
+            EitherTunnel::Other(t) => t.moved(),
+        }
+    }
+
+    fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {
+        match self {
+            EitherTunnel::Tcp(t) => t.finish(result),
+            EitherTunnel::Other(t) => t.finish(result),
+        }
     }
 }
 
@@ -246,42 +315,86 @@ trait Tunnel {
     fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>>;
     /// Bytes moved so far, both directions together.
     fn moved(&self) -> u64;
+    /// Closes both streams and reports.
+    fn finish(self, result: Result<(), RelayError>) -> RelayOutcome;
 }
 
-/// Runs a tunnel to its end, with the idle timeout.
-///
-/// The idle timer is lazy: activity only records the time (once per wake-up that moved bytes,
-/// never per chunk), and when the timer fires early it is re-armed for the real deadline.
-async fn drive<T: Tunnel>(
-    tunnel: &mut T,
-    idle_timeout: Option<Duration>,
-) -> Result<(), RelayError> {
-    let Some(idle) = idle_timeout else {
-        return poll_fn(|cx| tunnel.poll_both(cx)).await;
-    };
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    let mut seen = tunnel.moved();
-    let mut last_activity = Instant::now();
-    poll_fn(|cx| {
-        if let Poll::Ready(result) = tunnel.poll_both(cx) {
-            return Poll::Ready(result);
+pin_project_lite::pin_project! {
+    /// Runs a tunnel to its end, with the idle timeout: the future [`relay`] and
+    /// [`relay_generic`] return. Written by hand rather than as nested `async fn`s so that an
+    /// idle tunnel's task stores the tunnel once, and the timer only when there is a timeout.
+    ///
+    /// The idle timer is lazy: it is set on the first poll, activity only records the time
+    /// (once per wake-up that moved bytes, never per chunk), and when the timer fires early it
+    /// is re-armed for the real deadline.
+    struct Drive<T> {
+        // `None` once finished: the streams are closed as soon as the outcome is known.
+        tunnel: Option<T>,
+        idle: Option<Duration>,
+        seen: u64,
+        last_activity: Option<Instant>,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl<T: Tunnel> Drive<T> {
+    fn new(tunnel: T, idle: Option<Duration>) -> Self {
+        Drive {
+            tunnel: Some(tunnel),
+            idle,
+            seen: 0,
+            last_activity: None,
+            sleep: None,
         }
-        let moved = tunnel.moved();
-        if moved != seen {
-            seen = moved;
-            last_activity = Instant::now();
-        }
-        loop {
-            ready!(sleep.as_mut().poll(cx));
-            let deadline = last_activity + idle;
-            if Instant::now() >= deadline {
-                return Poll::Ready(Err(RelayError::IdleTimeout(idle)));
+    }
+}
+
+impl<T: Tunnel> Future for Drive<T> {
+    type Output = RelayOutcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayOutcome> {
+        let mut this = self.project();
+        let tunnel = this
+            .tunnel
+            .as_mut()
+            .expect("a relay is not polled after it finished");
+        let result = match tunnel.poll_both(cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                let Some(idle) = *this.idle else {
+                    return Poll::Pending;
+                };
+                let moved = tunnel.moved();
+                let last = match *this.last_activity {
+                    Some(last) if moved == *this.seen => last,
+                    _ => {
+                        *this.seen = moved;
+                        *this.last_activity.insert(Instant::now())
+                    }
+                };
+                if this.sleep.is_none() {
+                    this.sleep.set(Some(tokio::time::sleep(idle)));
+                }
+                let mut sleep = this
+                    .sleep
+                    .as_mut()
+                    .as_pin_mut()
+                    .expect("the timer was just set");
+                loop {
+                    ready!(sleep.as_mut().poll(cx));
+                    let deadline = last + idle;
+                    if Instant::now() >= deadline {
+                        break Err(RelayError::IdleTimeout(idle));
+                    }
+                    sleep.as_mut().reset(deadline);
+                }
             }
-            sleep.as_mut().reset(deadline);
-        }
-    })
-    .await
+        };
+        let tunnel = this.tunnel.take().expect("checked above");
+        this.sleep.set(None);
+        Poll::Ready(tunnel.finish(result))
+    }
 }
 
 /// Turns a direction's failure into a tunnel error naming the side that failed.
@@ -295,9 +408,21 @@ fn side_error(err: HalfError, from: Side, to: Side) -> RelayError {
 struct GenericTunnel<'p, C, T> {
     client: C,
     target: T,
-    client_pending: &'p [u8],
+    client_pending: Cow<'p, [u8]>,
     c2t: Half,
     t2c: Half,
+}
+
+impl<'p, C, T> GenericTunnel<'p, C, T> {
+    fn new(client: C, target: T, client_pending: impl Into<Cow<'p, [u8]>>) -> Self {
+        GenericTunnel {
+            client,
+            target,
+            client_pending: client_pending.into(),
+            c2t: Half::default(),
+            t2c: Half::default(),
+        }
+    }
 }
 
 impl<C, T> Tunnel for GenericTunnel<'_, C, T>
@@ -311,7 +436,7 @@ where
                 cx,
                 Pin::new(&mut self.client),
                 Pin::new(&mut self.target),
-                self.client_pending,
+                &self.client_pending,
             );
             if let Poll::Ready(Err(e)) = step {
                 return Poll::Ready(Err(side_error(e, Side::Client, Side::Target)));
@@ -337,5 +462,13 @@ where
 
     fn moved(&self) -> u64 {
         self.c2t.bytes() + self.t2c.bytes()
+    }
+
+    fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {
+        RelayOutcome {
+            client_to_target: self.c2t.bytes(),
+            target_to_client: self.t2c.bytes(),
+            result,
+        }
     }
 }

@@ -41,6 +41,10 @@ pub(super) struct Half {
     pub(super) done: bool,
     /// Bytes were written since the last flush.
     need_flush: bool,
+    /// The destination is closed as soon as this direction ends (the other direction has
+    /// ended already): end of stream needs no `shutdown` of its own, the close sends the FIN.
+    /// Only for TCP: a TLS stream must still be shut down to send its close_notify.
+    pub(super) close_sends_fin: bool,
     /// Bytes read but not written yet, at `held[start..end]`; `None` when there are none.
     held: Option<Box<[u8]>>,
     start: usize,
@@ -86,9 +90,29 @@ impl Half {
     pub(super) fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
+        src: Pin<&mut R>,
+        dst: Pin<&mut W>,
+        pending: &[u8],
+    ) -> Poll<Result<(), HalfError>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        self.poll_copy_until(cx, src, dst, pending, false)
+    }
+
+    /// Like [`Half::poll_copy`], but with `stop_when_full` it also returns `Ready(Ok)` as soon
+    /// as a read fills a whole chunk (the bytes are written through or held), with
+    /// [`Half::is_done`] still false: the source has bulk data, which the caller may rather
+    /// move another way (zero-copy) after draining the held bytes with
+    /// [`Half::poll_drain_held`].
+    pub(super) fn poll_copy_until<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
         mut src: Pin<&mut R>,
         mut dst: Pin<&mut W>,
         pending: &[u8],
+        stop_when_full: bool,
     ) -> Poll<Result<(), HalfError>>
     where
         R: AsyncRead + ?Sized,
@@ -111,6 +135,9 @@ impl Half {
                         self.read_eof = n == 0;
                         self.start = 0;
                         self.end = n;
+                        if stop_when_full && n == buf.capacity() {
+                            return Poll::Ready(Ok(()));
+                        }
                         true
                     }
                 }
@@ -124,7 +151,11 @@ impl Half {
                         true
                     }
                     Poll::Ready(Ok(())) => {
+                        let full = buf.remaining() == 0;
                         self.write_through(cx, dst.as_mut(), buf.filled())?;
+                        if stop_when_full && full {
+                            return Poll::Ready(Ok(()));
+                        }
                         true
                     }
                 }
@@ -183,6 +214,20 @@ impl Half {
         Ok(())
     }
 
+    /// Writes the bytes held in the heap buffer, if any, then frees it.
+    pub(super) fn poll_drain_held<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: Pin<&mut W>,
+    ) -> Poll<Result<(), HalfError>>
+    where
+        W: AsyncWrite + ?Sized,
+    {
+        ready!(self.poll_write_held(cx, dst))?;
+        self.held = None;
+        Poll::Ready(Ok(()))
+    }
+
     /// Writes the bytes held in the heap buffer, if any.
     fn poll_write_held<W>(
         &mut self,
@@ -217,9 +262,11 @@ impl Half {
         W: AsyncWrite + ?Sized,
     {
         self.held = None;
-        ready!(dst.poll_shutdown(cx))
-            .or_else(ignore_not_connected)
-            .map_err(HalfError::Write)?;
+        if !self.close_sends_fin {
+            ready!(dst.poll_shutdown(cx))
+                .or_else(ignore_not_connected)
+                .map_err(HalfError::Write)?;
+        }
         self.done = true;
         Poll::Ready(Ok(()))
     }

@@ -1,8 +1,13 @@
 //! Linux: the zero-copy relay of two TCP streams, `splice(2)` socket -> pipe -> socket, with
 //! pipes lent by a process-wide pool only while a direction has bytes to move.
 //!
-//! A direction waits for its source to become readable holding nothing; then it takes a pipe
-//! from the pool, fills it from the source, drains it into the destination, and repeats. When
+//! A direction starts out copying: small reads (a request, a reply, a keystroke) go through a
+//! buffer on the stack, a `read` and a `write`, which is cheaper than a splice in, a splice
+//! out and a pipe from the pool. The first read that fills a whole chunk marks the direction as
+//! bulk, and from then on it splices.
+//!
+//! A splicing direction waits for its source to become readable holding nothing; then it takes
+//! a pipe from the pool, fills it from the source, drains it into the destination, and repeats. When
 //! the pipe is empty and the source would block, the pipe goes back to the pool, so an idle
 //! tunnel holds only its two sockets. The pipe is only refilled once empty, so a `WouldBlock`
 //! from the source can only mean the socket has nothing to read (never "pipe full"), and a
@@ -11,13 +16,15 @@
 //! Readiness comes from tokio's reactor (`poll_read_ready`/`poll_write_ready` + `try_io`): no
 //! extra threads, and tokio's cooperative budget keeps a busy tunnel from starving others.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -49,19 +56,59 @@ pub fn pooled_pipes() -> usize {
 /// wanted (0: the kernel default); a pipe the kernel refuses to resize is used as it is.
 fn take_pipe(size: usize) -> io::Result<Pipe> {
     #[cfg(test)]
-    if tests::NO_PIPES.get() {
-        return Err(io::Error::from_raw_os_error(libc::EMFILE));
+    {
+        if tests::NO_PIPES.get() {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        tests::PIPES_TAKEN.set(tests::PIPES_TAKEN.get() + 1);
     }
     let pooled = POOL.lock().unwrap_or_else(PoisonError::into_inner).pop();
     let mut pipe = match pooled {
         Some(pipe) => pipe,
         None => Pipe::new()?,
     };
-    if size != 0 && pipe.capacity() != size {
+    if size != 0 && pipe.capacity() != size && resize_allowed() {
         // EPERM past pipe-max-size or the user's pipe quota: a smaller pipe still works.
-        let _ = pipe.set_capacity(size);
+        if pipe.set_capacity(size).is_err() {
+            refuse_resizes();
+        }
     }
     Ok(pipe)
+}
+
+/// When the kernel last refused to resize a pipe, in milliseconds since [`epoch`] plus one (0:
+/// never). A refusal (the user's pipe quota is used up, most often) lasts a while: until
+/// [`RESIZE_RETRY`] has passed, pipes are used at the size they have rather than asking the
+/// kernel again for every burst.
+static RESIZE_REFUSED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// How long after a refused resize pipes are not resized.
+const RESIZE_RETRY: Duration = Duration::from_secs(1);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis_since_epoch() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn refuse_resizes() {
+    RESIZE_REFUSED_AT.store(millis_since_epoch().saturating_add(1), Ordering::Relaxed);
+}
+
+fn resize_allowed() -> bool {
+    retry_due(
+        RESIZE_REFUSED_AT.load(Ordering::Relaxed),
+        millis_since_epoch(),
+    )
+}
+
+/// Whether a resize may be tried at `now` (ms since [`epoch`]), given [`RESIZE_REFUSED_AT`].
+fn retry_due(refused_at: u64, now: u64) -> bool {
+    let retry = u64::try_from(RESIZE_RETRY.as_millis()).unwrap_or(u64::MAX);
+    refused_at == 0 || now.saturating_add(1) >= refused_at.saturating_add(retry)
 }
 
 /// Returns an empty pipe to the pool, or closes it when the pool is full.
@@ -81,8 +128,12 @@ struct SpliceHalf {
     pipe: Option<Pipe>,
     /// Bytes in `pipe` not yet written to the destination.
     in_pipe: usize,
-    /// No pipe could be had: this direction copies through user space from now on.
+    /// Zero-copy is off, or no pipe could be had: this direction copies through user space.
     copying: bool,
+    /// A read filled a whole chunk: this direction carries bulk data and splices from now on.
+    /// Until then it copies, since a small read and write is two system calls where splicing
+    /// is two plus a pipe from the pool.
+    bulk: bool,
 }
 
 impl SpliceHalf {
@@ -99,7 +150,21 @@ impl SpliceHalf {
                 .half
                 .poll_copy(cx, Pin::new(src), Pin::new(dst), pending);
         }
-        ready!(self.half.poll_pending(cx, Pin::new(&mut *dst), pending))?;
+        if !self.bulk {
+            ready!(self.half.poll_copy_until(
+                cx,
+                Pin::new(&mut *src),
+                Pin::new(&mut *dst),
+                pending,
+                true
+            ))?;
+            if self.half.is_done() {
+                return Poll::Ready(Ok(()));
+            }
+            self.bulk = true;
+        }
+        // Bytes copied but not yet written go first.
+        ready!(self.half.poll_drain_held(cx, Pin::new(&mut *dst)))?;
         // No loop bound of our own: every round polls readiness, which spends tokio's budget.
         loop {
             while self.in_pipe > 0 {
@@ -126,10 +191,12 @@ impl SpliceHalf {
             }
             if self.half.read_eof {
                 self.release_pipe();
-                socket2::SockRef::from(&*dst)
-                    .shutdown(Shutdown::Write)
-                    .or_else(ignore_not_connected)
-                    .map_err(HalfError::Write)?;
+                if !self.half.close_sends_fin {
+                    socket2::SockRef::from(&*dst)
+                        .shutdown(Shutdown::Write)
+                        .or_else(ignore_not_connected)
+                        .map_err(HalfError::Write)?;
+                }
                 self.half.done = true;
                 return Poll::Ready(Ok(()));
             }
@@ -188,7 +255,7 @@ impl Drop for SpliceHalf {
 pub(super) struct TcpTunnel<'p> {
     client: TcpStream,
     target: TcpStream,
-    client_pending: &'p [u8],
+    client_pending: Cow<'p, [u8]>,
     pipe_size: usize,
     c2t: SpliceHalf,
     t2c: SpliceHalf,
@@ -198,22 +265,28 @@ impl<'p> TcpTunnel<'p> {
     pub(super) fn new(
         client: TcpStream,
         target: TcpStream,
-        client_pending: &'p [u8],
+        client_pending: impl Into<Cow<'p, [u8]>>,
         pipe_size: usize,
+        zero_copy: bool,
     ) -> Self {
+        let half = || {
+            let mut half = SpliceHalf::default();
+            half.copying = !zero_copy;
+            half
+        };
         TcpTunnel {
             client,
             target,
-            client_pending,
+            client_pending: client_pending.into(),
             pipe_size,
-            c2t: SpliceHalf::default(),
-            t2c: SpliceHalf::default(),
+            c2t: half(),
+            t2c: half(),
         }
     }
 
     /// When one side reset, makes closing the other side a reset too (`SO_LINGER` 0), so that
     /// it never mistakes a truncated stream for a complete one.
-    pub(super) fn pass_on_reset(&self, err: &RelayError) {
+    fn pass_on_reset(&self, err: &RelayError) {
         if !err.is_reset() {
             return;
         }
@@ -225,25 +298,21 @@ impl<'p> TcpTunnel<'p> {
         // Best effort: if it fails, the other side sees an ordinary close.
         let _ = socket2::SockRef::from(other).set_linger(Some(Duration::ZERO));
     }
-
-    /// Closes both streams and reports.
-    pub(super) fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {
-        RelayOutcome {
-            client_to_target: self.c2t.half.bytes(),
-            target_to_client: self.t2c.half.bytes(),
-            result,
-        }
-    }
 }
 
 impl Tunnel for TcpTunnel<'_> {
     fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        // Once one direction has ended, the other one's end closes both sockets at once: the
+        // close sends the FIN a shutdown would (nothing is left unread on a socket whose
+        // reading side reached end of stream), one system call fewer per tunnel.
+        self.c2t.half.close_sends_fin = self.t2c.half.is_done();
+        self.t2c.half.close_sends_fin = self.c2t.half.is_done();
         if !self.c2t.half.is_done() {
             let step = self.c2t.poll_splice(
                 cx,
                 &mut self.client,
                 &mut self.target,
-                self.client_pending,
+                &self.client_pending,
                 self.pipe_size,
             );
             if let Poll::Ready(Err(e)) = step {
@@ -268,6 +337,17 @@ impl Tunnel for TcpTunnel<'_> {
     fn moved(&self) -> u64 {
         self.c2t.half.bytes() + self.t2c.half.bytes()
     }
+
+    fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {
+        if let Err(err) = &result {
+            self.pass_on_reset(err);
+        }
+        RelayOutcome {
+            client_to_target: self.c2t.half.bytes(),
+            target_to_client: self.t2c.half.bytes(),
+            result,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +360,8 @@ mod tests {
     thread_local! {
         /// Makes `take_pipe` fail on this thread, as it would with no descriptor left.
         pub(super) static NO_PIPES: Cell<bool> = const { Cell::new(false) };
+        /// Pipes `take_pipe` handed out on this thread.
+        pub(super) static PIPES_TAKEN: Cell<usize> = const { Cell::new(0) };
     }
 
     async fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -287,6 +369,52 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
         (a.expect("connect"), b.expect("accept").0)
+    }
+
+    #[test]
+    fn a_refused_resize_is_not_retried_for_a_while() {
+        assert!(retry_due(0, 0), "never refused");
+        // Refused at 5 ms (stored as 6): not again before 1,005 ms.
+        assert!(!retry_due(6, 5));
+        assert!(!retry_due(6, 1004));
+        assert!(retry_due(6, 1005));
+        refuse_resizes();
+        assert!(!resize_allowed());
+    }
+
+    /// Runs on the test's own thread (current-thread runtime), where `PIPES_TAKEN` counts.
+    #[tokio::test]
+    async fn small_exchanges_are_copied_and_bulk_transfers_spliced() {
+        let (mut client, client_inner) = tcp_pair().await;
+        let (target_inner, mut target) = tcp_pair().await;
+        let relay = tokio::spawn(async move {
+            super::super::relay(client_inner, target_inner, b"", &Default::default()).await
+        });
+        let taken = PIPES_TAKEN.get();
+        let mut small = [0u8; 64];
+        for round in 0..100u8 {
+            client.write_all(&[round; 64]).await.expect("write");
+            target.read_exact(&mut small).await.expect("read");
+            assert_eq!(small, [round; 64]);
+            target.write_all(&[!round; 64]).await.expect("write");
+            client.read_exact(&mut small).await.expect("read");
+            assert_eq!(small, [!round; 64]);
+        }
+        assert_eq!(PIPES_TAKEN.get(), taken, "small exchanges took no pipe");
+
+        let block: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut got = vec![0u8; block.len()];
+        let (w, r) = tokio::join!(client.write_all(&block), target.read_exact(&mut got));
+        w.expect("write");
+        r.expect("read");
+        assert!(got == block, "bulk bytes arrive intact and in order");
+        assert!(PIPES_TAKEN.get() > taken, "a bulk transfer is spliced");
+
+        drop((client, target));
+        let out = relay.await.expect("relay task");
+        out.result.expect("clean end");
+        assert_eq!(out.client_to_target, 6400 + (4 << 20));
+        assert_eq!(out.target_to_client, 6400);
     }
 
     /// Runs on the test's own thread (current-thread runtime), where `NO_PIPES` is set.

@@ -2,17 +2,21 @@
 //! RESOLVE_PTR (answer from the server's resolver, or from the upstream chain's last hop when
 //! there is one; no tunnel).
 
+use std::borrow::Cow;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use socksmith_proto::{Command, DomainName, ReplyCode, TargetAddr, Version};
 use tokio::net::TcpStream;
 
-use crate::relay::{relay, relay_generic, RelayOutcome};
+use crate::relay::{relay_to, RelayOutcome, Target};
 use crate::resolve::ResolveError;
 use crate::server::error::{LookupError, SessionError};
 use crate::server::outbound::{lookup, ConnectError, ConnectRequest, OutboundStream};
 use crate::server::session::{Replier, Session, Traffic};
-use crate::server::stats::{add, inc, Gauge};
+use crate::server::stats::{add, inc, Gauge, Stats};
 use crate::server::Shared;
 
 /// CONNECT, first half: open the connection to the target and reply with the address it
@@ -54,28 +58,79 @@ pub(crate) async fn open(
     Ok((client, connected.stream))
 }
 
+/// What a CONNECT hands back to the session once its reply is sent, for [`tunnel`]: the two streams and the bytes
+/// the client sent after its request.
+pub(crate) struct Tunnel {
+    pub(crate) client: TcpStream,
+    pub(crate) target: OutboundStream,
+    pub(crate) pending: Vec<u8>,
+}
+
 /// Relays a tunnel whose replies are sent: splice for TCP, copying for other streams.
-pub(crate) async fn tunnel(
-    shared: &Shared,
+///
+/// A plain function returning a hand-written future, which holds the streams only inside the
+/// relay's own state (an `async fn` would keep its parameters beside it, and an `async` block
+/// its captured relay future, for the tunnel's whole life).
+pub(crate) fn tunnel<'a>(
+    shared: &'a Shared,
     client: TcpStream,
     target: OutboundStream,
-    pending: &[u8],
-    traffic: &mut Traffic,
-) -> Result<(), SessionError> {
-    let stats = &shared.stats;
-    inc(&stats.tunnels_total);
-    let _active = Gauge::up(&stats.tunnels_active);
-    let outcome: RelayOutcome = match target {
-        OutboundStream::Tcp(target) => relay(client, target, pending, &shared.relay).await,
-        OutboundStream::Stream(target) => {
-            relay_generic(client, target, pending, &shared.relay).await
-        }
+    pending: impl Into<Cow<'a, [u8]>>,
+    traffic: &'a mut Traffic,
+) -> impl Future<Output = Result<(), SessionError>> + Send + 'a {
+    let target = match target {
+        OutboundStream::Tcp(target) => Target::Tcp(target),
+        OutboundStream::Stream(target) => Target::Other(target),
     };
-    traffic.up = outcome.client_to_target;
-    traffic.down = outcome.target_to_client;
-    add(&stats.bytes_client_to_target, outcome.client_to_target);
-    add(&stats.bytes_target_to_client, outcome.target_to_client);
-    outcome.result.map_err(SessionError::Relay)
+    let stats = &*shared.stats;
+    inc(&stats.tunnels_total);
+    Booked {
+        relaying: relay_to(client, target, pending.into(), &shared.relay),
+        stats,
+        traffic,
+        _active: Gauge::up(&stats.tunnels_active),
+    }
+}
+
+/// [`tunnel`] for what [`open`]'s caller got back.
+pub(crate) fn relay_tunnel<'a>(
+    shared: &'a Shared,
+    opened: Tunnel,
+    traffic: &'a mut Traffic,
+) -> impl Future<Output = Result<(), SessionError>> + Send + 'a {
+    tunnel(
+        shared,
+        opened.client,
+        opened.target,
+        opened.pending,
+        traffic,
+    )
+}
+
+pin_project_lite::pin_project! {
+    /// A relay that books its outcome (the server's counters, the session's traffic) when it
+    /// ends, and counts as an active tunnel until then.
+    struct Booked<'a, F> {
+        #[pin]
+        relaying: F,
+        stats: &'a Stats,
+        traffic: &'a mut Traffic,
+        _active: Gauge<'a>,
+    }
+}
+
+impl<F: Future<Output = RelayOutcome>> Future for Booked<'_, F> {
+    type Output = Result<(), SessionError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let outcome = ready!(this.relaying.poll(cx));
+        this.traffic.up = outcome.client_to_target;
+        this.traffic.down = outcome.target_to_client;
+        add(&this.stats.bytes_client_to_target, outcome.client_to_target);
+        add(&this.stats.bytes_target_to_client, outcome.target_to_client);
+        Poll::Ready(outcome.result.map_err(SessionError::Relay))
+    }
 }
 
 /// RESOLVE (a name to an address) and RESOLVE_PTR (an address to a name): answered from the

@@ -8,6 +8,7 @@
 //! decides, the session moves bytes.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,15 +130,52 @@ impl Replier {
 /// session's span: the client, then the user and the target once known. At the default
 /// level the span is disabled and costs a check per poll; the log line is written outside
 /// it, with its own fields.
-pub(crate) async fn run(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
-    let _active = Gauge::up(&shared.stats.sessions_active);
-    let started = Instant::now();
-    let mut end = End::default();
+///
+/// A plain function returning the task's future, so that the future keeps no copy of the
+/// client stream it was given: an idle tunnel's task holds the relay's state, the log line's
+/// `End` and little else.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> + Send {
     let span = tracing::debug_span!("session", client = %peer, user = Empty, target = Empty);
-    let result = serve(&shared, client, peer, &mut end)
-        .instrument(span)
-        .await;
-    end.log(peer, started.elapsed(), result.as_ref().err());
+    // Everything before the relay runs boxed and is freed when it returns.
+    let preparing = Box::pin(prepare(Arc::clone(&shared), client, peer).instrument(span.clone()));
+    async move {
+        let _active = Gauge::up(&shared.stats.sessions_active);
+        let started = Instant::now();
+        // In a block, so that nothing but `end` and `tunnel` outlives it into the relay.
+        let (mut end, tunnel) = {
+            let (end, prepared) = preparing.await;
+            match prepared {
+                Ok(Some(tunnel)) => (end, tunnel),
+                Ok(None) => {
+                    end.log(peer, started.elapsed(), None);
+                    return;
+                }
+                Err(e) => {
+                    end.log(peer, started.elapsed(), Some(&e));
+                    return;
+                }
+            }
+        };
+        let result = connect::relay_tunnel(&shared, tunnel, &mut end.traffic)
+            .instrument(span)
+            .await;
+        end.log(peer, started.elapsed(), result.as_ref().err());
+    }
+}
+
+/// Everything up to the relay, with the `End` it fills in.
+async fn prepare(
+    shared: Arc<Shared>,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> (End, Result<Option<connect::Tunnel>, SessionError>) {
+    let mut end = End::default();
+    let served = serve(&shared, client, peer, &mut end).await;
+    (end, served)
 }
 
 /// What the log line needs, filled in as the session goes.
@@ -224,7 +262,7 @@ async fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     end: &mut End,
-) -> Result<(), SessionError> {
+) -> Result<Option<connect::Tunnel>, SessionError> {
     // Interactive protocols run through tunnels: never delay small writes.
     client.set_nodelay(true).map_err(SessionError::ClientIo)?;
     let local = client.local_addr().map_err(SessionError::ClientIo)?;
@@ -283,23 +321,28 @@ async fn serve(
 
     match session.command {
         Command::Connect => {
-            // Dialing and replying run boxed, freed before the relay: an idle tunnel's task
-            // keeps only what the relay needs (resident memory per idle tunnel).
-            let (client, target) =
-                Box::pin(connect::open(shared, session, client, replier)).await?;
-            connect::tunnel(shared, client, target, &pending, traffic).await
+            // The caller relays, outside this (boxed, then freed) future.
+            let (client, target) = connect::open(shared, session, client, replier).await?;
+            Ok(Some(connect::Tunnel {
+                client,
+                target,
+                pending,
+            }))
         }
         Command::Resolve | Command::ResolvePtr => {
-            Box::pin(connect::resolve(shared, session, client, replier)).await
+            Box::pin(connect::resolve(shared, session, client, replier)).await?;
+            Ok(None)
         }
         Command::Bind => {
             Box::pin(bind::bind(
                 shared, session, client, replier, pending, traffic,
             ))
-            .await
+            .await?;
+            Ok(None)
         }
         Command::UdpAssociate => {
-            Box::pin(udp::associate(shared, session, client, replier, traffic)).await
+            Box::pin(udp::associate(shared, session, client, replier, traffic)).await?;
+            Ok(None)
         }
         Command::Unknown(_) => {
             unreachable!("the handshake machine answers unknown commands itself")
@@ -482,6 +525,26 @@ async fn flush(
 #[cfg(test)]
 mod tests {
     use super::printable_user;
+    use std::sync::Arc;
+
+    /// The session task's future is what an idle tunnel costs beyond its sockets: the
+    /// handshake, dialing and reply state must be gone (boxed and freed) by the relay. The
+    /// bound is just above the size measured (debug build) once no frame kept a copy of the
+    /// streams beside the relay's: 808 bytes, down from 1,912; raise it only knowingly.
+    #[tokio::test]
+    async fn a_session_task_keeps_little_state_besides_the_relay() {
+        let server = crate::server::Server::new(crate::server::ServerConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let peer = client.local_addr().expect("peer");
+        let task = super::run(Arc::clone(&server.shared), client, peer);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 850, "session future is {size} bytes");
+    }
 
     #[test]
     fn user_names_cannot_forge_log_lines() {
