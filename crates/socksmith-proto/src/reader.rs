@@ -32,6 +32,16 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Reads a message's version byte: `Ok(false)` when the input is empty (need more),
+    /// an error naming both bytes when it is not `expected`.
+    pub(crate) fn version(&mut self, expected: u8) -> Result<bool, crate::ProtocolError> {
+        match self.u8() {
+            None => Ok(false),
+            Some(found) if found == expected => Ok(true),
+            Some(found) => Err(crate::error::Malformed::WrongVersion { found, expected }.into()),
+        }
+    }
+
     /// Reads one byte.
     pub(crate) fn u8(&mut self) -> Option<u8> {
         let b = *self.buf.get(self.pos)?;

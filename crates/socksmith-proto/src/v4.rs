@@ -53,13 +53,8 @@ impl V4Request {
     /// empty SOCKS4a domain is an error.
     pub fn decode(input: &[u8]) -> Result<Option<(V4Request, usize)>, ProtocolError> {
         let mut r = Reader::new(input);
-        let Some(vn) = r.u8() else { return Ok(None) };
-        if vn != VERSION {
-            return Err(Malformed::WrongVersion {
-                found: vn,
-                expected: VERSION,
-            }
-            .into());
+        if !r.version(VERSION)? {
+            return Ok(None);
         }
         let Some(cd) = r.u8() else { return Ok(None) };
         let Some(port) = r.u16() else { return Ok(None) };

@@ -86,13 +86,8 @@ impl Greeting {
     /// not part of it. NMETHODS 0 is an error.
     pub fn decode(input: &[u8]) -> Result<Option<(Greeting, usize)>, ProtocolError> {
         let mut r = Reader::new(input);
-        let Some(ver) = r.u8() else { return Ok(None) };
-        if ver != VERSION {
-            return Err(Malformed::WrongVersion {
-                found: ver,
-                expected: VERSION,
-            }
-            .into());
+        if !r.version(VERSION)? {
+            return Ok(None);
         }
         let Some(n) = r.u8() else { return Ok(None) };
         // RFC 1928: "The NMETHODS field contains the number of method identifier octets that
@@ -134,13 +129,8 @@ impl MethodChoice {
     /// Decodes a method choice. `Ok(None)`: incomplete.
     pub fn decode(input: &[u8]) -> Result<Option<(MethodChoice, usize)>, ProtocolError> {
         let mut r = Reader::new(input);
-        let Some(ver) = r.u8() else { return Ok(None) };
-        if ver != VERSION {
-            return Err(Malformed::WrongVersion {
-                found: ver,
-                expected: VERSION,
-            }
-            .into());
+        if !r.version(VERSION)? {
+            return Ok(None);
         }
         let Some(method) = r.u8() else {
             return Ok(None);

@@ -125,13 +125,8 @@ impl Request {
 
 /// Reads `VER | CODE | RSV | ATYP | ADDR | PORT`, the shape shared by requests and replies.
 pub(super) fn read_message(r: &mut Reader<'_>) -> Result<Option<(u8, TargetAddr)>, ProtocolError> {
-    let Some(ver) = r.u8() else { return Ok(None) };
-    if ver != VERSION {
-        return Err(Malformed::WrongVersion {
-            found: ver,
-            expected: VERSION,
-        }
-        .into());
+    if !r.version(VERSION)? {
+        return Ok(None);
     }
     let Some(code) = r.u8() else { return Ok(None) };
     let Some(rsv) = r.u8() else { return Ok(None) };
