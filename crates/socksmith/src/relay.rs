@@ -181,6 +181,10 @@ impl RelayError {
 /// user space (small reads before its first full chunk are copied, which costs fewer system
 /// calls); elsewhere this is [`relay_generic`].
 ///
+/// The relay owns both sockets: when the second direction ends it leaves the FIN to the
+/// close, so a duplicate of either descriptor kept elsewhere (`try_clone` before the
+/// conversion to tokio) would hold that FIN back.
+///
 /// ```no_run
 /// # async fn example(client: tokio::net::TcpStream, target: tokio::net::TcpStream) {
 /// use socksmith::relay::{relay, RelayOptions};

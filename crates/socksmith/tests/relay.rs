@@ -421,3 +421,62 @@ async fn generic_relay_reports_a_broken_destination() {
     assert_eq!(err.side(), Some(Side::Target), "{err}");
     assert!(err.is_reset(), "{err}");
 }
+
+/// TCP urgent data ("out of band", telnet's interrupt) in the middle of a bulk stream: splice(2)
+/// stops in front of the urgent mark where read(2) steps over it, so a spliced direction must
+/// neither stall there nor take the stop for the end of the stream. Every in-band byte arrives,
+/// before and after the mark, in both modes, and the end follows.
+#[tokio::test]
+async fn urgent_data_neither_stalls_nor_truncates_a_bulk_stream() {
+    for (mode, fin_right_after) in [
+        (Mode::ZeroCopy, false),
+        (Mode::ZeroCopy, true),
+        (Mode::Copy, false),
+    ] {
+        let Tunnel {
+            client,
+            mut target,
+            relay,
+        } = tunnel(options(mode), b"").await;
+        let bulk = vec![7u8; 256 * 1024];
+        let (mut client_read, mut client_write) = client.into_split();
+        let writer = {
+            let bulk = bulk.clone();
+            tokio::spawn(async move {
+                // Enough bulk for the direction to switch to splicing first.
+                client_write.write_all(&bulk).await.expect("bulk");
+                client_write.flush().await.expect("flush");
+                let sock = socket2::SockRef::from(client_write.as_ref());
+                sock.send_out_of_band(b"!").expect("urgent byte");
+                if !fin_right_after {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                client_write.write_all(b"after").await.expect("after");
+                client_write.shutdown().await.expect("half-close");
+            })
+        };
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), target.read_to_end(&mut received))
+            .await
+            .unwrap_or_else(|_| panic!("{mode:?}: the direction stalled at the urgent mark"))
+            .expect("read to end");
+        writer.await.expect("writer");
+        assert_eq!(
+            received.len(),
+            bulk.len() + 5,
+            "{mode:?} fin_right_after={fin_right_after}"
+        );
+        assert!(
+            received.ends_with(b"after"),
+            "{mode:?}: bytes after the mark were lost"
+        );
+        target.shutdown().await.expect("target half-close");
+        let mut rest = Vec::new();
+        client_read
+            .read_to_end(&mut rest)
+            .await
+            .expect("client end");
+        let outcome = relay.await.expect("relay task");
+        assert!(outcome.result.is_ok(), "{mode:?}: {:?}", outcome.result);
+    }
+}

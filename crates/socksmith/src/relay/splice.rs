@@ -26,7 +26,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::Interest;
+use tokio::io::{Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::half::{ignore_not_connected, Half, HalfError};
@@ -224,13 +224,40 @@ impl SpliceHalf {
                 splice_in(src.as_fd(), pipe, pipe.capacity())
             });
             match read {
-                Ok(0) => self.half.read_eof = true,
-                Ok(n) => self.in_pipe = n,
-                // Readiness was cleared: the next poll_read_ready parks the direction.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(n) if n > 0 => self.in_pipe = n,
+                // splice(2) stops in front of TCP urgent data: it moves nothing and says 0 (when
+                // a FIN follows) or EAGAIN, where read(2) steps over the mark. So 0 is not
+                // trusted as end of stream, and EAGAIN is checked with a one-byte peek: when
+                // the socket still holds bytes (or its end), this direction copies from now
+                // on, and a plain read decides. An empty socket parks the direction as usual.
+                Ok(_) => return self.copy_from_now_on(cx, src, dst, pending),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut probe = [0u8; 1];
+                    let mut probe = ReadBuf::new(&mut probe);
+                    match src.poll_peek(cx, &mut probe) {
+                        Poll::Ready(Ok(_)) => return self.copy_from_now_on(cx, src, dst, pending),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(HalfError::Read(e))),
+                        // Nothing to read; the waker is registered.
+                        Poll::Pending => {}
+                    }
+                }
                 Err(e) => return Poll::Ready(Err(HalfError::Read(e))),
             }
         }
+    }
+
+    /// Leaves splicing for good (the pipe is empty here): this direction copies from now on.
+    fn copy_from_now_on(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut TcpStream,
+        dst: &mut TcpStream,
+        pending: &[u8],
+    ) -> Poll<Result<(), HalfError>> {
+        self.release_pipe();
+        self.copying = true;
+        self.half
+            .poll_copy(cx, Pin::new(src), Pin::new(dst), pending)
     }
 
     /// Gives the pipe back to the pool; only ever called with the pipe empty.
