@@ -1,5 +1,7 @@
 //! The SOCKS client: CONNECT, BIND, UDP ASSOCIATE and Tor's RESOLVE/RESOLVE_PTR through one
-//! proxy or a chain of them, in any mix of SOCKS4, SOCKS4a and SOCKS5.
+//! proxy or a chain of them, in any mix of SOCKS4, SOCKS4a, SOCKS5 and HTTP CONNECT proxies
+//! (`http://` hops carry CONNECT only; as the last hop they refuse the other commands with
+//! [`ClientError::Unsupported`]).
 //!
 //! This module drives the handshake machine of [`socksmith_proto`] over sockets and timers;
 //! it makes no protocol decision of its own (what to send and what an answer means is the
@@ -31,6 +33,7 @@ mod builder;
 mod chain;
 mod error;
 mod handshake;
+mod http;
 pub mod probe;
 mod resolve;
 mod stream;
@@ -40,7 +43,8 @@ mod url;
 
 pub use bind::BindListener;
 pub use builder::{Client, ClientBuilder, Timeouts};
-pub use error::{ClientError, HopError, HopErrorKind, Step};
+pub use error::{ClientError, HopError, HopErrorKind, HttpError, Step};
+pub use http::MAX_RESPONSE_HEAD;
 pub use stream::{ProxyParts, ProxyStream};
 pub use target::{parse_target, IntoTarget, TargetError};
 pub use udp::{UdpAssociation, MAX_UDP_HEADER_LEN};
