@@ -125,12 +125,13 @@ pub enum HopErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
-    /// `407 Proxy Authentication Required`: no credentials, or wrong ones.
+    /// `407 Proxy Authentication Required` (or `401`, tinyproxy's answer to wrong
+    /// credentials): no credentials, or wrong ones.
     #[error("HTTP {status} {reason}: {}",
         if *.offered_credentials { "wrong username or password" }
         else { "the proxy requires a username and password (http://USER:PASSWORD@HOST)" })]
     AuthenticationRequired {
-        /// 407.
+        /// 407 or 401.
         status: u16,
         /// The reason phrase, control characters escaped.
         reason: String,

@@ -12,7 +12,8 @@
 //! The proxy's response head is parsed with `httparse`, bounded in size
 //! ([`MAX_RESPONSE_HEAD`]) and in time (the hop's handshake deadline, for the whole answer, so a
 //! proxy that trickles bytes cannot stretch it). Bytes after the head belong to the tunnel and
-//! stay in the stream's buffer, as they do after a SOCKS reply. A `407` and every other
+//! stay in the stream's buffer, as they do after a SOCKS reply. A `407` (or `401`, which
+//! tinyproxy sends for wrong credentials) and every other
 //! refusal become an [`HttpError`]; the caller adds the hop and the step. This module owns the
 //! HTTP exchange only: which hop gets which target is the chain's business.
 
@@ -179,7 +180,9 @@ where
             // header section" and "A client MUST ignore any Content-Length or
             // Transfer-Encoding header fields received in a successful response to CONNECT."
             200..=299 => return Ok(()),
-            407 => {
+            // 407 is the status for a missing or wrong `Proxy-Authorization` (RFC 9110
+            // §15.5.8); some proxies (tinyproxy) answer wrong credentials with 401.
+            401 | 407 => {
                 return Err(HopErrorKind::Http(HttpError::AuthenticationRequired {
                     status: head.status,
                     reason: head.reason,
@@ -290,6 +293,18 @@ mod tests {
     async fn a_407_names_the_status_and_whether_credentials_were_sent() {
         let t = target("10.0.0.1:80");
         let answer = b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n";
+        let unauthorized = b"HTTP/1.0 401 Unauthorized\r\n\r\n";
+        let result = exchange(
+            &t,
+            Some("Basic dTpw"),
+            "CONNECT 10.0.0.1:80 HTTP/1.1\r\nHost: 10.0.0.1:80\r\nProxy-Authorization: Basic dTpw\r\n\r\n",
+            vec![unauthorized.to_vec()],
+        )
+        .await;
+        assert_eq!(
+            result.expect_err("401").to_string(),
+            "HTTP 401 Unauthorized: wrong username or password"
+        );
         for (authorization, expect, hint) in [
             (
                 None,
