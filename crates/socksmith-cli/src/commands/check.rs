@@ -92,8 +92,9 @@ fn finding_json(f: &Finding) -> serde_json::Value {
     })
 }
 
-/// The report as JSON: `capabilities` keyed by snake_case names, `auth_methods` with each
-/// method's code and verdict, `accepted_methods` and `connect_works`.
+/// The report as JSON: `capabilities` keyed by snake_case names (for an `http://` proxy also
+/// `http_connect`, `any_port` and `basic_auth`), `auth_methods` with each method's code and
+/// verdict, `accepted_methods` and `connect_works`.
 fn to_json(report: &ProbeReport) -> serde_json::Value {
     let keys = [
         ("socks5", &report.socks5),
@@ -105,10 +106,19 @@ fn to_json(report: &ProbeReport) -> serde_json::Value {
         ("udp_associate", &report.udp_associate),
         ("resolve", &report.resolve),
     ];
-    let capabilities: serde_json::Map<String, serde_json::Value> = keys
+    let mut capabilities: serde_json::Map<String, serde_json::Value> = keys
         .iter()
         .map(|(k, f)| ((*k).to_owned(), finding_json(f)))
         .collect();
+    if let Some(http) = &report.http {
+        for (k, f) in [
+            ("http_connect", &http.connect),
+            ("any_port", &http.any_port),
+            ("basic_auth", &http.basic_auth),
+        ] {
+            capabilities.insert(k.to_owned(), finding_json(f));
+        }
+    }
     let methods: Vec<serde_json::Value> = report
         .auth_methods
         .iter()
@@ -167,13 +177,16 @@ fn table(report: &ProbeReport) -> String {
             names.join(", ")
         }
     };
-    let _ = writeln!(
-        out,
-        "{:<14} accepted: {}; refused: {}",
-        "auth methods",
-        list(true),
-        list(false)
-    );
+    // An HTTP proxy has no SOCKS5 methods: its "Basic auth" row says what it wants.
+    if report.http.is_none() {
+        let _ = writeln!(
+            out,
+            "{:<14} accepted: {}; refused: {}",
+            "auth methods",
+            list(true),
+            list(false)
+        );
+    }
     let verdict = if report.connect_works() {
         "CONNECT works"
     } else {
