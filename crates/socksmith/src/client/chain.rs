@@ -52,7 +52,9 @@ enum HopAnswer {
 
 impl Client {
     /// Opens a tunnel to `target` through the chain. The first proxy is reached over TCP
-    /// (its name resolved here, its addresses raced with Happy Eyeballs).
+    /// (its name resolved here, its addresses raced with Happy Eyeballs). A target that the
+    /// client's `NO_PROXY` rules match ([`super::ClientBuilder::no_proxy`]) is connected to
+    /// directly instead (the stream's bound address is then the local end).
     ///
     /// The stream's [`ProxyStream::bound_addr`] is the last hop's BND address. This is also
     /// the entry point a server uses to send its tunnels through upstream proxies.
@@ -61,8 +63,42 @@ impl Client {
         target: impl IntoTarget,
     ) -> Result<ProxyStream<TcpStream>, ClientError> {
         let target = target.into_target()?;
+        if self.bypasses(&target) {
+            return self.connect_direct(target).await;
+        }
         let io = self.connect_first_hop().await?;
         self.connect_over(io, target).await
+    }
+
+    /// Connects straight to a target the `NO_PROXY` rules match: its name resolved here,
+    /// addresses raced as for the first proxy. The stream's bound address is the local end.
+    async fn connect_direct(
+        &self,
+        target: TargetAddr,
+    ) -> Result<ProxyStream<TcpStream>, ClientError> {
+        let fail = |kind: HopErrorKind| ClientError::Direct {
+            target: target.clone(),
+            kind,
+        };
+        let addrs: Vec<SocketAddr> = match (&target, target.ip_literal()) {
+            (_, Some(addr)) => vec![addr],
+            (TargetAddr::Domain(name, port), None) => {
+                resolve(&*self.resolver, &name.to_string_lossy())
+                    .await
+                    .map_err(|e| fail(HopErrorKind::Resolve(e)))?
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, *port))
+                    .collect()
+            }
+            (TargetAddr::Ip(addr), None) => vec![*addr],
+        };
+        let tcp = dial(&addrs, &DialOptions::with_timeout(self.timeouts.connect))
+            .await
+            .map_err(|e| fail(HopErrorKind::Dial(e)))?;
+        let local = tcp.local_addr().map_err(|e| fail(HopErrorKind::Io(e)))?;
+        let mut stream = ProxyStream::new(tcp);
+        stream.set_bound(TargetAddr::Ip(local));
+        Ok(stream)
     }
 
     /// Opens a tunnel to `target` through the chain, reaching the first proxy over `io`: a

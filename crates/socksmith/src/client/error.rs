@@ -241,6 +241,15 @@ pub enum ClientError {
     /// One hop failed (boxed: the details are large and the error path is cold).
     #[error("{0}")]
     Hop(Box<HopError>),
+    /// A target that bypasses the proxies (it matches the client's `NO_PROXY` rules) could
+    /// not be reached directly.
+    #[error("{target} (direct, NO_PROXY matches it): {kind}")]
+    Direct {
+        /// The target.
+        target: TargetAddr,
+        /// Why (a resolver or dial error, or a timeout).
+        kind: HopErrorKind,
+    },
 }
 
 /// Which hop failed, at which step, and why.
@@ -281,10 +290,11 @@ impl ClientError {
         }
     }
 
-    /// Why the hop failed, if a hop failed.
+    /// Why the hop failed, if a hop failed, or why a direct connection (`NO_PROXY`) failed.
     pub fn kind(&self) -> Option<&HopErrorKind> {
         match self {
             ClientError::Hop(e) => Some(&e.kind),
+            ClientError::Direct { kind, .. } => Some(kind),
             _ => None,
         }
     }

@@ -16,6 +16,8 @@
 //! - [`Client::bind`] returns a [`BindListener`]; [`Client::udp_associate`] an
 //!   [`UdpAssociation`]; [`Client::resolve`] and [`Client::resolve_ptr`] look names up;
 //! - [`probe`] finds out what a proxy supports (the `socksmith check` command);
+//! - [`Client::from_env`] reads `ALL_PROXY` and `NO_PROXY` as curl does ([`NoProxy`]: the
+//!   targets [`Client::connect`] reaches directly);
 //! - every failure is a [`ClientError`] naming the hop, the step and the reply code.
 //!
 //! ```no_run
@@ -31,6 +33,7 @@
 mod bind;
 mod builder;
 mod chain;
+mod env;
 mod error;
 mod handshake;
 mod http;
@@ -43,6 +46,7 @@ mod url;
 
 pub use bind::BindListener;
 pub use builder::{Client, ClientBuilder, Timeouts};
+pub use env::{proxy_url_from_env, NoProxy, NO_PROXY_VARIABLES, PROXY_VARIABLES};
 pub use error::{ClientError, HopError, HopErrorKind, HttpError, Step};
 pub use http::MAX_RESPONSE_HEAD;
 pub use stream::{ProxyParts, ProxyStream};

@@ -711,9 +711,9 @@ impl Prober<'_> {
                 format!("required (HTTP {status} without credentials); the URL's are accepted"),
                 None,
             ),
-            (Some(_), Err(_), Some((_, refusal))) => {
-                Finding::no(format!("required; the URL's credentials are refused: {refusal}"))
-            }
+            (Some(_), Err(_), Some((_, refusal))) => Finding::no(format!(
+                "required; the URL's credentials are refused: {refusal}"
+            )),
             _ => Finding::untested("CONNECT failed for another reason"),
         }
     }
