@@ -175,7 +175,11 @@ mod tests {
         let http = "http://127.0.0.1:3128";
         for (url, answer, expected) in [
             (socks5, Some(&b"\x05\xff"[..]), Failure::Authentication),
-            (with_password, Some(b"\x05\x02\x01\x01"), Failure::Authentication),
+            (
+                with_password,
+                Some(b"\x05\x02\x01\x01"),
+                Failure::Authentication,
+            ),
             (
                 socks5,
                 Some(b"\x05\x00\x05\x05\x00\x01\x00\x00\x00\x00\x00\x00"),
@@ -189,9 +193,21 @@ mod tests {
                 Some(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"),
                 Failure::Authentication,
             ),
-            (http, Some(b"HTTP/1.0 401 Unauthorized\r\n\r\n"), Failure::Authentication),
-            (http, Some(b"HTTP/1.1 403 Forbidden\r\n\r\n"), Failure::TargetRefused),
-            (http, Some(b"HTTP/1.1 502 Bad Gateway\r\n\r\n"), Failure::TargetRefused),
+            (
+                http,
+                Some(b"HTTP/1.0 401 Unauthorized\r\n\r\n"),
+                Failure::Authentication,
+            ),
+            (
+                http,
+                Some(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
+                Failure::TargetRefused,
+            ),
+            (
+                http,
+                Some(b"HTTP/1.1 502 Bad Gateway\r\n\r\n"),
+                Failure::TargetRefused,
+            ),
             (http, Some(b"SSH-2.0-x\r\n\r\n"), Failure::ProxyProtocol),
         ] {
             let answer_text = answer.map(String::from_utf8_lossy);
@@ -209,7 +225,10 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("a free port");
         let client = Client::from_url(&format!("socks5://{dead}")).expect("valid URL");
-        let err = client.connect("10.0.0.1:80").await.expect_err("nothing listens");
+        let err = client
+            .connect("10.0.0.1:80")
+            .await
+            .expect_err("nothing listens");
         assert_eq!(
             Failure::of(&anyhow::Error::new(err)),
             Failure::ProxyUnreachable
@@ -227,7 +246,10 @@ mod tests {
         ] {
             assert_eq!(Failure::of(&err), Failure::Usage, "{err:#}");
         }
-        assert_eq!(Failure::of(&anyhow::anyhow!("stdout closed")), Failure::Other);
+        assert_eq!(
+            Failure::of(&anyhow::anyhow!("stdout closed")),
+            Failure::Other
+        );
     }
 
     #[test]
