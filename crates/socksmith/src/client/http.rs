@@ -121,17 +121,15 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<ResponseHead>, HttpError> 
 
 /// `text` with control characters escaped, at most [`MAX_REASON`] characters.
 fn printable(text: &str) -> String {
-    text.chars()
-        .take(MAX_REASON)
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len().min(MAX_REASON));
+    for c in text.chars().take(MAX_REASON) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Sends CONNECT for `target` over `stream` and reads the answer, all within `limit`. On
