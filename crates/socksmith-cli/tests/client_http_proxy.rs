@@ -280,7 +280,8 @@ async fn exit_statuses_tell_failures_apart() {
                 }
             }
         });
-        let echo = EchoServer::start().await.addr().to_string();
+        let echo_server = EchoServer::start().await;
+        let echo = echo_server.addr().to_string();
         let cases: [(Vec<String>, i32, &str); 7] = [
             (
                 vec!["-x".into(), "ftp://h".into(), echo.clone()],
