@@ -1,14 +1,15 @@
 //! tinyproxy (Debian's 1.11) as a real HTTP proxy on loopback, for the client's `http://` hops:
 //! `tinyproxy -d -c FILE` with a configuration written into a temporary directory.
 //!
-//! What it does, as the tests through it show: `CONNECT host:port` answered
-//! `HTTP/1.0 200 Connection established` (then a plain tunnel), `407` with
-//! `Proxy-Authenticate: Basic` when started with [`TinyproxyOptions::with_auth`] (its
-//! `BasicAuth user password` line) and no or wrong credentials, `403 Filtered` for a target the
-//! filter refuses, `500 Unable to connect` when the target refuses. CONNECT goes to any port:
-//! with no `ConnectPort` line tinyproxy allows all ("If no ConnectPort line is found, then all
-//! ports are allowed", tinyproxy.conf(5)); [`TinyproxyOptions::connect_ports`] restricts them.
-//! Like microsocks it does not pass a half-close on: tests must not half-close and wait.
+//! What it does, as the testkit's own tests verify (`tests/tinyproxy_peer.rs`):
+//! `CONNECT host:port` is answered `HTTP/1.0 200 Connection established`, then a plain tunnel;
+//! when started with [`TinyproxyOptions::with_auth`] (its `BasicAuth user password` line), a
+//! CONNECT without credentials gets `407` with `Proxy-Authenticate: Basic` and one with wrong
+//! credentials `401 Unauthorized`; a target the filter refuses gets `403 Filtered`, a target
+//! that refuses the connection `500 Unable to connect`. CONNECT goes to any port: with no
+//! `ConnectPort` line tinyproxy allows all ("If no ConnectPort line is found, then all ports
+//! are allowed", tinyproxy.conf(5)); [`TinyproxyOptions::connect_ports`] restricts them (then
+//! `403`). Like microsocks it does not pass a half-close on: tests must not half-close and wait.
 //!
 //! It never reaches outside this machine: `Listen`/`Allow` keep it on 127.0.0.1, and a
 //! default-deny filter (`FilterDefaultDeny Yes`) admits only loopback targets (127.0.0.0/8,

@@ -374,6 +374,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn more_header_fields_than_the_limit_are_malformed() {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            head.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        assert!(
+            matches!(parse_head(&head), Err(HttpError::Malformed(_))),
+            "{:?}",
+            parse_head(&head)
+        );
+    }
+
     #[tokio::test]
     async fn an_oversized_head_is_refused_without_reading_on() {
         let t = target("10.0.0.1:80");

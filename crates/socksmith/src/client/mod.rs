@@ -27,6 +27,9 @@
 //! let client = Client::from_urls(["socks5://alice:secret@127.0.0.1:1080", "socks4a://10.0.0.2"])?;
 //! let stream = client.connect(("internal.example", 22)).await?;
 //! println!("tunnel open, last hop bound {}", stream.bound_addr());
+//! // A corporate HTTP proxy first (CONNECT with Basic auth), then a SOCKS5 proxy behind it.
+//! let client = Client::from_urls(["http://me:pw@corp.example:3128", "socks5h://far.example"])?;
+//! let stream = client.connect(("internal.example", 22)).await?;
 //! # Ok(()) }
 //! ```
 
