@@ -145,7 +145,8 @@ impl Client {
     /// or `ALL_PROXY` (one URL, any scheme [`super::Proxy`] parses, so `socks5h://` or
     /// `http://`) and the bypass list in `no_proxy` or `NO_PROXY` ([`NoProxy`]; targets it
     /// matches are reached by [`Client::connect`] directly). The scheme-specific variables
-    /// (`https_proxy`, ...) are not read: see the [module docs](self).
+    /// (`https_proxy`, ...) are not read: curl picks one by the scheme of the URL it fetches,
+    /// and this client connects to `host:port`, which has none.
     ///
     /// Fails with [`ClientError::NoProxy`] when neither proxy variable is set, and with
     /// [`ClientError::Url`] when the URL does not parse.
