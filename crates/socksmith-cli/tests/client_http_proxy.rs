@@ -401,6 +401,22 @@ async fn no_proxy_sends_matching_targets_around_the_proxy() {
         connect_echo(&flag, &echo.addr().to_string(), &[("NO_PROXY", "*")]).await;
         let log = tp.log();
         assert!(log.contains(&format!("CONNECT {}", echo.addr())), "{log}");
+        // forward too: a dead proxy, and the target reached directly.
+        let spec = format!("0:localhost:{port}");
+        let forward = SocksmithServer::try_start(
+            bin(),
+            &["forward", "-x", &dead_proxy, "-L", &spec],
+            &[("NO_PROXY", "localhost")],
+            1,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let local = TcpStream::connect(forward.addr()).await.expect("connect");
+        let data = pattern(10_000);
+        let back = echo_exact(local, &data)
+            .await
+            .expect("echo through forward");
+        assert!(back == data, "the echo came back different");
         // A bypassed target that refuses exits 5, naming NO_PROXY.
         let out = run(
             bin(),
