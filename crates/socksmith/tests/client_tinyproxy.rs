@@ -247,7 +247,10 @@ async fn bind_udp_and_resolve_through_an_http_last_hop_are_refused_unsent() {
             return;
         };
         let c = chain(&[tp.url()]);
-        let before = tp.log();
+        // tinyproxy logs `Request (file descriptor N): CONNECT ...` for each request it reads
+        // (its log also gets lines about the testkit's readiness probe, at any time).
+        let requests = || tp.log().matches("Request (file descriptor").count();
+        let before = requests();
         let unsupported = |err: ClientError, command: Command| {
             assert!(
                 matches!(
@@ -274,10 +277,12 @@ async fn bind_udp_and_resolve_through_an_http_last_hop_are_refused_unsent() {
             c.resolve("localhost").await.expect_err("RESOLVE"),
             Command::Resolve,
         );
-        // Refused before connecting: tinyproxy saw nothing.
-        assert_eq!(tp.log(), before);
+        // Refused before connecting: tinyproxy got no request.
+        assert_eq!(requests(), before, "{}", tp.log());
         // A SOCKS step through tinyproxy is reported with the step, too.
         let err = c.connect(dead_addr()).await.expect_err("refused");
+        // ... while a CONNECT is a request (so the count above can see one).
+        assert_eq!(requests(), before + 1, "{}", tp.log());
         assert!(
             matches!(
                 err.step(),
