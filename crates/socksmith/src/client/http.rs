@@ -13,9 +13,10 @@
 //! ([`MAX_RESPONSE_HEAD`]) and in time (the hop's handshake deadline, for the whole answer, so a
 //! proxy that trickles bytes cannot stretch it). Bytes after the head belong to the tunnel and
 //! stay in the stream's buffer, as they do after a SOCKS reply. A `407` (or `401`, which
-//! tinyproxy sends for wrong credentials) and every other
-//! refusal become an [`HttpError`]; the caller adds the hop and the step. This module owns the
-//! HTTP exchange only: which hop gets which target is the chain's business.
+//! tinyproxy sends for wrong credentials) and every other refusal become an [`HttpError`]; the
+//! caller adds the hop and the step. Interim `1xx` answers are skipped (within the same
+//! deadline). This module owns the HTTP exchange only: which hop gets which target is the
+//! chain's business.
 
 use std::net::SocketAddr;
 use std::time::Duration;
