@@ -111,11 +111,15 @@ impl Shared {
         };
         let egress = match &config.egress {
             Some(egress) => Arc::clone(egress),
-            None => Arc::new(Direct::new(
-                Arc::clone(&config.resolver),
-                config.resolve_timeout,
-                config.connect_timeout,
-            )),
+            None => Arc::new(
+                Direct::new(
+                    Arc::clone(&config.resolver),
+                    config.resolve_timeout,
+                    config.connect_timeout,
+                )
+                .with_source_addresses(&config.outbound_addresses)
+                .with_advertised_address(config.udp_advertise),
+            ),
         };
         Shared {
             config,
