@@ -38,6 +38,7 @@ mod session;
 mod stats;
 mod udp;
 mod upstream;
+mod users_file;
 
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
 pub use config::ServerConfig;
@@ -50,6 +51,9 @@ pub use outbound::{
 pub use session::Session;
 pub use stats::{Stats, StatsSnapshot};
 pub use upstream::Upstream;
+pub use users_file::{
+    hash_password, HashPasswordError, HashedUsers, LineProblem, UsersFile, UsersFileError,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
