@@ -30,8 +30,10 @@
 //! open-proxy guard on listeners (see [`crate::server::ServerConfig::allow_open_proxy`]).
 
 mod net;
+mod rules;
 
 pub use net::{IpNet, IpNetParseError};
+pub use rules::{Action, CommandKind, PortConfig, RuleConfig, RuleError, RulePolicy, RuleSet};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
