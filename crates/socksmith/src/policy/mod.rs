@@ -31,10 +31,15 @@
 //! This module does not own authentication (see [`crate::server::Authenticator`]) nor the
 //! open-proxy guard on listeners (see [`crate::server::ServerConfig::allow_open_proxy`]).
 
+mod limits;
 mod local;
 mod net;
 mod rules;
 
+pub use limits::{
+    Bucket, KeyedSlots, LimitExceeded, LimitKind, Limits, LimitsConfig, Permit, Rate, RateLimits,
+    RateParseError, Slot, UserBuckets,
+};
 pub use local::LocalAddresses;
 pub use net::{IpNet, IpNetParseError};
 pub use rules::{Action, CommandKind, PortConfig, RuleConfig, RuleError, RulePolicy, RuleSet};
