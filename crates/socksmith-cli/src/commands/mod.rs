@@ -4,6 +4,7 @@ pub mod bench;
 pub mod check;
 pub mod connect;
 pub mod forward;
+pub mod passwd;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Forward(args) => forward::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(*args),
+        Command::Passwd(args) => passwd::run(args),
     }
 }
 
