@@ -33,7 +33,10 @@
 //! resolves into a denied range is denied. Where a fact is never known to the rules (the
 //! destination name and port of a UDP datagram once resolved, which `check_address` does not
 //! carry), the rules fail closed: a deny rule that might match denies, an allow rule that
-//! might match is passed over.
+//! might match is passed over. Two inherent methods give the last word where the trait's
+//! methods cannot: [`RuleSet::check_resolved`] (a datagram's name, port and address
+//! together) and [`RuleSet::check_unresolved`] (a name passed on to an upstream that resolves
+//! it, so `to` is never known here).
 //!
 //! [`RuleSet`] is the rules alone; [`RulePolicy`] is what the server runs: the safety
 //! defaults of [`Rules`] first (metadata and link-local targets, the host's own addresses for
@@ -201,6 +204,25 @@ impl RuleSet {
     /// Whether there are none (and the default is allow): such a set allows everything.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty() && self.default == Action::Allow
+    }
+
+    /// The last verdict on a request whose name will not be resolved here (an upstream whose
+    /// last hop resolves names): `to` can never be checked, so a deny rule with `to` that
+    /// could match denies, and an allow rule that needs `to` is passed over.
+    pub fn check_unresolved(&self, session: &Session) -> Decision {
+        deny(self.decide(session, Facts::of_target(&session.target), true))
+    }
+
+    /// The last verdict on one destination once resolved, with everything known: `target`
+    /// as the client named it (a UDP datagram's destination, or the session's target) and
+    /// `ip`, the address about to be reached. More precise than [`Policy::check_address`]
+    /// for UDP datagrams, whose name and port the session does not carry.
+    pub fn check_resolved(&self, session: &Session, target: &TargetAddr, ip: IpAddr) -> Decision {
+        let facts = Facts {
+            ip: Some(ip),
+            ..Facts::of_target(target)
+        };
+        deny(self.decide(session, facts, true))
     }
 
     /// The verdict for `session`'s request to `target`, with `ip` the address being reached
@@ -571,6 +593,22 @@ impl RulePolicy {
     /// The rules.
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// [`RuleSet::check_unresolved`] after the safety defaults' [`Policy::check_request`].
+    pub fn check_unresolved(&self, session: &Session) -> Decision {
+        match self.safety.check_request(session) {
+            Decision::Allow => self.rules.check_unresolved(session),
+            deny => deny,
+        }
+    }
+
+    /// [`RuleSet::check_resolved`] after the safety defaults' [`Policy::check_address`].
+    pub fn check_resolved(&self, session: &Session, target: &TargetAddr, ip: IpAddr) -> Decision {
+        match Policy::check_address(&self.safety, session, ip) {
+            Decision::Allow => self.rules.check_resolved(session, target, ip),
+            deny => deny,
+        }
     }
 }
 
@@ -1018,6 +1056,53 @@ mod tests {
         // may match fails closed.
         let reason = denied(set.check_address(&association, ip("198.51.100.1")));
         assert!(reason.contains("\"no-udp-dns\""), "{reason}");
+    }
+
+    #[test]
+    fn resolved_datagrams_and_unresolved_names_get_a_last_verdict() {
+        let set = rules(
+            r#"
+            [[rules]]
+            name = "internal"
+            action = "deny"
+            to = ["10.0.0.0/8"]
+            [[rules]]
+            name = "udp-dns-only"
+            action = "deny"
+            commands = ["udp"]
+            ports = ["0-52", "54-65535"]
+            "#,
+        );
+        let association = session(Command::UdpAssociate, "0.0.0.0:0");
+        let dns = target("dns.example:53");
+        // With name, port and address known, a datagram to port 53 outside 10/8 passes.
+        assert_eq!(
+            set.check_resolved(&association, &dns, ip("198.51.100.1")),
+            Decision::Allow
+        );
+        assert!(matches!(
+            set.check_resolved(&association, &dns, ip("10.0.0.53")),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            set.check_resolved(&association, &target("ntp.example:123"), ip("198.51.100.1")),
+            Decision::Deny(_)
+        ));
+        // A name passed on unresolved cannot be checked against `to`: the deny rule that
+        // might match refuses it.
+        let name = connect("intranet.example:80");
+        assert_eq!(set.check_request(&name), Decision::Allow);
+        assert_eq!(
+            denied(set.check_unresolved(&name)),
+            "denied by rule \"internal\" (#1) (it may match, and the target's name, port or \
+             address is not known here)"
+        );
+        let policy = RulePolicy::new(Rules::default(), set);
+        assert!(matches!(
+            policy.check_resolved(&name, &name.target, ip("169.254.169.254")),
+            Decision::Deny(DenyReason::LinkLocalTarget(_))
+        ));
+        assert!(matches!(policy.check_unresolved(&name), Decision::Deny(_)));
     }
 
     #[test]
