@@ -192,8 +192,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|addr| bind_listener(*addr).with_context(|| format!("cannot listen on {addr}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         server.check_listeners(&listeners)?;
-        if let Some(upstream) = server.config().upstream() {
-            tracing::info!(upstream = %upstream.describe(), "tunnels go through the upstream chain");
+        if let Some(egress) = &server.config().egress {
+            tracing::info!(upstream = %egress.describe(), "tunnels go through the upstream chain");
         }
         // Handlers first: a signal sent as soon as the addresses are announced must find them.
         let shutdown = shutdown_signal()?;
