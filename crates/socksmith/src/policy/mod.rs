@@ -42,7 +42,9 @@ pub use limits::{
 };
 pub use local::LocalAddresses;
 pub use net::{IpNet, IpNetParseError};
-pub use rules::{Action, CommandKind, PortConfig, RuleConfig, RuleError, RulePolicy, RuleSet};
+pub use rules::{
+    Action, ClientFilter, CommandKind, PortConfig, RuleConfig, RuleError, RulePolicy, RuleSet,
+};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -43,7 +43,8 @@
 //! remote clients), then the rules. [`RuleConfig`] is a `[[rules]]` table as written
 //! (serde), converted once into a [`RuleSet`] with errors that name the rule and the key.
 //!
-//! This module does not own blocklists, limits or the `--allow-from` accept filter.
+//! [`ClientFilter`] is the `--allow-from NET` check the accept loop makes before reading
+//! anything from a client. This module does not own blocklists or limits.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -640,6 +641,42 @@ impl Policy for RulePolicy {
     }
 }
 
+/// `--allow-from NET` (repeatable): the client networks the server accepts connections from.
+/// With none listed every client is accepted; otherwise a client outside all of them is to be
+/// closed right after accept, before a byte is read or sent.
+///
+/// ```
+/// use socksmith::policy::ClientFilter;
+///
+/// let filter = ClientFilter::new(vec!["192.0.2.0/24".parse().unwrap()]);
+/// assert!(filter.allows("192.0.2.7".parse().unwrap()));
+/// assert!(filter.allows("::ffff:192.0.2.7".parse().unwrap()));
+/// assert!(!filter.allows("198.51.100.1".parse().unwrap()));
+/// assert!(ClientFilter::default().allows("198.51.100.1".parse().unwrap()));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFilter {
+    networks: Vec<IpNet>,
+}
+
+impl ClientFilter {
+    /// Accept clients in `networks` only (all clients when empty).
+    pub fn new(networks: Vec<IpNet>) -> Self {
+        ClientFilter { networks }
+    }
+
+    /// Whether the client at `ip` may connect (IPv4-mapped IPv6 counts as IPv4).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.networks.is_empty() || self.networks.iter().any(|net| net.contains(ip))
+    }
+
+    /// The networks listed.
+    pub fn networks(&self) -> &[IpNet] {
+        &self.networks
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -1174,6 +1211,28 @@ mod tests {
             }
             assert!(toml::from_str::<File>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_client_filter_admits_listed_networks_of_both_families() {
+        let filter = ClientFilter::new(vec![
+            "192.0.2.0/24".parse().expect("valid"),
+            "2001:db8::/32".parse().expect("valid"),
+            "127.0.0.1".parse().expect("valid"),
+        ]);
+        for allowed in [
+            "192.0.2.1",
+            "::ffff:192.0.2.200",
+            "2001:db8::5",
+            "127.0.0.1",
+        ] {
+            assert!(filter.allows(ip(allowed)), "{allowed}");
+        }
+        for refused in ["192.0.3.1", "2001:db9::1", "127.0.0.2", "::1"] {
+            assert!(!filter.allows(ip(refused)), "{refused}");
+        }
+        assert_eq!(filter.networks().len(), 3);
+        assert!(ClientFilter::default().allows(ip("203.0.113.1")));
     }
 
     #[test]
