@@ -14,7 +14,11 @@
 //! Users without a limit get no wrapper, so their tunnels keep the zero-copy relay.
 //!
 //! Pure bookkeeping: no I/O, no clock of its own beyond the buckets'. A refusal is a
-//! [`LimitExceeded`], which the server answers with 0x02 (SOCKS4: 0x5B).
+//! [`LimitExceeded`], which the server answers with 0x02 (SOCKS4: 0x5B). [`Limits`] plugs into
+//! the server as an [`Accounting`]: every tunnel (CONNECT, BIND, UDP ASSOCIATE) of an
+//! authenticated user takes one of the user's tunnel slots, a BIND or UDP ASSOCIATE also takes
+//! one of its client address's slots, and the guard the server keeps for the tunnel's life
+//! holds them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +31,11 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
+use socksmith_proto::{Command, Version};
+
+use crate::policy::DenyReason;
+use crate::server::{Accounting, TunnelGuard};
+use crate::session::Session;
 
 /// Which limit refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,6 +472,39 @@ impl Limits {
     }
 }
 
+/// The slots one tunnel holds; dropping it frees them.
+struct LimitGuard {
+    _user: Permit<String>,
+    _client: Permit<IpAddr>,
+}
+
+impl TunnelGuard for LimitGuard {}
+
+impl Accounting for Limits {
+    fn open(&self, session: &Session) -> Result<Option<Box<dyn TunnelGuard>>, DenyReason> {
+        let refuse = |e: LimitExceeded| DenyReason::Other(e.to_string());
+        let client = session.client.ip();
+        let client_slot = match session.command {
+            Command::UdpAssociate => self.udp_association(client).map_err(refuse)?,
+            Command::Bind => self.bind_listener(client).map_err(refuse)?,
+            _ => None,
+        };
+        // Only a password-checked SOCKS5 user is an identity; SOCKS4's user id is a claim.
+        let user = session
+            .user
+            .as_deref()
+            .filter(|_| session.version == Version::V5);
+        let user_slot = self.tunnel(user).map_err(refuse)?;
+        if client_slot.is_none() && user_slot.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(LimitGuard {
+            _user: user_slot,
+            _client: client_slot,
+        })))
+    }
+}
+
 fn per_client(
     slots: &Option<KeyedSlots<IpAddr>>,
     client: IpAddr,
@@ -600,6 +642,64 @@ mod tests {
             }
         });
         assert_eq!(slots.keys(), 0);
+    }
+
+    fn session(command: Command, client: &str, user: Option<&str>) -> Session {
+        Session {
+            client: format!("{client}:5000").parse().expect("literal"),
+            local: "192.0.2.1:1080".parse().expect("literal"),
+            user: user.map(str::to_owned),
+            version: Version::V5,
+            command,
+            target: socksmith_proto::TargetAddr::Ip("198.51.100.1:80".parse().expect("literal")),
+        }
+    }
+
+    #[test]
+    fn as_the_servers_accounting_limits_refuse_the_n_plus_first_tunnel() {
+        let limits = Limits::new(LimitsConfig {
+            max_tunnels_per_user: Some(2),
+            max_udp_per_client: Some(1),
+            max_bind_per_client: Some(1),
+            ..config()
+        });
+        let accounting: &dyn Accounting = &limits;
+        let alice = session(Command::Connect, "192.0.2.7", Some("alice"));
+        let first = accounting.open(&alice).expect("1st").expect("a guard");
+        let second = accounting.open(&alice).expect("2nd").expect("a guard");
+        let Err(DenyReason::Other(reason)) = accounting.open(&alice) else {
+            panic!("the 3rd tunnel must be refused")
+        };
+        assert!(reason.contains("--max-tunnels-per-user 2"), "{reason}");
+        // Another user works meanwhile; SOCKS4 claims and anonymous sessions are not users.
+        let bob = session(Command::Connect, "192.0.2.7", Some("bob"));
+        assert!(accounting.open(&bob).expect("bob").is_some());
+        let mut claim = alice.clone();
+        claim.version = Version::V4;
+        assert!(accounting.open(&claim).expect("not counted").is_none());
+        drop(first);
+        let third = accounting.open(&alice).expect("a slot was freed");
+
+        // UDP and BIND count per client address, whoever the user is.
+        let udp = session(Command::UdpAssociate, "192.0.2.9", None);
+        let association = accounting.open(&udp).expect("1st").expect("a guard");
+        let Err(DenyReason::Other(reason)) = accounting.open(&udp) else {
+            panic!("the 2nd association must be refused")
+        };
+        assert!(reason.contains("--max-udp-per-client 1"), "{reason}");
+        let bind = session(Command::Bind, "192.0.2.9", None);
+        let listener = accounting.open(&bind).expect("1st").expect("a guard");
+        assert!(accounting.open(&bind).is_err());
+        drop((association, listener));
+        assert!(accounting.open(&udp).is_ok() && accounting.open(&bind).is_ok());
+        // A refused user tunnel does not keep the client slot it took first.
+        let alice_udp = session(Command::UdpAssociate, "192.0.2.10", Some("alice"));
+        assert!(
+            accounting.open(&alice_udp).is_err(),
+            "alice holds 2 already"
+        );
+        assert_eq!(limits.udp_per_client.as_ref().map(|s| s.keys()), Some(0));
+        drop((second, third));
     }
 
     #[test]
