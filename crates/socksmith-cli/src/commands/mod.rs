@@ -5,6 +5,7 @@ pub mod check;
 pub mod connect;
 pub mod exit_status;
 pub mod forward;
+pub mod passwd;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Forward(args) => forward::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(*args),
+        Command::Passwd(args) => passwd::run(args),
     }
 }
 

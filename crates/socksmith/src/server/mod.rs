@@ -47,6 +47,7 @@ mod lookup;
 mod per_client;
 mod stats;
 mod udp;
+mod users_file;
 
 pub use accounting::{Accounting, Traffic, TunnelGuard};
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
@@ -59,6 +60,9 @@ pub use egress::{
 pub use error::{LookupError, ServerError, SessionError};
 pub use listener::{bind_listener, SessionLimits};
 pub use stats::{Stats, StatsSnapshot};
+pub use users_file::{
+    hash_password, HashPasswordError, HashedUsers, LineProblem, UsersFile, UsersFileError,
+};
 
 pub use crate::relay::{AsyncStream, TunnelStream};
 pub use crate::session::Session;
