@@ -34,6 +34,7 @@ mod connect;
 mod error;
 mod listener;
 mod outbound;
+pub mod proxy_protocol;
 mod session;
 mod stats;
 mod udp;
