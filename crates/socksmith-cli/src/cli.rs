@@ -47,4 +47,8 @@ pub enum Command {
     Check(commands::check::Args),
     /// Measure a SOCKS5 proxy: throughput, connection rate, latency, idle cost, UDP.
     Bench(Box<commands::bench::Args>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(commands::completions::Args),
+    /// Print the manual page (roff), of socksmith or of one command.
+    Man(commands::man::Args),
 }

@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod check;
+pub mod completions;
 pub mod connect;
 pub mod forward;
+pub mod man;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -18,6 +20,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Forward(args) => forward::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(*args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 
