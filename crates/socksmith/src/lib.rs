@@ -10,3 +10,8 @@ pub mod relay;
 pub mod resolve;
 pub mod server;
 mod sys;
+
+// The protocol types this crate's API speaks in, so that one dependency is enough.
+pub use socksmith_proto::{
+    AuthMethod, Command, Credentials, DomainName, ReplyCode, TargetAddr, Version,
+};

@@ -13,7 +13,7 @@ use server_support::{udp_exchange, v4_bind_any, v5_request, Running, STEP};
 use socksmith::policy::{Decision, DenyReason, Policy};
 use socksmith::resolve::StaticResolver;
 use socksmith::server::{
-    Authenticator, ConnectError, ConnectFuture, ConnectRequest, Connected, Outbound,
+    AuthFuture, Authenticator, ConnectError, ConnectFuture, ConnectRequest, Connected, Outbound,
     OutboundStream, Server, ServerConfig, ServerError, Session,
 };
 use socksmith_proto::{Command, Credentials, TargetAddr, Version};
@@ -82,15 +82,24 @@ impl Policy for Recording {
     }
 }
 
-/// Accepts any user whose password is the user name reversed.
+/// Accepts any user whose password is the user name reversed, deciding on the blocking pool
+/// as a slow password hash or a synchronous directory client would.
 #[derive(Debug)]
 struct Reversed;
 
 impl Authenticator for Reversed {
-    fn authenticate(&self, c: &Credentials) -> Option<String> {
-        let mut reversed = c.username().to_vec();
-        reversed.reverse();
-        (reversed == c.password()).then(|| String::from_utf8_lossy(c.username()).into_owned())
+    fn authenticate<'a>(&'a self, c: &'a Credentials) -> AuthFuture<'a> {
+        let name = c.username().to_vec();
+        let password = c.password().to_vec();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut reversed = name.clone();
+                reversed.reverse();
+                (reversed == password).then(|| String::from_utf8_lossy(&name).into_owned())
+            })
+            .await
+            .expect("the check does not panic")
+        })
     }
 }
 

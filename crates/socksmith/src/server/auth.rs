@@ -4,11 +4,14 @@
 //! Passwords are compared in constant time: both sides are padded to the protocol's maximum
 //! of 255 bytes and compared whole with `subtle`, together with their lengths, so neither the
 //! content nor the length of the stored password leaks through timing; an unknown user costs
-//! the same comparison against a dummy secret. A hashed password file comes later as another
-//! [`Authenticator`]. This module never logs and its types never print a password.
+//! the same comparison against a dummy secret. The trait is asynchronous so that an
+//! authenticator can verify slow password hashes on a blocking pool, or ask a database or LDAP,
+//! without stalling the runtime. This module never logs and its types never print a password.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::{ready, Future};
+use std::pin::Pin;
 
 use socksmith_proto::Credentials;
 use subtle::ConstantTimeEq;
@@ -16,26 +19,51 @@ use subtle::ConstantTimeEq;
 /// RFC 1929: passwords are 1..=255 bytes.
 const MAX_SECRET: usize = 255;
 
+/// The future an [`Authenticator`] returns: the user's name when the credentials are valid.
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
+
 /// Checks RFC 1929 credentials.
+///
+/// ```
+/// use socksmith::server::{AuthFuture, Authenticator};
+/// use socksmith::Credentials;
+///
+/// /// Lets in anyone whose password is their name backwards (an example, not a policy).
+/// #[derive(Debug)]
+/// struct Mirror;
+///
+/// impl Authenticator for Mirror {
+///     fn authenticate<'a>(&'a self, credentials: &'a Credentials) -> AuthFuture<'a> {
+///         Box::pin(async move {
+///             let name = credentials.username();
+///             let reversed: Vec<u8> = name.iter().rev().copied().collect();
+///             (credentials.password() == reversed.as_slice())
+///                 .then(|| String::from_utf8_lossy(name).into_owned())
+///         })
+///     }
+/// }
+/// ```
 pub trait Authenticator: Send + Sync + fmt::Debug {
     /// The user's name (as it should appear in logs and to the policy) when the credentials
-    /// are valid, `None` when not. Must not block and should take the same time whatever is
-    /// wrong with the credentials.
-    fn authenticate(&self, credentials: &Credentials) -> Option<String>;
+    /// are valid, `None` when not. Runs on the session's task: work that blocks (a slow
+    /// hash, a synchronous client library) belongs on `tokio::task::spawn_blocking`. It
+    /// should take the same time whatever is wrong with the credentials. The server bounds
+    /// it by the handshake deadline.
+    fn authenticate<'a>(&'a self, credentials: &'a Credentials) -> AuthFuture<'a>;
 }
 
 /// Users and their passwords, held in memory.
 ///
 /// ```
-/// use socksmith::server::{Authenticator, Users};
-/// use socksmith_proto::Credentials;
+/// use socksmith::server::Users;
+/// use socksmith::Credentials;
 ///
 /// let mut users = Users::new();
 /// users.insert("alice", "s3cret").unwrap();
 /// let ok = Credentials::new("alice", "s3cret").unwrap();
-/// assert_eq!(users.authenticate(&ok).as_deref(), Some("alice"));
+/// assert_eq!(users.check(&ok).as_deref(), Some("alice"));
 /// let wrong = Credentials::new("alice", "s3cre").unwrap();
-/// assert_eq!(users.authenticate(&wrong), None);
+/// assert_eq!(users.check(&wrong), None);
 /// ```
 #[derive(Clone, Default)]
 pub struct Users {
@@ -111,7 +139,15 @@ impl fmt::Debug for Users {
 }
 
 impl Authenticator for Users {
-    fn authenticate(&self, credentials: &Credentials) -> Option<String> {
+    fn authenticate<'a>(&'a self, credentials: &'a Credentials) -> AuthFuture<'a> {
+        Box::pin(ready(self.check(credentials)))
+    }
+}
+
+impl Users {
+    /// The user's name when `credentials` match a user, checked at once ([`Authenticator`]
+    /// for this table is this, already resolved).
+    pub fn check(&self, credentials: &Credentials) -> Option<String> {
         // Usernames are not secret; passwords are. An unknown user still pays for one full
         // comparison so that timing does not tell which names exist.
         let (secret, known) = match self.table.get(credentials.username()) {
@@ -168,19 +204,15 @@ mod tests {
         users.insert("alice", "pw").expect("valid");
         users.insert("bob", "hunter2").expect("valid");
         assert_eq!(
-            users.authenticate(&creds("alice", b"pw")).as_deref(),
+            users.check(&creds("alice", b"pw")).as_deref(),
             Some("alice")
         );
+        assert_eq!(users.check(&creds("alice", b"pw\0")), None, "padding");
+        assert_eq!(users.check(&creds("alice", b"p")), None, "prefix");
+        assert_eq!(users.check(&creds("alice", b"hunter2")), None);
+        assert_eq!(users.check(&creds("carol", b"pw")), None);
         assert_eq!(
-            users.authenticate(&creds("alice", b"pw\0")),
-            None,
-            "padding"
-        );
-        assert_eq!(users.authenticate(&creds("alice", b"p")), None, "prefix");
-        assert_eq!(users.authenticate(&creds("alice", b"hunter2")), None);
-        assert_eq!(users.authenticate(&creds("carol", b"pw")), None);
-        assert_eq!(
-            users.authenticate(&creds("bob", b"hunter2")).as_deref(),
+            users.check(&creds("bob", b"hunter2")).as_deref(),
             Some("bob")
         );
     }
@@ -202,7 +234,7 @@ mod tests {
             Err(UserError::Duplicate("u".into()))
         );
         assert_eq!(users.len(), 1);
-        assert!(users.authenticate(&creds("u", &[b'x'; 255])).is_some());
+        assert!(users.check(&creds("u", &[b'x'; 255])).is_some());
     }
 
     #[test]

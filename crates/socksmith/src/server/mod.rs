@@ -40,7 +40,7 @@ mod stats;
 mod udp;
 mod upstream;
 
-pub use auth::{Authenticator, UserError, Users};
+pub use auth::{AuthFuture, Authenticator, UserError, Users};
 pub use config::ServerConfig;
 pub use error::{LookupError, ServerError, SessionError};
 pub use listener::bind_listener;

@@ -380,11 +380,10 @@ async fn handshake(
         while let Some(event) = hs.poll_event() {
             match event {
                 ServerEvent::Authenticate(credentials) => {
-                    let verdict = shared
-                        .config
-                        .auth
-                        .as_ref()
-                        .and_then(|auth| auth.authenticate(&credentials));
+                    let verdict = match &shared.config.auth {
+                        Some(auth) => auth.authenticate(&credentials).await,
+                        None => None,
+                    };
                     let ok = verdict.is_some();
                     // Logged, failed or not: escaped before anything sees it.
                     end.user = Some(printable_user(match &verdict {
