@@ -23,6 +23,7 @@
 //! password = "correct horse"
 //!
 //! quiet = false                # no per-session log lines (warnings and errors stay)
+//! proxy_protocol = false       # behind HAProxy send-proxy/send-proxy-v2: real client addresses
 //!
 //! [timeouts]                   # "500ms", "10s", "5m", "1h", or a number of seconds
 //! handshake = "10s"            # also written as a top-level key: handshake_timeout = "10s"
@@ -72,6 +73,8 @@ pub struct FileConfig {
     pub no_socks4: Option<bool>,
     /// No per-session log lines.
     pub quiet: Option<bool>,
+    /// Every connection starts with a PROXY protocol header (behind a load balancer).
+    pub proxy_protocol: Option<bool>,
     /// Target prefixes to refuse.
     pub deny: Option<Vec<String>>,
     /// Most sessions at once.
@@ -241,6 +244,8 @@ pub struct ServeSettings {
     pub upstream: Vec<Proxy>,
     /// No per-session log lines.
     pub quiet: bool,
+    /// Every connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Everything else.
     pub server: ServerConfig,
 }
@@ -254,8 +259,8 @@ impl ServeSettings {
     ///
     /// Loopback targets: allowed to everyone with `allow_loopback`; else refused to everyone
     /// when any listener is on another address (the users of a public proxy must not reach
-    /// services on this host's 127.0.0.1), and left to local clients when all listeners are
-    /// on loopback (all clients are local then).
+    /// services on this host's 127.0.0.1) or behind a balancer (`proxy_protocol`), and left
+    /// to local clients when all listeners are on loopback (all clients are local then).
     pub fn finish(self, listening: &[SocketAddr]) -> ServerConfig {
         let ServeSettings {
             listen: _,
@@ -265,13 +270,17 @@ impl ServeSettings {
             allow_loopback,
             upstream,
             quiet: _,
+            proxy_protocol,
             mut server,
         } = self;
+        // Behind a balancer every client comes through it, from anywhere: a loopback
+        // listener says nothing about who the clients are.
         let loopback = if allow_loopback {
             LoopbackTargets::Allow
-        } else if listening
-            .iter()
-            .all(|a| a.ip().to_canonical().is_loopback())
+        } else if !proxy_protocol
+            && listening
+                .iter()
+                .all(|a| a.ip().to_canonical().is_loopback())
         {
             LoopbackTargets::LocalClients
         } else {
@@ -459,6 +468,7 @@ impl TryFrom<FileConfig> for ServeSettings {
             allow_loopback,
             upstream,
             quiet: file.quiet.unwrap_or(false),
+            proxy_protocol: file.proxy_protocol.unwrap_or(false),
             server,
         })
     }
@@ -723,7 +733,7 @@ mod tests {
             ("lisen = []", "line 1: key `lisen`: unknown field `lisen`"),
             (
                 "listen = 5",
-                "line 1: listen: invalid type: integer `5`, expected a sequence",
+                "line 1: key `listen`: invalid type: integer `5`, expected a sequence",
             ),
             (
                 "listen = [\"127.0.0.1:1\", \"::1:1080\"]",
@@ -802,6 +812,13 @@ mod tests {
             matches!(verdict, Decision::Deny(_))
         };
         assert!(!loopback_refused(r#"listen = ["127.0.0.1:0", "[::1]:0"]"#));
+        // Behind a balancer, clients come from anywhere even to a loopback listener.
+        assert!(loopback_refused(
+            "listen = [\"127.0.0.1:0\"]\nproxy_protocol = true"
+        ));
+        assert!(!loopback_refused(
+            "listen = [\"127.0.0.1:0\"]\nproxy_protocol = true\nallow_loopback_targets = true"
+        ));
         assert!(loopback_refused(r#"listen = ["127.0.0.1:0", "0.0.0.0:0"]"#));
         assert!(loopback_refused(r#"listen = ["192.0.2.10:1080"]"#));
         assert!(!loopback_refused(
@@ -835,6 +852,7 @@ mod tests {
             shutdown_grace = "7s"
             no_socks4 = true
             quiet = true
+            proxy_protocol = true
             "#,
         )
         .expect("valid file");
@@ -847,6 +865,7 @@ mod tests {
         assert_eq!(s.server.shutdown_grace, Duration::from_secs(7));
         assert_eq!(s.server.allow_socks4, Some(false));
         assert!(s.quiet);
+        assert!(s.proxy_protocol);
     }
 
     #[test]
