@@ -12,7 +12,7 @@ use crate::cli::LogFormat;
 
 /// The target of the library's per-session log lines ("session finished", "handshake
 /// failed"): `--quiet` keeps only its warnings and errors.
-pub const SESSION_TARGET: &str = "socksmith::server::session";
+pub const SESSION_TARGET: &str = "socksmith::server::log";
 
 /// What [`set_quiet`] needs to rebuild the filter.
 struct Control {

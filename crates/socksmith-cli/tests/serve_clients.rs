@@ -120,7 +120,13 @@ async fn curl_with_credentials_wrong_password_and_socks4_refused() {
         assert!(out.stderr_str().contains("(91)"), "{out}");
 
         log_with(&server, "user=alice version=SOCKS5 command=CONNECT", 2).await;
-        log_with(&server, "authentication failed for user \"alice\"", 1).await;
+        // The claimed name of a failed login is logged as a keyed hash: a password typed into
+        // the name field must never reach the log.
+        let failed = log_with(&server, "authentication failed for user \"?", 1).await;
+        assert!(
+            !failed.contains("user=alice version=SOCKS5 duration"),
+            "{failed}"
+        );
         let log = log_with(
             &server,
             "SOCKS4 refused: the server requires authentication",

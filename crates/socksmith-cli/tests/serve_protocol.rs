@@ -163,11 +163,12 @@ async fn user_names_with_control_characters_cannot_forge_log_lines() {
         send(&mut s, &bytes).await;
         assert_eq!(recv(&mut s, 4).await, [5, 2, 1, 1]);
         let log = log_with(&server, "handshake failed", 1).await;
-        assert!(log.contains(r#"user=eve\nINFO forged=1\r "#), "{log}");
+        // A failed name is logged as a keyed hash, so nothing of it reaches the log at all.
         assert!(
-            log.contains(r#"authentication failed for user "eve\nINFO forged=1\r""#),
+            log.contains(r#"authentication failed for user "?"#),
             "{log}"
         );
+        assert!(!log.contains("eve"), "{log}");
         assert!(!log.lines().any(|l| l.starts_with("INFO forged")), "{log}");
 
         // A SOCKS4 user id (no authentication, so SOCKS4 is served).

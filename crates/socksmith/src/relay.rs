@@ -240,41 +240,133 @@ where
     )
 }
 
-/// The target of [`relay_to`]: a TCP stream or any other stream.
-pub(crate) enum Target<S> {
-    /// Relayed as by [`relay`] (zero-copy on Linux).
+/// Any byte stream a tunnel can carry (TLS, a connection through another proxy, a Unix
+/// socket, an in-memory pipe).
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+
+/// One end of a tunnel: a TCP connection, relayed with `splice(2)` when the other end is one
+/// too, or any other stream, relayed by copying.
+pub enum TunnelStream {
+    /// A bare TCP connection.
     Tcp(TcpStream),
-    /// Relayed as by [`relay_generic`].
-    Other(S),
+    /// Any other stream.
+    Other(Box<dyn AsyncStream>),
 }
 
-/// [`relay`] or [`relay_generic`], chosen by the target's kind, as one future type: built
+impl TunnelStream {
+    /// `stream` as a tunnel end: a [`TcpStream`] is recognised and kept bare (so the relay can
+    /// splice it), anything else is boxed.
+    pub fn new<S: AsyncStream + 'static>(stream: S) -> Self {
+        let any: Box<dyn std::any::Any> = Box::new(stream);
+        match any.downcast::<TcpStream>() {
+            Ok(tcp) => TunnelStream::Tcp(*tcp),
+            Err(other) => {
+                let stream = other
+                    .downcast::<S>()
+                    .expect("the box holds the stream it was made from");
+                TunnelStream::Other(stream)
+            }
+        }
+    }
+
+    /// The TCP connection, if this end is one.
+    pub fn as_tcp(&self) -> Option<&TcpStream> {
+        match self {
+            TunnelStream::Tcp(tcp) => Some(tcp),
+            TunnelStream::Other(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for TunnelStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TunnelStream::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
+            TunnelStream::Other(_) => f.write_str("Other(..)"),
+        }
+    }
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TunnelStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            TunnelStream::Other(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TunnelStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            TunnelStream::Other(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TunnelStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            TunnelStream::Other(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            TunnelStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            TunnelStream::Other(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            TunnelStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            TunnelStream::Other(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            TunnelStream::Tcp(s) => s.is_write_vectored(),
+            TunnelStream::Other(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// [`relay`] when both ends are TCP, [`relay_generic`] otherwise, as one future type: built
 /// before it is awaited, so the caller's frame holds the streams only inside it.
-pub(crate) fn relay_to<'p, S>(
-    client: TcpStream,
-    target: Target<S>,
+pub fn relay_streams<'p>(
+    client: TunnelStream,
+    target: TunnelStream,
     client_pending: Cow<'p, [u8]>,
     opts: &RelayOptions,
-) -> impl Future<Output = RelayOutcome> + 'p
-where
-    S: AsyncRead + AsyncWrite + Unpin + 'p,
-{
-    let tunnel = match target {
+) -> impl Future<Output = RelayOutcome> + Send + 'p {
+    let tunnel = match (client, target) {
         #[cfg(target_os = "linux")]
-        Target::Tcp(target) => EitherTunnel::Tcp(splice::TcpTunnel::new(
-            client,
-            target,
-            client_pending,
-            opts.pipe_size,
-            opts.zero_copy,
-        )),
-        #[cfg(not(target_os = "linux"))]
-        Target::Tcp(target) => {
-            EitherTunnel::Tcp(GenericTunnel::new(client, target, client_pending))
+        (TunnelStream::Tcp(client), TunnelStream::Tcp(target)) => {
+            EitherTunnel::Tcp(splice::TcpTunnel::new(
+                client,
+                target,
+                client_pending,
+                opts.pipe_size,
+                opts.zero_copy,
+            ))
         }
-        Target::Other(target) => {
-            EitherTunnel::Other(GenericTunnel::new(client, target, client_pending))
-        }
+        (client, target) => EitherTunnel::Other(GenericTunnel::new(client, target, client_pending)),
     };
     Drive::new(tunnel, opts.idle_timeout)
 }
@@ -284,12 +376,13 @@ type TcpTunnel<'p> = splice::TcpTunnel<'p>;
 #[cfg(not(target_os = "linux"))]
 type TcpTunnel<'p> = GenericTunnel<'p, TcpStream, TcpStream>;
 
-enum EitherTunnel<'p, S> {
+enum EitherTunnel<'p> {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Tcp(TcpTunnel<'p>),
-    Other(GenericTunnel<'p, TcpStream, S>),
+    Other(GenericTunnel<'p, TunnelStream, TunnelStream>),
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel for EitherTunnel<'_, S> {
+impl Tunnel for EitherTunnel<'_> {
     fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
         match self {
             EitherTunnel::Tcp(t) => t.poll_both(cx),

@@ -13,8 +13,8 @@ use server_support::{udp_exchange, v4_bind_any, v5_request, Running, STEP};
 use socksmith::policy::{Decision, DenyReason, Policy};
 use socksmith::resolve::StaticResolver;
 use socksmith::server::{
-    AuthFuture, Authenticator, ConnectError, ConnectFuture, ConnectRequest, Connected, Outbound,
-    OutboundStream, Server, ServerConfig, ServerError, Session,
+    AuthFuture, Authenticator, Connected, Egress, EgressError, EgressFuture, EgressRequest, Server,
+    ServerConfig, ServerError, Session, TunnelStream,
 };
 use socksmith_proto::{Command, Credentials, TargetAddr, Version};
 use socksmith_testkit::raw::{socks5_connect, socks5_request, socks5_udp_associate, udp_wrap};
@@ -41,8 +41,8 @@ async fn v4_connect_code(proxy: SocketAddr, target: SocketAddr) -> u8 {
 #[derive(Debug)]
 struct Blackhole;
 
-impl Outbound for Blackhole {
-    fn connect<'a>(&'a self, _request: ConnectRequest<'a>) -> ConnectFuture<'a> {
+impl Egress for Blackhole {
+    fn connect<'a>(&'a self, _request: EgressRequest<'a>) -> EgressFuture<'a, Connected> {
         Box::pin(std::future::pending())
     }
 }
@@ -51,7 +51,7 @@ impl Outbound for Blackhole {
 async fn a_connect_that_never_completes_gets_0x06_at_the_timeout() {
     within(TEST_DEADLINE, "connect timeout", async {
         let mut config = ServerConfig::default();
-        config.outbound = Some(Arc::new(Blackhole));
+        config.egress = Some(Arc::new(Blackhole));
         config.connect_timeout = Duration::from_millis(100);
         config.resolve_timeout = Duration::from_millis(50);
         let server = Running::start(config).await;
@@ -351,13 +351,15 @@ async fn the_handshake_deadline_is_counted() {
 #[derive(Debug)]
 struct Generic;
 
-impl Outbound for Generic {
-    fn connect<'a>(&'a self, request: ConnectRequest<'a>) -> ConnectFuture<'a> {
+impl Egress for Generic {
+    fn connect<'a>(&'a self, request: EgressRequest<'a>) -> EgressFuture<'a, Connected> {
         Box::pin(async move {
             let addr = request.session.target.ip_literal().expect("an IP target");
-            let stream = TcpStream::connect(addr).await.map_err(ConnectError::Io)?;
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|e| EgressError::custom(socksmith::ReplyCode::GeneralFailure, e))?;
             Ok(Connected {
-                stream: OutboundStream::Stream(Box::new(stream)),
+                stream: TunnelStream::Other(Box::new(stream)),
                 bound: TargetAddr::domain("upstream.example", 4242).expect("valid"),
             })
         })
@@ -369,7 +371,7 @@ async fn a_custom_outbound_with_a_generic_stream_is_relayed() {
     within(TEST_DEADLINE, "generic outbound", async {
         let echo = EchoServer::start().await;
         let mut config = ServerConfig::default();
-        config.outbound = Some(Arc::new(Generic));
+        config.egress = Some(Arc::new(Generic));
         let server = Running::start(config).await;
         let (mut s, code, _) = v5_request(server.addr, 1, &Target::Ip(echo.addr())).await;
         assert_eq!(code, 0);

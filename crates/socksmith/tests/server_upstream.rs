@@ -15,9 +15,7 @@ use server_support::{udp_exchange, v4_bind_any, v5_request, Running, STEP};
 use socksmith::client::Client;
 use socksmith::policy::{IpNet, Rules};
 use socksmith::resolve::StaticResolver;
-use socksmith::server::{
-    ConnectRequest, Outbound, OutboundStream, ServerConfig, Session, Upstream,
-};
+use socksmith::server::{Egress, EgressRequest, ServerConfig, Session, TunnelStream, Upstream};
 use socksmith_proto::{Command, TargetAddr, Version};
 use socksmith_testkit::raw::{
     bind_talk, echo_exact, socks5_bind, socks5_bind_accepted, socks5_connect, socks5_udp_associate,
@@ -132,12 +130,12 @@ async fn the_tunnel_is_the_bare_tcp_stream_unless_early_bytes_came_with_the_repl
         let upstream =
             Upstream::new(Client::from_url(&format!("socks5://{}", parent.addr)).expect("url"));
         let session = session(echo.addr());
-        let request = ConnectRequest {
+        let request = EgressRequest {
             session: &session,
             policy: &policy,
         };
         let connected = upstream.connect(request).await.expect("through the parent");
-        let OutboundStream::Tcp(mut tcp) = connected.stream else {
+        let TunnelStream::Tcp(mut tcp) = connected.stream else {
             panic!("expected the bare TCP stream, got {:?}", connected.stream);
         };
         assert_eq!(
@@ -178,7 +176,7 @@ async fn the_tunnel_is_the_bare_tcp_stream_unless_early_bytes_came_with_the_repl
             connected.bound,
             TargetAddr::Ip("127.0.0.1:1080".parse().expect("literal"))
         );
-        let OutboundStream::Stream(mut stream) = connected.stream else {
+        let TunnelStream::Other(mut stream) = connected.stream else {
             panic!(
                 "early bytes need the buffered stream, got {:?}",
                 connected.stream

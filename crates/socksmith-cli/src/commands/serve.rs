@@ -296,8 +296,8 @@ async fn serve(
             .collect::<anyhow::Result<Vec<_>>>()?;
         (listeners, server)
     };
-    if let Some(upstream) = server.config().upstream() {
-        tracing::info!(upstream = %upstream.describe(), "tunnels go through the upstream chain");
+    if let Some(egress) = &server.config().egress {
+        tracing::info!(upstream = %egress.describe(), "tunnels go through the upstream chain");
     }
     let addrs = local_addrs(&listeners)?;
     // Handlers first: a signal sent as soon as the addresses are announced must find them.

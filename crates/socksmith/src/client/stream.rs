@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use socksmith_proto::TargetAddr;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A tunnel through one proxy or a chain of them. See the [module docs](self).
+/// A tunnel through one proxy or a chain of them. See the [client module](crate::client).
 #[derive(Debug)]
 pub struct ProxyStream<S> {
     io: S,

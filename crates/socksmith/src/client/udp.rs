@@ -18,9 +18,10 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
 
 use socksmith_proto::{ClientEvent, Command, TargetAddr, UdpHeader};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,7 +36,7 @@ use crate::resolve::resolve;
 /// sizing a receive buffer.
 pub const MAX_UDP_HEADER_LEN: usize = 4 + 1 + 255 + 2;
 
-/// A UDP association through a SOCKS5 proxy. See the [module docs](self).
+/// A UDP association through a SOCKS5 proxy. See the [client module](crate::client).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -242,6 +243,56 @@ impl UdpAssociation {
             }
             buf.copy_within(len..n, 0);
             return Ok((n - len, header.target));
+        }
+    }
+
+    /// [`Self::send_to`] as a poll, for a caller's own event loop: builds the datagram in
+    /// `buf` (kept by the caller between calls, so nothing is allocated per datagram) and
+    /// sends it if the socket can take it now.
+    pub fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        target: &TargetAddr,
+        buf: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        self.check_open()?;
+        buf.clear();
+        UdpHeader {
+            frag: 0,
+            target: target.clone(),
+        }
+        .encode(buf);
+        buf.extend_from_slice(data);
+        self.socket.poll_send(cx, buf).map_ok(|_| data.len())
+    }
+
+    /// [`Self::recv_from`] as a poll, for a caller's own event loop. Does not notice the end
+    /// of the association by itself: wait for [`Self::closed`] beside it.
+    pub fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, TargetAddr)>> {
+        loop {
+            self.check_open()?;
+            let mut rb = ReadBuf::new(buf);
+            ready!(self.socket.poll_recv(cx, &mut rb))?;
+            let n = rb.filled().len();
+            let datagram = buf.get(..n).unwrap_or_default();
+            let (header, len) = match UdpHeader::decode(datagram) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    tracing::debug!(relay = %self.relay, error = %e, "dropping a malformed datagram");
+                    continue;
+                }
+            };
+            if header.frag != 0 {
+                tracing::debug!(relay = %self.relay, frag = header.frag, "dropping a fragment");
+                continue;
+            }
+            buf.copy_within(len..n, 0);
+            return Poll::Ready(Ok((n - len, header.target)));
         }
     }
 

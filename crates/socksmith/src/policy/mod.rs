@@ -38,7 +38,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use socksmith_proto::TargetAddr;
 
-use crate::server::Session;
+use crate::session::Session;
 
 /// What a [`Policy`] says about a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

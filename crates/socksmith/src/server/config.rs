@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::client::Client;
 use crate::policy::{Policy, Rules};
 use crate::resolve::{Resolve, SystemResolver};
+use crate::server::accounting::Accounting;
 use crate::server::auth::Authenticator;
-use crate::server::outbound::Outbound;
-use crate::server::upstream::Upstream;
+use crate::server::egress::{Egress, Upstream};
 
 /// How a [`crate::server::Server`] behaves. Start from `ServerConfig::default()` and set the
 /// fields that matter:
@@ -68,10 +68,14 @@ pub struct ServerConfig {
     pub resolver: Arc<dyn Resolve>,
     /// Decides whether each request may proceed.
     pub policy: Arc<dyn Policy>,
-    /// How tunnels to targets are opened. `None`: directly (resolve, then Happy Eyeballs).
-    /// An [`Upstream`] (see [`Self::set_upstream`]) also carries BIND, UDP ASSOCIATE and
-    /// RESOLVE; with any other outbound those are served from this host.
-    pub outbound: Option<Arc<dyn Outbound>>,
+    /// How every command reaches the outside world (CONNECT, BIND, UDP ASSOCIATE, RESOLVE,
+    /// RESOLVE_PTR). `None`: [`crate::server::Direct`], from this host, with
+    /// [`Self::resolver`] and the timeouts above. An [`Upstream`] (see
+    /// [`Self::set_upstream`]) sends everything through parent proxies.
+    pub egress: Option<Arc<dyn Egress>>,
+    /// Hears every session's events and may refuse tunnels (limits, metrics). `None`: no
+    /// accounting beyond [`crate::server::Stats`].
+    pub accounting: Option<Arc<dyn Accounting>>,
     /// Relay with `splice(2)` on Linux when both legs are TCP (default `true`).
     pub zero_copy: bool,
 }
@@ -92,7 +96,8 @@ impl Default for ServerConfig {
             max_sessions: None,
             resolver: Arc::new(SystemResolver::default()),
             policy: Arc::new(Rules::default()),
-            outbound: None,
+            egress: None,
+            accounting: None,
             zero_copy: true,
         }
     }
@@ -104,10 +109,10 @@ impl ServerConfig {
         self.allow_socks4.unwrap_or(self.auth.is_none())
     }
 
-    /// Sends every tunnel (and BIND, UDP ASSOCIATE, RESOLVE) through `client`'s chain of
-    /// parent proxies: sets [`Self::outbound`] to an [`Upstream`]. The policy still checks
-    /// each request's target first; what a name resolves to (at the far end, or inside the
-    /// client for `socks5`/`socks4` hops) is not checked (see [`Upstream`]).
+    /// Sends every command (CONNECT, BIND, UDP ASSOCIATE, RESOLVE) through `client`'s chain
+    /// of parent proxies: sets [`Self::egress`] to an [`Upstream`]. The policy checks each
+    /// request's target first, and each address a name resolves to on this host (for
+    /// `socks5`/`socks4` last hops); what a `socks5h` hop resolves is its own business.
     ///
     /// ```
     /// use socksmith::client::Client;
@@ -115,14 +120,9 @@ impl ServerConfig {
     ///
     /// let mut config = ServerConfig::default();
     /// config.set_upstream(Client::from_url("socks5h://127.0.0.1:9050").unwrap());
-    /// assert_eq!(config.upstream().unwrap().describe(), "socks5h://127.0.0.1:9050");
+    /// assert_eq!(config.egress.unwrap().describe(), "socks5h://127.0.0.1:9050");
     /// ```
     pub fn set_upstream(&mut self, client: Client) {
-        self.outbound = Some(Arc::new(Upstream::new(client)));
-    }
-
-    /// The parent proxy chain, if the outbound is one.
-    pub fn upstream(&self) -> Option<&Upstream> {
-        self.outbound.as_deref().and_then(|o| o.upstream())
+        self.egress = Some(Arc::new(Upstream::new(client)));
     }
 }

@@ -1,9 +1,9 @@
 //! Errors of the server layer: [`ServerError`] (the server cannot run) and [`SessionError`]
 //! (why one session ended early, the "outcome" of its log line).
 //!
-//! Wire-level mistakes stay [`ProtocolError`]s from `socksmith-proto`; outbound failures stay
-//! [`ConnectError`]s, which know their reply code. This module adds what only the server knows:
-//! deadlines, policy, the client connection's I/O.
+//! Wire-level mistakes stay [`ProtocolError`]s from `socksmith-proto`; what the outside world
+//! refused stays an [`EgressError`], which knows its reply code. This module adds what only
+//! the server knows: deadlines, policy, the client connection's I/O.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,11 +11,9 @@ use std::time::Duration;
 
 use socksmith_proto::{ProtocolError, ReplyCode, TargetAddr};
 
-use crate::client::ClientError;
 use crate::policy::DenyReason;
 use crate::relay::RelayError;
-use crate::resolve::ResolveError;
-use crate::server::outbound::ConnectError;
+use crate::server::egress::EgressError;
 
 /// Why a server could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -83,10 +81,11 @@ pub enum SessionError {
     /// The policy denied the request.
     #[error("denied by policy: {0}")]
     Denied(DenyReason),
-    /// The tunnel to the target could not be opened.
+    /// The egress could not do what the request asked (connect, listen, associate, look
+    /// up); it knows the reply.
     #[error(transparent)]
-    Connect(#[from] ConnectError),
-    /// A RESOLVE or RESOLVE_PTR got no answer, or a BIND's peer name did not resolve.
+    Egress(#[from] EgressError),
+    /// A RESOLVE or RESOLVE_PTR answer cannot be sent.
     #[error(transparent)]
     Lookup(#[from] LookupError),
     /// The client filled the handshake buffer without completing a message (no valid
@@ -104,7 +103,7 @@ pub enum SessionError {
     /// BIND: the client closed its connection while waiting for the peer.
     #[error("BIND: client closed the connection while waiting for the peer")]
     BindClientClosed,
-    /// A local socket (BIND listener, UDP relay) could not be set up.
+    /// A local socket of the session (the UDP relay's client side) could not be set up.
     #[error("{what}: {source}")]
     Socket {
         /// What was being set up.
@@ -118,68 +117,65 @@ pub enum SessionError {
     /// The UDP association saw no datagram for the idle timeout.
     #[error("UDP association idle for {0:?}")]
     UdpIdle(Duration),
-    /// BIND or UDP ASSOCIATE through the upstream proxy chain failed; the message names the
-    /// hop, the step and the reply.
-    #[error("{source}")]
-    Upstream {
-        /// The reply the chain's failure deserves ([`crate::client::Client::downstream_reply`]).
-        reply: ReplyCode,
-        /// What went wrong, naming the hop.
-        source: ClientError,
-    },
-    /// The upstream proxy ended a UDP association (it closed its control connection).
-    #[error("upstream: {0}")]
-    UpstreamIo(#[source] io::Error),
+    /// The egress side of a UDP association ended on its own (a parent proxy closed it).
+    #[error("UDP association ended by the egress: {0}")]
+    EgressClosed(#[source] io::Error),
+    /// The session's task panicked (a bug); the listener caught it and kept serving.
+    #[error("session task panicked: {0}")]
+    Panicked(String),
+    /// The server shut down before the session ended.
+    #[error("aborted at shutdown")]
+    AbortedAtShutdown,
 }
 
 impl SessionError {
-    /// A failure of the upstream `chain`, with the reply it deserves.
-    pub(crate) fn upstream(chain: &crate::client::Client, source: ClientError) -> Self {
-        SessionError::Upstream {
-            reply: chain.downstream_reply(&source),
-            source,
-        }
-    }
-
-    /// The reply a client gets when its request fails this way: 0x02 for a policy denial,
-    /// the outbound's or the lookup's own code, the chain's for an upstream failure, 0x06
-    /// ("TTL expired") for a BIND nobody connected to in time, and general failure (0x01)
-    /// for the rest. SOCKS4 clients get 0x5B for any of them. Errors of the handshake
-    /// phase are answered by the machine, not with this.
+    /// The reply a client gets when its request fails this way: 0x02 for a denial, the
+    /// egress's or the lookup's own code, 0x06 ("TTL expired") for a BIND nobody connected to
+    /// in time, and general failure (0x01) for the rest. SOCKS4 clients get 0x5B for any of
+    /// them. Errors of the handshake phase are answered by the machine, not with this.
     pub fn reply_code(&self) -> ReplyCode {
         match self {
             SessionError::Denied(_) => ReplyCode::NotAllowed,
-            SessionError::Connect(e) => e.reply_code(),
+            SessionError::Egress(e) => e.reply_code(),
             SessionError::Lookup(e) => e.reply_code(),
-            SessionError::Upstream { reply, .. } => *reply,
             SessionError::BindTimeout(_) => ReplyCode::TtlExpired,
             _ => ReplyCode::GeneralFailure,
         }
     }
+
+    /// The outcome as one of a few stable words (see
+    /// [`crate::server::accounting::Finished::outcome`]).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            SessionError::Denied(_) | SessionError::Egress(EgressError::Denied(_)) => "denied",
+            SessionError::AuthenticationFailed(_)
+            | SessionError::NoAcceptableMethod
+            | SessionError::Socks4AuthRequired
+            | SessionError::Socks4Disabled => "auth_failed",
+            SessionError::HandshakeTimeout(_)
+            | SessionError::ClientClosed
+            | SessionError::Protocol(_)
+            | SessionError::Oversized(_) => "handshake_failed",
+            SessionError::Egress(_)
+            | SessionError::Lookup(_)
+            | SessionError::BindTimeout(_)
+            | SessionError::Socks4Unsendable(_) => "target_failed",
+            _ => "error",
+        }
+    }
 }
 
-/// Why a lookup the server answers itself (RESOLVE, RESOLVE_PTR, a BIND's peer name) failed.
-/// [`LookupError::reply_code`] is what the client gets.
+/// Why a RESOLVE or RESOLVE_PTR answer cannot be given (a lookup that failed is an
+/// [`EgressError`]). [`LookupError::reply_code`] is what the client gets.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LookupError {
-    /// The resolver had no answer.
-    #[error("DNS lookup failed: {0}")]
-    Failed(#[from] ResolveError),
     /// A SOCKS4 reply has room for an IPv4 address only, and the name has none.
     #[error("{0}: no IPv4 address for a SOCKS4 reply")]
     NoIpv4(TargetAddr),
     /// RESOLVE_PTR names an address to look up; a name was sent.
     #[error("RESOLVE_PTR needs an address, got the name {0}")]
     PtrNeedsAddress(TargetAddr),
-    /// The lookup through the upstream proxy chain failed.
-    #[error("{source}")]
-    Upstream {
-        /// The reply the chain's failure deserves ([`crate::client::Client::downstream_reply`]).
-        reply: ReplyCode,
-        /// What went wrong, naming the hop.
-        source: ClientError,
-    },
     /// The reverse lookup's answer is not a name SOCKS can carry (over 255 bytes, say).
     #[error("reverse DNS answer for {ip} cannot be sent: {source}")]
     Unsendable {
@@ -191,13 +187,12 @@ pub enum LookupError {
 }
 
 impl LookupError {
-    /// Host unreachable (0x04) for a failed lookup, as for a CONNECT to that name; address
-    /// type not supported (0x08) for RESOLVE_PTR with a name; general failure (0x01) for an
-    /// answer that cannot be encoded; the chain's reply for a lookup through the upstream.
+    /// Host unreachable (0x04) for a name without an IPv4 answer for SOCKS4, as for a
+    /// CONNECT to that name; address type not supported (0x08) for RESOLVE_PTR with a name;
+    /// general failure (0x01) for an answer that cannot be encoded.
     pub fn reply_code(&self) -> ReplyCode {
         match self {
-            LookupError::Upstream { reply, .. } => *reply,
-            LookupError::Failed(_) | LookupError::NoIpv4(_) => ReplyCode::HostUnreachable,
+            LookupError::NoIpv4(_) => ReplyCode::HostUnreachable,
             LookupError::PtrNeedsAddress(_) => ReplyCode::AddressTypeNotSupported,
             LookupError::Unsendable { .. } => ReplyCode::GeneralFailure,
         }
@@ -216,7 +211,7 @@ mod tests {
                 ReplyCode::NotAllowed,
             ),
             (
-                SessionError::Connect(ConnectError::Timeout(Duration::from_secs(1))),
+                SessionError::Egress(EgressError::Timeout(Duration::from_secs(1))),
                 ReplyCode::TtlExpired,
             ),
             (
@@ -228,8 +223,12 @@ mod tests {
                 ReplyCode::TtlExpired,
             ),
             (
+                SessionError::Egress(EgressError::Unsupported(socksmith_proto::Command::Bind)),
+                ReplyCode::CommandNotSupported,
+            ),
+            (
                 SessionError::Socket {
-                    what: "BIND listener",
+                    what: "UDP relay socket",
                     source: io::Error::from(io::ErrorKind::AddrInUse),
                 },
                 ReplyCode::GeneralFailure,

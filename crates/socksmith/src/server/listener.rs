@@ -1,5 +1,7 @@
 //! The accept loop: takes connections from every listener, spawns one task per session,
-//! respects the session limit, survives accept errors, and drains on shutdown.
+//! respects the session limit, survives accept errors (pausing only when the process is out
+//! of descriptors or memory), counts and logs a session that panicked, and drains on
+//! shutdown.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -11,8 +13,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::relay::TunnelStream;
+use crate::server::connection::{self, Accepted};
 use crate::server::stats::inc;
-use crate::server::{session, Shared};
+use crate::server::Server;
 
 /// First pause after an accept error that is not about one connection (EMFILE, ENFILE,
 /// ENOBUFS); doubled on each further error up to [`MAX_PAUSE`].
@@ -20,31 +24,43 @@ const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    server: Server,
     listeners: Vec<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let stats = Arc::clone(server.stats());
     let mut sessions = JoinSet::new();
     let mut pause = FIRST_PAUSE;
     let mut next = 0;
-    let limit = shared.config.max_sessions.unwrap_or(usize::MAX);
     loop {
+        // Read per round: a reload changes the limit too.
+        let limit = server.current().config.max_sessions.unwrap_or(usize::MAX);
         let room = sessions.len() < limit;
         tokio::select! {
             () = &mut shutdown => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        inc(&stats.session_panics);
+                        tracing::error!(error = %panic_message(e), "a session panicked (a bug: please report it); the server keeps serving");
+                    }
+                }
+            }
             accepted = accept_any(&listeners, &mut next), if room => match accepted {
                 Ok((stream, peer)) => {
                     pause = FIRST_PAUSE;
-                    inc(&shared.stats.sessions_accepted);
-                    sessions.spawn(session::run(Arc::clone(&shared), stream, peer));
+                    inc(&stats.sessions_accepted);
+                    let accepted = Accepted { peer, local: None, already_read: Vec::new() };
+                    // The configuration as of now: a reload during the wait applies.
+                    let shared = server.current();
+                    sessions.spawn(connection::run(shared, TunnelStream::Tcp(stream), accepted));
                 }
-                Err(e) if per_connection(&e) => {
+                Err(e) if !out_of_resources(&e) => {
                     tracing::debug!(error = %e, "accept: connection lost before it was taken");
                 }
                 Err(e) => {
-                    inc(&shared.stats.accept_errors);
+                    inc(&stats.accept_errors);
                     tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed; pausing");
                     // Retrying at once would spin while the condition lasts (no free file
                     // descriptor until a session ends).
@@ -62,7 +78,7 @@ pub(crate) async fn run(
     if running == 0 {
         return;
     }
-    let grace = shared.config.shutdown_grace;
+    let grace = server.current().config.shutdown_grace;
     tracing::info!(
         sessions = running,
         grace_ms = grace.as_millis() as u64,
@@ -103,15 +119,39 @@ async fn accept_any(
     .await
 }
 
-/// Errors about one connection that died in the queue: the next accept is fine.
-fn per_connection(e: &io::Error) -> bool {
+/// Accept errors that say the process or the system is out of something (descriptors,
+/// buffers, memory): retrying at once would spin until a session ends. Every other error is
+/// about the one connection that died in the queue (reset, aborted, ENETDOWN, EPROTO,
+/// EHOSTUNREACH, ...), and the next accept is fine.
+#[cfg(target_os = "linux")]
+fn out_of_resources(e: &io::Error) -> bool {
     matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    ) || e.kind() == io::ErrorKind::OutOfMemory
+}
+
+#[cfg(not(target_os = "linux"))]
+fn out_of_resources(e: &io::Error) -> bool {
+    !matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
     )
+}
+
+/// What a panicking session said.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
 }
 
 /// Binds a listening socket for [`crate::server::Server::serve`]: `SO_REUSEADDR` (a restart

@@ -13,48 +13,57 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: `listener` (accept loop, limits, drain), `session` (one connection: handshake with
-//! a deadline, policy, dispatch, log line), `connect` (CONNECT, RESOLVE, RESOLVE_PTR), `bind`,
-//! `udp`, `outbound` (the seam where a tunnel to the target is opened, and [`Direct`]),
-//! `upstream` ([`Upstream`]: every tunnel through a chain of parent proxies), `auth`,
-//! `config`, `error`, `stats`. The wire protocol is decided by `socksmith-proto`'s
-//! [`ServerHandshake`](socksmith_proto::ServerHandshake); this module moves bytes.
-//! Client-side code (connecting through proxies) lives in `crate::client`, not here; the
-//! server uses it only through [`Upstream`].
+//! Any stream can carry a session, not only an accepted TCP connection: a program with its
+//! own accept loop (a Unix socket, TLS, a port shared with another protocol) hands each
+//! connection to [`Server::serve_connection`], with the bytes it already read from it.
 //!
-//! With an upstream ([`ServerConfig::set_upstream`]), nothing leaves this host directly:
-//! CONNECT, BIND (the last hop listens), UDP ASSOCIATE (datagrams go through the last hop's
-//! relay) and RESOLVE/RESOLVE_PTR all go through the chain, and what the chain refuses is
-//! refused to the client with the chain's reply code.
+//! Layout (one file per concern):
+//! - `listener`: the accept loop (limits, accept errors, caught panics, drain at shutdown);
+//! - `connection`: one client connection: the handshake under its deadline, authentication,
+//!   policy, accounting, then one path per command; `log` writes its one log line;
+//! - `connect` (CONNECT and the relay), `lookup` (RESOLVE, RESOLVE_PTR), `bind`, `udp`:
+//!   the commands, each asking the egress and never knowing which one it is;
+//! - `egress/`: the [`Egress`] seam, [`Direct`] (from this host) and [`Upstream`] (through
+//!   parent proxies);
+//! - `accounting` (the hook limits and metrics plug into), `auth`, `config`, `error`,
+//!   `stats`.
+//!
+//! The wire protocol is decided by `socksmith-proto`'s
+//! [`ServerHandshake`](socksmith_proto::ServerHandshake); this module moves bytes.
+//! Client-side code lives in `crate::client`; the server uses it only through [`Upstream`].
 
+pub mod accounting;
 mod auth;
 mod bind;
 mod config;
 mod connect;
+mod connection;
+mod egress;
 mod error;
 mod listener;
-mod outbound;
+mod log;
+mod lookup;
 pub mod proxy_protocol;
-mod session;
 mod stats;
 mod udp;
-mod upstream;
 
+pub use accounting::{Accounting, Traffic, TunnelGuard};
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
 pub use config::ServerConfig;
+pub use egress::{
+    Connected, Direct, Egress, EgressError, EgressFuture, EgressRequest, PendingBind, UdpEgress,
+    Upstream,
+};
 pub use error::{LookupError, ServerError, SessionError};
 pub use listener::bind_listener;
-pub use outbound::{
-    AsyncStream, ConnectError, ConnectFuture, ConnectRequest, Connected, Direct, Outbound,
-    OutboundStream,
-};
-pub use session::Session;
 pub use stats::{Stats, StatsSnapshot};
-pub use upstream::Upstream;
+
+pub use crate::relay::{AsyncStream, TunnelStream};
+pub use crate::session::Session;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use socksmith_proto::{AuthPolicy, HandshakeConfig};
 use tokio::net::TcpListener;
@@ -62,55 +71,31 @@ use tokio::net::TcpListener;
 use crate::relay::RelayOptions;
 
 /// A SOCKS server: its configuration and counters. Cheap to clone (an `Arc` inside); clones
-/// share the counters.
+/// share the counters and the configuration, and a [`Server::reload`] reaches them all.
 #[derive(Debug, Clone)]
 pub struct Server {
-    shared: Arc<Shared>,
+    inner: Arc<Inner>,
 }
 
-/// What every session of a server reads.
+#[derive(Debug)]
+struct Inner {
+    /// What new sessions use; replaced whole by a reload.
+    current: RwLock<Arc<Shared>>,
+    stats: Arc<Stats>,
+}
+
+/// What every session of a server reads: one configuration, with what is derived from it.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) stats: Arc<Stats>,
     pub(crate) handshake: HandshakeConfig,
     pub(crate) relay: RelayOptions,
-    pub(crate) outbound: OutboundImpl,
+    pub(crate) egress: Arc<dyn Egress>,
 }
 
-/// The configured outbound; the built-in ones are called without boxing their futures.
-#[derive(Debug)]
-pub(crate) enum OutboundImpl {
-    Direct(Direct),
-    /// BIND, UDP ASSOCIATE and RESOLVE go through it too.
-    Upstream(Upstream),
-    Custom(Arc<dyn Outbound>),
-}
-
-impl OutboundImpl {
-    pub(crate) async fn connect(
-        &self,
-        request: ConnectRequest<'_>,
-    ) -> Result<Connected, ConnectError> {
-        match self {
-            OutboundImpl::Direct(direct) => direct.open(request).await,
-            OutboundImpl::Upstream(upstream) => upstream.open(request).await,
-            OutboundImpl::Custom(outbound) => outbound.connect(request).await,
-        }
-    }
-
-    /// The parent proxy chain, if every command goes through one.
-    pub(crate) fn upstream(&self) -> Option<&Upstream> {
-        match self {
-            OutboundImpl::Upstream(upstream) => Some(upstream),
-            _ => None,
-        }
-    }
-}
-
-impl Server {
-    /// A server with this configuration.
-    pub fn new(config: ServerConfig) -> Self {
+impl Shared {
+    fn new(config: ServerConfig, stats: Arc<Stats>) -> Self {
         let handshake = HandshakeConfig {
             auth: match config.auth {
                 Some(_) => AuthPolicy::UsernamePassword,
@@ -123,36 +108,113 @@ impl Server {
             zero_copy: config.zero_copy,
             ..RelayOptions::default()
         };
-        let outbound = match &config.outbound {
-            Some(custom) => match custom.upstream() {
-                Some(upstream) => OutboundImpl::Upstream(upstream.clone()),
-                None => OutboundImpl::Custom(Arc::clone(custom)),
-            },
-            None => OutboundImpl::Direct(Direct::new(
+        let egress = match &config.egress {
+            Some(egress) => Arc::clone(egress),
+            None => Arc::new(Direct::new(
                 Arc::clone(&config.resolver),
                 config.resolve_timeout,
                 config.connect_timeout,
             )),
         };
+        Shared {
+            config,
+            stats,
+            handshake,
+            relay,
+            egress,
+        }
+    }
+}
+
+impl Server {
+    /// A server with this configuration.
+    pub fn new(config: ServerConfig) -> Self {
+        let stats = Arc::new(Stats::default());
         Server {
-            shared: Arc::new(Shared {
-                config,
-                stats: Arc::new(Stats::default()),
-                handshake,
-                relay,
-                outbound,
+            inner: Arc::new(Inner {
+                current: RwLock::new(Arc::new(Shared::new(config, Arc::clone(&stats)))),
+                stats,
             }),
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ServerConfig {
-        &self.shared.config
+    /// The configuration new sessions get.
+    pub fn config(&self) -> ServerConfig {
+        self.current().config.clone()
+    }
+
+    /// Replaces the configuration for sessions that start from now on; running sessions and
+    /// tunnels keep the one they started with, byte for byte. The counters carry on. The
+    /// listeners stay as they are (their addresses are not part of the configuration).
+    pub fn reload(&self, config: ServerConfig) {
+        let shared = Arc::new(Shared::new(config, Arc::clone(&self.inner.stats)));
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = shared;
     }
 
     /// The counters, shared with every session (keep the `Arc` to read them while serving).
     pub fn stats(&self) -> &Arc<Stats> {
-        &self.shared.stats
+        &self.inner.stats
+    }
+
+    pub(crate) fn current(&self) -> Arc<Shared> {
+        Arc::clone(
+            &self
+                .inner
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Serves one connection to its end: a SOCKS4, SOCKS4a or SOCKS5 session over any byte
+    /// stream (a Unix socket, TLS, an in-memory pipe, a TCP connection accepted elsewhere),
+    /// with every command, the policy, the accounting and the log line as for the server's
+    /// own listeners. `peer` is the client's address for the policy and the log (for a stream
+    /// without one, a loopback address says "local").
+    ///
+    /// A [`tokio::net::TcpStream`] is recognised and relayed with `splice(2)`.
+    ///
+    /// ```
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use socksmith::server::{Server, ServerConfig};
+    ///
+    /// let server = Server::new(ServerConfig::default());
+    /// let (client_end, server_end) = tokio::io::duplex(4096);
+    /// let peer = "127.0.0.1:40000".parse()?;
+    /// tokio::spawn(async move { server.serve_connection(server_end, peer).await });
+    /// // ... speak SOCKS on `client_end` ...
+    /// # drop(client_end);
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_connection<S>(&self, stream: S, peer: SocketAddr)
+    where
+        S: AsyncStream + 'static,
+    {
+        self.serve_prefixed(stream, peer, Vec::new()).await
+    }
+
+    /// [`Server::serve_connection`] for a stream some of whose bytes were already read (to
+    /// tell SOCKS from another protocol on a shared port, or past a PROXY protocol header):
+    /// `already_read` is handled as if it came first from the stream.
+    pub async fn serve_prefixed<S>(&self, stream: S, peer: SocketAddr, already_read: Vec<u8>)
+    where
+        S: AsyncStream + 'static,
+    {
+        let shared = self.current();
+        connection::run(
+            shared,
+            TunnelStream::new(stream),
+            connection::Accepted {
+                peer,
+                local: None,
+                already_read,
+            },
+        )
+        .await
     }
 
     /// The checks [`Server::serve`] makes before accepting anything: at least one listener,
@@ -176,7 +238,8 @@ impl Server {
         if addrs.is_empty() {
             return Err(ServerError::NoListeners);
         }
-        let config = &self.shared.config;
+        let shared = self.current();
+        let config = &shared.config;
         let open = config.auth.is_none() || config.socks4_allowed();
         if !open || config.allow_open_proxy {
             return Ok(());
@@ -204,7 +267,7 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
         self.check_listeners(&listeners)?;
-        listener::run(Arc::clone(&self.shared), listeners, shutdown).await;
+        listener::run(self.clone(), listeners, shutdown).await;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ pub struct Stats {
     pub(crate) sessions_accepted: AtomicU64,
     pub(crate) sessions_active: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
+    pub(crate) session_panics: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) handshake_protocol_errors: AtomicU64,
     pub(crate) handshake_client_gone: AtomicU64,
@@ -43,6 +44,8 @@ pub struct StatsSnapshot {
     pub sessions_active: u64,
     /// Failed `accept()` calls (out of file descriptors, say).
     pub accept_errors: u64,
+    /// Sessions whose task panicked (a bug), caught by the listener.
+    pub session_panics: u64,
     /// Clients that did not finish the handshake in time.
     pub handshake_timeouts: u64,
     /// Clients that sent bytes breaking the protocol.
@@ -91,6 +94,7 @@ impl Stats {
             sessions_accepted: get(&self.sessions_accepted),
             sessions_active: get(&self.sessions_active),
             accept_errors: get(&self.accept_errors),
+            session_panics: get(&self.session_panics),
             handshake_timeouts: get(&self.handshake_timeouts),
             handshake_protocol_errors: get(&self.handshake_protocol_errors),
             handshake_client_gone: get(&self.handshake_client_gone),

@@ -5,75 +5,75 @@
 //! the control connection's IP, whatever the request names (a client behind NAT does not
 //! know its outside address, and a request naming a third party's IP must not aim the relay
 //! at it), and, once known, its port (the request's when it names that IP or 0.0.0.0, else
-//! the first datagram's). Each one is unwrapped (RFC 1928 section 7), checked
-//! with the policy and sent from a separate outbound socket; answers arriving there are
-//! wrapped with the sender's address and sent to the client. Fragments (FRAG != 0) are dropped
-//! and counted: RFC 1928 says "An implementation that does not support fragmentation MUST drop
-//! any datagram whose FRAG field is other than X'00'."
+//! the first datagram's). Each one is unwrapped (RFC 1928 section 7), its destination checked
+//! with the policy (a name resolved through the egress first, each address checked, unless
+//! the egress sends names on as they are) and handed to the egress's [`UdpEgress`]; answers
+//! from a source the policy allows are wrapped with the sender's address and sent to the
+//! client, and others dropped (a denied host cannot talk into the association either).
+//! Fragments (FRAG != 0) are dropped and counted: RFC 1928 says "An implementation that does
+//! not support fragmentation MUST drop any datagram whose FRAG field is other than X'00'."
 //!
-//! The association ends when the control connection closes or errors, or after
-//! [`crate::server::ServerConfig::udp_idle_timeout`] without a datagram from the client. One
-//! buffer of 64 KiB, allocated when the first datagram arrives (an idle association costs
-//! none), serves both directions; nothing is allocated per datagram.
-//!
-//! With an upstream, the outbound sockets are replaced by one association with the chain's
-//! last hop ([`crate::client::Client::udp_associate`], opened before the reply, so the
-//! client gets the chain's reply code when it fails): datagrams go to its relay, a name as is
-//! when the last hop resolves names (`socks5h`), else resolved and checked here; answers come
-//! back with the source the relay reports. Its receive is a future rather than a poll, so that
-//! loop waits with `select!` and has a second buffer. The association also ends when the
-//! upstream ends its own.
+//! The association ends when the control connection closes or errors, when the egress side
+//! ends on its own, or after [`crate::server::ServerConfig::udp_idle_timeout`] without a
+//! datagram from the client. One buffer of 64 KiB, allocated when the first datagram arrives
+//! (an idle association costs none), serves both directions; nothing is allocated per
+//! datagram.
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socksmith_proto::{ReplyCode, TargetAddr, UdpClientFilter, UdpHeader};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::UdpSocket;
 use tokio::time::{Instant, Sleep};
 
-use crate::client::{UdpAssociation, MAX_UDP_HEADER_LEN};
+use crate::client::MAX_UDP_HEADER_LEN;
 use crate::policy::Decision;
+use crate::relay::TunnelStream;
+use crate::server::accounting::{Event, Traffic};
+use crate::server::connection::Request;
+use crate::server::egress::{EgressError, EgressRequest, UdpEgress};
 use crate::server::error::SessionError;
-use crate::server::outbound::lookup;
-use crate::server::session::{Replier, Session, Traffic};
 use crate::server::stats::inc;
 use crate::server::Shared;
+use crate::session::Session;
 
 /// Room kept in front of a target's answer for the SOCKS header: 3 + 1 + 16 + 2 bytes for
-/// an IP address from this host's sockets, up to a 255-byte name for a source an upstream
-/// relay reports (which also needs that room for its own header in the same place).
+/// an IP address, up to a 255-byte name for a source an upstream relay reports.
 const HEADER_ROOM: usize = MAX_UDP_HEADER_LEN;
 
 /// The largest UDP payload plus the header room.
 const BUFFER: usize = 65536 + HEADER_ROOM;
 
 pub(crate) async fn associate(
-    shared: &Shared,
-    session: &Session,
-    mut client: TcpStream,
-    mut replier: Replier,
+    request: Request<'_>,
     traffic: &mut Traffic,
 ) -> Result<(), SessionError> {
-    let upstream = match shared.outbound.upstream() {
-        Some(upstream) => {
-            let chain = upstream.client();
-            match chain.udp_associate().await {
-                Ok(association) => Some(ThroughUpstream {
-                    association,
-                    remote_names: chain.last_hop().protocol().remote_dns(),
-                }),
-                Err(e) => {
-                    let e = SessionError::upstream(chain, e);
-                    return Err(replier.refuse(&mut client, e).await);
-                }
-            }
-        }
-        None => None,
+    let shared = request.shared;
+    let config = &shared.config;
+    let setup = config
+        .resolve_timeout
+        .saturating_add(config.connect_timeout);
+    let egress =
+        match tokio::time::timeout(setup, shared.egress.udp_associate(request.egress_request()))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(EgressError::Timeout(setup)),
+        };
+    let Request {
+        session,
+        mut client,
+        mut replier,
+        ..
+    } = request;
+    let egress = match egress {
+        Ok(egress) => egress,
+        Err(e) => return Err(replier.refuse(&mut client, e.into()).await),
     };
     let relay_ip = session.local.ip().to_canonical();
     let socket = match UdpSocket::bind(SocketAddr::new(relay_ip, 0)).await {
@@ -105,18 +105,11 @@ pub(crate) async fn associate(
         session,
         client: UdpClientFilter::new(session.client.ip(), &session.target),
         socket,
-        out_v4: None,
-        out_v6: None,
-        upstream,
         header: Vec::with_capacity(HEADER_ROOM),
         last_name: None,
         traffic: Traffic::default(),
     };
-    let result = if relay.upstream.is_some() {
-        relay.run_upstream(&mut client).await
-    } else {
-        relay.run(&mut client).await
-    };
+    let result = relay.run(&mut client, &*egress).await;
     *traffic = relay.traffic;
     result
 }
@@ -129,13 +122,6 @@ fn deadline_in(idle: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
-/// The target side of an association through the upstream chain.
-struct ThroughUpstream {
-    association: UdpAssociation,
-    /// Whether the last hop resolves names (they are sent as names, not looked up here).
-    remote_names: bool,
-}
-
 struct Association<'a> {
     shared: &'a Shared,
     session: &'a Session,
@@ -144,11 +130,6 @@ struct Association<'a> {
     client: UdpClientFilter,
     /// The client side: the address in the reply.
     socket: UdpSocket,
-    /// The target side, one socket per family, bound on first use.
-    out_v4: Option<UdpSocket>,
-    out_v6: Option<UdpSocket>,
-    /// The target side instead of those sockets when the server has an upstream.
-    upstream: Option<ThroughUpstream>,
     /// Reused to encode the header of answers.
     header: Vec<u8>,
     /// The last name a datagram was sent to and its address: a client talking to one
@@ -158,192 +139,75 @@ struct Association<'a> {
     traffic: Traffic,
 }
 
-enum Event {
+enum Wake {
     FromClient(usize, SocketAddr),
-    FromTarget(usize, SocketAddr),
+    FromTarget(usize, TargetAddr),
     ControlClosed(Option<io::Error>),
+    EgressClosed(io::Error),
     Idle,
 }
 
 impl Association<'_> {
-    async fn run(&mut self, control: &mut TcpStream) -> Result<(), SessionError> {
+    async fn run(
+        &mut self,
+        control: &mut TunnelStream,
+        egress: &dyn UdpEgress,
+    ) -> Result<(), SessionError> {
         let idle = self.shared.config.udp_idle_timeout;
-        // Allocated when the first datagram is there (see `poll_event`).
+        // Allocated when the first datagram is there (see `poll_wake`).
         let mut buf = Vec::new();
         let sleep = tokio::time::sleep(idle);
         tokio::pin!(sleep);
+        let mut egress_closed = egress.closed();
         loop {
-            let event = poll_fn(|cx| self.poll_event(cx, control, &mut buf, sleep.as_mut())).await;
-            match event {
-                Event::FromClient(n, from) => {
+            let wake = poll_fn(|cx| {
+                if let Poll::Ready(e) = egress_closed.as_mut().poll(cx) {
+                    return Poll::Ready(Wake::EgressClosed(e));
+                }
+                poll_wake(cx, &self.socket, egress, control, &mut buf, sleep.as_mut())
+            })
+            .await;
+            match wake {
+                Wake::FromClient(n, from) => {
                     let datagram = buf.get(..n).expect("recv_from reports at most the buffer");
-                    if self.client_datagram(datagram, from).await {
+                    if self.client_datagram(egress, datagram, from).await {
                         sleep.as_mut().reset(deadline_in(idle));
                     }
                 }
-                Event::FromTarget(n, from) => {
-                    if self
-                        .target_datagram(&mut buf, n, TargetAddr::Ip(from))
-                        .await
-                    {
+                Wake::FromTarget(n, from) => {
+                    if self.target_datagram(&mut buf, n, from).await {
                         sleep.as_mut().reset(deadline_in(idle));
                     }
                 }
-                Event::ControlClosed(None) => return Ok(()),
-                Event::ControlClosed(Some(e)) => return Err(SessionError::ClientIo(e)),
-                Event::Idle => return Err(SessionError::UdpIdle(idle)),
+                Wake::ControlClosed(None) => return Ok(()),
+                Wake::ControlClosed(Some(e)) => return Err(SessionError::ClientIo(e)),
+                Wake::EgressClosed(e) => return Err(SessionError::EgressClosed(e)),
+                Wake::Idle => return Err(SessionError::UdpIdle(idle)),
             }
-        }
-    }
-
-    /// [`Self::run`] with the upstream's association as the target side.
-    async fn run_upstream(&mut self, control: &mut TcpStream) -> Result<(), SessionError> {
-        let idle = self.shared.config.udp_idle_timeout;
-        // Both allocated on first use: the client's when its first datagram is there, the
-        // target side's when something was sent (nothing can answer before).
-        let mut from_client = Vec::new();
-        let mut from_target = Vec::new();
-        let mut scratch = [0u8; 64];
-        let sleep = tokio::time::sleep(idle);
-        tokio::pin!(sleep);
-        loop {
-            let upstream = &self
-                .upstream
-                .as_ref()
-                .expect("run_upstream runs only with an upstream")
-                .association;
-            let sent_something = !from_target.is_empty();
-            let room = from_target.get_mut(HEADER_ROOM..).unwrap_or_default();
-            tokio::select! {
-                // The control connection carries nothing after the reply: bytes are ignored,
-                // end of stream or an error ends the association.
-                read = control.read(&mut scratch) => match read {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) => return Err(SessionError::ClientIo(e)),
-                },
-                ready = self.socket.readable() => {
-                    if ready.is_ok() && from_client.is_empty() {
-                        from_client.resize(BUFFER, 0);
-                    }
-                    // An error is an ICMP report of an earlier send (or a spurious wake-up);
-                    // nothing to do.
-                    if let Ok((n, from)) = self.socket.try_recv_from(&mut from_client) {
-                        let datagram = from_client
-                            .get(..n)
-                            .expect("recv_from reports at most the buffer");
-                        if self.client_datagram(datagram, from).await {
-                            sleep.as_mut().reset(deadline_in(idle));
-                            if from_target.is_empty() {
-                                from_target.resize(BUFFER, 0);
-                            }
-                        }
-                    }
-                }
-                received = upstream.recv_from(room), if sent_something => match received {
-                    Ok((n, from)) => {
-                        if self.target_datagram(&mut from_target, n, from).await {
-                            sleep.as_mut().reset(deadline_in(idle));
-                        }
-                    }
-                    Err(e) if upstream.is_closed() => return Err(SessionError::UpstreamIo(e)),
-                    Err(e) => tracing::debug!(error = %e, "UDP: receive from the upstream relay failed"),
-                },
-                // Also noticed before anything was sent (when the branch above is off).
-                () = upstream.closed() => {
-                    return Err(SessionError::UpstreamIo(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "the upstream proxy ended the UDP association",
-                    )))
-                }
-                () = &mut sleep => return Err(SessionError::UdpIdle(idle)),
-            }
-        }
-    }
-
-    fn poll_event(
-        &self,
-        cx: &mut Context<'_>,
-        control: &mut TcpStream,
-        buf: &mut Vec<u8>,
-        sleep: Pin<&mut Sleep>,
-    ) -> Poll<Event> {
-        // The control connection carries nothing after the reply: any byte is read and
-        // ignored, end of stream or an error ends the association.
-        // A client that keeps writing gets a few reads per wake-up, not the whole task.
-        let mut scratch = [0u8; 64];
-        for round in 0.. {
-            if round == 16 {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            let mut rb = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut *control).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                    return Poll::Ready(Event::ControlClosed(None))
-                }
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Event::ControlClosed(Some(e))),
-                Poll::Pending => break,
-            }
-        }
-        // The buffer is allocated once the first datagram is there: an association that
-        // never carries one does not cost 64 KiB. Target sockets exist only after a client
-        // datagram, so they always find it allocated.
-        if buf.is_empty() && self.socket.poll_recv_ready(cx).is_ready() {
-            buf.resize(BUFFER, 0);
-        }
-        if buf.is_empty() {
-            return match sleep.poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Event::Idle),
-                Poll::Pending => Poll::Pending,
-            };
-        }
-        let mut rb = ReadBuf::new(buf);
-        if let Poll::Ready(result) = self.socket.poll_recv_from(cx, &mut rb) {
-            if let Ok(from) = result {
-                return Poll::Ready(Event::FromClient(rb.filled().len(), from));
-            }
-            // An ICMP error from an earlier send; nothing to do but go on.
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        for out in [&self.out_v4, &self.out_v6].into_iter().flatten() {
-            let room = buf
-                .get_mut(HEADER_ROOM..)
-                .expect("the buffer is longer than the header room");
-            let mut rb = ReadBuf::new(room);
-            if let Poll::Ready(result) = out.poll_recv_from(cx, &mut rb) {
-                if let Ok(from) = result {
-                    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-                    return Poll::Ready(Event::FromTarget(rb.filled().len(), from));
-                }
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-        }
-        match sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Event::Idle),
-            Poll::Pending => Poll::Pending,
         }
     }
 
     /// A datagram on the client side: check its source, then [`Self::forward`]. Returns
     /// whether it came from the client: only those keep the association alive, so a stranger
     /// spraying the relay port cannot hold it open.
-    async fn client_datagram(&mut self, datagram: &[u8], from: SocketAddr) -> bool {
+    async fn client_datagram(
+        &mut self,
+        egress: &dyn UdpEgress,
+        datagram: &[u8],
+        from: SocketAddr,
+    ) -> bool {
         let stats = &self.shared.stats;
         if !self.client.admit(from) {
             inc(&stats.udp_foreign_dropped);
             tracing::debug!(%from, client = %self.session.client, "UDP: datagram from another source dropped");
             return false;
         }
-        self.forward(datagram).await;
+        self.forward(egress, datagram).await;
         true
     }
 
     /// A client's datagram: unwrap, check, send on.
-    async fn forward(&mut self, datagram: &[u8]) {
+    async fn forward(&mut self, egress: &dyn UdpEgress, datagram: &[u8]) {
         let stats = &self.shared.stats;
         let (header, used) = match UdpHeader::decode(datagram) {
             Ok(decoded) => decoded,
@@ -361,25 +225,12 @@ impl Association<'_> {
         let payload = datagram
             .get(used..)
             .expect("decode reports at most the datagram");
-        let Some(dest) = self.destination(&header.target).await else {
+        let Some(dest) = self.destination(egress, &header.target).await else {
             inc(&stats.udp_invalid_dropped);
             return;
         };
-        let sent = match &self.upstream {
-            Some(upstream) => upstream.association.send_to(payload, &dest).await,
-            None => {
-                let addr = dest
-                    .ip_literal()
-                    .expect("without an upstream, destinations are resolved to addresses");
-                let Some(out) = self.out_socket(addr.ip()).await else {
-                    inc(&stats.udp_invalid_dropped);
-                    return;
-                };
-                out.send_to(payload, addr).await
-            }
-        };
-        match sent {
-            Ok(_) => {
+        match poll_fn(|cx| egress.poll_send_to(cx, payload, &dest)).await {
+            Ok(()) => {
                 inc(&stats.udp_datagrams_client_to_target);
                 self.traffic.up += payload.len() as u64;
             }
@@ -393,11 +244,18 @@ impl Association<'_> {
     /// An answer from a target (its payload at `buf[HEADER_ROOM..][..n]`): wrap it with the
     /// sender's address and pass it to the client. Returns whether it was passed on.
     async fn target_datagram(&mut self, buf: &mut [u8], n: usize, from: TargetAddr) -> bool {
+        let stats = &self.shared.stats;
         let Some(to) = self.client.client() else {
             // Nothing was sent yet, so nothing can be an answer.
-            inc(&self.shared.stats.udp_foreign_dropped);
+            inc(&stats.udp_foreign_dropped);
             return false;
         };
+        let policy = &*self.shared.config.policy;
+        if let Decision::Deny(reason) = policy.check_udp_destination(self.session, &from) {
+            inc(&stats.udp_foreign_dropped);
+            tracing::debug!(%from, %reason, "UDP: answer from a denied source dropped");
+            return false;
+        }
         self.header.clear();
         UdpHeader {
             frag: 0,
@@ -413,7 +271,7 @@ impl Association<'_> {
             .expect("recv_from reports at most the room");
         match self.socket.send_to(datagram, to).await {
             Ok(_) => {
-                inc(&self.shared.stats.udp_datagrams_target_to_client);
+                inc(&stats.udp_datagrams_target_to_client);
                 self.traffic.down += n as u64;
                 true
             }
@@ -424,9 +282,14 @@ impl Association<'_> {
         }
     }
 
-    /// Where a datagram goes, checked with the policy: an IP, or a name resolved (and
-    /// remembered); a name stays a name for an upstream whose last hop resolves names.
-    async fn destination(&mut self, target: &TargetAddr) -> Option<TargetAddr> {
+    /// Where a datagram goes, checked with the policy: an IP, or a name resolved through
+    /// the egress (and remembered) and checked by address; a name stays a name for an egress
+    /// that sends names on.
+    async fn destination(
+        &mut self,
+        egress: &dyn UdpEgress,
+        target: &TargetAddr,
+    ) -> Option<TargetAddr> {
         let policy = &*self.shared.config.policy;
         if let Decision::Deny(reason) = policy.check_udp_destination(self.session, target) {
             tracing::debug!(%target, %reason, "UDP: destination denied");
@@ -436,45 +299,108 @@ impl Association<'_> {
             let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
             return Some(TargetAddr::Ip(addr));
         }
-        if self.upstream.as_ref().is_some_and(|u| u.remote_names) {
+        if egress.resolves_names() {
             return Some(target.clone());
         }
+        let TargetAddr::Domain(name, port) = target else {
+            return None;
+        };
         let ip = match &self.last_name {
-            Some((name, ip)) if name == target => *ip,
+            Some((last, ip)) if last == target => *ip,
             _ => {
                 let config = &self.shared.config;
-                let ips = match lookup(&*config.resolver, target, config.resolve_timeout).await {
-                    Ok(ips) => ips,
-                    Err(e) => {
+                let request = EgressRequest {
+                    session: self.session,
+                    policy,
+                };
+                let started = Instant::now();
+                let lookup = self.shared.egress.resolve(request, name);
+                let ips = match tokio::time::timeout(config.resolve_timeout, lookup).await {
+                    Ok(Ok(ips)) => Some(ips),
+                    Ok(Err(e)) => {
                         tracing::debug!(error = %e, "UDP: destination did not resolve");
-                        return None;
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(%target, "UDP: destination lookup timed out");
+                        None
                     }
                 };
-                let ip = ips
+                if let Some(accounting) = &config.accounting {
+                    accounting.record(&Event::Resolved {
+                        elapsed: started.elapsed(),
+                        ok: ips.is_some(),
+                    });
+                }
+                let ip = ips?
                     .into_iter()
                     .find(|ip| policy.check_address(self.session, *ip) == Decision::Allow)?;
                 self.last_name = Some((target.clone(), ip));
                 ip
             }
         };
-        Some(TargetAddr::Ip(SocketAddr::new(ip, target.port())))
+        Some(TargetAddr::Ip(SocketAddr::new(ip, *port)))
     }
+}
 
-    /// The outbound socket for `ip`'s family, bound on first use.
-    async fn out_socket(&mut self, ip: IpAddr) -> Option<&UdpSocket> {
-        let (slot, any) = match ip {
-            IpAddr::V4(_) => (&mut self.out_v4, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            IpAddr::V6(_) => (&mut self.out_v6, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-        };
-        if slot.is_none() {
-            match UdpSocket::bind(SocketAddr::new(any, 0)).await {
-                Ok(s) => *slot = Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "UDP: cannot bind an outbound socket");
-                    return None;
-                }
-            }
+/// What woke the association: the control connection, a datagram on either side, the idle
+/// timer.
+fn poll_wake(
+    cx: &mut Context<'_>,
+    socket: &UdpSocket,
+    egress: &dyn UdpEgress,
+    control: &mut TunnelStream,
+    buf: &mut Vec<u8>,
+    sleep: Pin<&mut Sleep>,
+) -> Poll<Wake> {
+    // The control connection carries nothing after the reply: any byte is read and ignored,
+    // end of stream or an error ends the association. A client that keeps writing gets a
+    // few reads per wake-up, not the whole task.
+    let mut scratch = [0u8; 64];
+    for round in 0.. {
+        if round == 16 {
+            cx.waker().wake_by_ref();
+            break;
         }
-        slot.as_ref()
+        let mut rb = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut *control).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                return Poll::Ready(Wake::ControlClosed(None))
+            }
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Wake::ControlClosed(Some(e))),
+            Poll::Pending => break,
+        }
+    }
+    // The buffer is allocated once the first datagram is there: an association that never
+    // carries one does not cost 64 KiB. The egress can answer only after a client datagram,
+    // so it always finds it allocated.
+    if buf.is_empty() && socket.poll_recv_ready(cx).is_ready() {
+        buf.resize(BUFFER, 0);
+    }
+    if !buf.is_empty() {
+        let mut rb = ReadBuf::new(buf);
+        if let Poll::Ready(result) = socket.poll_recv_from(cx, &mut rb) {
+            if let Ok(from) = result {
+                return Poll::Ready(Wake::FromClient(rb.filled().len(), from));
+            }
+            // An ICMP error from an earlier send; nothing to do but go on.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let room = buf
+            .get_mut(HEADER_ROOM..)
+            .expect("the buffer is longer than the header room");
+        if let Poll::Ready(result) = egress.poll_recv_from(cx, room) {
+            if let Ok((n, from)) = result {
+                return Poll::Ready(Wake::FromTarget(n, from));
+            }
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+    }
+    match sleep.poll(cx) {
+        Poll::Ready(()) => Poll::Ready(Wake::Idle),
+        Poll::Pending => Poll::Pending,
     }
 }

@@ -1,0 +1,122 @@
+//! The one log line of a session, and the accounting that hears the same facts.
+//!
+//! [`End`] is filled in as the session goes (version, user, request, bytes) and lives through
+//! the relay; [`End::finish`] writes "session finished" (or "handshake failed") at the end,
+//! tells the tunnel's accounting guard the bytes it moved and hands the facts to the
+//! accounting.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socksmith_proto::Version;
+
+use crate::server::accounting::{Event, Finished, Traffic, TunnelGuard};
+use crate::server::error::SessionError;
+use crate::server::Shared;
+use crate::session::Session;
+
+/// What the log line needs, filled in as the session goes.
+#[derive(Default)]
+pub(crate) struct End {
+    pub(crate) version: Option<Version>,
+    /// The handshake ended with a reply to the client (0xFF, an authentication failure,
+    /// 0x5B, an error reply): linger before closing.
+    pub(crate) replied: bool,
+    pub(crate) user: Option<String>,
+    pub(crate) session: Option<Session>,
+    pub(crate) traffic: Traffic,
+    /// The accounting's hold on the tunnel, released when the session ends.
+    pub(crate) guard: Option<Box<dyn TunnelGuard>>,
+}
+
+impl End {
+    /// Writes the log line, settles the tunnel's guard and tells the accounting.
+    pub(crate) fn finish(
+        &mut self,
+        shared: &Shared,
+        peer: SocketAddr,
+        elapsed: Duration,
+        error: Option<&SessionError>,
+    ) {
+        self.log(peer, elapsed, error);
+        if let Some(mut guard) = self.guard.take() {
+            guard.finish(self.traffic);
+        }
+        if let Some(accounting) = &shared.config.accounting {
+            accounting.record(&Event::Finished(&Finished {
+                client: peer,
+                version: self.version,
+                session: self.session.as_ref(),
+                traffic: self.traffic,
+                duration: elapsed,
+                error,
+            }));
+        }
+    }
+
+    fn log(&self, peer: SocketAddr, elapsed: Duration, error: Option<&SessionError>) {
+        let outcome = match error {
+            None => Outcome::Ok,
+            Some(e) => Outcome::Failed(e),
+        };
+        let version = self.version.map_or("-", |v| match v {
+            Version::V4 => "SOCKS4",
+            Version::V5 => "SOCKS5",
+        });
+        let user = match &self.session {
+            Some(s) => s.user.as_deref(),
+            None => self.user.as_deref(),
+        }
+        .unwrap_or("-");
+        match &self.session {
+            Some(s) => tracing::info!(
+                client = %peer,
+                user = %user,
+                version = %version,
+                command = %s.command,
+                destination = %s.target,
+                bytes_up = self.traffic.up,
+                bytes_down = self.traffic.down,
+                duration_ms = elapsed.as_millis() as u64,
+                outcome = %outcome,
+                "session finished"
+            ),
+            None => match error {
+                // Refusals are worth knowing at the default level; a peer's broken bytes,
+                // timeouts and disconnects are its own business.
+                Some(
+                    SessionError::AuthenticationFailed(_)
+                    | SessionError::NoAcceptableMethod
+                    | SessionError::Socks4AuthRequired
+                    | SessionError::Socks4Disabled,
+                ) => tracing::info!(
+                    client = %peer, user = %user, version = %version,
+                    duration_ms = elapsed.as_millis() as u64,
+                    outcome = %outcome,
+                    "handshake failed"
+                ),
+                _ => tracing::debug!(
+                    client = %peer, user = %user, version = %version,
+                    duration_ms = elapsed.as_millis() as u64,
+                    outcome = %outcome,
+                    "handshake failed"
+                ),
+            },
+        }
+    }
+}
+
+enum Outcome<'a> {
+    Ok,
+    Failed(&'a SessionError),
+}
+
+impl fmt::Display for Outcome<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("ok"),
+            Outcome::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
