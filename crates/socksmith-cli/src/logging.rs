@@ -10,9 +10,13 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::cli::LogFormat;
 
-/// The target of the library's per-session log lines ("session finished", "handshake
-/// failed"): `--quiet` keeps only its warnings and errors.
-pub const SESSION_TARGET: &str = "socksmith::server::log";
+/// The targets of the library's per-session log lines ("session finished", "handshake
+/// failed", a connection refused for its PROXY protocol header): `--quiet` keeps only their
+/// warnings and errors.
+pub const SESSION_TARGETS: [&str; 2] = [
+    "socksmith::server::log",
+    "socksmith::server::proxy_protocol",
+];
 
 /// What [`set_quiet`] needs to rebuild the filter.
 struct Control {
@@ -59,12 +63,13 @@ pub fn set_quiet(quiet: bool) {
 
 fn filter(directives: &str, quiet: bool) -> EnvFilter {
     let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    if quiet {
-        let directive = format!("{SESSION_TARGET}=warn")
+    if !quiet {
+        return filter;
+    }
+    SESSION_TARGETS.iter().fold(filter, |filter, target| {
+        let directive = format!("{target}=warn")
             .parse()
             .expect("a target and a level form a valid directive");
         filter.add_directive(directive)
-    } else {
-        filter
-    }
+    })
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use socksmith::client::Proxy;
 use socksmith::policy::IpNet;
-use socksmith::server::{bind_listener, Server, Users};
+use socksmith::server::{bind_listener, Server, ServerConfig, Users};
 use tokio::net::TcpListener;
 
 use crate::config_file::{self, parse_listen, FileConfig, ListenAddr, ServeSettings};
@@ -273,6 +273,8 @@ async fn serve(
     inherited: &mut listenfd::ListenFd,
 ) -> anyhow::Result<ExitCode> {
     let listen = settings.listen.clone();
+    // Listener-level: fixed at start, as the listeners are.
+    let behind_balancer = settings.proxy_protocol;
     let (listeners, server) = if inherited.len() > 0 {
         anyhow::ensure!(
             args.listen.is_empty(),
@@ -311,7 +313,15 @@ async fn serve(
     // The sockets are listening: connections queue in the kernel from now on, so the service
     // is ready even before the accept loop's first poll.
     notify(&[sd_notify::NotifyState::Ready]);
-    server.serve(listeners, signals.run()).await?;
+    let reloader = Reloader {
+        args,
+        listen,
+        proxy_protocol: behind_balancer,
+        addrs,
+        server: server.clone(),
+    };
+    let shutdown = signals.run(reloader);
+    server.serve(listeners, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -378,6 +388,7 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -386,16 +397,80 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
-    /// Completes on SIGINT or SIGTERM.
-    async fn run(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+    /// Completes on SIGINT or SIGTERM; reloads on every SIGHUP before that.
+    async fn run(mut self, reloader: Reloader) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => {
+                    tracing::info!("SIGTERM: shutting down");
+                    break;
+                }
+                _ = self.int.recv() => {
+                    tracing::info!("SIGINT: shutting down");
+                    break;
+                }
+                _ = self.hup.recv() => reloader.reload(),
+            }
         }
         notify(&[sd_notify::NotifyState::Stopping]);
+    }
+}
+
+/// What a reload needs: the command line (flags and environment, read once) and what the
+/// running server listens on.
+struct Reloader {
+    args: Args,
+    listen: Vec<ListenAddr>,
+    proxy_protocol: bool,
+    addrs: Vec<SocketAddr>,
+    server: Server,
+}
+
+impl Reloader {
+    /// Re-reads the settings and hands them to the server for new sessions; running tunnels
+    /// keep theirs. Settings that do not validate are logged and the old ones keep serving.
+    fn reload(&self) {
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        // systemd 253 and later want the time with RELOADING=1 (Type=notify-reload).
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            reloading.push(now);
+        }
+        notify(&reloading);
+        match self.prepare() {
+            Ok((config, quiet)) => {
+                self.server.reload(config);
+                logging::set_quiet(quiet);
+                tracing::info!("SIGHUP: configuration reloaded; new sessions use it");
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: the new configuration is not valid; the old one keeps serving"
+            ),
+        }
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// The new configuration, checked as at start.
+    fn prepare(&self) -> anyhow::Result<(ServerConfig, bool)> {
+        let settings = settings(&self.args)?;
+        if settings.listen != self.listen {
+            tracing::warn!(
+                "SIGHUP: the listen addresses changed; they take effect only at a restart"
+            );
+        }
+        if settings.proxy_protocol != self.proxy_protocol {
+            tracing::warn!("SIGHUP: proxy_protocol changed; it takes effect only at a restart");
+        }
+        let quiet = settings.quiet;
+        let config = settings.finish(&self.addrs);
+        // The open-proxy guard, as at start: removing every user from a public server's file
+        // must not turn it into an open proxy.
+        Server::new(config.clone()).check_addresses(&self.addrs)?;
+        Ok((config, quiet))
     }
 }
 
