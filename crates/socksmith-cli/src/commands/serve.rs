@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use socksmith::client::Proxy;
 use socksmith::policy::IpNet;
-use socksmith::server::{bind_listener, Server, ServerConfig, Users};
+use socksmith::server::{bind_listener, proxy_protocol, Server, ServerConfig, Users};
 use tokio::net::TcpListener;
 
 use crate::config_file::{self, parse_listen, FileConfig, ListenAddr, ServeSettings};
@@ -206,6 +206,15 @@ pub struct Args {
           require_equals = true, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub quiet: Option<bool>,
+
+    /// Every connection starts with a PROXY protocol header (v1 or v2), as HAProxy's
+    /// send-proxy and send-proxy-v2 write it: the client address in it is the one the rules
+    /// and the log lines use. A connection without a valid header is closed without a reply.
+    /// Only for listeners that nothing but the load balancer can reach.
+    #[arg(long, env = "SOCKSMITH_PROXY_PROTOCOL", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_protocol: Option<bool>,
 }
 
 /// A `--user NAME:PASSWORD` value, split later (so that an error never echoes it); `Debug`
@@ -321,7 +330,11 @@ async fn serve(
         server: server.clone(),
     };
     let shutdown = signals.run(reloader);
-    server.serve(listeners, shutdown).await?;
+    if behind_balancer {
+        proxy_protocol::serve(&server, listeners, shutdown).await?;
+    } else {
+        server.serve(listeners, shutdown).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -514,6 +527,9 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
     }
     if let Some(quiet) = args.quiet {
         s.quiet = quiet;
+    }
+    if let Some(proxy_protocol) = args.proxy_protocol {
+        s.proxy_protocol = proxy_protocol;
     }
     if !args.deny.is_empty() {
         s.deny = args.deny.clone();

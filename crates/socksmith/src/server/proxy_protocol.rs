@@ -19,14 +19,24 @@
 //!
 //! The header itself is decoded by the `ppp` crate; this module decides what is a header at
 //! all, bounds how much is read ([`MAX_HEADER_LEN`]), applies a deadline, and hands back the
-//! bytes read past the header (the client's first SOCKS bytes) so that none is lost. What the
-//! server does with the address (rules, logs) is not decided here.
+//! bytes read past the header (the client's first SOCKS bytes) so that none is lost.
+//! [`serve`] is [`Server::serve`] for listeners behind a balancer: each connection's header is
+//! read in its own task, and the session sees the real client's address (rules, logs,
+//! accounting) through [`Server::serve_prefixed`].
 
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::server::stats::inc;
+use crate::server::{Server, ServerError};
 
 /// The most bytes a header may take. A v1 header is at most 107 bytes; a v2 header is 16
 /// bytes plus its addresses (at most 216, for Unix sockets) plus optional TLVs. HAProxy's own
@@ -260,6 +270,156 @@ pub async fn read_header<S: AsyncRead + Unpin>(
     tokio::time::timeout(deadline, reading)
         .await
         .unwrap_or(Err(ProxyHeaderError::Timeout(deadline)))
+}
+
+/// First pause after an accept error that is about the process, not one connection (out of
+/// descriptors); doubled on each further error up to [`MAX_PAUSE`]. As in the server's own
+/// accept loop.
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// [`Server::serve`] for listeners behind a load balancer that sends the PROXY protocol
+/// (HAProxy's `send-proxy` or `send-proxy-v2`): every connection must start with a header,
+/// read within the handshake timeout. The header's source address is the client for the
+/// policy, the log line and the accounting; v2 `LOCAL` (HAProxy's health checks) and v1
+/// `UNKNOWN` are served as the balancer's own connection. A connection without a valid
+/// header gets no byte, reaches no target, is closed and logged.
+///
+/// Like [`Server::serve`]: the open-proxy check first, the session limit, accept errors
+/// paused on, and on `shutdown` a grace period for running sessions.
+pub async fn serve(
+    server: &Server,
+    listeners: Vec<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    server.check_listeners(&listeners)?;
+    tokio::pin!(shutdown);
+    let stats = Arc::clone(server.stats());
+    let mut sessions = JoinSet::new();
+    let mut pause = FIRST_PAUSE;
+    let mut next = 0;
+    loop {
+        // Read each time round: a reload may change the limit and the deadline.
+        let config = server.config();
+        let limit = config.max_sessions.unwrap_or(usize::MAX);
+        let room = sessions.len() < limit;
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        inc(&stats.session_panics);
+                        tracing::error!("a session behind the PROXY protocol panicked (a bug: please report it); the server keeps serving");
+                    }
+                }
+            }
+            accepted = accept_any(&listeners, &mut next), if room => match accepted {
+                Ok((stream, balancer)) => {
+                    pause = FIRST_PAUSE;
+                    inc(&stats.sessions_accepted);
+                    sessions.spawn(serve_one(server.clone(), stream, balancer, config.handshake_timeout));
+                }
+                Err(e) if !out_of_resources(&e) => {
+                    tracing::debug!(error = %e, "accept: connection lost before it was taken");
+                }
+                Err(e) => {
+                    inc(&stats.accept_errors);
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed; pausing");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+            },
+        }
+    }
+    drop(listeners);
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    let grace = server.config().shutdown_grace;
+    tracing::info!(
+        sessions = sessions.len(),
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: waiting for running sessions"
+    );
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            sessions = sessions.len(),
+            "grace period over: closing remaining sessions"
+        );
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+    }
+    Ok(())
+}
+
+/// One connection from the balancer: its header, then the session as the real client's.
+async fn serve_one(
+    server: Server,
+    mut stream: TcpStream,
+    balancer: SocketAddr,
+    deadline: Duration,
+) {
+    match read_header(&mut stream, deadline).await {
+        Ok(ReadHeader { header, rest }) => {
+            if header.addr == ProxiedAddr::Local {
+                tracing::debug!(balancer = %balancer, "PROXY protocol LOCAL (a health check): served as the balancer's own connection");
+            }
+            server
+                .serve_prefixed(stream, header.client(balancer), rest)
+                .await;
+        }
+        // A TCP health check connects and closes without a byte: nothing to report.
+        Err(ProxyHeaderError::Closed(0)) => {
+            tracing::debug!(balancer = %balancer, "closed before any byte (a TCP health check)");
+        }
+        // Nothing is sent back: whoever connected without a header (straight past the
+        // balancer, or a scanner) learns nothing about what listens here.
+        Err(e) => tracing::info!(
+            client = %balancer,
+            error = %e,
+            "connection closed: no valid PROXY protocol header"
+        ),
+    }
+}
+
+/// The next connection from any listener, starting after the last one served so that a busy
+/// listener cannot starve the others.
+async fn accept_any(
+    listeners: &[TcpListener],
+    next: &mut usize,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    poll_fn(|cx| {
+        let n = listeners.len();
+        for i in 0..n {
+            let index = (*next + i) % n;
+            let listener = listeners.get(index).expect("index is modulo the length");
+            if let Poll::Ready(result) = listener.poll_accept(cx) {
+                *next = index + 1;
+                return Poll::Ready(result);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Accept errors that say the process (not one connection) is short of something: retrying at
+/// once would spin.
+fn out_of_resources(e: &io::Error) -> bool {
+    !matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
 }
 
 #[cfg(test)]
