@@ -17,7 +17,8 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
+          env = "SOCKSMITH_LOG_FORMAT")]
     pub log_format: LogFormat,
 
     /// What to do.

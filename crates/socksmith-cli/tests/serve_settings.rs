@@ -63,6 +63,24 @@ async fn the_flag_beats_the_environment_which_beats_the_file() {
         .expect("start");
         let ips: Vec<String> = two.addrs().iter().map(|a| a.ip().to_string()).collect();
         assert_eq!(ips, ["127.0.0.5", "127.0.0.6"]);
+        // The global --log-format too.
+        let mut json = SocksmithServer::try_start(
+            bin(),
+            &["serve", "--listen", "127.0.0.1:0"],
+            &[("SOCKSMITH_LOG_FORMAT", "json")],
+            1,
+        )
+        .await
+        .expect("start");
+        json.process_mut().signal("TERM");
+        json.process_mut().wait_exit(STEP).await.expect("exits");
+        let log = json.stderr();
+        let line = log
+            .lines()
+            .find(|l| l.contains("SIGTERM"))
+            .unwrap_or_else(|| panic!("{log}"));
+        let parsed: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert_eq!(parsed["message"], "SIGTERM: shutting down", "{line}");
     })
     .await;
 }
@@ -250,6 +268,21 @@ async fn check_validates_and_names_the_file_line_and_key() {
             assert!(stderr.contains(expected), "{expected:?} not in {stderr}");
             assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         }
+        // What would stop it at start stops --check too: an open proxy.
+        let open = write_config(&dir, "open.toml", "listen = [\"0.0.0.0:1080\"]\n");
+        let out = run(bin(), &["serve", "--config", &open, "--check"], b"").await;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            out.stderr_str().contains("refusing to run an open proxy"),
+            "{}",
+            out.stderr_str()
+        );
+        // And the environment is part of what is checked.
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args(["serve", "--config", &good, "--check"])
+            .env("SOCKSMITH_LISTEN", "0.0.0.0:1080");
+        let out = cmd.output().await.expect("run socksmith");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
     })
     .await;
 }

@@ -264,6 +264,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut inherited = listenfd::ListenFd::from_env();
     let settings = settings(&args)?;
     if args.check {
+        // The checks of the start too, short of binding: the open-proxy guard.
+        if inherited.len() == 0 {
+            let addrs = resolve_listen(&settings.listen)?;
+            Server::new(settings.finish(&addrs)).check_addresses(&addrs)?;
+        }
         match &args.config {
             Some(path) => println!("config file {}: ok", path.display()),
             None => println!("settings: ok (no --config file given)"),
