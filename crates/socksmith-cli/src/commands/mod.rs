@@ -2,9 +2,11 @@
 
 pub mod bench;
 pub mod check;
+pub mod completions;
 pub mod connect;
 pub mod exit_status;
 pub mod forward;
+pub mod man;
 pub mod passwd;
 pub mod serve;
 
@@ -21,6 +23,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(*args),
         Command::Passwd(args) => passwd::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 

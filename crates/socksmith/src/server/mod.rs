@@ -45,6 +45,7 @@ mod listener;
 mod log;
 mod lookup;
 mod per_client;
+pub mod proxy_protocol;
 mod stats;
 mod udp;
 mod users_file;
