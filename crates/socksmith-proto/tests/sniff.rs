@@ -3,7 +3,10 @@
 //! answer all of them give at once, and names built into real-looking messages come back.
 
 use proptest::prelude::*;
-use socksmith_proto::sniff::{sniff_http, sniff_tls, DnsQuery, DnsRcode, HttpSniff, TlsSniff};
+use socksmith_proto::sniff::{
+    sniff_first_flight, sniff_http, sniff_tls, DnsQuery, DnsRcode, FirstFlight, HttpSniff,
+    SniffedProtocol, TlsSniff,
+};
 
 const PYTHON_HELLO: &[u8] = include_bytes!("vectors/python-ssl-sni-ads.example.com.bin");
 const OPENSSL_HELLO: &[u8] = include_bytes!("vectors/openssl-s_client-sni-www.blocked.test.bin");
@@ -118,6 +121,45 @@ fn mutated(base: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
+#[test]
+fn first_flight_reads_either_protocol() {
+    let name = |name: &str, protocol| FirstFlight::Name {
+        name: name.into(),
+        protocol,
+    };
+    assert_eq!(
+        sniff_first_flight(OPENSSL_HELLO),
+        name("www.blocked.test", SniffedProtocol::Tls)
+    );
+    assert_eq!(
+        sniff_first_flight(CURL_HEAD),
+        name("ads.example.com", SniffedProtocol::Http)
+    );
+    assert_eq!(
+        sniff_first_flight(&OPENSSL_HELLO[..100]),
+        FirstFlight::NeedMore
+    );
+    assert_eq!(sniff_first_flight(&CURL_HEAD[..10]), FirstFlight::NeedMore);
+    assert_eq!(sniff_first_flight(b""), FirstFlight::NeedMore);
+    assert_eq!(
+        sniff_first_flight(include_bytes!("vectors/python-ssl-no-sni.bin")),
+        FirstFlight::NoName(SniffedProtocol::Tls)
+    );
+    assert_eq!(
+        sniff_first_flight(b"GET / HTTP/1.0\r\n\r\n"),
+        FirstFlight::NoName(SniffedProtocol::Http)
+    );
+    assert_eq!(
+        sniff_first_flight(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        FirstFlight::Unreadable(SniffedProtocol::Http)
+    );
+    assert_eq!(
+        sniff_first_flight(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"),
+        FirstFlight::Other
+    );
+    assert_eq!(sniff_first_flight(b"\x00\x01"), FirstFlight::Other);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -144,6 +186,11 @@ proptest! {
         let mut pipelined = hello.clone();
         pipelined.extend_from_slice(OPENSSL_HELLO);
         prop_assert_eq!(sniff_tls(&pipelined), TlsSniff::Found(name));
+    }
+
+    #[test]
+    fn first_flight_answers_settle_on_any_bytes(data in prop::collection::vec(any::<u8>(), 0..300), chunk in 1usize..64) {
+        check_settles(&data, chunk, sniff_first_flight, &FirstFlight::NeedMore);
     }
 
     #[test]
