@@ -1,7 +1,7 @@
 //! Domain blocklists: which names the proxy refuses to reach, read from files and URLs that
 //! people already publish (hosts files, domain lists, adblock domain rules).
 //!
-//! - [`DomainList`]: one list, parsed (see [`parse`](self#formats) for the formats), with
+//! - [`DomainList`]: one list, parsed (see [Formats](#formats)), with
 //!   the [`ParseReport`] of what was skipped.
 //! - [`Blocklist`]: several lists; [`Blocklist::matches`] says which list, if any, holds the
 //!   host or one of its parent domains. A lookup costs O(labels of the host), whatever the
@@ -21,8 +21,8 @@
 //!
 //! # Scale
 //! Names are stored back to back in one arena, indexed by a table of 4-byte offsets: a
-//! million names load in well under a second and take about 40 MiB (see the
-//! `blocklist_bench` example for the figures on this machine).
+//! million names (a 31 MiB hosts file) load in about 0.6 s of CPU and take about 34 MiB,
+//! and a lookup takes about 0.5 µs (the `blocklist_bench` example measures them).
 //!
 //! This module decides nothing about sessions: the server asks [`BlocklistSet::check`] with
 //! the requested name or a sniffed one (see `socksmith_proto::sniff`) and refuses on a match.

@@ -131,6 +131,7 @@ pub(crate) fn parse_into(
     table: &mut DomainTable,
 ) -> Result<ParseReport, InsertError> {
     let mut report = ParseReport::default();
+    let mut name = Vec::with_capacity(256);
     for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         report.lines += 1;
@@ -142,7 +143,7 @@ pub(crate) fn parse_into(
             }
             Ok(())
         };
-        let outcome = parse_line(line, &mut add)?;
+        let outcome = parse_line(line, &mut name, &mut add)?;
         if let Err(kind) = outcome {
             report.skipped += 1;
             if report.first_errors.len() < KEPT_LINE_ERRORS {
@@ -166,6 +167,7 @@ pub(crate) fn parse_into(
 /// error, the inner one the line's.
 fn parse_line(
     line: &[u8],
+    name: &mut Vec<u8>,
     add: &mut impl FnMut(&[u8]) -> Result<(), InsertError>,
 ) -> Result<Result<(), LineErrorKind>, InsertError> {
     let line = line.trim_ascii();
@@ -191,10 +193,8 @@ fn parse_line(
             return Ok(Err(LineErrorKind::UnknownFormat));
         }
         return Ok(match adblock_domain(first) {
-            Some(domain) => match normalize(domain) {
-                Some(name) => add(&name).map(Ok)?,
-                None => Err(LineErrorKind::InvalidName),
-            },
+            Some(domain) if normalize_into(domain, name) => add(name).map(Ok)?,
+            Some(_) => Err(LineErrorKind::InvalidName),
             None => Err(LineErrorKind::UnsupportedAdblockRule),
         });
     }
@@ -205,10 +205,10 @@ fn parse_line(
             if is_address(word) || is_hosts_header_name(word) {
                 continue;
             }
-            match normalize(word) {
-                Some(name) => add(&name)?,
-                None => return Ok(Err(LineErrorKind::InvalidName)),
+            if !normalize_into(word, name) {
+                return Ok(Err(LineErrorKind::InvalidName));
             }
+            add(name)?;
         }
         return Ok(if any {
             Ok(())
@@ -227,9 +227,10 @@ fn parse_line(
     if is_hosts_header_name(domain) {
         return Ok(Ok(()));
     }
-    Ok(match normalize(domain) {
-        Some(name) => add(&name).map(Ok)?,
-        None => Err(LineErrorKind::InvalidName),
+    Ok(if normalize_into(domain, name) {
+        add(name).map(Ok)?
+    } else {
+        Err(LineErrorKind::InvalidName)
     })
 }
 
@@ -275,6 +276,10 @@ fn adblock_domain(rule: &[u8]) -> Option<&[u8]> {
 
 /// Whether `word` is an IP address, with or without an IPv6 zone (`fe80::1%lo0`).
 fn is_address(word: &[u8]) -> bool {
+    // The two addresses nearly every hosts line starts with, without a parse.
+    if word == b"0.0.0.0" || word == b"127.0.0.1" {
+        return true;
+    }
     let Ok(text) = std::str::from_utf8(word) else {
         return false;
     };
@@ -295,18 +300,38 @@ fn is_hosts_header_name(word: &[u8]) -> bool {
 /// The name lowercased and without a trailing dot, when it is a valid domain name: 1 to 253
 /// characters, labels of 1 to 63 letters, digits, `-` or `_` (seen in real lists:
 /// `_dmarc`-style and CDN names).
+#[cfg(test)]
 pub(crate) fn normalize(name: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    normalize_into(name, &mut out).then_some(out)
+}
+
+/// [`normalize`] into `out` (cleared first), so loading a list allocates no buffer per
+/// name; `false` when `name` is not a valid domain name.
+pub(crate) fn normalize_into(name: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
     let name = name.strip_suffix(b".").unwrap_or(name);
     if name.is_empty() || name.len() > 253 {
-        return None;
+        return false;
     }
-    let valid_labels = name.split(|&b| b == b'.').all(|label| {
-        (1..=63).contains(&label.len())
-            && label
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    valid_labels.then(|| name.to_ascii_lowercase())
+    let mut label_len = 0usize;
+    for &b in name {
+        if b == b'.' {
+            if label_len == 0 {
+                return false;
+            }
+            label_len = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            label_len += 1;
+            if label_len > 63 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+        out.push(b.to_ascii_lowercase());
+    }
+    label_len > 0
 }
 
 /// The start of a line for a log message: at most 80 characters, escaped.

@@ -135,19 +135,17 @@ fn name_hash(name: &[u8]) -> u64 {
 }
 
 /// A host's parent domains with their hashes: `ads.example.com` gives `com`,
-/// `example.com`, `ads.example.com`.
-#[derive(Debug)]
+/// `example.com`, `ads.example.com`, computed as they are asked for (a lookup that hits on
+/// `com` hashes nothing more).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Suffixes<'a> {
     host: &'a [u8],
-    /// (start offset in `host`, finished hash) for each suffix, shortest first.
-    entries: [(u8, u64); MAX_LABELS],
-    len: usize,
 }
 
 impl<'a> Suffixes<'a> {
-    /// The suffixes of `host`, ignoring a trailing dot. A host of more than 255 bytes or
-    /// [`MAX_LABELS`] labels cannot be a DNS name; only its last 255 bytes' labels are
-    /// taken, which still catches a listed parent domain.
+    /// The suffixes of `host`, ignoring a trailing dot. A host of more than 255 bytes cannot
+    /// be a DNS name; only the labels within its last 255 bytes are taken, which still
+    /// catches a listed parent domain.
     pub(crate) fn of(host: &'a [u8]) -> Self {
         let host = host.strip_suffix(b".").unwrap_or(host);
         let host = match host.len().checked_sub(255) {
@@ -161,46 +159,26 @@ impl<'a> Suffixes<'a> {
             }
             _ => host,
         };
-        let mut suffixes = Suffixes {
-            host,
-            entries: [(0, 0); MAX_LABELS],
-            len: 0,
-        };
-        if host.is_empty() {
-            return suffixes;
-        }
+        Suffixes { host }
+    }
+
+    /// Each suffix with its hash, shortest first; at most [`MAX_LABELS`].
+    fn iter(&self) -> impl Iterator<Item = (&'a [u8], u64)> {
+        let host = self.host;
         let mut hash = SEED;
-        let mut end = host.len();
-        loop {
-            let start = host
-                .get(..end)
-                .unwrap_or_default()
+        let mut end = Some(host.len()).filter(|&len| len > 0);
+        std::iter::from_fn(move || {
+            let label_end = end?;
+            let before = host.get(..label_end).unwrap_or_default();
+            let start = before
                 .iter()
                 .rposition(|&b| b == b'.')
                 .map_or(0, |dot| dot + 1);
-            hash = fold_label(hash, host.get(start..end).unwrap_or_default());
-            let Some(slot) = suffixes.entries.get_mut(suffixes.len) else {
-                break;
-            };
-            // `host` is at most 255 bytes, so `start` fits.
-            *slot = (start as u8, finish(hash));
-            suffixes.len += 1;
-            if start == 0 {
-                break;
-            }
-            end = start - 1;
-        }
-        suffixes
-    }
-
-    /// Each suffix with its hash, shortest first.
-    fn iter(&self) -> impl Iterator<Item = (&'a [u8], u64)> + '_ {
-        let host = self.host;
-        self.entries
-            .get(..self.len)
-            .unwrap_or_default()
-            .iter()
-            .map(move |&(start, hash)| (host.get(usize::from(start)..).unwrap_or_default(), hash))
+            hash = fold_label(hash, host.get(start..label_end).unwrap_or_default());
+            end = start.checked_sub(1);
+            Some((host.get(start..).unwrap_or_default(), finish(hash)))
+        })
+        .take(MAX_LABELS)
     }
 }
 
