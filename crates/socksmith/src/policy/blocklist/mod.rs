@@ -365,4 +365,54 @@ mod tests {
         assert!(empty.is_empty());
         assert_eq!(empty.report().lines, 2);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::HashSet;
+
+        /// Names from a small alphabet, so listed names and looked-up hosts share labels.
+        fn name() -> impl Strategy<Value = String> {
+            prop::collection::vec("[abAB]{1,2}", 1..5).prop_map(|labels| labels.join("."))
+        }
+
+        /// The obvious implementation: every label suffix of the host, lowercased, in a
+        /// set of lowercased names.
+        fn model_matches(listed: &HashSet<String>, host: &str) -> bool {
+            let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+            let mut suffix = host.as_str();
+            loop {
+                if listed.contains(suffix) {
+                    return true;
+                }
+                match suffix.split_once('.') {
+                    Some((_, rest)) => suffix = rest,
+                    None => return false,
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn lookups_agree_with_a_plain_set_of_suffixes(
+                names in prop::collection::vec(name(), 0..40),
+                hosts in prop::collection::vec((name(), any::<bool>()), 1..40),
+            ) {
+                let text: String = names.iter().map(|n| format!("0.0.0.0 {n}\n")).collect();
+                let list = DomainList::parse(ListName::from("p"), text.as_bytes())
+                    .expect("valid names");
+                let model: HashSet<String> =
+                    names.iter().map(|n| n.to_ascii_lowercase()).collect();
+                prop_assert_eq!(list.len(), model.len());
+                for (host, trailing_dot) in hosts {
+                    let host = if trailing_dot { format!("{host}.") } else { host };
+                    prop_assert_eq!(list.contains(&host), model_matches(&model, &host), "{}", host);
+                }
+                for name in &names {
+                    let sub = format!("x.{}", name);
+                    prop_assert!(list.contains(&sub), "{}", sub);
+                }
+            }
+        }
+    }
 }
