@@ -59,6 +59,18 @@ impl BlocklistConfig {
         }
     }
 
+    /// The usual per-user cache directory for downloaded lists:
+    /// `$XDG_CACHE_HOME/socksmith/blocklists`, else `$HOME/.cache/socksmith/blocklists`;
+    /// `None` when neither variable is set (a service without a home should be given a
+    /// directory such as `/var/cache/socksmith`).
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        let base = non_empty("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+        Some(base.join("socksmith").join("blocklists"))
+    }
+
     /// Keeps URL lists' last good copies in `dir` (created when missing).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
