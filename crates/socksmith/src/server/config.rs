@@ -78,6 +78,10 @@ pub struct ServerConfig {
     pub accounting: Option<Arc<dyn Accounting>>,
     /// Relay with `splice(2)` on Linux when both legs are TCP (default `true`).
     pub zero_copy: bool,
+    /// Whether HTTP proxy requests (CONNECT and absolute-form `GET http://...`) are served
+    /// on the same listeners as SOCKS; the first byte tells them apart (0x04 and 0x05 are
+    /// SOCKS). `false`: an HTTP request is closed at once, nothing sent. Default `true`.
+    pub http: bool,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +103,7 @@ impl Default for ServerConfig {
             egress: None,
             accounting: None,
             zero_copy: true,
+            http: true,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The SOCKS4, SOCKS4a and SOCKS5 server: [`Server`] serves listeners the caller bound until
+//! The SOCKS4, SOCKS4a and SOCKS5 server (with HTTP proxy requests on the same port): [`Server`] serves listeners the caller bound until
 //! a shutdown future completes.
 //!
 //! ```no_run
@@ -21,6 +21,8 @@
 //! - `listener`: the accept loop (limits, accept errors, caught panics, drain at shutdown);
 //! - `connection`: one client connection: the handshake under its deadline, authentication,
 //!   policy, accounting, then one path per command; `log` writes its one log line;
+//! - `http/`: HTTP/1.1 proxy requests on the same listeners (CONNECT tunnels, forwarded
+//!   absolute-form requests), chosen by the connection's first byte;
 //! - `connect` (CONNECT and the relay), `lookup` (RESOLVE, RESOLVE_PTR), `bind`, `udp`:
 //!   the commands, each asking the egress and never knowing which one it is;
 //! - `egress/`: the [`Egress`] seam, [`Direct`] (from this host) and [`Upstream`] (through
@@ -40,6 +42,7 @@ mod connect;
 mod connection;
 mod egress;
 mod error;
+mod http;
 mod listener;
 mod log;
 mod lookup;
@@ -54,6 +57,7 @@ pub use egress::{
     Upstream,
 };
 pub use error::{LookupError, ServerError, SessionError};
+pub use http::HttpError;
 pub use listener::bind_listener;
 pub use stats::{Stats, StatsSnapshot};
 
