@@ -56,7 +56,7 @@ pub struct Args {
     pub user: Vec<UserSpec>,
 
     /// Read settings from this TOML file; flags given on the command line override it.
-    /// Keys: listen, users ([[users]] name/password), allow_socks4, allow_open_proxy,
+    /// Keys: listen, users ([[users]] name/password), allow_socks4, no_http, allow_open_proxy,
     /// allow_link_local, allow_loopback, deny, max_sessions, upstream (a list of URLs),
     /// [timeouts] handshake/resolve/connect/idle/udp_idle/bind/shutdown_grace.
     #[arg(short, long, value_name = "FILE")]
@@ -71,6 +71,11 @@ pub struct Args {
     /// Refuse SOCKS4/4a clients (reply 0x5B) even without authentication.
     #[arg(long)]
     pub no_socks4: bool,
+
+    /// Serve SOCKS only: close HTTP proxy requests (CONNECT, GET http://...) at once without
+    /// an answer. By default every listener serves both, told apart by the first byte.
+    #[arg(long, env = "SOCKSMITH_NO_HTTP")]
+    pub no_http: bool,
 
     /// Allow listening on non-loopback addresses without --user (or with --allow-socks4).
     /// Anyone who can reach the port can then use the proxy; open proxies are found and
@@ -235,6 +240,9 @@ fn settings(args: Args) -> anyhow::Result<ServeSettings> {
     }
     if args.no_socks4 {
         s.server.allow_socks4 = Some(false);
+    }
+    if args.no_http {
+        s.server.http = false;
     }
     s.server.allow_open_proxy |= args.allow_open_proxy;
     s.allow_link_local |= args.allow_link_local;

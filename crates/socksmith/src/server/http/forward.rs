@@ -12,7 +12,9 @@
 //! hyper's upgrade, then the original stream is taken back from hyper (`downcast`), so the
 //! tunnel is relayed like any other (splice for TCP).
 
+use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
+use std::hash::BuildHasher as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -35,6 +37,7 @@ use crate::relay::TunnelStream;
 use crate::server::accounting::TunnelGuard;
 use crate::server::connect::{self, Tunnel};
 use crate::server::error::SessionError;
+use crate::server::http::framing::Framer;
 use crate::server::http::{
     admit, authenticate, head, http_session, reason_line, status_of, HttpError,
 };
@@ -68,16 +71,20 @@ pub(super) async fn serve(
         local,
         origins: Mutex::new(Vec::new()),
         upgrade: Mutex::new(None),
+        refused: Arc::new(Mutex::new(None)),
+        token: format!("{:016x}", RandomState::new().hash_one(peer)),
     });
     let service = {
         let state = Arc::clone(&state);
         hyper::service::service_fn(move |request| Arc::clone(&state).handle(request))
     };
-    let io = TokioIo::new(Rewind {
-        prefix: already_read,
-        read: 0,
-        inner: client,
-    });
+    let io = TokioIo::new(Guarded::new(
+        client,
+        &already_read,
+        marker(&state.token),
+        Arc::clone(&state.refused),
+    ));
+    drop(already_read);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -116,15 +123,13 @@ pub(super) async fn serve(
         .await
         .map_err(|e| SessionError::Http(HttpError::Malformed(e.to_string())))?;
     let parts = upgraded
-        .downcast::<TokioIo<Rewind>>()
+        .downcast::<TokioIo<Guarded>>()
         .map_err(|_| SessionError::Http(HttpError::Malformed("upgrade lost its stream".into())))?;
-    let Rewind {
-        prefix,
-        read,
-        inner: client,
-    } = parts.io.into_inner();
-    let mut first_bytes = prefix.get(read..).unwrap_or_default().to_vec();
-    first_bytes.extend_from_slice(&parts.read_buf);
+    let guarded = parts.io.into_inner();
+    // hyper read its buffer from the stream before what the guard still holds.
+    let mut first_bytes = parts.read_buf.to_vec();
+    first_bytes.extend_from_slice(guarded.unread());
+    let client = guarded.inner;
     end.silent = false;
     end.session = Some(pending.session);
     end.guard = pending.guard;
@@ -143,7 +148,23 @@ struct ConnectionState {
     origins: Mutex<Vec<Origin>>,
     /// A CONNECT answered 200, waiting for hyper to hand the stream back.
     upgrade: Mutex<Option<PendingConnect>>,
+    /// A head the [`Framer`] refused, for the service that reads its marker request.
+    refused: Arc<Mutex<Option<HttpError>>>,
+    /// Marks the marker request as ours (a client cannot guess it).
+    token: String,
 }
+
+/// The request hyper reads in place of a refused head.
+fn marker(token: &str) -> Vec<u8> {
+    format!(
+        "GET http://socksmith.invalid/ HTTP/1.1\r\nHost: socksmith.invalid\r\n\
+         {REFUSED_FIELD}: {token}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The field that carries the marker's token.
+const REFUSED_FIELD: &str = "x-socksmith-refused";
 
 /// A kept connection to an origin.
 struct Origin {
@@ -169,7 +190,9 @@ impl ConnectionState {
             http: true,
             ..End::default()
         };
-        let result = if request.method() == Method::CONNECT {
+        let result = if let Some(refused) = self.refusal_marked(&request) {
+            Err(SessionError::Http(refused))
+        } else if request.method() == Method::CONNECT {
             self.connect(&mut request).await
         } else {
             self.forward(request, &mut end, started).await
@@ -184,6 +207,18 @@ impl ConnectionState {
         })
     }
 
+    /// The refusal a marker request stands for.
+    fn refusal_marked(&self, request: &Request<Incoming>) -> Option<HttpError> {
+        let value = request.headers().get(REFUSED_FIELD)?;
+        if value.as_bytes() != self.token.as_bytes() {
+            return None;
+        }
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// Checks a request and sends it to its origin; the answer's body carries the log line
     /// to the end of the response.
     async fn forward(
@@ -194,11 +229,6 @@ impl ConnectionState {
     ) -> Result<Response<ProxyBody>, SessionError> {
         let shared = &*self.shared;
         let (mut parts, body) = request.into_parts();
-        let fields = parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()));
-        head::check_framing(fields).map_err(SessionError::Http)?;
         let (target, authority) = absolute_target(&parts.uri)?;
         let user = authenticate(
             shared,
@@ -237,6 +267,9 @@ impl ConnectionState {
         self.keep_origin(session, sender);
 
         let (mut parts, body) = response.into_parts();
+        // The client connection's version is hyper's business, not the origin's: an HTTP/1.0
+        // origin must not end the client's keep-alive.
+        parts.version = HttpVersion::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         parts
             .headers
@@ -312,11 +345,6 @@ impl ConnectionState {
         request: &mut Request<Incoming>,
     ) -> Result<Response<ProxyBody>, SessionError> {
         let shared = &*self.shared;
-        let fields = request
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()));
-        head::check_framing(fields).map_err(SessionError::Http)?;
         let authority = request
             .uri()
             .authority()
@@ -469,35 +497,89 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     line
 }
 
-/// The client stream with the bytes already read from it in front, for hyper.
-struct Rewind {
-    prefix: Vec<u8>,
-    read: usize,
+/// The client stream as hyper reads it: every byte through the [`Framer`], which holds
+/// each request head back until it is checked (the bytes the caller already read first).
+struct Guarded {
     inner: TunnelStream,
+    framer: Framer,
+    /// Checked bytes hyper has not read yet, from `read` on.
+    out: Vec<u8>,
+    read: usize,
+    /// The client closed. (After a refused head the stream stays open, the framer dropping
+    /// what comes: hyper takes an end of stream right behind the marker for a message cut
+    /// short, and would not answer it.)
+    done: bool,
+    /// Where a refusal waits for the service that reads the marker.
+    refused: Arc<Mutex<Option<HttpError>>>,
 }
 
-impl AsyncRead for Rewind {
+impl Guarded {
+    fn new(
+        inner: TunnelStream,
+        already_read: &[u8],
+        marker: Vec<u8>,
+        refused: Arc<Mutex<Option<HttpError>>>,
+    ) -> Self {
+        let mut guarded = Guarded {
+            inner,
+            framer: Framer::new(marker),
+            out: Vec::new(),
+            read: 0,
+            done: false,
+            refused,
+        };
+        guarded.check(already_read);
+        guarded
+    }
+
+    fn check(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.framer.feed(bytes, &mut self.out) {
+            *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+        }
+    }
+
+    /// What hyper has not read yet.
+    fn unread(&self) -> &[u8] {
+        self.out.get(self.read..).unwrap_or_default()
+    }
+}
+
+impl AsyncRead for Guarded {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(rest) = this.prefix.get(this.read..).filter(|r| !r.is_empty()) {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.read += n;
-            if this.read == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.read = 0;
+        loop {
+            let unread = this.unread();
+            if !unread.is_empty() {
+                let n = unread.len().min(buf.remaining());
+                buf.put_slice(&unread[..n]);
+                this.read += n;
+                if this.read == this.out.len() {
+                    this.out.clear();
+                    this.read = 0;
+                }
+                return Poll::Ready(Ok(()));
             }
-            return Poll::Ready(Ok(()));
+            if this.done {
+                return Poll::Ready(Ok(()));
+            }
+            let mut scratch = [0u8; 8192];
+            let mut raw = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut raw))?;
+            if raw.filled().is_empty() {
+                this.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let filled = raw.filled().to_vec();
+            this.check(&filled);
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Rewind {
+impl AsyncWrite for Guarded {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

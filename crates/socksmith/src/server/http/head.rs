@@ -29,9 +29,21 @@ pub(crate) struct Head {
     pub(crate) target: String,
     /// `Proxy-Authorization`, if sent.
     pub(crate) proxy_authorization: Option<Vec<u8>>,
+    /// How the message's body is delimited.
+    pub(crate) body: BodyLength,
     /// Bytes the head takes, its final CRLF included; what follows belongs to the client's
     /// next bytes (a CONNECT tunnel's first payload, a body, a pipelined request).
     pub(crate) len: usize,
+}
+
+/// How a request's body is delimited (RFC 9112 §6.3), once [`check_framing`] has refused the
+/// ambiguous cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLength {
+    /// `Content-Length: n` (no field: 0).
+    Length(u64),
+    /// `Transfer-Encoding` (hyper accepts only `chunked` last, and answers others with 400).
+    Chunked,
 }
 
 /// Decodes the request head at the start of `buf`: `Ok(None)` while it is incomplete.
@@ -61,7 +73,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Head>, HttpError> {
     let target = request.path.expect("a complete head has a target");
     let minor = request.version.expect("a complete head has a version");
     let headers = &*request.headers;
-    check_framing(headers.iter().map(|h| (h.name, h.value)))?;
+    let body = check_framing(headers.iter().map(|h| (h.name, h.value)))?;
     let hosts = headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("host"))
@@ -77,6 +89,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Head>, HttpError> {
         connect: method == "CONNECT",
         target: target.to_owned(),
         proxy_authorization,
+        body,
         len,
     }))
 }
@@ -89,7 +102,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<Head>, HttpError> {
 /// treat it as an unrecoverable error").
 pub(crate) fn check_framing<'h>(
     fields: impl IntoIterator<Item = (&'h str, &'h [u8])>,
-) -> Result<(), HttpError> {
+) -> Result<BodyLength, HttpError> {
     let mut length: Option<u64> = None;
     let mut chunked = false;
     for (name, value) in fields {
@@ -113,10 +126,11 @@ pub(crate) fn check_framing<'h>(
             }
         }
     }
-    if chunked && length.is_some() {
-        return Err(HttpError::LengthAndTransferEncoding);
+    match (chunked, length) {
+        (true, Some(_)) => Err(HttpError::LengthAndTransferEncoding),
+        (true, None) => Ok(BodyLength::Chunked),
+        (false, length) => Ok(BodyLength::Length(length.unwrap_or(0))),
     }
-    Ok(())
 }
 
 /// The target of a CONNECT's authority-form request-target: `host:port`, `[v6]:port`

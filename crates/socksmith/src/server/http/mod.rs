@@ -15,6 +15,7 @@
 //! module does not speak SOCKS and does not relay.
 
 mod forward;
+mod framing;
 mod head;
 
 use std::net::SocketAddr;
