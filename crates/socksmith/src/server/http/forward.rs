@@ -190,21 +190,30 @@ impl ConnectionState {
             http: true,
             ..End::default()
         };
+        let connect = request.method() == Method::CONNECT;
         let result = if let Some(refused) = self.refusal_marked(&request) {
             Err(SessionError::Http(refused))
-        } else if request.method() == Method::CONNECT {
+        } else if connect {
             self.connect(&mut request).await
         } else {
             self.forward(request, &mut end, started).await
         };
-        Ok(match result {
+        let mut response = match result {
             Ok(response) => response,
             Err(e) => {
                 let response = refusal(&e);
                 end.finish(&self.shared, self.peer, started.elapsed(), Some(&e));
                 response
             }
-        })
+        };
+        if connect && !response.status().is_success() {
+            // The framer took what follows a CONNECT for tunnel bytes and checks no more
+            // heads: after a refused one, the connection must end.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Ok(response)
     }
 
     /// The refusal a marker request stands for.
