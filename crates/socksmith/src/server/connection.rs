@@ -1,4 +1,5 @@
-//! One client connection from its first byte to its close: drives the [`ServerHandshake`]
+//! One client connection from its first byte to its close: hands an HTTP client (a first
+//! byte other than 0x04 or 0x05) to `http`, else drives the [`ServerHandshake`]
 //! over the stream with a deadline, checks credentials, asks the policy and the accounting,
 //! then hands the request to its command's one path (connect, bind, udp, lookup).
 //!

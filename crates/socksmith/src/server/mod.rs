@@ -173,8 +173,8 @@ impl Server {
         )
     }
 
-    /// Serves one connection to its end: a SOCKS4, SOCKS4a or SOCKS5 session over any byte
-    /// stream (a Unix socket, TLS, an in-memory pipe, a TCP connection accepted elsewhere),
+    /// Serves one connection to its end: a SOCKS4, SOCKS4a or SOCKS5 session (or HTTP proxy
+    /// requests, see [`ServerConfig::http`]) over any byte stream (a Unix socket, TLS, an in-memory pipe, a TCP connection accepted elsewhere),
     /// with every command, the policy, the accounting and the log line as for the server's
     /// own listeners. `peer` is the client's address for the policy and the log (for a stream
     /// without one, a loopback address says "local").

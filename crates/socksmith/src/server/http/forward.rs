@@ -192,6 +192,7 @@ impl ConnectionState {
         };
         let connect = request.method() == Method::CONNECT;
         let result = if let Some(refused) = self.refusal_marked(&request) {
+            inc(&self.shared.stats.handshake_protocol_errors);
             Err(SessionError::Http(refused))
         } else if connect {
             self.connect(&mut request).await

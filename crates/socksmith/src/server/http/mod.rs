@@ -105,7 +105,6 @@ pub(crate) fn status_of(error: &SessionError) -> u16 {
         SessionError::Denied(_) => 403,
         SessionError::ProxyAuthRequired | SessionError::AuthenticationFailed(_) => 407,
         SessionError::Http(e) => e.status().unwrap_or(400),
-        SessionError::HandshakeTimeout(_) => 408,
         SessionError::Egress(e) => match e.reply_code() {
             ReplyCode::NotAllowed => 403,
             ReplyCode::TtlExpired => 504,
@@ -393,7 +392,6 @@ fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",
