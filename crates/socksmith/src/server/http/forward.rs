@@ -223,10 +223,13 @@ impl ConnectionState {
         if value.as_bytes() != self.token.as_bytes() {
             return None;
         }
-        self.refused
+        // The marker is never forwarded, whatever happens to the slot.
+        let refused = self
+            .refused
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .take();
+        Some(refused.unwrap_or_else(|| HttpError::Malformed("request refused".into())))
     }
 
     /// Checks a request and sends it to its origin; the answer's body carries the log line
