@@ -477,6 +477,64 @@ async fn policy_denials_are_403_and_unreachable_targets_502() {
         .await;
         assert_eq!(status(&recv_to_end(&mut s).await), 502);
         log_with(&server, "denied by policy", 2).await;
+
+        // Each request on one keep-alive connection is judged on its own.
+        let http = HttpServer::start().await;
+        let mut s = connect(server.addr()).await;
+        let batch = [http.url("/"), denied.to_owned(), http.url("/")]
+            .iter()
+            .map(|url| format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .collect::<String>();
+        send(&mut s, batch.as_bytes()).await;
+        s.shutdown().await.expect("half-close");
+        let got = String::from_utf8_lossy(&recv_to_end(&mut s).await).into_owned();
+        let statuses: Vec<&str> = got
+            .lines()
+            .filter_map(|l| l.strip_prefix("HTTP/1.1 "))
+            .collect();
+        assert_eq!(statuses, ["200 OK", "403 Forbidden", "200 OK"], "{got}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_stay_on_the_client_hop() {
+    within(TEST_DEADLINE, "hop-by-hop fields", async {
+        let server = serve(&[]).await;
+        let http = HttpServer::start().await;
+        let mut s = connect(server.addr()).await;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: wrong.example\r\nConnection: X-Private, close\r\n\
+             X-Private: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
+             Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-End-To-End: kept\r\n\r\n",
+            http.url("/")
+        );
+        send(&mut s, request.as_bytes()).await;
+        let got = String::from_utf8_lossy(&recv_to_end(&mut s).await).into_owned();
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert!(
+            got.to_ascii_lowercase().contains("via: 1.1 socksmith"),
+            "{got}"
+        );
+        let forwarded = http.requests().join("\n").to_ascii_lowercase();
+        for gone in [
+            "x-private",
+            "keep-alive",
+            "te:",
+            "proxy-connection",
+            "upgrade",
+            "wrong.example",
+        ] {
+            assert!(
+                !forwarded.contains(gone),
+                "{gone} was forwarded:\n{forwarded}"
+            );
+        }
+        assert!(forwarded.contains("x-end-to-end: kept"), "{forwarded}");
+        assert!(
+            forwarded.contains(&format!("host: {}", http.addr())),
+            "{forwarded}"
+        );
     })
     .await;
 }

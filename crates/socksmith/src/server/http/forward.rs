@@ -92,7 +92,10 @@ pub(super) async fn serve(
         // Bounds the request head (hyper's default is about 400 KiB); its smallest
         // allowed value is 8 KiB, ours is far above.
         .max_buf_size(head::MAX_HEAD)
-        .keep_alive(true);
+        .keep_alive(true)
+        // A client that sends its last requests and shuts down its write half still gets
+        // every answer (hyper's default closes at the end of the client's stream).
+        .half_close(true);
     let served = builder.serve_connection(io, service).with_upgrades().await;
     let pending = state
         .upgrade
