@@ -8,6 +8,9 @@
 //! several. Hop-by-hop fields are removed both ways (RFC 9110 §7.6.1), `Proxy-Authorization`
 //! and `Proxy-Connection` never leave, `Host` comes from the URI, and `Via` is added.
 //!
+//! Every byte of the client reaches hyper through `guarded` (the framer's checks); the
+//! bodies that count bytes and write each request's log line are in `body`.
+//!
 //! A CONNECT that comes after a forwarded request on the same connection is answered through
 //! hyper's upgrade, then the original stream is taken back from hyper (`downcast`), so the
 //! tunnel is relayed like any other (splice for TCP).
@@ -15,34 +18,31 @@
 use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
 use std::hash::BuildHasher as _;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version as HttpVersion};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socksmith_proto::TargetAddr;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::relay::TunnelStream;
 use crate::server::accounting::TunnelGuard;
 use crate::server::connect::{self, Tunnel};
 use crate::server::error::SessionError;
-use crate::server::http::framing::Framer;
+use crate::server::http::body::{Counted, Finish, Logged};
+use crate::server::http::guarded::Guarded;
 use crate::server::http::{
     admit, authenticate, head, http_session, reason_line, status_of, HttpError,
 };
 use crate::server::log::End;
-use crate::server::stats::{add, inc};
+use crate::server::stats::inc;
 use crate::server::{Connected, Shared};
 use crate::session::Session;
 
@@ -502,7 +502,7 @@ fn refusal(error: &SessionError) -> Response<ProxyBody> {
 }
 
 /// An error and its sources on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
@@ -511,220 +511,4 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     line
-}
-
-/// The client stream as hyper reads it: every byte through the [`Framer`], which holds
-/// each request head back until it is checked (the bytes the caller already read first).
-struct Guarded {
-    inner: TunnelStream,
-    framer: Framer,
-    /// Checked bytes hyper has not read yet, from `read` on.
-    out: Vec<u8>,
-    read: usize,
-    /// The client closed. (After a refused head the stream stays open, the framer dropping
-    /// what comes: hyper takes an end of stream right behind the marker for a message cut
-    /// short, and would not answer it.)
-    done: bool,
-    /// Where a refusal waits for the service that reads the marker.
-    refused: Arc<Mutex<Option<HttpError>>>,
-}
-
-impl Guarded {
-    fn new(
-        inner: TunnelStream,
-        already_read: &[u8],
-        marker: Vec<u8>,
-        refused: Arc<Mutex<Option<HttpError>>>,
-    ) -> Self {
-        let mut guarded = Guarded {
-            inner,
-            framer: Framer::new(marker),
-            out: Vec::new(),
-            read: 0,
-            done: false,
-            refused,
-        };
-        guarded.check(already_read);
-        guarded
-    }
-
-    fn check(&mut self, bytes: &[u8]) {
-        if let Err(e) = self.framer.feed(bytes, &mut self.out) {
-            *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
-        }
-    }
-
-    /// What hyper has not read yet.
-    fn unread(&self) -> &[u8] {
-        self.out.get(self.read..).unwrap_or_default()
-    }
-}
-
-impl AsyncRead for Guarded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            let unread = this.unread();
-            if !unread.is_empty() {
-                let n = unread.len().min(buf.remaining());
-                buf.put_slice(&unread[..n]);
-                this.read += n;
-                if this.read == this.out.len() {
-                    this.out.clear();
-                    this.read = 0;
-                }
-                return Poll::Ready(Ok(()));
-            }
-            if this.done {
-                return Poll::Ready(Ok(()));
-            }
-            let mut scratch = [0u8; 8192];
-            let mut raw = ReadBuf::new(&mut scratch);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut raw))?;
-            if raw.filled().is_empty() {
-                this.done = true;
-                return Poll::Ready(Ok(()));
-            }
-            let filled = raw.filled().to_vec();
-            this.check(&filled);
-        }
-    }
-}
-
-impl AsyncWrite for Guarded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A request body that counts its bytes.
-struct Counted {
-    inner: Incoming,
-    count: Arc<AtomicU64>,
-}
-
-impl Body for Counted {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some(Ok(frame)) = &frame {
-            if let Some(data) = frame.data_ref() {
-                this.count.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that writes the request's log line when it ends (or is dropped).
-struct Logged {
-    inner: Incoming,
-    down: u64,
-    up: Arc<AtomicU64>,
-    finish: Option<Box<Finish>>,
-}
-
-struct Finish {
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    started: Instant,
-    end: End,
-}
-
-impl Logged {
-    fn finish(&mut self, error: Option<SessionError>) {
-        let Some(mut finish) = self.finish.take() else {
-            return;
-        };
-        let up = self.up.load(Ordering::Relaxed);
-        let stats = &finish.shared.stats;
-        add(&stats.bytes_client_to_target, up);
-        add(&stats.bytes_target_to_client, self.down);
-        finish.end.traffic.up = up;
-        finish.end.traffic.down = self.down;
-        let Finish {
-            shared,
-            peer,
-            started,
-            end,
-        } = &mut *finish;
-        end.finish(shared, *peer, started.elapsed(), error.as_ref());
-    }
-}
-
-impl Body for Logged {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(f)) => {
-                if let Some(data) = f.data_ref() {
-                    this.down += data.len() as u64;
-                }
-                if this.inner.is_end_stream() {
-                    this.finish(None);
-                }
-            }
-            Some(Err(e)) => {
-                this.finish(Some(SessionError::Http(HttpError::Origin(error_chain(e)))));
-            }
-            None => this.finish(None),
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let error = (!self.inner.is_end_stream()).then(|| {
-            SessionError::Http(HttpError::Origin(
-                "the response was cut short (the client or the origin closed)".into(),
-            ))
-        });
-        self.finish(error);
-    }
 }

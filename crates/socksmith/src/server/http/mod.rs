@@ -14,8 +14,10 @@
 //! head over 64 KiB, `502` for a target that cannot be reached, `504` for a timeout. This
 //! module does not speak SOCKS and does not relay.
 
+mod body;
 mod forward;
 mod framing;
+mod guarded;
 mod head;
 
 use std::net::SocketAddr;
