@@ -360,6 +360,7 @@ mod tests {
             local: "127.0.0.1:1080".parse().expect("literal"),
             user: None,
             version: Version::V5,
+            http: false,
             command,
             target,
         }
