@@ -14,12 +14,17 @@ use tokio::net::UdpSocket;
 /// Most datagrams moved by one syscall.
 pub const BATCH: usize = 32;
 
-/// Room for one datagram: the bench's datagrams are 512 bytes plus a SOCKS header.
+/// Room for one of the bench's datagrams: 512 bytes plus a SOCKS header.
 pub const SLOT: usize = 2048;
+
+/// Room for any UDP datagram (65,507 bytes of IPv4 payload, rounded up).
+pub const ANY_DATAGRAM: usize = 65_536;
 
 /// Receive buffers for one batch, reused from batch to batch.
 pub struct RecvBatch {
-    bufs: Box<[[u8; SLOT]; BATCH]>,
+    /// [`BATCH`] slots of `slot` bytes.
+    bufs: Box<[u8]>,
+    slot: usize,
     lens: [usize; BATCH],
     from: [Option<SocketAddr>; BATCH],
     count: usize,
@@ -27,16 +32,22 @@ pub struct RecvBatch {
 
 impl Default for RecvBatch {
     fn default() -> Self {
+        RecvBatch::with_slot(SLOT)
+    }
+}
+
+impl RecvBatch {
+    /// Buffers for datagrams of up to `slot` bytes (longer ones are truncated by the kernel).
+    pub fn with_slot(slot: usize) -> Self {
         RecvBatch {
-            bufs: Box::new([[0u8; SLOT]; BATCH]),
+            bufs: vec![0u8; BATCH * slot.max(1)].into_boxed_slice(),
+            slot: slot.max(1),
             lens: [0; BATCH],
             from: [None; BATCH],
             count: 0,
         }
     }
-}
 
-impl RecvBatch {
     /// Waits until `socket` has datagrams, then takes every one queued (up to [`BATCH`]);
     /// returns how many.
     pub async fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
@@ -55,7 +66,8 @@ impl RecvBatch {
         if i >= self.count {
             return None;
         }
-        let data = self.bufs.get(i)?.get(..*self.lens.get(i)?)?;
+        let start = i * self.slot;
+        let data = self.bufs.get(start..start + *self.lens.get(i)?)?;
         Some((data, *self.from.get(i)?))
     }
 
@@ -72,6 +84,7 @@ impl RecvBatch {
 
         let RecvBatch {
             bufs,
+            slot,
             lens,
             from,
             count,
@@ -80,7 +93,9 @@ impl RecvBatch {
         // The headers are built per batch (two small allocations per syscall, not per
         // datagram) because they hold raw pointers, which would make the task not `Send`.
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-        let mut slices = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
+        let mut chunks = bufs.chunks_mut(*slot);
+        let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
         let results = recvmmsg(
             socket.as_raw_fd(),
             &mut headers,
@@ -101,7 +116,8 @@ impl RecvBatch {
 
     #[cfg(not(target_os = "linux"))]
     fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        let (n, from) = socket.try_recv_from(&mut self.bufs[0])?;
+        let first = self.bufs.get_mut(..self.slot).unwrap_or_default();
+        let (n, from) = socket.try_recv_from(first)?;
         self.lens[0] = n;
         self.from[0] = Some(from);
         self.count = 1;

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::batch::{self, RecvBatch, BATCH};
+use crate::batch::{self, RecvBatch, ANY_DATAGRAM, BATCH};
 use crate::payload::{self, StreamCheck};
 
 /// The size of one bulk read or write: large enough that syscalls are not what we measure.
@@ -77,15 +77,15 @@ pub async fn echo(mut stream: TcpStream) {
     }
 }
 
-/// Echoes every datagram to its sender until dropped, calling `on_datagram` with each
-/// sender. Batched: one syscall moves up to 32 datagrams each way. A full socket buffer drops
-/// the echo, as a network would.
+/// Echoes every datagram (of any size) to its sender until dropped, calling `on_datagram` with
+/// each sender. Batched: one syscall moves up to 32 datagrams each way. A full socket buffer
+/// drops the echo, as a network would.
 pub fn serve_udp_echo<A>(socket: UdpSocket, mut on_datagram: A) -> TargetTask
 where
     A: FnMut(SocketAddr) + Send + 'static,
 {
     TargetTask(tokio::spawn(async move {
-        let mut batch = RecvBatch::default();
+        let mut batch = RecvBatch::with_slot(ANY_DATAGRAM);
         loop {
             let Ok(n) = batch.recv(&socket).await else {
                 tokio::task::yield_now().await;
@@ -262,5 +262,12 @@ mod tests {
         let mut buf = [0u8; 16];
         let (n, from) = u.recv_from(&mut buf).await.expect("recv");
         assert_eq!((&buf[..n], from), (&b"dgram"[..], targets.udp_echo));
+        let big = payload::pattern(60_000);
+        u.send_to(&big, targets.udp_echo)
+            .await
+            .expect("send a large one");
+        let mut back = vec![0u8; 65_536];
+        let (n, _) = u.recv_from(&mut back).await.expect("recv a large one");
+        assert_eq!(&back[..n], &big[..], "large datagrams come back whole");
     }
 }
