@@ -31,7 +31,7 @@ COLORS = {
 TABLE = [
     "throughput_1_up", "throughput_1_down", "throughput_n_up", "throughput_n_down",
     "connrate", "connrate_p50_us", "connrate_p99_us", "connrate_errors",
-    "rr", "rr_p50_us", "rr_p99_us", "udp", "udp_p99_us", "udp_lost", "udp_corrupted",
+    "rr", "rr_p50_us", "rr_p99_us", "rr_errors", "udp", "udp_p99_us", "udp_lost", "udp_corrupted",
     "idle_kib_per_tunnel", "idle_rss_kib_per_tunnel", "idle_fds_per_tunnel", "idle_open",
 ]
 # Metrics in the chart: (key, short label).

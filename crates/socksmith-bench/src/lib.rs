@@ -197,7 +197,7 @@ pub async fn run(settings: &Settings, progress: &dyn Fn(&str)) -> Result<Report,
     let mut notes = Vec::new();
     let mut tput: [Samples; 4] = Default::default();
     let [mut cr, mut cr_p50, mut cr_p99, mut cr_err]: [Samples; 4] = Default::default();
-    let [mut rr, mut rr_p50, mut rr_p99]: [Samples; 3] = Default::default();
+    let [mut rr, mut rr_p50, mut rr_p99, mut rr_err]: [Samples; 4] = Default::default();
     let [mut udp, mut udp_p99, mut udp_lost, mut udp_bad]: [Samples; 4] = Default::default();
 
     for rep in 1..=s.repeat {
@@ -273,10 +273,11 @@ pub async fn run(settings: &Settings, progress: &dyn Fn(&str)) -> Result<Report,
                     rr.push(r.per_sec);
                     rr_p50.push(r.p50_us);
                     rr_p99.push(r.p99_us);
+                    rr_err.push(r.errors as f64);
                 }
                 Err(e) => {
                     say(&format!("{tag} request/response: failed: {e}"));
-                    for samples in [&mut rr, &mut rr_p50, &mut rr_p99] {
+                    for samples in [&mut rr, &mut rr_p50, &mut rr_p99, &mut rr_err] {
                         samples.missing(format!("failed: {e}"));
                     }
                 }
@@ -398,6 +399,13 @@ pub async fn run(settings: &Settings, progress: &dyn Fn(&str)) -> Result<Report,
             "us",
             false,
             &rr_p99,
+        ),
+        metric(
+            "rr_errors",
+            "request/response: failed tunnels",
+            "count",
+            false,
+            &rr_err,
         ),
         metric(
             "udp",
