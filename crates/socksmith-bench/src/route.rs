@@ -146,8 +146,8 @@ impl Route {
         match self {
             Route::Direct => Ok((connect(target).await?, Vec::new())),
             Route::Proxy(p) => {
+                // The library's dial has set TCP_NODELAY already.
                 let parts = p.client.connect(target).await?.into_parts();
-                parts.io.set_nodelay(true)?;
                 Ok((parts.io, parts.read_buf))
             }
         }
