@@ -86,25 +86,85 @@ where
 {
     TargetTask(tokio::spawn(async move {
         let mut batch = RecvBatch::with_slot(ANY_DATAGRAM);
+        let mut gso = true;
+        let mut contiguous = vec![0u8; batch::GSO_MAX_BYTES];
         loop {
-            let Ok(n) = batch.recv(&socket).await else {
+            if batch.recv(&socket).await.is_err() {
                 tokio::task::yield_now().await;
                 continue;
-            };
+            }
+            for (_, from) in batch.iter() {
+                if let Some(from) = from {
+                    on_datagram(from);
+                }
+            }
+            if gso && echo_with_gso(&socket, &batch, &mut contiguous).await == Some(false) {
+                gso = false;
+            } else if gso {
+                continue;
+            }
             let mut replies: [(&[u8], Option<SocketAddr>); BATCH] = [(&[], None); BATCH];
             let mut count = 0;
             for (data, from) in batch.iter() {
-                let (Some(from), Some(reply)) = (from, replies.get_mut(count)) else {
-                    continue;
-                };
-                on_datagram(from);
-                *reply = (data, Some(from));
-                count += 1;
+                if let (Some(from), Some(reply)) = (from, replies.get_mut(count)) {
+                    *reply = (data, Some(from));
+                    count += 1;
+                }
             }
-            debug_assert!(count <= n);
             let _ = batch::send_all(&socket, replies.get(..count).unwrap_or_default()).await;
         }
     }))
+}
+
+/// Echoes a batch with GSO: each run of datagrams from one sender, all of one size but the
+/// last, goes back in one send. `Some(false)` when the kernel refuses GSO (nothing was sent
+/// then; the caller echoes the batch another way), `None` on a send error (the echoes are
+/// dropped, as a network would), `Some(true)` when all went back.
+async fn echo_with_gso(
+    socket: &UdpSocket,
+    batch: &RecvBatch,
+    contiguous: &mut [u8],
+) -> Option<bool> {
+    let mut items = batch.iter().peekable();
+    let mut first_send = true;
+    while let Some((data, Some(to))) = items.next() {
+        let segment = data.len();
+        let mut len = 0;
+        let mut push = |d: &[u8], len: &mut usize| {
+            let dst = contiguous.get_mut(*len..*len + d.len())?;
+            dst.copy_from_slice(d);
+            *len += d.len();
+            Some(())
+        };
+        push(data, &mut len)?;
+        while let Some((next, next_from)) = items.peek() {
+            let fits = *next_from == Some(to)
+                && next.len() <= segment
+                && len + next.len() <= batch::GSO_MAX_BYTES
+                && (len / segment.max(1)) < batch::GSO_MAX_SEGMENTS;
+            if !fits {
+                break;
+            }
+            push(next, &mut len)?;
+            let shorter = next.len() < segment;
+            items.next();
+            if shorter {
+                break; // only the last segment may be shorter
+            }
+        }
+        let run = contiguous.get(..len)?;
+        match batch::send_segments(socket, run, segment, Some(to)).await {
+            Ok(true) => first_send = false,
+            Ok(false) if first_send => return Some(false),
+            Ok(false) => {
+                for datagram in run.chunks(segment.max(1)) {
+                    let _ = socket.send_to(datagram, to).await;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(true)
 }
 
 /// A TCP listener on `addr` with a deep backlog and `TCP_NODELAY` set once, for every

@@ -1,6 +1,8 @@
 //! UDP: pattern datagrams through UDP ASSOCIATE (or straight) to the UDP echo target and
 //! back, on several associations with a window of datagrams in flight on each, moved in
-//! batches (`sendmmsg`/`recvmmsg`), every datagram that comes back checked whole.
+//! batches (sent with UDP GSO, else `sendmmsg`; received with `recvmmsg`), every datagram that
+//! comes back checked whole. The proxy receives ordinary datagrams either way: the kernel
+//! splits a GSO send before it reaches a socket that did not ask for them whole.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -168,6 +170,9 @@ impl Leg {
         };
         let mut batch = RecvBatch::default();
         let (mut next_seq, mut outstanding) = (0u64, 0usize);
+        // GSO until the kernel refuses it; then sendmmsg.
+        let mut gso = true;
+        let mut contiguous = vec![0u8; BATCH * datagram_len];
         loop {
             let now = Instant::now();
             if now >= end {
@@ -185,6 +190,22 @@ impl Leg {
                     if let Some(at) = sent_at.get_mut(seq as usize % (in_flight * RING_FACTOR)) {
                         *at = now;
                     }
+                }
+                if gso {
+                    for (i, slot) in out.iter().take(n).enumerate() {
+                        if let (Some(dst), Some(src)) = (
+                            contiguous.get_mut(i * datagram_len..(i + 1) * datagram_len),
+                            slot.get(..datagram_len),
+                        ) {
+                            dst.copy_from_slice(src);
+                        }
+                    }
+                    let whole = contiguous.get(..n * datagram_len).unwrap_or_default();
+                    if batch::send_segments(&self.socket, whole, datagram_len, None).await? {
+                        outstanding += n;
+                        continue;
+                    }
+                    gso = false;
                 }
                 for (slot, entry) in out.iter().zip(datagrams.iter_mut()).take(n) {
                     *entry = (slot.get(..datagram_len).unwrap_or_default(), None);
