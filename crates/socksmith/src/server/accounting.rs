@@ -112,6 +112,40 @@ pub struct Finished<'a> {
     pub error: Option<&'a SessionError>,
 }
 
+/// How a refusal is counted: a few stable words for metric labels, apart from the log line's
+/// [`Display`](fmt::Display) (which names addresses and prefixes, far too many values for a
+/// label).
+///
+/// Both matches are exhaustive on purpose: a new reason (a blocklist hit, a rule) must choose
+/// its label here, or the crate does not build.
+impl DenyReason {
+    /// The `reason` label: `link_local`, `metadata`, `loopback`, `denied_network`,
+    /// `unusable_target` or `other` (a custom policy's or a limit's own reason).
+    pub fn label(&self) -> &'static str {
+        match self {
+            DenyReason::LinkLocalTarget(_) => "link_local",
+            DenyReason::MetadataTarget(_) => "metadata",
+            DenyReason::LoopbackTarget(_) => "loopback",
+            DenyReason::DeniedNetwork { .. } => "denied_network",
+            DenyReason::UnusableTarget(_) => "unusable_target",
+            DenyReason::Other(_) => "other",
+        }
+    }
+
+    /// The name of the blocklist that refused the request, when one did (counted apart, by
+    /// list); `None` for every other refusal. No reason names a list yet.
+    pub fn blocklist(&self) -> Option<&str> {
+        match self {
+            DenyReason::LinkLocalTarget(_)
+            | DenyReason::MetadataTarget(_)
+            | DenyReason::LoopbackTarget(_)
+            | DenyReason::DeniedNetwork { .. }
+            | DenyReason::UnusableTarget(_)
+            | DenyReason::Other(_) => None,
+        }
+    }
+}
+
 impl Finished<'_> {
     /// The command, once the request was decoded.
     pub fn command(&self) -> Option<Command> {
@@ -129,6 +163,31 @@ impl Finished<'_> {
         match self.error {
             None => "ok",
             Some(e) => e.outcome(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    #[test]
+    fn deny_labels_are_few_stable_words_without_addresses() {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+        let net = "10.0.0.0/8".parse().expect("valid prefix");
+        let cases = [
+            (DenyReason::LinkLocalTarget(ip), "link_local"),
+            (DenyReason::MetadataTarget(ip), "metadata"),
+            (DenyReason::LoopbackTarget(ip), "loopback"),
+            (DenyReason::DeniedNetwork { ip, net }, "denied_network"),
+            (DenyReason::UnusableTarget(ip), "unusable_target"),
+            (DenyReason::Other("over the limit".into()), "other"),
+        ];
+        for (reason, label) in cases {
+            assert_eq!(reason.label(), label, "{reason}");
+            assert_eq!(reason.blocklist(), None, "{reason}");
         }
     }
 }
