@@ -16,6 +16,7 @@ use socksmith::client::Proxy;
 use socksmith::policy::IpNet;
 use socksmith::server::{bind_listener, Server, Users};
 
+use crate::admin::{self, Admin, AdminToken};
 use crate::config_file::{self, parse_listen, FileConfig, ServeSettings};
 use crate::duration::{parse_duration, parse_duration_or_never};
 
@@ -136,6 +137,20 @@ pub struct Args {
     /// file's `upstream` key. The flags replace the file's list.
     #[arg(long = "upstream", value_name = "URL", value_parser = UpstreamUrl::parse)]
     pub upstream: Vec<UpstreamUrl>,
+
+    /// Serve HTTP for operators on this address (IP:PORT; port 0 picks a free port, printed
+    /// as `admin on http://ADDR/`): Prometheus metrics at /metrics, the live tunnels at
+    /// /api/sessions, a status page at /. An address other machines can reach needs
+    /// --admin-token.
+    #[arg(long, value_name = "ADDR", value_parser = admin::parse_addr, env = "SOCKSMITH_ADMIN")]
+    pub admin: Option<SocketAddr>,
+
+    /// Every request to --admin must then carry `Authorization: Bearer TOKEN` (the status
+    /// page asks for it once). Visible to other local users (ps): prefer the environment
+    /// variable or the config file's `admin_token`.
+    #[arg(long, value_name = "TOKEN", value_parser = AdminToken::parse,
+          env = "SOCKSMITH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
 }
 
 /// A `--user NAME:PASSWORD` value, split later (so that an error never echoes it); `Debug`
@@ -180,8 +195,16 @@ impl fmt::Debug for UpstreamUrl {
 
 /// Runs `socksmith serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let settings = settings(args)?;
-    let (listen, config) = settings.finish();
+    let mut settings = settings(args)?;
+    // Checked before anything binds: a refused --admin never listens.
+    let admin = settings
+        .admin
+        .map(|addr| Admin::new(addr, settings.admin_token.take()))
+        .transpose()?;
+    let (listen, mut config) = settings.finish();
+    if let Some(admin) = &admin {
+        config.accounting = Some(admin.accounting());
+    }
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         let server = Server::new(config);
@@ -197,6 +220,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         // Handlers first: a signal sent as soon as the addresses are announced must find them.
         let shutdown = shutdown_signal()?;
+        if let Some(admin) = admin {
+            admin.start(&server).await?;
+        }
         let mut stdout = std::io::stdout().lock();
         for listener in &listeners {
             writeln!(stdout, "listening on {}", listener.local_addr()?)?;
@@ -241,6 +267,12 @@ fn settings(args: Args) -> anyhow::Result<ServeSettings> {
     s.allow_loopback |= args.allow_loopback_targets;
     if !args.deny.is_empty() {
         s.deny = args.deny;
+    }
+    if args.admin.is_some() {
+        s.admin = args.admin;
+    }
+    if args.admin_token.is_some() {
+        s.admin_token = args.admin_token;
     }
     if !args.upstream.is_empty() {
         s.upstream = args

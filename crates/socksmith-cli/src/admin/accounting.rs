@@ -1,0 +1,115 @@
+//! The admin server's ear on the SOCKS server: an [`Accounting`] that turns the library's
+//! events into the [`Metrics`] and the [`Live`] table.
+//!
+//! It refuses nothing (limits are another accounting's business). Every call is a few atomic
+//! adds, plus a short lock on the live table when a tunnel opens or ends; nothing per byte.
+
+use std::sync::Arc;
+
+use socksmith::policy::DenyReason;
+use socksmith::server::accounting::{Event, Finished};
+use socksmith::server::{Accounting, EgressError, SessionError, Traffic, TunnelGuard};
+use socksmith::session::Session;
+
+use super::live::{rfc3339, Live, Refusal};
+use super::metrics::{command_label, Metrics};
+
+/// Feeds the metrics and the live table. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AdminAccounting {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) live: Arc<Live>,
+}
+
+impl AdminAccounting {
+    /// Fresh metrics (every family at zero) and an empty table.
+    pub fn new() -> Self {
+        AdminAccounting {
+            metrics: Arc::new(Metrics::new()),
+            live: Arc::new(Live::default()),
+        }
+    }
+
+    fn refused(&self, session: &Session, reason: &DenyReason) {
+        self.metrics.denied(reason.label(), reason.blocklist());
+        self.live.refused(Refusal {
+            time: rfc3339(std::time::SystemTime::now()),
+            client: session.client,
+            user: session.user.clone(),
+            command: command_label(session.command),
+            target: session.target.to_string(),
+            reason: reason.label(),
+            detail: reason.to_string(),
+            list: reason.blocklist().map(str::to_owned),
+        });
+    }
+
+    fn finished(&self, finished: &Finished<'_>) {
+        self.metrics.finished(finished);
+        // A name whose every address the policy refuses is refused by the egress, after the
+        // lookup, without an `Event::Denied` (which is for refusals before it).
+        if let (Some(session), Some(SessionError::Egress(EgressError::Denied(reason)))) =
+            (finished.session, finished.error)
+        {
+            self.refused(session, reason);
+        }
+    }
+}
+
+impl Default for AdminAccounting {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Accounting for AdminAccounting {
+    fn open(&self, session: &Session) -> Result<Option<Box<dyn TunnelGuard>>, DenyReason> {
+        let id = self.live.open(
+            session.client,
+            session.user.clone(),
+            command_label(session.command),
+            session.target.to_string(),
+        );
+        Ok(Some(Box::new(LiveGuard {
+            live: Arc::clone(&self.live),
+            id,
+            finished: false,
+        })))
+    }
+
+    fn record(&self, event: &Event<'_>) {
+        match event {
+            Event::Accepted { .. } => self.metrics.accepted(),
+            Event::AuthFailed { .. } => self.metrics.auth_failed(),
+            Event::Denied { session, reason } => self.refused(session, reason),
+            Event::Connected { elapsed, .. } => self.metrics.connected(elapsed.as_secs_f64()),
+            Event::Resolved { elapsed, .. } => self.metrics.resolved(elapsed.as_secs_f64()),
+            Event::Finished(finished) => self.finished(finished),
+            // A new kind of event is not counted until it gets a metric.
+            _ => {}
+        }
+    }
+}
+
+/// One row of the live table, removed when the tunnel ends (or, should `finish` never come,
+/// when the server drops the guard).
+struct LiveGuard {
+    live: Arc<Live>,
+    id: u64,
+    finished: bool,
+}
+
+impl TunnelGuard for LiveGuard {
+    fn finish(&mut self, traffic: Traffic) {
+        self.finished = true;
+        self.live.close(self.id, Some(traffic));
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.live.close(self.id, None);
+        }
+    }
+}
