@@ -712,3 +712,166 @@ async fn the_status_page_shows_live_tunnels_and_refusals_in_headless_chromium() 
     })
     .await;
 }
+
+/// The dashboard shipped in `dist/grafana/`.
+fn dashboard() -> Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/grafana/socksmith-dashboard.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// Every PromQL expression of the dashboard's panels, with Grafana's variables filled in as
+/// Grafana would for "all instances".
+fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut queries = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().expect("a panel title").to_owned();
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("a PromQL expression");
+            let expr = expr
+                .replace("$instance", ".*")
+                .replace("$__rate_interval", "1m");
+            queries.push((title.clone(), expr));
+        }
+    }
+    queries
+}
+
+/// `GET /api/v1/query?query=EXPR` on Prometheus; its `data` (panics unless `success`).
+async fn promql(prometheus: SocketAddr, expr: &str) -> Value {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let path = format!(
+        "/api/v1/query?query={}",
+        utf8_percent_encode(expr, NON_ALPHANUMERIC)
+    );
+    let response = get(prometheus, &path, None).await;
+    let body = response.json();
+    assert_eq!(body["status"], "success", "{expr}: {body}");
+    body["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_admin_and_every_dashboard_query_runs() {
+    use socksmith_testkit::process::{free_port, PeerProcess};
+    within(TEST_DEADLINE, "prometheus and the dashboard", async {
+        let dashboard = dashboard();
+        let queries = dashboard_queries(&dashboard);
+        assert!(queries.len() >= 10, "{queries:?}");
+        for (title, expr) in &queries {
+            assert!(expr.contains("socksmith_"), "{title}: {expr}");
+        }
+        let Some(prometheus_bin) = require_tool("prometheus") else {
+            return;
+        };
+        let server = serve(&["--admin", "127.0.0.1:0"]).await;
+        let admin = admin_addr(&server);
+        let http = HttpServer::start().await;
+        let Some(out) = curl(
+            &server.proxy(ProxyKind::Socks5h),
+            &http.url("/bytes/5000"),
+            &[],
+        )
+        .await
+        else {
+            return;
+        };
+        out.assert_success();
+
+        let dir = TestDir::new("admin-prometheus");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  \
+                 - job_name: socksmith\n    static_configs:\n      - targets: ['{admin}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let port = free_port(&["127.0.0.1".parse().expect("valid")]);
+        let prometheus = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut cmd = socksmith_testkit::process::peer_command(&prometheus_bin);
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={prometheus}"));
+        let _process = PeerProcess::spawn("prometheus", cmd, &dir.path().join("prometheus.log"))
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        // Scraped, parsed and stored: the download's bytes are in Prometheus.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let stored = loop {
+            let ready = match TcpStream::connect(prometheus).await {
+                Ok(_) => {
+                    let data =
+                        promql(prometheus, "socksmith_bytes_total{direction=\"down\"}").await;
+                    data["result"].as_array().filter(|r| !r.is_empty()).cloned()
+                }
+                Err(_) => None,
+            };
+            if let Some(result) = ready {
+                break result;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Prometheus stored nothing from {admin} within 60s:\n{}",
+                std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let down: f64 = stored[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("a sample value");
+        assert!(down >= 5_000.0, "{stored:?}");
+        assert_eq!(stored[0]["metric"]["instance"], admin.to_string());
+
+        // The scrape itself was clean (no parse error from the OpenMetrics text).
+        let targets = get(prometheus, "/api/v1/targets", None).await.json();
+        let target = &targets["data"]["activeTargets"][0];
+        assert_eq!(target["health"], "up", "{targets}");
+        assert_eq!(target["lastError"], "", "{targets}");
+
+        // Every dashboard query is valid PromQL over these series; the unfiltered gauges and
+        // the instance variable's own query find this server.
+        for (_, expr) in &queries {
+            promql(prometheus, expr).await;
+        }
+        let active = promql(
+            prometheus,
+            "sum(socksmith_sessions_active{instance=~\".*\"})",
+        )
+        .await;
+        assert_eq!(
+            active["result"].as_array().map(Vec::len),
+            Some(1),
+            "{active}"
+        );
+        let instance = dashboard["templating"]["list"]
+            .as_array()
+            .and_then(|l| l.iter().find(|v| v["name"] == "instance"))
+            .expect("an instance variable");
+        assert_eq!(
+            instance["definition"],
+            "label_values(socksmith_sessions_active, instance)"
+        );
+        let labels = get(
+            prometheus,
+            "/api/v1/label/instance/values?match%5B%5D=socksmith_sessions_active",
+            None,
+        )
+        .await
+        .json();
+        assert!(
+            labels["data"]
+                .as_array()
+                .is_some_and(|v| v.contains(&Value::from(admin.to_string()))),
+            "{labels}"
+        );
+    })
+    .await;
+}
