@@ -805,13 +805,14 @@ async fn a_real_prometheus_scrapes_admin_and_every_dashboard_query_runs() {
         // Scraped, parsed and stored: the download's bytes are in Prometheus.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let stored = loop {
-            let ready = match TcpStream::connect(prometheus).await {
-                Ok(_) => {
-                    let data =
-                        promql(prometheus, "socksmith_bytes_total{direction=\"down\"}").await;
-                    data["result"].as_array().filter(|r| !r.is_empty()).cloned()
-                }
-                Err(_) => None,
+            // Up, past its start-up (503 until the storage is open), and scraped once.
+            let up = TcpStream::connect(prometheus).await.is_ok()
+                && get(prometheus, "/-/ready", None).await.status == 200;
+            let ready = if up {
+                let data = promql(prometheus, "socksmith_bytes_total{direction=\"down\"}").await;
+                data["result"].as_array().filter(|r| !r.is_empty()).cloned()
+            } else {
+                None
             };
             if let Some(result) = ready {
                 break result;

@@ -79,7 +79,8 @@ impl Accounting for AdminAccounting {
 
     fn record(&self, event: &Event<'_>) {
         match event {
-            Event::Accepted { .. } => self.metrics.accepted(),
+            // Counted by the server itself (`admin::stats`).
+            Event::Accepted { .. } => {}
             Event::AuthFailed { .. } => self.metrics.auth_failed(),
             Event::Denied { session, reason } => self.refused(session, reason),
             Event::Connected { elapsed, .. } => self.metrics.connected(elapsed.as_secs_f64()),

@@ -24,7 +24,6 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use socksmith::server::Server;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -52,7 +51,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) struct State {
     pub(super) accounting: AdminAccounting,
-    pub(super) server: Server,
     pub(super) token: Option<AdminToken>,
     pub(super) started: Instant,
 }
@@ -124,10 +122,7 @@ fn respond(state: &State, request: &Request<Incoming>) -> Reply {
     match path {
         "/" => page(StatusCode::OK),
         "/metrics" => {
-            let body = state
-                .accounting
-                .metrics
-                .encode(&state.server.stats().snapshot());
+            let body = state.accounting.metrics.encode();
             with_type(StatusCode::OK, body, METRICS_CONTENT_TYPE)
         }
         "/api/sessions" => json_reply(&json!({ "sessions": state.accounting.live.sessions() })),
@@ -150,8 +145,8 @@ fn bearer(request: &Request<Incoming>) -> Option<&[u8]> {
 }
 
 fn summary(state: &State) -> serde_json::Value {
-    let stats = state.server.stats().snapshot();
     let metrics = &state.accounting.metrics;
+    let stats = metrics.server_stats();
     let live = &state.accounting.live;
     let bytes = metrics.bytes_total();
     json!({

@@ -9,16 +9,19 @@
 //! Counting is off the relay's hot path: the server reports bytes once, when a tunnel ends,
 //! so `socksmith_bytes_total` grows in one step per tunnel (an atomic add), never per byte.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use socksmith::server::accounting::Finished;
-use socksmith::server::{StatsSnapshot, Traffic};
+use socksmith::server::{Stats, StatsSnapshot, Traffic};
 use socksmith::{Command, Version};
+
+use super::stats::ServerStats;
 
 /// The Content-Type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -88,8 +91,7 @@ struct ListLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    sessions_active: Gauge,
-    tunnels_active: Gauge,
+    server: ServerStats,
     sessions: Family<SessionLabels, Counter>,
     bytes: Family<DirectionLabels, Counter>,
     auth_failures: Counter,
@@ -97,7 +99,6 @@ pub struct Metrics {
     blocked: Family<ListLabels, Counter>,
     connect_duration: Histogram,
     resolve_duration: Histogram,
-    accepted: Counter,
 }
 
 impl Default for Metrics {
@@ -110,18 +111,6 @@ impl Metrics {
     /// Every family registered, at zero.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let sessions_active = Gauge::default();
-        registry.register(
-            "socksmith_sessions_active",
-            "Client connections being served now",
-            sessions_active.clone(),
-        );
-        let tunnels_active = Gauge::default();
-        registry.register(
-            "socksmith_tunnels_active",
-            "CONNECT and BIND tunnels relaying now",
-            tunnels_active.clone(),
-        );
         let sessions = Family::<SessionLabels, Counter>::default();
         registry.register(
             "socksmith_sessions",
@@ -176,16 +165,11 @@ impl Metrics {
              destinations), failures included",
             resolve_duration.clone(),
         );
-        let accepted = Counter::default();
-        registry.register(
-            "socksmith_connections_accepted",
-            "Client connections accepted",
-            accepted.clone(),
-        );
+        let server = ServerStats::default();
+        registry.register_collector(Box::new(server.clone()));
         Metrics {
             registry,
-            sessions_active,
-            tunnels_active,
+            server,
             sessions,
             bytes,
             auth_failures,
@@ -193,13 +177,17 @@ impl Metrics {
             blocked,
             connect_duration,
             resolve_duration,
-            accepted,
         }
     }
 
-    /// A client connected.
-    pub fn accepted(&self) {
-        self.accepted.inc();
+    /// Reads the server's own counters from now on (zeros until then).
+    pub fn attach(&self, stats: Arc<Stats>) {
+        self.server.attach(stats);
+    }
+
+    /// The server's own counters now.
+    pub fn server_stats(&self) -> StatsSnapshot {
+        self.server.snapshot()
     }
 
     /// RFC 1929 credentials were wrong.
@@ -283,20 +271,13 @@ impl Metrics {
         self.auth_failures.get()
     }
 
-    /// The OpenMetrics text of every family, with the gauges read from the server's own
-    /// counters first (they know of every session, even one whose task panicked).
-    pub fn encode(&self, stats: &StatsSnapshot) -> String {
-        self.sessions_active.set(gauge_value(stats.sessions_active));
-        self.tunnels_active.set(gauge_value(stats.tunnels_active));
+    /// The OpenMetrics text of every family.
+    pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
     }
-}
-
-fn gauge_value(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// `socks4`, `socks5` or `unknown`.
@@ -327,7 +308,7 @@ mod tests {
     #[test]
     fn every_family_is_declared_before_anything_happens() {
         let metrics = Metrics::new();
-        let text = metrics.encode(&StatsSnapshot::default());
+        let text = metrics.encode();
         for (family, kind) in [
             ("socksmith_sessions_active", "gauge"),
             ("socksmith_sessions", "counter"),
@@ -352,6 +333,18 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+        // The library's own counters, read from the server once it is attached.
+        metrics.attach(Arc::new(Stats::default()));
+        let text = metrics.encode();
+        assert!(text.contains("socksmith_sessions_active 0\n"), "{text}");
+        assert!(
+            text.contains("socksmith_handshake_failures_total{reason=\"timeout\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("socksmith_udp_dropped_total{reason=\"foreign\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -359,7 +352,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.denied("other", Some("ads"));
         metrics.denied("denied_network", None);
-        let text = metrics.encode(&StatsSnapshot::default());
+        let text = metrics.encode();
         assert!(
             text.contains("socksmith_blocked_total{list=\"ads\"} 1\n"),
             "{text}"

@@ -3,7 +3,7 @@
 //! page (`/`) that a person reads in a browser.
 //!
 //! - `accounting`: the library [`Accounting`] that hears the SOCKS server's events;
-//! - `metrics`: the Prometheus families; `live`: the live table, recent refusals, throughput;
+//! - `metrics`: the Prometheus families, with the library's own counters from `stats`; `live`: the live table, recent refusals, throughput;
 //! - `http`: routes, the bearer token, the accept loop; `page.html`: the status page.
 //!
 //! Byte counts are final-only: the SOCKS server tells a tunnel's bytes when it ends (no
@@ -17,6 +17,7 @@ mod accounting;
 mod http;
 mod live;
 mod metrics;
+mod stats;
 
 use std::fmt;
 use std::io::Write as _;
@@ -101,6 +102,24 @@ impl Admin {
         })
     }
 
+    /// The admin server the settings ask for, if any (see [`Admin::new`]). A token without
+    /// an address is only warned about: it may come from an environment meant for another
+    /// instance.
+    pub fn from_settings(
+        addr: Option<SocketAddr>,
+        token: Option<AdminToken>,
+    ) -> anyhow::Result<Option<Self>> {
+        match addr {
+            Some(addr) => Self::new(addr, token).map(Some),
+            None => {
+                if token.is_some() {
+                    tracing::warn!("--admin-token is set but --admin is not: no admin server runs");
+                }
+                Ok(None)
+            }
+        }
+    }
+
     /// What the SOCKS server's configuration takes as its `accounting`.
     pub fn accounting(&self) -> Arc<dyn Accounting> {
         Arc::new(self.accounting.clone())
@@ -113,9 +132,9 @@ impl Admin {
             .await
             .with_context(|| format!("cannot serve --admin on {}", self.addr))?;
         let addr = listener.local_addr()?;
+        self.accounting.metrics.attach(Arc::clone(server.stats()));
         let state = Arc::new(http::State {
             accounting: self.accounting,
-            server: server.clone(),
             token: self.token,
             started: Instant::now(),
         });

@@ -58,7 +58,8 @@ pub struct Args {
 
     /// Read settings from this TOML file; flags given on the command line override it.
     /// Keys: listen, users ([[users]] name/password), allow_socks4, allow_open_proxy,
-    /// allow_link_local, allow_loopback, deny, max_sessions, upstream (a list of URLs),
+    /// allow_link_local, allow_loopback, deny, max_sessions, upstream (a list of URLs), admin,
+    /// admin_token,
     /// [timeouts] handshake/resolve/connect/idle/udp_idle/bind/shutdown_grace.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -197,10 +198,7 @@ impl fmt::Debug for UpstreamUrl {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut settings = settings(args)?;
     // Checked before anything binds: a refused --admin never listens.
-    let admin = settings
-        .admin
-        .map(|addr| Admin::new(addr, settings.admin_token.take()))
-        .transpose()?;
+    let admin = Admin::from_settings(settings.admin.take(), settings.admin_token.take())?;
     let (listen, mut config) = settings.finish();
     if let Some(admin) = &admin {
         config.accounting = Some(admin.accounting());
