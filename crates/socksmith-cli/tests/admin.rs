@@ -456,6 +456,8 @@ async fn api_sessions_lists_a_tunnel_while_it_is_open_and_not_after() {
                 assert_eq!(finished["target"], echo.addr().to_string(), "{summary}");
                 assert_eq!(finished["bytes_up"], 4, "{summary}");
                 assert_eq!(finished["bytes_down"], 4, "{summary}");
+                assert_eq!(finished["outcome"], "ok", "{summary}");
+                assert_eq!(finished["user"], "alice", "{summary}");
                 assert_eq!(summary["bytes_up"], 4, "{summary}");
                 break;
             }

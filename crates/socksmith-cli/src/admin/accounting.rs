@@ -5,13 +5,15 @@
 //! adds, plus a short lock on the live table when a tunnel opens or ends; nothing per byte.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use socksmith::policy::DenyReason;
 use socksmith::server::accounting::{Event, Finished};
-use socksmith::server::{Accounting, EgressError, SessionError, Traffic, TunnelGuard};
+use socksmith::server::{Accounting, EgressError, SessionError, TunnelGuard};
 use socksmith::session::Session;
+use socksmith::Command;
 
-use super::live::{rfc3339, Live, Refusal};
+use super::live::{rfc3339, FinishedTunnel, Live, Refusal};
 use super::metrics::{command_label, Metrics};
 
 /// Feeds the metrics and the live table. Cheap to clone.
@@ -33,7 +35,7 @@ impl AdminAccounting {
     fn refused(&self, session: &Session, reason: &DenyReason) {
         self.metrics.denied(reason.label(), reason.blocklist());
         self.live.refused(Refusal {
-            time: rfc3339(std::time::SystemTime::now()),
+            time: rfc3339(SystemTime::now()),
             client: session.client,
             user: session.user.clone(),
             command: command_label(session.command),
@@ -46,6 +48,25 @@ impl AdminAccounting {
 
     fn finished(&self, finished: &Finished<'_>) {
         self.metrics.finished(finished);
+        if let Some(session) = finished.session {
+            if is_tunnel(session.command) {
+                let started = SystemTime::now()
+                    .checked_sub(finished.duration)
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                self.live.finished_tunnel(FinishedTunnel {
+                    client: session.client,
+                    user: session.user.clone(),
+                    command: command_label(session.command),
+                    target: session.target.to_string(),
+                    started: rfc3339(started),
+                    duration_ms: u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX),
+                    bytes_up: finished.traffic.up,
+                    bytes_down: finished.traffic.down,
+                    outcome: finished.outcome(),
+                    error: finished.error.map(ToString::to_string),
+                });
+            }
+        }
         // A name whose every address the policy refuses is refused by the egress, after the
         // lookup, without an `Event::Denied` (which is for refusals before it).
         if let (Some(session), Some(SessionError::Egress(EgressError::Denied(reason)))) =
@@ -62,7 +83,16 @@ impl Default for AdminAccounting {
     }
 }
 
+/// The commands that hold a tunnel (and a row in the live table) while they run.
+fn is_tunnel(command: Command) -> bool {
+    matches!(
+        command,
+        Command::Connect | Command::Bind | Command::UdpAssociate
+    )
+}
+
 impl Accounting for AdminAccounting {
+    /// Called for tunnels only ([`is_tunnel`]).
     fn open(&self, session: &Session) -> Result<Option<Box<dyn TunnelGuard>>, DenyReason> {
         let id = self.live.open(
             session.client,
@@ -73,7 +103,6 @@ impl Accounting for AdminAccounting {
         Ok(Some(Box::new(LiveGuard {
             live: Arc::clone(&self.live),
             id,
-            finished: false,
         })))
     }
 
@@ -92,25 +121,16 @@ impl Accounting for AdminAccounting {
     }
 }
 
-/// One row of the live table, removed when the tunnel ends (or, should `finish` never come,
-/// when the server drops the guard).
+/// One row of the live table, removed when the server drops the guard at the tunnel's end.
 struct LiveGuard {
     live: Arc<Live>,
     id: u64,
-    finished: bool,
 }
 
-impl TunnelGuard for LiveGuard {
-    fn finish(&mut self, traffic: Traffic) {
-        self.finished = true;
-        self.live.close(self.id, Some(traffic));
-    }
-}
+impl TunnelGuard for LiveGuard {}
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        if !self.finished {
-            self.live.close(self.id, None);
-        }
+        self.live.close(self.id);
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! The table is a `Mutex<HashMap>` touched twice per tunnel (open, end), never per byte. The
 //! server tells a tunnel's bytes only when it ends, so a live entry's `bytes_up`/`bytes_down`
-//! stay 0 until then ("final-only"); the finished entries and the throughput carry the real
-//! counts. This module keeps the data; `admin::http` turns it into JSON.
+//! stay 0 until then ("final-only"); the finished entries (with their outcome) and the
+//! throughput carry the real counts. This module keeps the data; `admin::http` turns it into JSON.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -48,6 +48,31 @@ pub struct LiveSession {
     opened: SystemTime,
 }
 
+/// A tunnel that ended, as the page's "recently finished" list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinishedTunnel {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The user, if any.
+    pub user: Option<String>,
+    /// `connect`, `bind` or `udp_associate`.
+    pub command: &'static str,
+    /// The target as the client sent it.
+    pub target: String,
+    /// When the session started, RFC 3339 in UTC.
+    pub started: String,
+    /// How long the session lasted, in milliseconds.
+    pub duration_ms: u64,
+    /// Client to target.
+    pub bytes_up: u64,
+    /// Target to client.
+    pub bytes_down: u64,
+    /// The metric's outcome word (`ok`, `target_failed`...).
+    pub outcome: &'static str,
+    /// Why it ended early, in the log line's words; `null` when it did not.
+    pub error: Option<String>,
+}
+
 /// A refused request.
 #[derive(Debug, Clone, Serialize)]
 pub struct Refusal {
@@ -85,7 +110,7 @@ pub struct Sample {
 pub struct Live {
     next_id: AtomicU64,
     sessions: Mutex<HashMap<u64, LiveSession>>,
-    finished: Mutex<VecDeque<LiveSession>>,
+    finished: Mutex<VecDeque<FinishedTunnel>>,
     refusals: Mutex<VecDeque<Refusal>>,
     samples: Mutex<Samples>,
 }
@@ -141,16 +166,14 @@ impl Live {
         id
     }
 
-    /// Removes tunnel `id`; with its final bytes it goes to the finished list.
-    pub fn close(&self, id: u64, traffic: Option<Traffic>) {
-        let Some(mut session) = lock(&self.sessions).remove(&id) else {
-            return;
-        };
-        if let Some(traffic) = traffic {
-            session.bytes_up = traffic.up;
-            session.bytes_down = traffic.down;
-            push_bounded(&mut lock(&self.finished), session);
-        }
+    /// Removes tunnel `id` (again: nothing happens).
+    pub fn close(&self, id: u64) {
+        lock(&self.sessions).remove(&id);
+    }
+
+    /// Remembers a tunnel that ended.
+    pub fn finished_tunnel(&self, tunnel: FinishedTunnel) {
+        push_bounded(&mut lock(&self.finished), tunnel);
     }
 
     /// Remembers a refusal.
@@ -166,7 +189,7 @@ impl Live {
     }
 
     /// The last finished tunnels, newest first.
-    pub fn finished(&self) -> Vec<LiveSession> {
+    pub fn finished(&self) -> Vec<FinishedTunnel> {
         lock(&self.finished).iter().rev().cloned().collect()
     }
 
@@ -210,8 +233,23 @@ mod tests {
         "127.0.0.1:40000".parse().expect("valid address")
     }
 
+    fn ended(target: String) -> FinishedTunnel {
+        FinishedTunnel {
+            client: client(),
+            user: None,
+            command: "connect",
+            target,
+            started: rfc3339(SystemTime::UNIX_EPOCH),
+            duration_ms: 5,
+            bytes_up: 1,
+            bytes_down: 2,
+            outcome: "ok",
+            error: None,
+        }
+    }
+
     #[test]
-    fn a_closed_tunnel_leaves_the_table_with_its_final_bytes() {
+    fn a_closed_tunnel_leaves_the_table() {
         let live = Live::default();
         let a = live.open(
             client(),
@@ -220,26 +258,23 @@ mod tests {
             "a.test:443".into(),
         );
         let b = live.open(client(), None, "bind", "0.0.0.0:0".into());
-        assert_eq!(live.sessions().len(), 2);
-        live.close(a, Some(Traffic { up: 10, down: 20 }));
+        let open = live.sessions();
+        assert_eq!(open.len(), 2);
+        assert_eq!(open[0].user.as_deref(), Some("alice"));
+        live.close(a);
+        live.close(a);
         let open = live.sessions();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].id, b);
-        let done = live.finished();
-        assert_eq!((done[0].bytes_up, done[0].bytes_down), (10, 20));
-        assert_eq!(done[0].user.as_deref(), Some("alice"));
-        // A guard dropped without `finish` (never expected) still frees its row.
-        live.close(b, None);
+        live.close(b);
         assert!(live.sessions().is_empty());
-        assert_eq!(live.finished().len(), 1);
     }
 
     #[test]
     fn recent_lists_keep_the_newest_and_stay_bounded() {
         let live = Live::default();
-        for i in 0..(RECENT as u64 + 5) {
-            let id = live.open(client(), None, "connect", format!("t{i}:1"));
-            live.close(id, Some(Traffic::default()));
+        for i in 0..(RECENT + 5) {
+            live.finished_tunnel(ended(format!("t{i}:1")));
         }
         let done = live.finished();
         assert_eq!(done.len(), RECENT);
