@@ -546,8 +546,8 @@ mod tests {
             ("[[users]]\nname = \"a\"", "missing field `password`"),
             ("max_sessions = 0", "max_sessions: must be at least 1"),
             (
-                "upstream = [\"socks5h://127.0.0.1:1080\", \"http://u:pw@proxy:3128\"]",
-                "upstream[1]: invalid proxy URL \"http://u:***@proxy:3128\": unsupported scheme",
+                "upstream = [\"socks5h://127.0.0.1:1080\", \"https://u:pw@proxy:3128\"]",
+                "upstream[1]: invalid proxy URL \"https://u:***@proxy:3128\": unsupported scheme",
             ),
         ];
         for (text, expected) in cases {

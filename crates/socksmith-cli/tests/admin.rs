@@ -257,6 +257,7 @@ async fn metrics_start_at_zero_then_count_curl_traffic_refusals_and_bad_logins()
             "link_local",
             "metadata",
             "unusable_target",
+            "hostname_required",
             "other",
         ] {
             assert_eq!(

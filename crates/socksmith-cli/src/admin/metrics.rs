@@ -34,12 +34,13 @@ const DURATION_BUCKETS: [f64; 13] = [
 
 /// The `reason` labels of `socksmith_denied_total` declared at zero from the start (those
 /// [`socksmith::policy::DenyReason::label`] gives).
-const DENY_REASONS: [&str; 6] = [
+const DENY_REASONS: [&str; 7] = [
     "link_local",
     "metadata",
     "loopback",
     "denied_network",
     "unusable_target",
+    "hostname_required",
     "other",
 ];
 
@@ -96,6 +97,9 @@ pub struct Metrics {
     bytes: Family<DirectionLabels, Counter>,
     auth_failures: Counter,
     denied: Family<ReasonLabels, Counter>,
+    /// Every refusal, whatever its label (a reason added later may be missing from
+    /// [`DENY_REASONS`]).
+    denied_any: Counter,
     blocked: Family<ListLabels, Counter>,
     connect_duration: Histogram,
     resolve_duration: Histogram,
@@ -174,6 +178,7 @@ impl Metrics {
             bytes,
             auth_failures,
             denied,
+            denied_any: Counter::default(),
             blocked,
             connect_duration,
             resolve_duration,
@@ -201,6 +206,7 @@ impl Metrics {
     /// [`DenyReason::label`]: socksmith::policy::DenyReason::label
     pub fn denied(&self, reason: &'static str, list: Option<&str>) {
         self.denied.get_or_create(&ReasonLabels { reason }).inc();
+        self.denied_any.inc();
         if let Some(list) = list {
             self.blocked
                 .get_or_create(&ListLabels {
@@ -260,10 +266,7 @@ impl Metrics {
 
     /// Requests refused so far (every reason).
     pub fn denied_total(&self) -> u64 {
-        DENY_REASONS
-            .iter()
-            .map(|&reason| self.denied.get_or_create(&ReasonLabels { reason }).get())
-            .sum()
+        self.denied_any.get()
     }
 
     /// Authentication failures so far.

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod check;
 pub mod connect;
+pub mod exit_status;
 pub mod forward;
 pub mod serve;
 

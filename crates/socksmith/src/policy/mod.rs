@@ -71,6 +71,9 @@ pub enum DenyReason {
     /// The target is not a usable destination: the unspecified address (0.0.0.0, ::), a
     /// multicast or broadcast address.
     UnusableTarget(IpAddr),
+    /// The client named its target by IP address only, and the server requires names
+    /// ([`crate::server::ServerConfig::require_hostname`]).
+    HostnameRequired(IpAddr),
     /// A custom policy's own reason.
     Other(String),
 }
@@ -95,6 +98,11 @@ impl fmt::Display for DenyReason {
                 write!(f, "target {ip} is in denied network {net}")
             }
             DenyReason::UnusableTarget(ip) => write!(f, "target {ip} is not a usable destination"),
+            DenyReason::HostnameRequired(ip) => write!(
+                f,
+                "target {ip} sent as an address, and this server requires host names: \
+                 let the proxy resolve (socks5h:// or socks4a:// instead of socks5:// or socks4://)"
+            ),
             DenyReason::Other(reason) => f.write_str(reason),
         }
     }

@@ -120,7 +120,8 @@ pub struct Finished<'a> {
 /// its label here, or the crate does not build.
 impl DenyReason {
     /// The `reason` label: `link_local`, `metadata`, `loopback`, `denied_network`,
-    /// `unusable_target` or `other` (a custom policy's or a limit's own reason).
+    /// `unusable_target`, `hostname_required` or `other` (a custom policy's or a limit's own
+    /// reason).
     pub fn label(&self) -> &'static str {
         match self {
             DenyReason::LinkLocalTarget(_) => "link_local",
@@ -128,6 +129,7 @@ impl DenyReason {
             DenyReason::LoopbackTarget(_) => "loopback",
             DenyReason::DeniedNetwork { .. } => "denied_network",
             DenyReason::UnusableTarget(_) => "unusable_target",
+            DenyReason::HostnameRequired(_) => "hostname_required",
             DenyReason::Other(_) => "other",
         }
     }
@@ -141,6 +143,7 @@ impl DenyReason {
             | DenyReason::LoopbackTarget(_)
             | DenyReason::DeniedNetwork { .. }
             | DenyReason::UnusableTarget(_)
+            | DenyReason::HostnameRequired(_)
             | DenyReason::Other(_) => None,
         }
     }
@@ -183,6 +186,7 @@ mod tests {
             (DenyReason::LoopbackTarget(ip), "loopback"),
             (DenyReason::DeniedNetwork { ip, net }, "denied_network"),
             (DenyReason::UnusableTarget(ip), "unusable_target"),
+            (DenyReason::HostnameRequired(ip), "hostname_required"),
             (DenyReason::Other("over the limit".into()), "other"),
         ];
         for (reason, label) in cases {

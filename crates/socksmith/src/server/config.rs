@@ -62,8 +62,15 @@ pub struct ServerConfig {
     /// cut. Default 10 s.
     pub shutdown_grace: Duration,
     /// At most this many sessions at once; further connections wait in the kernel's accept
-    /// queue. `None`: no limit.
+    /// queue. `None` (the default): derived from the open-file limit when serving starts, so
+    /// that sessions can never use up every descriptor (see
+    /// [`crate::server::Server::session_limits`]).
     pub max_sessions: Option<usize>,
+    /// At most this many sessions at once from one client address (an IPv6 client: from one
+    /// /64, which one host usually has to itself); its further connections are closed at
+    /// once, so that one client cannot hold the sessions others wait for. `None` (the
+    /// default): an eighth of the session limit, at least 4.
+    pub max_sessions_per_client: Option<usize>,
     /// Looks up names for CONNECT, RESOLVE, RESOLVE_PTR and UDP destinations.
     pub resolver: Arc<dyn Resolve>,
     /// Decides whether each request may proceed.
@@ -78,6 +85,16 @@ pub struct ServerConfig {
     pub accounting: Option<Arc<dyn Accounting>>,
     /// Relay with `splice(2)` on Linux when both legs are TCP (default `true`).
     pub zero_copy: bool,
+    /// Refuse requests that name their target by IP address only (CONNECT): the proxy can
+    /// then check every name against its rules and blocklists, which clients that resolve
+    /// names themselves (`socks5://`, `socks4://`) would get around. Default `false`.
+    pub require_hostname: bool,
+    /// Where the direct egress's connections and datagrams leave from (at most one address
+    /// per family). Empty (the default): the kernel chooses.
+    pub outbound_addresses: Vec<std::net::IpAddr>,
+    /// The address UDP ASSOCIATE and BIND replies name instead of the server's own (for a
+    /// server behind NAT). `None` (the default): the address the client reached.
+    pub udp_advertise: Option<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -94,11 +111,15 @@ impl Default for ServerConfig {
             bind_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             max_sessions: None,
+            max_sessions_per_client: None,
             resolver: Arc::new(SystemResolver::default()),
             policy: Arc::new(Rules::default()),
             egress: None,
             accounting: None,
             zero_copy: true,
+            require_hostname: false,
+            outbound_addresses: Vec::new(),
+            udp_advertise: None,
         }
     }
 }

@@ -43,18 +43,20 @@ mod error;
 mod listener;
 mod log;
 mod lookup;
+mod per_client;
 mod stats;
 mod udp;
 
 pub use accounting::{Accounting, Traffic, TunnelGuard};
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
 pub use config::ServerConfig;
+pub use egress::direct::LOOKUPS_PER_CLIENT;
 pub use egress::{
     Connected, Direct, Egress, EgressError, EgressFuture, EgressRequest, PendingBind, UdpEgress,
     Upstream,
 };
 pub use error::{LookupError, ServerError, SessionError};
-pub use listener::bind_listener;
+pub use listener::{bind_listener, SessionLimits};
 pub use stats::{Stats, StatsSnapshot};
 
 pub use crate::relay::{AsyncStream, TunnelStream};
@@ -109,11 +111,15 @@ impl Shared {
         };
         let egress = match &config.egress {
             Some(egress) => Arc::clone(egress),
-            None => Arc::new(Direct::new(
-                Arc::clone(&config.resolver),
-                config.resolve_timeout,
-                config.connect_timeout,
-            )),
+            None => Arc::new(
+                Direct::new(
+                    Arc::clone(&config.resolver),
+                    config.resolve_timeout,
+                    config.connect_timeout,
+                )
+                .with_source_addresses(&config.outbound_addresses)
+                .with_advertised_address(config.udp_advertise),
+            ),
         };
         Shared {
             config,
@@ -152,6 +158,15 @@ impl Server {
             .current
             .write()
             .unwrap_or_else(PoisonError::into_inner) = shared;
+    }
+
+    /// The session limits [`Server::serve`] applies: [`ServerConfig::max_sessions`] and
+    /// [`ServerConfig::max_sessions_per_client`], or, where they are `None`, what they derive
+    /// from the process's open-file limit: a session holds up to three descriptors (client,
+    /// target, and a pipe end while splicing), and [`listener::RESERVED_DESCRIPTORS`] stay free
+    /// for listeners, logs, name lookups and the odd file.
+    pub fn session_limits(&self) -> SessionLimits {
+        listener::limits(&self.current().config)
     }
 
     /// The counters, shared with every session (keep the `Arc` to read them while serving).

@@ -1,0 +1,248 @@
+//! Regression tests for findings of the review of the server as it first landed (issue 13),
+//! each failing before its fix: names through a `socks5://` upstream were never checked by
+//! the policy, UDP answers came into an association from denied sources, and RESOLVE_PTR
+//! answered for denied ranges.
+
+mod server_support;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use server_support::{udp_exchange, v5_request, Running, STEP};
+use socksmith::client::Client;
+use socksmith::policy::{IpNet, Rules};
+use socksmith::resolve::StaticResolver;
+use socksmith::server::ServerConfig;
+use socksmith_testkit::raw::{socks5_greeting, socks5_request, udp_wrap, CMD_UDP_ASSOCIATE};
+use socksmith_testkit::{within, Target, UdpEchoServer};
+use tokio::net::{TcpStream, UdpSocket};
+
+const RESOLVE_PTR: u8 = 0xF1;
+
+#[tokio::test]
+async fn a_name_resolved_here_for_a_socks5_upstream_is_checked_by_the_policy() {
+    within(STEP, "upstream name check", async {
+        let parent = Running::start(ServerConfig::default()).await;
+        // The chain resolves names on this host (socks5://, not socks5h://): this one
+        // points at the cloud metadata address.
+        let resolver = StaticResolver::new().with_host(
+            "metadata.test",
+            [IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254))],
+        );
+        let client = Client::builder()
+            .proxy(
+                format!("socks5://{}", parent.addr)
+                    .parse()
+                    .expect("proxy URL"),
+            )
+            .resolver(Arc::new(resolver))
+            .build()
+            .expect("client");
+        let mut config = ServerConfig::default();
+        config.set_upstream(client);
+        let server = Running::start(config).await;
+
+        let target = Target::Domain("metadata.test".into(), 80);
+        let (_s, code, _) = v5_request(server.addr, 1, &target).await;
+        assert_eq!(code, 0x02, "refused as the direct egress refuses it");
+        assert_eq!(
+            parent.stats().sessions_accepted,
+            0,
+            "the upstream was never asked"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn udp_answers_from_a_denied_source_never_reach_the_client() {
+    within(STEP, "udp sender policy", async {
+        let denied: IpNet = "127.0.0.77/32".parse().expect("prefix");
+        let mut config = ServerConfig::default();
+        config.policy = Arc::new(Rules::default().deny(denied));
+        let server = Running::start(config).await;
+
+        // A target that tells us where the relay's datagrams leave from.
+        let target = UdpSocket::bind("127.0.0.1:0").await.expect("target");
+        let target_addr = target.local_addr().expect("addr");
+
+        let mut control = TcpStream::connect(server.addr).await.expect("connect");
+        assert_eq!(
+            socks5_greeting(&mut control, &[0]).await.expect("greeting"),
+            0
+        );
+        let any = Target::Ip("0.0.0.0:0".parse().expect("literal"));
+        let reply = socks5_request(&mut control, CMD_UDP_ASSOCIATE, &any)
+            .await
+            .expect("reply");
+        assert_eq!(reply.code, 0);
+        let Target::Ip(relay) = reply.addr else {
+            panic!("an address")
+        };
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        client
+            .send_to(&udp_wrap(&Target::Ip(target_addr), b"hello"), relay)
+            .await
+            .expect("send");
+        let mut buf = [0u8; 2048];
+        let (n, egress_addr) = tokio::time::timeout(STEP, target.recv_from(&mut buf))
+            .await
+            .expect("the datagram arrives")
+            .expect("recv");
+        assert_eq!(&buf[..n], b"hello");
+
+        // The denied host speaks first, then the real target answers: the client must get
+        // the real answer and nothing from the denied host.
+        let intruder = UdpSocket::bind("127.0.0.77:0").await.expect("intruder");
+        intruder
+            .send_to(b"injected", egress_addr)
+            .await
+            .expect("send");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        target.send_to(b"answer", egress_addr).await.expect("send");
+        let (n, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .expect("recv");
+        let (source, data) =
+            socksmith_testkit::raw::udp_unwrap(&buf[..n]).expect("a SOCKS5 datagram");
+        assert_eq!(source, Target::Ip(target_addr));
+        assert_eq!(data, b"answer");
+        let stats = server.stats_when(|s| s.udp_foreign_dropped >= 1).await;
+        assert_eq!(stats.udp_datagrams_target_to_client, 1);
+        drop(control);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resolve_ptr_of_a_denied_range_is_refused_before_any_lookup() {
+    within(STEP, "ptr policy", async {
+        let denied: IpNet = "10.0.0.0/8".parse().expect("prefix");
+        let mut config = ServerConfig::default();
+        config.policy = Arc::new(Rules::default().deny(denied));
+        config.resolver = Arc::new(
+            StaticResolver::new()
+                .with_name(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), "db.internal.test")
+                .with_name(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), "ok.test"),
+        );
+        let server = Running::start(config).await;
+
+        let (_s, code, _) = v5_request(
+            server.addr,
+            RESOLVE_PTR,
+            &Target::Ip("10.1.2.3:0".parse().expect("literal")),
+        )
+        .await;
+        assert_eq!(code, 0x02, "no reverse lookups of denied ranges");
+        let (_s, code, addr) = v5_request(
+            server.addr,
+            RESOLVE_PTR,
+            &Target::Ip("192.0.2.1:0".parse().expect("literal")),
+        )
+        .await;
+        assert_eq!(code, 0);
+        assert_eq!(addr, Target::Domain("ok.test".into(), 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn udp_round_trips_still_work_beside_the_sender_check() {
+    within(STEP, "udp round trip", async {
+        let echo = UdpEchoServer::start().await;
+        let server = Running::start(ServerConfig::default()).await;
+        let mut control = TcpStream::connect(server.addr).await.expect("connect");
+        assert_eq!(
+            socks5_greeting(&mut control, &[0]).await.expect("greeting"),
+            0
+        );
+        let any = Target::Ip("0.0.0.0:0".parse().expect("literal"));
+        let reply = socks5_request(&mut control, CMD_UDP_ASSOCIATE, &any)
+            .await
+            .expect("reply");
+        let Target::Ip(relay) = reply.addr else {
+            panic!("an address")
+        };
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        for i in 0..20u8 {
+            let payload = [i; 100];
+            let (_, source, data) =
+                udp_exchange(&socket, relay, &Target::Ip(echo.addr()), &payload).await;
+            assert_eq!(source, Target::Ip(echo.addr()));
+            assert_eq!(data, payload);
+        }
+    })
+    .await;
+}
+
+/// Names starting with `slow` never resolve (until the resolve timeout); others are loopback.
+#[derive(Debug)]
+struct SlowNames;
+
+impl socksmith::resolve::Resolve for SlowNames {
+    fn lookup_name<'a>(&'a self, name: &'a str) -> socksmith::resolve::Lookup<'a, Vec<IpAddr>> {
+        Box::pin(async move {
+            if name.starts_with("slow") {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        })
+    }
+
+    fn lookup_addr(&self, _ip: IpAddr) -> socksmith::resolve::Lookup<'_, String> {
+        Box::pin(async { Ok("localhost".to_owned()) })
+    }
+}
+
+#[tokio::test]
+async fn one_client_with_slow_names_cannot_stall_everyone_elses_lookups() {
+    within(STEP, "lookups per client", async {
+        let echo = socksmith_testkit::EchoServer::start().await;
+        let mut config = ServerConfig::default();
+        config.resolver = Arc::new(SlowNames);
+        config.resolve_timeout = Duration::from_secs(30);
+        let server = Running::start(config).await;
+        let limit = socksmith::server::LOOKUPS_PER_CLIENT;
+
+        // One client (127.0.0.1) fills its share with names that hang...
+        let mut hanging = Vec::new();
+        for i in 0..limit {
+            let mut s = TcpStream::connect(server.addr).await.expect("connect");
+            assert_eq!(socks5_greeting(&mut s, &[0]).await.expect("greeting"), 0);
+            let mut request = vec![5, 1, 0];
+            Target::Domain(format!("slow{i}.test"), 80).encode_socks5(&mut request);
+            tokio::io::AsyncWriteExt::write_all(&mut s, &request)
+                .await
+                .expect("request");
+            hanging.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // ...its next lookup is refused at once (host unreachable)...
+        let (_s, code, _) =
+            v5_request(server.addr, 1, &Target::Domain("slow-more.test".into(), 80)).await;
+        assert_eq!(code, 0x04);
+
+        // ...while another client's lookups go through.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("literal"))
+            .expect("bind 127.0.0.2");
+        let mut s = socket.connect(server.addr).await.expect("connect");
+        assert_eq!(socks5_greeting(&mut s, &[0]).await.expect("greeting"), 0);
+        let reply = socks5_request(
+            &mut s,
+            1,
+            &Target::Domain("fast.test".into(), echo.addr().port()),
+        )
+        .await
+        .expect("reply");
+        assert_eq!(
+            reply.code, 0,
+            "another client resolves while the first one waits"
+        );
+        drop(hanging);
+    })
+    .await;
+}
