@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use socksmith::client::Proxy;
 use socksmith::policy::IpNet;
-use socksmith::server::{bind_listener, Server, Users};
+use socksmith::server::{bind_listener, AccountingList, Server, Users};
 
 use crate::admin::{self, Admin, AdminToken};
 use crate::config_file::{self, parse_listen, FileConfig, ServeSettings};
@@ -201,7 +201,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let admin = Admin::from_settings(settings.admin.take(), settings.admin_token.take())?;
     let (listen, mut config) = settings.finish();
     if let Some(admin) = &admin {
-        config.accounting = Some(admin.accounting());
+        // Beside any accounting the configuration already has (limits), not instead of it.
+        config.accounting = Some(AccountingList::join(
+            config.accounting.take(),
+            admin.accounting(),
+        ));
     }
     let runtime = super::runtime()?;
     runtime.block_on(async move {

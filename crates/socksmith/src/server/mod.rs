@@ -47,7 +47,7 @@ mod per_client;
 mod stats;
 mod udp;
 
-pub use accounting::{Accounting, Traffic, TunnelGuard};
+pub use accounting::{Accounting, AccountingList, Traffic, TunnelGuard};
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
 pub use config::ServerConfig;
 pub use egress::direct::LOOKUPS_PER_CLIENT;
