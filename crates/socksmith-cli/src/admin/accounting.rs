@@ -134,3 +134,80 @@ impl Drop for LiveGuard {
         self.live.close(self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use socksmith::server::accounting::{Event, Finished};
+    use socksmith::server::Traffic;
+    use socksmith::{TargetAddr, Version};
+
+    use super::*;
+
+    fn session(target: &str) -> Session {
+        let client: SocketAddr = "127.0.0.1:40000".parse().expect("valid");
+        Session {
+            client,
+            local: "127.0.0.1:1080".parse().expect("valid"),
+            user: Some("alice".into()),
+            version: Version::V5,
+            command: Command::Connect,
+            target: TargetAddr::Ip(target.parse().expect("valid")),
+        }
+    }
+
+    #[test]
+    fn refusals_before_and_after_the_lookup_are_both_counted_and_listed() {
+        let accounting = AdminAccounting::new();
+        let asked = session("10.1.2.3:80");
+        let guard = accounting.open(&asked).expect("never refuses");
+        assert_eq!(accounting.live.sessions().len(), 1);
+
+        // Refused by the policy before anything was looked up: an `Event::Denied`.
+        let net = "10.0.0.0/8".parse().expect("valid prefix");
+        let reason = DenyReason::DeniedNetwork {
+            ip: "10.1.2.3".parse().expect("valid"),
+            net,
+        };
+        accounting.record(&Event::Denied {
+            session: &asked,
+            reason: &reason,
+        });
+        // Refused by the egress after the lookup: only the session's end says so.
+        let error = SessionError::Egress(EgressError::Denied(reason.clone()));
+        accounting.record(&Event::Finished(&Finished {
+            client: asked.client,
+            version: Some(Version::V5),
+            session: Some(&asked),
+            traffic: Traffic::default(),
+            duration: Duration::from_millis(3),
+            error: Some(&error),
+        }));
+        drop(guard);
+
+        assert_eq!(accounting.metrics.denied_total(), 2);
+        let refusals = accounting.live.refusals();
+        assert_eq!(refusals.len(), 2);
+        assert_eq!(refusals[0].reason, "denied_network");
+        assert_eq!(refusals[0].user.as_deref(), Some("alice"));
+        assert!(
+            refusals[0].detail.contains("10.0.0.0/8"),
+            "{:?}",
+            refusals[0]
+        );
+        assert!(accounting.live.sessions().is_empty());
+        let finished = accounting.live.finished();
+        assert_eq!(finished.len(), 1);
+        assert_eq!(finished[0].outcome, "denied");
+        assert_eq!(finished[0].duration_ms, 3);
+        let text = accounting.metrics.encode();
+        assert!(
+            text.contains(
+                "socksmith_sessions_total{version=\"socks5\",command=\"connect\",outcome=\"denied\"} 1\n"
+            ),
+            "{text}"
+        );
+    }
+}
