@@ -70,13 +70,18 @@ impl Response {
 
 /// `GET path` over HTTP/1.1, with `Authorization: Bearer TOKEN` when a token is given.
 async fn get(admin: SocketAddr, path: &str, token: Option<&str>) -> Response {
+    request(admin, "GET", path, token).await
+}
+
+/// `METHOD path` over HTTP/1.1 (without a body), as [`get`].
+async fn request(admin: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
     let mut s = tokio::time::timeout(STEP, TcpStream::connect(reachable(admin)))
         .await
         .expect("connect to the admin server in time")
         .expect("connect to the admin server");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n");
+        format!("{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(request.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     tokio::time::timeout(STEP, s.read_to_end(&mut raw))
@@ -493,6 +498,13 @@ async fn with_a_token_every_request_needs_the_bearer_header() {
             let right = get(admin, path, Some(TOKEN)).await;
             assert_eq!(right.status, 200, "{path} with the token: {right:?}");
         }
+        // The token is checked first, whatever the method or path.
+        assert_eq!(get(admin, "/nope", None).await.status, 401);
+        assert_eq!(get(admin, "/nope", Some(TOKEN)).await.status, 404);
+        assert_eq!(request(admin, "POST", "/metrics", None).await.status, 401);
+        let post = request(admin, "POST", "/metrics", Some(TOKEN)).await;
+        assert_eq!(post.status, 405);
+        assert_eq!(post.header("allow"), Some("GET, HEAD"));
         // Without the token `/` is still the page (it asks for the token), and holds no data.
         let page = get(admin, "/", None).await;
         assert!(page.body.contains("id=\"login\""), "{}", page.body);

@@ -93,13 +93,6 @@ pub(super) async fn serve(listener: TcpListener, state: Arc<State>) {
 
 fn respond(state: &State, request: &Request<Incoming>) -> Reply {
     let path = request.uri().path();
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut reply = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
-        reply
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return reply;
-    }
     let authorized = match &state.token {
         None => true,
         Some(token) => bearer(request).is_some_and(|given| token.matches(given)),
@@ -117,6 +110,13 @@ fn respond(state: &State, request: &Request<Incoming>) -> Reply {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"socksmith admin\""),
         );
+        return reply;
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut reply = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+        reply
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return reply;
     }
     match path {
