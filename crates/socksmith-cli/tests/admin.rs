@@ -417,6 +417,62 @@ async fn metrics_start_at_zero_then_count_curl_traffic_refusals_and_bad_logins()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tor_resolve_lookups_are_timed_in_the_resolve_histogram() {
+    within(TEST_DEADLINE, "resolve metrics", async {
+        let Some(python) = require_prometheus_parser() else {
+            return;
+        };
+        // Debian's tor-resolve: the client of Tor's RESOLVE extension (scripts/test unpacks it).
+        let Some(tor_resolve) = socksmith_testkit::tools::find_tool("tor-resolve").or_else(|| {
+            peer_missing("tor-resolve not installed: run scripts/test (Debian package tor)")
+        }) else {
+            return;
+        };
+        let server = serve(&["--admin", "127.0.0.1:0"]).await;
+        let admin = admin_addr(&server);
+        let mut cmd = tokio::process::Command::new(&tor_resolve);
+        cmd.args(["-5", "localhost"]).arg(server.addr().to_string());
+        let out = run_command(cmd, b"", STEP).await;
+        out.assert_success();
+        assert_eq!(out.stdout_str().trim(), "127.0.0.1", "{out}");
+        let resolves = |f: &Value| {
+            sample(
+                f,
+                "socksmith_sessions",
+                "socksmith_sessions_total",
+                &[
+                    ("version", "socks5"),
+                    ("command", "resolve"),
+                    ("outcome", "ok"),
+                ],
+            )
+        };
+        let families = scrape_until(&python, admin, "the RESOLVE session", |f| {
+            resolves(f).is_some()
+        })
+        .await;
+        assert_eq!(resolves(&families), Some(1.0), "{families}");
+        let histogram = "socksmith_resolve_duration_seconds";
+        assert_eq!(
+            sample(&families, histogram, &format!("{histogram}_count"), &[]),
+            Some(1.0),
+            "{families}"
+        );
+        assert_eq!(
+            sample(
+                &families,
+                "socksmith_resolves",
+                "socksmith_resolves_total",
+                &[]
+            ),
+            Some(1.0),
+            "{families}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_sessions_lists_a_tunnel_while_it_is_open_and_not_after() {
     within(TEST_DEADLINE, "live sessions", async {
         let server = serve(&["--admin", "127.0.0.1:0", "--user", "alice:wonderland"]).await;
