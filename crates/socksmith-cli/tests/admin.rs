@@ -329,8 +329,16 @@ async fn metrics_start_at_zero_then_count_curl_traffic_refusals_and_bad_logins()
                 ],
             )
         };
-        let families = scrape_until(&python, admin, "the three sessions counted", |f| {
-            sessions(f, "ok").is_some() && sessions(f, "denied").is_some()
+        // Counted when each session ends; the gauge drops a moment later, as its task returns.
+        let families = scrape_until(&python, admin, "the three sessions ended", |f| {
+            sessions(f, "ok").is_some()
+                && sessions(f, "denied").is_some()
+                && sample(
+                    f,
+                    "socksmith_sessions_active",
+                    "socksmith_sessions_active",
+                    &[],
+                ) == Some(0.0)
         })
         .await;
         assert_eq!(sessions(&families, "ok"), Some(1.0), "{families}");
@@ -401,16 +409,6 @@ async fn metrics_start_at_zero_then_count_curl_traffic_refusals_and_bad_logins()
                 &[("le", "+Inf")]
             ),
             Some(1.0)
-        );
-        // Every connection ended: the gauge is back at zero.
-        assert_eq!(
-            sample(
-                &families,
-                "socksmith_sessions_active",
-                "socksmith_sessions_active",
-                &[]
-            ),
-            Some(0.0)
         );
     })
     .await;
@@ -513,7 +511,12 @@ async fn api_sessions_lists_a_tunnel_while_it_is_open_and_not_after() {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             let summary = get(admin, "/api/summary", None).await.json();
-            if summary["sessions"].as_array().is_some_and(Vec::is_empty) {
+            // The row goes when the tunnel ends; the finished entry follows with the bytes.
+            let gone = summary["sessions"].as_array().is_some_and(Vec::is_empty);
+            let ended = summary["finished"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty());
+            if gone && ended {
                 let finished = &summary["finished"][0];
                 assert_eq!(finished["target"], echo.addr().to_string(), "{summary}");
                 assert_eq!(finished["bytes_up"], 4, "{summary}");
