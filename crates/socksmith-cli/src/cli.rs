@@ -17,7 +17,8 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
+          env = "SOCKSMITH_LOG_FORMAT")]
     pub log_format: LogFormat,
 
     /// What to do.
@@ -47,4 +48,10 @@ pub enum Command {
     Check(commands::check::Args),
     /// Measure a SOCKS5 proxy: throughput, connection rate, latency, idle cost, UDP.
     Bench(Box<commands::bench::Args>),
+    /// Add a user to a users file (`serve --users FILE`), change their password, or remove them.
+    Passwd(commands::passwd::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(commands::completions::Args),
+    /// Print the manual page (roff), of socksmith or of one command.
+    Man(commands::man::Args),
 }

@@ -6,12 +6,13 @@
 //! the key. The command line overrides the file afterwards (see `commands::serve`).
 //!
 //! ```toml
-//! listen = ["127.0.0.1:1080", "[::1]:1080"]
+//! listen = ["127.0.0.1:1080", "[::1]:1080"]   # also "1080", ":1080", "localhost:1080"
 //! allow_socks4 = false         # serve SOCKS4/4a even with users (default: only without)
 //! allow_open_proxy = false     # non-loopback listeners without users
 //! allow_link_local = false     # cloud metadata targets: 169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200
-//! allow_loopback = false       # this host's loopback as a target for everyone (default: only
-//!                              # when every listener is on loopback, and then only for local clients)
+//! allow_loopback_targets = false  # this host's loopback as a target for everyone (default:
+//!                              # only when every listener is on loopback, and then only for
+//!                              # local clients); the old name `allow_loopback` still works
 //! deny = ["10.0.0.0/8"]        # refuse targets in these prefixes (reply 0x02)
 //! max_sessions = 10000
 //! # every tunnel through these parent proxies, first hop first (curl's URL forms)
@@ -24,8 +25,11 @@
 //! name = "alice"
 //! password = "correct horse"
 //!
+//! quiet = false                # no per-session log lines (warnings and errors stay)
+//! proxy_protocol = false       # behind HAProxy send-proxy/send-proxy-v2: real client addresses
+//!
 //! [timeouts]                   # "500ms", "10s", "5m", "1h", or a number of seconds
-//! handshake = "10s"
+//! handshake = "10s"            # also written as a top-level key: handshake_timeout = "10s"
 //! resolve = "10s"
 //! connect = "10s"
 //! idle = "1h"                  # "never" (or 0) disables it
@@ -33,9 +37,12 @@
 //! bind = "60s"
 //! shutdown_grace = "10s"
 //! ```
+//!
+//! Every `serve` flag has a key of the same name with `_` for `-` (`--max-sessions` is
+//! `max_sessions`, `--idle-timeout` is `idle_timeout`); `--user` is the `[[users]]` table.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +70,15 @@ pub struct FileConfig {
     /// Allow link-local and cloud metadata targets.
     pub allow_link_local: Option<bool>,
     /// Allow every client to reach this host's loopback addresses.
+    pub allow_loopback_targets: Option<bool>,
+    /// The old name of `allow_loopback_targets`, still read (with a deprecation warning).
     pub allow_loopback: Option<bool>,
+    /// Refuse SOCKS4/4a clients even without users (`allow_socks4 = false` says the same).
+    pub no_socks4: Option<bool>,
+    /// No per-session log lines.
+    pub quiet: Option<bool>,
+    /// Every connection starts with a PROXY protocol header (behind a load balancer).
+    pub proxy_protocol: Option<bool>,
     /// Target prefixes to refuse.
     pub deny: Option<Vec<String>>,
     /// Most sessions at once.
@@ -72,13 +87,42 @@ pub struct FileConfig {
     /// shows the value.
     #[serde(default, deserialize_with = "secret_strings")]
     pub upstream: Option<Vec<String>>,
-    /// Deadlines.
+    /// Deadlines, as a table.
     pub timeouts: Option<FileTimeouts>,
     /// The admin HTTP server's address.
     pub admin: Option<String>,
     /// The admin server's bearer token. A type error never shows the value.
     #[serde(default, deserialize_with = "secret_option")]
     pub admin_token: Option<String>,
+    /// `--handshake-timeout`, the same as `timeouts.handshake`.
+    pub handshake_timeout: Option<FileDuration>,
+    /// `--resolve-timeout`, the same as `timeouts.resolve`.
+    pub resolve_timeout: Option<FileDuration>,
+    /// `--connect-timeout`, the same as `timeouts.connect`.
+    pub connect_timeout: Option<FileDuration>,
+    /// `--idle-timeout`, the same as `timeouts.idle`.
+    pub idle_timeout: Option<FileDuration>,
+    /// `--udp-idle-timeout`, the same as `timeouts.udp_idle`.
+    pub udp_idle_timeout: Option<FileDuration>,
+    /// `--bind-timeout`, the same as `timeouts.bind`.
+    pub bind_timeout: Option<FileDuration>,
+    /// `--shutdown-grace`, the same as `timeouts.shutdown_grace`.
+    pub shutdown_grace: Option<FileDuration>,
+}
+
+impl FileConfig {
+    /// Warnings about what the file says in an outdated way (logged by [`load`]).
+    pub fn deprecations(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.allow_loopback.is_some() {
+            warnings.push(
+                "key `allow_loopback` is deprecated: write `allow_loopback_targets` (the name \
+                 of the --allow-loopback-targets flag)"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
 }
 
 /// One `[[users]]` entry.
@@ -174,7 +218,8 @@ pub enum FileDuration {
 /// A bad configuration: one line naming the key.
 #[derive(Debug)]
 pub struct ConfigError {
-    key: String,
+    /// The key's path: `listen[0]`, `timeouts.handshake`, `users[1]`.
+    pub key: String,
     problem: String,
 }
 
@@ -199,7 +244,7 @@ impl ConfigError {
 #[derive(Debug)]
 pub struct ServeSettings {
     /// Addresses to bind.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddr>,
     /// Users, kept apart so the command line can replace them.
     pub users: Users,
     /// Denied prefixes and the link-local switch, kept apart for the same reason.
@@ -215,23 +260,28 @@ pub struct ServeSettings {
     pub admin: Option<SocketAddr>,
     /// Its bearer token.
     pub admin_token: Option<AdminToken>,
+    /// No per-session log lines.
+    pub quiet: bool,
+    /// Every connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Everything else.
     pub server: ServerConfig,
 }
 
 impl ServeSettings {
-    /// Puts users, rules and the upstream chain into the server configuration. The chain's
-    /// client resolves with the server's resolver and gets the server's deadlines: the
-    /// resolve timeout, the connect timeout (for the first hop and each handshake step), the
-    /// BIND timeout.
+    /// Puts users, rules and the upstream chain into the server configuration, for a server
+    /// whose listeners are on `listening` (the addresses really bound or inherited). The
+    /// chain's client resolves with the server's resolver and gets the server's deadlines:
+    /// the resolve timeout, the connect timeout (for the first hop and each handshake step),
+    /// the BIND timeout.
     ///
     /// Loopback targets: allowed to everyone with `allow_loopback`; else refused to everyone
     /// when any listener is on another address (the users of a public proxy must not reach
-    /// services on this host's 127.0.0.1), and left to local clients when all listeners are
-    /// on loopback (all clients are local then).
-    pub fn finish(self) -> (Vec<SocketAddr>, ServerConfig) {
+    /// services on this host's 127.0.0.1) or behind a balancer (`proxy_protocol`), and left
+    /// to local clients when all listeners are on loopback (all clients are local then).
+    pub fn finish(self, listening: &[SocketAddr]) -> ServerConfig {
         let ServeSettings {
-            listen,
+            listen: _,
             users,
             deny,
             allow_link_local,
@@ -239,11 +289,19 @@ impl ServeSettings {
             upstream,
             admin: _,
             admin_token: _,
+            quiet: _,
+            proxy_protocol,
             mut server,
         } = self;
+        // Behind a balancer every client comes through it, from anywhere: a loopback
+        // listener says nothing about who the clients are.
         let loopback = if allow_loopback {
             LoopbackTargets::Allow
-        } else if listen.iter().all(|a| a.ip().to_canonical().is_loopback()) {
+        } else if !proxy_protocol
+            && listening
+                .iter()
+                .all(|a| a.ip().to_canonical().is_loopback())
+        {
             LoopbackTargets::LocalClients
         } else {
             LoopbackTargets::Deny
@@ -272,7 +330,7 @@ impl ServeSettings {
             Rules::deny,
         );
         server.policy = Arc::new(rules);
-        (listen, server)
+        server
     }
 }
 
@@ -295,7 +353,7 @@ impl TryFrom<FileConfig> for ServeSettings {
                     parse_listen(a).map_err(|p| ConfigError::new(format!("listen[{i}]"), p))
                 })
                 .collect::<Result<_, _>>()?,
-            None => vec![DEFAULT_LISTEN.parse().expect("the default address parses")],
+            None => vec![parse_listen(DEFAULT_LISTEN).expect("the default address parses")],
         };
         let mut users = Users::new();
         for (i, user) in file.users.unwrap_or_default().into_iter().enumerate() {
@@ -313,7 +371,16 @@ impl TryFrom<FileConfig> for ServeSettings {
                     .map_err(|e| ConfigError::new(format!("deny[{i}]"), e))
             })
             .collect::<Result<_, _>>()?;
-        server.allow_socks4 = file.allow_socks4;
+        server.allow_socks4 = match (file.allow_socks4, file.no_socks4) {
+            (Some(true), Some(true)) => {
+                return Err(ConfigError::new(
+                    "no_socks4",
+                    "contradicts allow_socks4 = true: keep one of the two",
+                ))
+            }
+            (allow, Some(true)) => allow.or(Some(false)),
+            (allow, _) => allow,
+        };
         server.allow_open_proxy = file.allow_open_proxy.unwrap_or(false);
         if let Some(0) = file.max_sessions {
             return Err(ConfigError::new("max_sessions", "must be at least 1"));
@@ -330,32 +397,78 @@ impl TryFrom<FileConfig> for ServeSettings {
             })
             .collect::<Result<_, _>>()?;
         let t = file.timeouts.unwrap_or_default();
-        let set = |slot: &mut Duration, value: Option<FileDuration>, key: &str| {
-            if let Some(v) = value {
-                *slot = v.to_duration(key)?;
+        // Each deadline has two spellings: `[timeouts] handshake` and `handshake_timeout`.
+        let either = |table: Option<FileDuration>,
+                      table_key: &str,
+                      flat: Option<FileDuration>,
+                      flat_key: &str| match (table, flat) {
+            (Some(_), Some(_)) => Err(ConfigError::new(
+                flat_key,
+                format!("given twice, also as {table_key}: keep one"),
+            )),
+            (Some(v), None) => Ok(Some((v, table_key.to_owned()))),
+            (None, Some(v)) => Ok(Some((v, flat_key.to_owned()))),
+            (None, None) => Ok(None),
+        };
+        let set = |slot: &mut Duration, value: Option<(FileDuration, String)>| {
+            if let Some((v, key)) = value {
+                *slot = v.to_duration(&key)?;
             }
             Ok::<_, ConfigError>(())
         };
         set(
             &mut server.handshake_timeout,
-            t.handshake,
-            "timeouts.handshake",
+            either(
+                t.handshake,
+                "timeouts.handshake",
+                file.handshake_timeout,
+                "handshake_timeout",
+            )?,
         )?;
-        set(&mut server.resolve_timeout, t.resolve, "timeouts.resolve")?;
-        set(&mut server.connect_timeout, t.connect, "timeouts.connect")?;
+        set(
+            &mut server.resolve_timeout,
+            either(
+                t.resolve,
+                "timeouts.resolve",
+                file.resolve_timeout,
+                "resolve_timeout",
+            )?,
+        )?;
+        set(
+            &mut server.connect_timeout,
+            either(
+                t.connect,
+                "timeouts.connect",
+                file.connect_timeout,
+                "connect_timeout",
+            )?,
+        )?;
         set(
             &mut server.udp_idle_timeout,
-            t.udp_idle,
-            "timeouts.udp_idle",
+            either(
+                t.udp_idle,
+                "timeouts.udp_idle",
+                file.udp_idle_timeout,
+                "udp_idle_timeout",
+            )?,
         )?;
-        set(&mut server.bind_timeout, t.bind, "timeouts.bind")?;
+        set(
+            &mut server.bind_timeout,
+            either(t.bind, "timeouts.bind", file.bind_timeout, "bind_timeout")?,
+        )?;
         set(
             &mut server.shutdown_grace,
-            t.shutdown_grace,
-            "timeouts.shutdown_grace",
+            either(
+                t.shutdown_grace,
+                "timeouts.shutdown_grace",
+                file.shutdown_grace,
+                "shutdown_grace",
+            )?,
         )?;
-        if let Some(idle) = t.idle {
-            server.idle_timeout = idle.to_optional_duration("timeouts.idle")?;
+        if let Some((idle, key)) =
+            either(t.idle, "timeouts.idle", file.idle_timeout, "idle_timeout")?
+        {
+            server.idle_timeout = idle.to_optional_duration(&key)?;
         }
         let admin = file
             .admin
@@ -365,6 +478,16 @@ impl TryFrom<FileConfig> for ServeSettings {
             .admin_token
             .map(|t| AdminToken::parse(&t).map_err(|p| ConfigError::new("admin_token", p)))
             .transpose()?;
+        let allow_loopback = match (file.allow_loopback_targets, file.allow_loopback) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "allow_loopback",
+                    "given beside allow_loopback_targets, its new name: keep only \
+                     allow_loopback_targets",
+                ))
+            }
+            (new, old) => new.or(old).unwrap_or(false),
+        };
         Ok(ServeSettings {
             listen,
             users,
@@ -372,8 +495,10 @@ impl TryFrom<FileConfig> for ServeSettings {
             admin_token,
             deny,
             allow_link_local: file.allow_link_local.unwrap_or(false),
-            allow_loopback: file.allow_loopback.unwrap_or(false),
+            allow_loopback,
             upstream,
+            quiet: file.quiet.unwrap_or(false),
+            proxy_protocol: file.proxy_protocol.unwrap_or(false),
             server,
         })
     }
@@ -408,14 +533,57 @@ impl FileDuration {
     }
 }
 
-/// Reads and converts a config file. Errors are one line: the file, the key, the problem.
+/// Reads and converts a config file, logging what it says in an outdated way. Errors are one
+/// line: the file, the line, the key, the problem.
 pub fn load(path: &Path) -> anyhow::Result<ServeSettings> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
-    let file: FileConfig = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), describe(&e, &text)))?;
-    ServeSettings::try_from(file)
-        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    let (settings, warnings) =
+        parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    for warning in warnings {
+        tracing::warn!(file = %path.display(), "{warning}");
+    }
+    Ok(settings)
+}
+
+/// Parses and converts a file's text; errors are one line with the line number and the key.
+pub fn parse(text: &str) -> Result<(ServeSettings, Vec<String>), String> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| describe(&e, text))?;
+    let warnings = file.deprecations();
+    let settings = ServeSettings::try_from(file).map_err(|e| match line_of(text, &e.key) {
+        Some(line) => format!("line {line}: {e}"),
+        None => e.to_string(),
+    })?;
+    Ok((settings, warnings))
+}
+
+/// The line (1-based) where a key path such as `timeouts.handshake`, `listen[0]` or
+/// `users[1]` is written in `text`, found through the TOML parser's spans.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let document = toml::de::DeTable::parse(text).ok()?;
+    let mut table = document.get_ref();
+    let mut span = None;
+    let segments: Vec<&str> = key.split('.').collect();
+    for (n, segment) in segments.iter().enumerate() {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (*segment, None),
+        };
+        let (found_key, value) = table.get_key_value(name)?;
+        span = Some(found_key.span());
+        let mut value = value;
+        if let Some(i) = index {
+            if let Some(item) = value.get_ref().get(i) {
+                span = Some(item.span());
+                value = item;
+            }
+        }
+        if n + 1 < segments.len() {
+            table = value.get_ref().as_table()?;
+        }
+    }
+    let start = span?.start;
+    Some(text.get(..start)?.matches('\n').count() + 1)
 }
 
 /// A TOML error in one line: where, which key, what is wrong.
@@ -437,11 +605,78 @@ fn describe(e: &toml::de::Error, text: &str) -> String {
     }
 }
 
-/// `"127.0.0.1:1080"`, `"[::1]:1080"`.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!("{s:?} is not an IP address with a port (e.g. 127.0.0.1:1080 or [::1]:1080)")
-    })
+/// Where to listen, as given: an IP address with a port, or a host name with a port (looked up
+/// when the listeners are bound, every address it has).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `127.0.0.1:1080`, `[::1]:1080`, and `1080` or `:1080` (which mean 127.0.0.1).
+    Ip(SocketAddr),
+    /// `localhost:1080`.
+    Name(String, u16),
+}
+
+impl ListenAddr {
+    /// The addresses to bind: the IP, or every address the name has (duplicates dropped).
+    pub fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        match self {
+            ListenAddr::Ip(addr) => Ok(vec![*addr]),
+            ListenAddr::Name(host, port) => {
+                let mut addrs: Vec<SocketAddr> = Vec::new();
+                for addr in (host.as_str(), *port).to_socket_addrs()? {
+                    if !addrs.contains(&addr) {
+                        addrs.push(addr);
+                    }
+                }
+                if addrs.is_empty() {
+                    return Err(std::io::Error::other(format!("{host} has no address")));
+                }
+                Ok(addrs)
+            }
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Ip(addr) => write!(f, "{addr}"),
+            ListenAddr::Name(host, port) => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// `"127.0.0.1:1080"`, `"[::1]:1080"`, `"1080"` and `":1080"` (127.0.0.1), `"localhost:1080"`.
+pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a listen address: expected PORT or :PORT (on 127.0.0.1), IP:PORT, \
+             [IPv6]:PORT or HOST:PORT (e.g. 1080, 127.0.0.1:1080, [::1]:1080, localhost:1080)"
+        )
+    };
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(ListenAddr::Ip(addr));
+    }
+    let loopback = |port: &str| {
+        port.parse::<u16>()
+            .map(|p| ListenAddr::Ip(SocketAddr::from(([127, 0, 0, 1], p))))
+    };
+    if let Ok(addr) = loopback(s.strip_prefix(':').unwrap_or(s)) {
+        return Ok(addr);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    // A host name's labels (RFC 1123): letters, digits, hyphens, dots. An IPv6 address
+    // without brackets (`::1:1080`) has colons and is refused here with the hint above.
+    let is_name = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !host.starts_with(['-', '.']);
+    if !is_name {
+        return Err(bad());
+    }
+    Ok(ListenAddr::Name(host.to_ascii_lowercase(), port))
 }
 
 #[cfg(test)]
@@ -449,8 +684,14 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<ServeSettings, String> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| describe(&e, text))?;
-        ServeSettings::try_from(file).map_err(|e| e.to_string())
+        super::parse(text).map(|(settings, _)| settings)
+    }
+
+    fn listening(s: &ServeSettings) -> Vec<SocketAddr> {
+        s.listen
+            .iter()
+            .flat_map(|l| l.resolve().expect("resolves"))
+            .collect()
     }
 
     #[test]
@@ -485,8 +726,9 @@ mod tests {
         assert_eq!(s.server.udp_idle_timeout, Duration::from_millis(500));
         assert_eq!(s.server.shutdown_grace, Duration::from_secs(60));
         assert_eq!(s.upstream.len(), 2);
-        let (listen, server) = s.finish();
+        let listen = listening(&s);
         assert_eq!(listen.len(), 2);
+        let server = s.finish(&listen);
         assert!(server.auth.is_some());
         let egress = server.egress.expect("an upstream chain");
         assert_eq!(
@@ -503,14 +745,16 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_defaults() {
         let s = parse("").expect("valid file");
+        let listen = listening(&s);
         assert_eq!(
-            s.listen,
+            listen,
             vec!["127.0.0.1:1080".parse::<SocketAddr>().expect("literal")]
         );
         assert!(s.users.is_empty());
         assert!(s.upstream.is_empty());
+        assert!(!s.quiet);
         assert_eq!(s.server.handshake_timeout, Duration::from_secs(10));
-        assert!(s.finish().1.egress.is_none());
+        assert!(s.finish(&listen).egress.is_none());
     }
 
     #[test]
@@ -522,32 +766,57 @@ mod tests {
                 "line 1: key `listen`: invalid type: integer `5`, expected a sequence",
             ),
             (
-                "listen = [\"localhost:1080\"]",
-                "listen[0]: \"localhost:1080\" is not an IP address",
+                "listen = [\"127.0.0.1:1\", \"::1:1080\"]",
+                "line 1: listen[1]: \"::1:1080\" is not a listen address",
             ),
-            ("listen = []", "listen: must name at least one address"),
+            (
+                "listen = []",
+                "line 1: listen: must name at least one address",
+            ),
             (
                 "[timeouts]\nhandshake = \"10x\"",
-                "timeouts.handshake: \"10x\" is not a duration",
+                "line 2: timeouts.handshake: \"10x\" is not a duration",
             ),
             (
-                "[timeouts]\nconnect = \"0s\"",
-                "timeouts.connect: must be longer than 0",
+                "allow_socks4 = true\n\n[timeouts]\nconnect = \"0s\"",
+                "line 4: timeouts.connect: must be longer than 0",
+            ),
+            (
+                "connect_timeout = \"0s\"",
+                "line 1: connect_timeout: must be longer than 0",
+            ),
+            (
+                "idle_timeout = \"1h\"\n[timeouts]\nidle = \"1h\"",
+                "idle_timeout: given twice, also as timeouts.idle",
+            ),
+            (
+                "allow_loopback = true\nallow_loopback_targets = true",
+                "allow_loopback: given beside allow_loopback_targets",
+            ),
+            (
+                "allow_socks4 = true\nno_socks4 = true",
+                "line 2: no_socks4: contradicts allow_socks4 = true",
             ),
             (
                 "[timeouts]\nconect = \"1s\"",
                 "line 2: key `conect`: unknown field `conect`",
             ),
-            ("deny = [\"10.0.0.0/40\"]", "deny[0]: prefix length"),
             (
-                "[[users]]\nname = \"a\"\npassword = \"\"",
-                "users[0]: password of 0 bytes",
+                "deny = [\"10.0.0.0/8\",\n  \"10.0.0.0/40\"]",
+                "line 2: deny[1]: prefix length",
+            ),
+            (
+                "[[users]]\nname = \"a\"\npassword = \"b\"\n[[users]]\nname = \"c\"\npassword = \"\"",
+                "line 4: users[1]: password of 0 bytes",
             ),
             ("[[users]]\nname = \"a\"", "missing field `password`"),
-            ("max_sessions = 0", "max_sessions: must be at least 1"),
             (
-                "upstream = [\"socks5h://127.0.0.1:1080\", \"https://u:pw@proxy:3128\"]",
-                "upstream[1]: invalid proxy URL \"https://u:***@proxy:3128\": unsupported scheme",
+                "max_sessions = 0",
+                "line 1: max_sessions: must be at least 1",
+            ),
+            (
+                "upstream = [\"socks5h://127.0.0.1:1080\", \"ftp://u:pw@proxy:3128\"]",
+                "line 1: upstream[1]: invalid proxy URL \"ftp://u:***@proxy:3128\": unsupported scheme",
             ),
         ];
         for (text, expected) in cases {
@@ -564,18 +833,110 @@ mod tests {
     fn loopback_targets_follow_the_listeners_unless_allowed() {
         use socksmith::policy::Decision;
         let loopback_refused = |text: &str| {
-            let (_, server) = parse(text).expect("valid file").finish();
+            let s = parse(text).expect("valid file");
+            let listen = listening(&s);
+            let server = s.finish(&listen);
             let verdict = server
                 .policy
                 .check_ip("127.0.0.1".parse().expect("literal"));
             matches!(verdict, Decision::Deny(_))
         };
         assert!(!loopback_refused(r#"listen = ["127.0.0.1:0", "[::1]:0"]"#));
+        // Behind a balancer, clients come from anywhere even to a loopback listener.
+        assert!(loopback_refused(
+            "listen = [\"127.0.0.1:0\"]\nproxy_protocol = true"
+        ));
+        assert!(!loopback_refused(
+            "listen = [\"127.0.0.1:0\"]\nproxy_protocol = true\nallow_loopback_targets = true"
+        ));
         assert!(loopback_refused(r#"listen = ["127.0.0.1:0", "0.0.0.0:0"]"#));
         assert!(loopback_refused(r#"listen = ["192.0.2.10:1080"]"#));
         assert!(!loopback_refused(
-            "listen = [\"0.0.0.0:0\"]\nallow_loopback = true"
+            "listen = [\"0.0.0.0:0\"]\nallow_loopback_targets = true"
         ));
+        // The old name still works, with a deprecation warning.
+        let text = "listen = [\"0.0.0.0:0\"]\nallow_loopback = true";
+        assert!(!loopback_refused(text));
+        let (_, warnings) = super::parse(text).expect("valid file");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("allow_loopback_targets"),
+            "{warnings:?}"
+        );
+        assert!(super::parse("allow_loopback_targets = true")
+            .expect("valid")
+            .1
+            .is_empty());
+    }
+
+    #[test]
+    fn every_flag_has_a_top_level_key() {
+        let s = parse(
+            r#"
+            handshake_timeout = "2s"
+            resolve_timeout = "3s"
+            connect_timeout = 4
+            idle_timeout = "never"
+            udp_idle_timeout = "5s"
+            bind_timeout = "6s"
+            shutdown_grace = "7s"
+            no_socks4 = true
+            quiet = true
+            proxy_protocol = true
+            "#,
+        )
+        .expect("valid file");
+        assert_eq!(s.server.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(s.server.resolve_timeout, Duration::from_secs(3));
+        assert_eq!(s.server.connect_timeout, Duration::from_secs(4));
+        assert_eq!(s.server.idle_timeout, None);
+        assert_eq!(s.server.udp_idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.server.bind_timeout, Duration::from_secs(6));
+        assert_eq!(s.server.shutdown_grace, Duration::from_secs(7));
+        assert_eq!(s.server.allow_socks4, Some(false));
+        assert!(s.quiet);
+        assert!(s.proxy_protocol);
+    }
+
+    #[test]
+    fn listen_takes_ports_and_host_names() {
+        let ip = |s: &str| ListenAddr::Ip(s.parse().expect("literal"));
+        assert_eq!(parse_listen("1080"), Ok(ip("127.0.0.1:1080")));
+        assert_eq!(parse_listen(":1080"), Ok(ip("127.0.0.1:1080")));
+        assert_eq!(parse_listen(":0"), Ok(ip("127.0.0.1:0")));
+        assert_eq!(parse_listen("0.0.0.0:1080"), Ok(ip("0.0.0.0:1080")));
+        assert_eq!(parse_listen("[::1]:1080"), Ok(ip("[::1]:1080")));
+        assert_eq!(
+            parse_listen("LocalHost:1080"),
+            Ok(ListenAddr::Name("localhost".into(), 1080))
+        );
+        for bad in [
+            "",
+            ":",
+            "65536",
+            ":65536",
+            "::1:1080",
+            "host",
+            "host:",
+            "host:port",
+            "-x:1",
+            "a b:1",
+            "127.0.0.1",
+        ] {
+            let err = parse_listen(bad).expect_err(bad);
+            assert!(err.contains("expected PORT or :PORT"), "{bad}: {err}");
+        }
+        let localhost = parse_listen("localhost:0")
+            .expect("valid")
+            .resolve()
+            .expect("localhost resolves");
+        assert!(!localhost.is_empty());
+        assert!(
+            localhost
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 0),
+            "{localhost:?}"
+        );
     }
 
     #[test]
@@ -629,7 +990,7 @@ mod tests {
             ("[timeouts]\nidle = 99999999999", "timeouts.idle"),
         ] {
             let err = parse(text).expect_err(text);
-            assert!(err.starts_with(key), "{text}: {err}");
+            assert!(err.contains(&format!("line 2: {key}: ")), "{text}: {err}");
             assert!(err.contains("longer than a year"), "{text}: {err}");
         }
     }

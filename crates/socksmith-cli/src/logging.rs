@@ -1,8 +1,31 @@
-//! Logging set-up: `tracing` to stderr, as text or JSON, level from `RUST_LOG` or `-v`.
+//! Logging set-up: `tracing` to stderr, as text or JSON, level from `RUST_LOG` or `-v`, and
+//! the `serve --quiet` switch, which can change while the server runs (a reload may turn it
+//! on or off).
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::cli::LogFormat;
+
+/// The targets of the library's per-session log lines ("session finished", "handshake
+/// failed", a connection refused for its PROXY protocol header): `--quiet` keeps only their
+/// warnings and errors.
+pub const SESSION_TARGETS: [&str; 2] = [
+    "socksmith::server::log",
+    "socksmith::server::proxy_protocol",
+];
+
+/// What [`set_quiet`] needs to rebuild the filter.
+struct Control {
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// `RUST_LOG` when it is set and valid, else the level `-v` asked for.
+    directives: String,
+}
+
+static CONTROL: OnceLock<Control> = OnceLock::new();
 
 /// Installs the global subscriber. `RUST_LOG` wins over `-v` when set.
 pub fn init(verbose: u8, format: LogFormat) {
@@ -11,16 +34,42 @@ pub fn init(verbose: u8, format: LogFormat) {
         1 => "debug",
         _ => "trace",
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let directives = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|d| !d.trim().is_empty() && EnvFilter::try_new(d).is_ok())
+        .unwrap_or_else(|| default_level.to_owned());
+    let (filter, handle) = reload::Layer::new(filter(&directives, false));
     // Colour codes only for a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => registry.with(output).init(),
+        LogFormat::Json => registry.with(output.json().flatten_event(true)).init(),
     }
+    let _ = CONTROL.set(Control { handle, directives });
+}
+
+/// Drops (or brings back) the per-session log lines; warnings and errors always stay.
+pub fn set_quiet(quiet: bool) {
+    if let Some(control) = CONTROL.get() {
+        if let Err(e) = control.handle.reload(filter(&control.directives, quiet)) {
+            tracing::warn!(error = %e, "could not change the log filter");
+        }
+    }
+}
+
+fn filter(directives: &str, quiet: bool) -> EnvFilter {
+    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    if !quiet {
+        return filter;
+    }
+    SESSION_TARGETS.iter().fold(filter, |filter, target| {
+        let directive = format!("{target}=warn")
+            .parse()
+            .expect("a target and a level form a valid directive");
+        filter.add_directive(directive)
+    })
 }

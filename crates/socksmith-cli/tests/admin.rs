@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use serve_support::{bin, serve, TestDir, STEP};
+use serve_support::{bin, log_with, serve, TestDir, STEP};
 use socksmith_testkit::clients::curl;
 use socksmith_testkit::process::{run_command, CLIENT_DEADLINE};
 use socksmith_testkit::raw::socks5_connect;
@@ -465,6 +465,55 @@ async fn tor_resolve_lookups_are_timed_in_the_resolve_histogram() {
             ),
             Some(1.0),
             "{families}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counts_carry_on_across_a_sighup_reload() {
+    within(TEST_DEADLINE, "metrics across a reload", async {
+        let Some(python) = require_prometheus_parser() else {
+            return;
+        };
+        let mut server = serve(&["--admin", "127.0.0.1:0"]).await;
+        let admin = admin_addr(&server);
+        let http = HttpServer::start().await;
+        let proxy = server.proxy(ProxyKind::Socks5h);
+        let ok_sessions = |f: &Value| {
+            sample(
+                f,
+                "socksmith_sessions",
+                "socksmith_sessions_total",
+                &[
+                    ("version", "socks5"),
+                    ("command", "connect"),
+                    ("outcome", "ok"),
+                ],
+            )
+        };
+        for round in 1..=2 {
+            if round == 2 {
+                server.process_mut().signal("HUP");
+                log_with(&server, "configuration reloaded", 1).await;
+            }
+            let Some(out) = curl(&proxy, &http.url("/"), &[]).await else {
+                return;
+            };
+            out.assert_success();
+            let expected = f64::from(round);
+            let families = scrape_until(&python, admin, "the session counted", |f| {
+                ok_sessions(f) == Some(expected)
+            })
+            .await;
+            assert_eq!(ok_sessions(&families), Some(expected), "{families}");
+        }
+        // The reloaded configuration still reports to the same table.
+        let summary = get(admin, "/api/summary", None).await.json();
+        assert_eq!(
+            summary["finished"].as_array().map(Vec::len),
+            Some(2),
+            "{summary}"
         );
     })
     .await;

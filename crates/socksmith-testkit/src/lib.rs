@@ -11,6 +11,9 @@
 //! - [`clients`]: curl, ncat and PySocks as SOCKS clients.
 //! - [`raw`]: a hand-written SOCKS4/4a/5 client (bytes on the wire, no socksmith code).
 //! - [`proxy`]: how a client reaches a proxy (kind, address, credentials, URL).
+//! - [`haproxy`]: HAProxy as a PROXY-protocol load balancer in front of socksmith.
+//! - [`systemd`]: a `NOTIFY_SOCKET` to read, and socket activation (`systemd-socket-activate`,
+//!   or a socket passed as fd 3).
 //! - [`process`]: child-process plumbing, free ports, [`process::within`] for test deadlines.
 //!
 //! Everything listens on 127.0.0.1 or ::1 only; nothing sleeps to wait for readiness (peers are
@@ -18,12 +21,14 @@
 
 pub mod clients;
 pub mod dante;
+pub mod haproxy;
 pub mod microsocks;
 pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod socksmith;
 pub mod ssh;
+pub mod systemd;
 pub mod targets;
 pub mod tinyproxy;
 pub mod tools;

@@ -108,18 +108,27 @@ impl SocksmithServer {
         env: &[(&str, &str)],
         expect_listening: usize,
     ) -> Result<Self, StartFailure> {
+        let mut cmd = peer_command(bin);
+        cmd.args(full_args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        Self::try_start_command(cmd, expect_listening).await
+    }
+
+    /// [`SocksmithServer::try_start`] for a command the caller built (a wrapper such as
+    /// `systemd-socket-activate`, or a socket passed as stdin): its stdout and stderr are
+    /// taken over here, everything else is left as set.
+    pub async fn try_start_command(
+        mut cmd: tokio::process::Command,
+        expect_listening: usize,
+    ) -> Result<Self, StartFailure> {
         let dir = tempfile::Builder::new()
             .prefix("socksmith-serve-")
             .tempdir()
             .expect("create a temporary directory for socksmith serve");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr.log");
-        let mut cmd = peer_command(bin);
-        cmd.args(full_args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+        cmd.stdout(Stdio::piped()).stderr(stderr);
         let mut process =
             PeerProcess::spawn_configured("socksmith", cmd, vec![stderr_path.clone()])
                 .unwrap_or_else(|e| panic!("{e}"));

@@ -2,9 +2,12 @@
 
 pub mod bench;
 pub mod check;
+pub mod completions;
 pub mod connect;
 pub mod exit_status;
 pub mod forward;
+pub mod man;
+pub mod passwd;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -19,6 +22,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Forward(args) => forward::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(*args),
+        Command::Passwd(args) => passwd::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 

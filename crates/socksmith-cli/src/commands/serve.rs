@@ -1,26 +1,38 @@
-//! `socksmith serve`: binds the listeners, announces them, runs the library's
-//! [`Server`] until SIGINT or SIGTERM, and exits 0 after the grace period.
+//! `socksmith serve`: binds the listeners (or takes the ones systemd passes), announces them,
+//! runs the library's [`Server`] until SIGINT or SIGTERM, re-reads its configuration on
+//! SIGHUP, and exits 0 after the grace period.
 //!
-//! Settings come from the defaults, then the `--config` file, then the flags given on the
-//! command line (each flag replaces the file's value). No protocol code lives here.
+//! Settings come from the defaults, then the `--config` file, then the environment
+//! (`SOCKSMITH_<KEY>`), then the flags (each replaces what came before). [`settings`] builds
+//! them and is run again on every reload. No protocol code lives here.
 
 use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use socksmith::client::Proxy;
 use socksmith::policy::IpNet;
-use socksmith::server::{bind_listener, AccountingList, Server, Users};
+use socksmith::server::{
+    bind_listener, proxy_protocol, Accounting, AccountingList, Server, ServerConfig, Users,
+};
+use tokio::net::TcpListener;
 
 use crate::admin::{self, Admin, AdminToken};
-use crate::config_file::{self, parse_listen, FileConfig, ServeSettings};
+use crate::config_file::{self, parse_listen, FileConfig, ListenAddr, ServeSettings};
 use crate::duration::{parse_duration, parse_duration_or_never};
+use crate::logging;
 
 /// Arguments of `socksmith serve`.
+///
+/// Every option can also be set by an environment variable `SOCKSMITH_<KEY>` (named in each
+/// option's help) and by a key of the config file (the option's name with `_` for `-`).
+/// On/off options take an optional value (`--quiet`, `--quiet=false`), so that the command
+/// line can switch off what the environment or the file switched on.
 #[derive(Debug, clap::Args)]
 #[command(
     after_long_help = "Run a SOCKS server that SOCKS4, SOCKS4a and SOCKS5 clients (curl, browsers, ssh, \
@@ -32,11 +44,20 @@ use crate::duration::{parse_duration, parse_duration_or_never};
                   are refused unless --allow-socks4 is given. Listening on an address other \
                   machines can reach without --user is refused unless --allow-open-proxy is \
                   given.\n\n\
+                  Settings: flag, then environment variable (SOCKSMITH_LISTEN, \
+                  SOCKSMITH_MAX_SESSIONS...), then the --config file, then the default. \
+                  `--config FILE --check` only validates the file and exits 0, or 1 with the \
+                  file, line and key at fault.\n\n\
                   When every listener is ready, one line per listener is printed on stdout: \
                   `listening on ADDR` with the real address (useful with port 0). SIGINT or \
                   SIGTERM stop accepting, let running tunnels finish for --shutdown-grace, then \
-                  exit 0. One log line per finished session goes to stderr (--log-format json \
-                  for JSON; RUST_LOG or -v for more).\n\n\
+                  exit 0. SIGHUP re-reads the config file and applies it to new sessions; \
+                  running tunnels are not touched, and a file that does not validate is logged \
+                  and ignored. One log line per finished session goes to stderr (--quiet: none; \
+                  --log-format json for JSON; RUST_LOG or -v for more).\n\n\
+                  Under systemd: with socket activation (LISTEN_FDS) and no --listen, it serves \
+                  on the sockets it is given; with NOTIFY_SOCKET it reports READY=1, \
+                  RELOADING=1 and STOPPING=1 (Type=notify). See dist/systemd/.\n\n\
                   With --upstream, every tunnel goes through that parent proxy (or chain of \
                   them) instead of straight to the target: CONNECT, BIND (the last hop \
                   listens), UDP ASSOCIATE (through the last hop's relay) and RESOLVE. Nothing \
@@ -45,89 +66,132 @@ use crate::duration::{parse_duration, parse_duration_or_never};
                   Durations are written like 500ms, 10s, 5m, 1h (at most a year)."
 )]
 pub struct Args {
-    /// Address to listen on, IP and port (repeatable): 127.0.0.1:1080, [::1]:1080, or port 0
-    /// for a free port. Default 127.0.0.1:1080.
-    #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_listen)]
-    pub listen: Vec<SocketAddr>,
+    /// Address to listen on (repeatable; comma-separated in the environment): PORT or :PORT
+    /// (on 127.0.0.1), IP:PORT, [IPv6]:PORT, or HOST:PORT (every address the name has, e.g.
+    /// localhost:1080). Port 0 picks a free port. Default 127.0.0.1:1080, or the sockets
+    /// systemd passes (socket activation).
+    #[arg(
+        short,
+        long = "listen",
+        value_name = "ADDR",
+        value_parser = parse_listen,
+        env = "SOCKSMITH_LISTEN",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<ListenAddr>,
 
     /// Require SOCKS5 username/password authentication and accept this user (repeatable).
     /// The password is everything after the first colon. Command lines are visible to other
     /// local users (ps): prefer the config file for real passwords.
-    #[arg(short, long = "user", value_name = "NAME:PASSWORD", value_parser = UserSpec::parse)]
+    #[arg(
+        short,
+        long = "user",
+        value_name = "NAME:PASSWORD",
+        value_parser = UserSpec::parse,
+        env = "SOCKSMITH_USER",
+        hide_env_values = true
+    )]
     pub user: Vec<UserSpec>,
 
-    /// Read settings from this TOML file; flags given on the command line override it.
-    /// Keys: listen, users ([[users]] name/password), allow_socks4, allow_open_proxy,
-    /// allow_link_local, allow_loopback, deny, max_sessions, upstream (a list of URLs), admin,
-    /// admin_token,
-    /// [timeouts] handshake/resolve/connect/idle/udp_idle/bind/shutdown_grace.
-    #[arg(short, long, value_name = "FILE")]
+    /// Read settings from this TOML file; the environment and flags override it. Keys: each
+    /// option's name with `_` for `-` (listen, allow_socks4, max_sessions, idle_timeout...),
+    /// and [[users]] tables (name, password).
+    #[arg(short, long, value_name = "FILE", env = "SOCKSMITH_CONFIG")]
     pub config: Option<PathBuf>,
+
+    /// Validate the settings (the --config file, the environment, the flags) and exit: 0 when
+    /// they are valid, 1 with the file, line and key at fault.
+    #[arg(long)]
+    pub check: bool,
 
     /// Serve SOCKS4/4a clients even though --user requires authentication. SOCKS4 carries no
     /// password: its user id is an unverified claim, so this lets anyone in over SOCKS4 (on a
     /// non-loopback address that is an open proxy: --allow-open-proxy is needed too).
-    #[arg(long, conflicts_with = "no_socks4")]
-    pub allow_socks4: bool,
+    #[arg(long, conflicts_with = "no_socks4", env = "SOCKSMITH_ALLOW_SOCKS4", value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_socks4: Option<bool>,
 
     /// Refuse SOCKS4/4a clients (reply 0x5B) even without authentication.
-    #[arg(long)]
-    pub no_socks4: bool,
+    #[arg(long, env = "SOCKSMITH_NO_SOCKS4", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_socks4: Option<bool>,
 
     /// Allow listening on non-loopback addresses without --user (or with --allow-socks4).
     /// Anyone who can reach the port can then use the proxy; open proxies are found and
     /// abused within hours.
-    #[arg(long)]
-    pub allow_open_proxy: bool,
+    #[arg(long, env = "SOCKSMITH_ALLOW_OPEN_PROXY", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_open_proxy: Option<bool>,
 
     /// Allow cloud metadata targets, refused by default: the link-local ranges
     /// 169.254.0.0/16 and fe80::/10 (169.254.169.254), fd00:ec2::254 and 100.100.100.200.
-    #[arg(long)]
-    pub allow_link_local: bool,
+    #[arg(long, env = "SOCKSMITH_ALLOW_LINK_LOCAL", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_link_local: Option<bool>,
 
     /// Let every client reach this host's loopback addresses (127.0.0.0/8, ::1). By default
     /// they are refused when any listener is on a non-loopback address: the users of a
     /// public proxy must not reach services meant for this host only.
-    #[arg(long)]
-    pub allow_loopback_targets: bool,
+    #[arg(long, env = "SOCKSMITH_ALLOW_LOOPBACK_TARGETS", value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_loopback_targets: Option<bool>,
 
-    /// Refuse targets in this network, e.g. 10.0.0.0/8 or 2001:db8::/32 (repeatable). Clients
-    /// get reply 0x02 "not allowed by ruleset" (SOCKS4: 0x5B).
-    #[arg(long = "deny", value_name = "NET")]
+    /// Refuse targets in this network, e.g. 10.0.0.0/8 or 2001:db8::/32 (repeatable;
+    /// comma-separated in the environment). Clients get reply 0x02 "not allowed by ruleset"
+    /// (SOCKS4: 0x5B).
+    #[arg(
+        long = "deny",
+        value_name = "NET",
+        env = "SOCKSMITH_DENY",
+        value_delimiter = ','
+    )]
     pub deny: Vec<IpNet>,
 
     /// Time a client has to send its greeting, credentials and request. Default 10s.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "SOCKSMITH_HANDSHAKE_TIMEOUT")]
     pub handshake_timeout: Option<Duration>,
 
     /// Time allowed for one DNS lookup. Default 10s.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "SOCKSMITH_RESOLVE_TIMEOUT")]
     pub resolve_timeout: Option<Duration>,
 
     /// Time allowed to connect to a target (all its addresses together). Default 10s.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "SOCKSMITH_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<Duration>,
 
     /// Close a tunnel after this long without traffic either way; 0 or never: never.
     /// Default 1h.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_never)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_or_never,
+          env = "SOCKSMITH_IDLE_TIMEOUT")]
     pub idle_timeout: Option<Duration>,
 
     /// Close a UDP association after this long without a datagram. Default 2m.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "SOCKSMITH_UDP_IDLE_TIMEOUT")]
     pub udp_idle_timeout: Option<Duration>,
 
     /// Time a BIND request waits for the peer to connect. Default 60s.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "SOCKSMITH_BIND_TIMEOUT")]
     pub bind_timeout: Option<Duration>,
 
     /// On SIGINT/SIGTERM, time running tunnels get to finish before they are closed.
     /// Default 10s.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "SOCKSMITH_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<Duration>,
 
     /// Serve at most this many clients at once; more wait to be accepted. Default: no limit.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          env = "SOCKSMITH_MAX_SESSIONS")]
     pub max_sessions: Option<u64>,
 
     /// Send every tunnel through this parent proxy instead of connecting directly. Repeat for
@@ -136,13 +200,30 @@ pub struct Args {
     /// socks4a the last hop resolves target names; with socks5 and socks4 they are resolved
     /// here. A password in the URL is visible to other local users (ps): prefer the config
     /// file's `upstream` key. The flags replace the file's list.
-    #[arg(long = "upstream", value_name = "URL", value_parser = UpstreamUrl::parse)]
+    #[arg(long = "upstream", value_name = "URL", value_parser = UpstreamUrl::parse,
+          env = "SOCKSMITH_UPSTREAM", hide_env_values = true)]
     pub upstream: Vec<UpstreamUrl>,
+
+    /// Leave out the per-session log lines (finished sessions, refused and failed
+    /// handshakes); warnings and errors stay.
+    #[arg(short, long, env = "SOCKSMITH_QUIET", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub quiet: Option<bool>,
+
+    /// Every connection starts with a PROXY protocol header (v1 or v2), as HAProxy's
+    /// send-proxy and send-proxy-v2 write it: the client address in it is the one the rules
+    /// and the log lines use. A connection without a valid header is closed without a reply.
+    /// Only for listeners that nothing but the load balancer can reach.
+    #[arg(long, env = "SOCKSMITH_PROXY_PROTOCOL", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_protocol: Option<bool>,
 
     /// Serve HTTP for operators on this address (IP:PORT; port 0 picks a free port, printed
     /// as `admin on http://ADDR/`): Prometheus metrics at /metrics, the live tunnels at
     /// /api/sessions, a status page at /. An address other machines can reach needs
-    /// --admin-token.
+    /// --admin-token. Fixed at start (a reload does not move it).
     #[arg(long, value_name = "ADDR", value_parser = admin::parse_addr, env = "SOCKSMITH_ADMIN")]
     pub admin: Option<SocketAddr>,
 
@@ -196,55 +277,277 @@ impl fmt::Debug for UpstreamUrl {
 
 /// Runs `socksmith serve`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut settings = settings(args)?;
-    // Checked before anything binds: a refused --admin never listens.
+    // Before the runtime starts its threads: this reads and clears LISTEN_FDS/LISTEN_PID, so
+    // that no child process could mistake the sockets for its own.
+    let mut inherited = listenfd::ListenFd::from_env();
+    let mut settings = settings(&args)?;
+    // Checked before anything binds (and by --check): a refused --admin never listens.
     let admin = Admin::from_settings(settings.admin.take(), settings.admin_token.take())?;
-    let (listen, mut config) = settings.finish();
-    if let Some(admin) = &admin {
-        // Beside any accounting the configuration already has (limits), not instead of it.
-        config.accounting = Some(AccountingList::join(
-            config.accounting.take(),
-            admin.accounting(),
-        ));
+    if args.check {
+        // The checks of the start too, short of binding: the open-proxy guard.
+        if inherited.len() == 0 {
+            let addrs = resolve_listen(&settings.listen)?;
+            Server::new(settings.finish(&addrs)).check_addresses(&addrs)?;
+        }
+        match &args.config {
+            Some(path) => println!("config file {}: ok", path.display()),
+            None => println!("settings: ok (no --config file given)"),
+        }
+        return Ok(ExitCode::SUCCESS);
     }
+    logging::set_quiet(settings.quiet);
+    raise_open_file_limit();
     let runtime = super::runtime()?;
-    runtime.block_on(async move {
-        let server = Server::new(config);
+    runtime.block_on(serve(args, settings, &mut inherited, admin))
+}
+
+async fn serve(
+    args: Args,
+    settings: ServeSettings,
+    inherited: &mut listenfd::ListenFd,
+    admin: Option<Admin>,
+) -> anyhow::Result<ExitCode> {
+    let admin_accounting = admin.as_ref().map(Admin::accounting);
+    let listen = settings.listen.clone();
+    // Listener-level: fixed at start, as the listeners are.
+    let behind_balancer = settings.proxy_protocol;
+    let (listeners, server) = if inherited.len() > 0 {
+        anyhow::ensure!(
+            args.listen.is_empty(),
+            "systemd passed {} listening socket(s) (LISTEN_FDS) and --listen (or \
+             SOCKSMITH_LISTEN) names others: use one or the other",
+            inherited.len()
+        );
+        let listeners = take_inherited(inherited)?;
+        let addrs = local_addrs(&listeners)?;
+        let server = Server::new(with_accounting(
+            settings.finish(&addrs),
+            admin_accounting.as_ref(),
+        ));
+        server.check_listeners(&listeners)?;
+        (listeners, server)
+    } else {
+        let addrs = resolve_listen(&listen)?;
+        let server = Server::new(with_accounting(
+            settings.finish(&addrs),
+            admin_accounting.as_ref(),
+        ));
         // Before binding: a refused configuration never listens, not even for a moment.
-        server.check_addresses(&listen)?;
-        let listeners = listen
+        server.check_addresses(&addrs)?;
+        let listeners = addrs
             .iter()
             .map(|addr| bind_listener(*addr).with_context(|| format!("cannot listen on {addr}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        server.check_listeners(&listeners)?;
-        if let Some(egress) = &server.config().egress {
-            tracing::info!(upstream = %egress.describe(), "tunnels go through the upstream chain");
-        }
-        // Handlers first: a signal sent as soon as the addresses are announced must find them.
-        let shutdown = shutdown_signal()?;
-        if let Some(admin) = admin {
-            admin.start(&server).await?;
-        }
-        let mut stdout = std::io::stdout().lock();
-        for listener in &listeners {
-            writeln!(stdout, "listening on {}", listener.local_addr()?)?;
-        }
-        stdout.flush()?;
-        drop(stdout);
+        (listeners, server)
+    };
+    if let Some(egress) = &server.config().egress {
+        tracing::info!(upstream = %egress.describe(), "tunnels go through the upstream chain");
+    }
+    let addrs = local_addrs(&listeners)?;
+    // Handlers first: a signal sent as soon as the addresses are announced must find them.
+    let signals = Signals::install()?;
+    if let Some(admin) = admin {
+        admin.start(&server).await?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    for addr in &addrs {
+        writeln!(stdout, "listening on {addr}")?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+    // The sockets are listening: connections queue in the kernel from now on, so the service
+    // is ready even before the accept loop's first poll.
+    notify(&[sd_notify::NotifyState::Ready]);
+    let reloader = Reloader {
+        args,
+        listen,
+        proxy_protocol: behind_balancer,
+        addrs,
+        server: server.clone(),
+        admin: admin_accounting,
+    };
+    let shutdown = signals.run(reloader);
+    if behind_balancer {
+        proxy_protocol::serve(&server, listeners, shutdown).await?;
+    } else {
         server.serve(listeners, shutdown).await?;
-        Ok(ExitCode::SUCCESS)
-    })
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Defaults, then the file, then the flags.
-fn settings(args: Args) -> anyhow::Result<ServeSettings> {
+/// The listening sockets systemd passed (socket activation), each checked to be a TCP socket.
+fn take_inherited(inherited: &mut listenfd::ListenFd) -> anyhow::Result<Vec<TcpListener>> {
+    (0..inherited.len())
+        .map(|i| {
+            let listener = inherited
+                .take_tcp_listener(i)
+                .with_context(|| format!("socket {} passed by systemd (fd {})", i + 1, i + 3))?
+                .with_context(|| format!("socket {} passed by systemd was already taken", i + 1))?;
+            listener.set_nonblocking(true)?;
+            Ok(TcpListener::from_std(listener)?)
+        })
+        .collect()
+}
+
+fn local_addrs(listeners: &[TcpListener]) -> anyhow::Result<Vec<SocketAddr>> {
+    listeners
+        .iter()
+        .map(|l| l.local_addr().context("reading a listener's address"))
+        .collect()
+}
+
+/// Every address the `listen` setting names, host names looked up.
+fn resolve_listen(listen: &[ListenAddr]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    for spec in listen {
+        for addr in spec
+            .resolve()
+            .with_context(|| format!("cannot listen on {spec}: looking up the name"))?
+        {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+    }
+    Ok(addrs)
+}
+
+/// Raises the open-file soft limit to the hard limit: every tunnel holds two descriptors, and
+/// the usual soft limit of 1,024 would cap the server near 500 tunnels.
+fn raise_open_file_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).ok();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => tracing::debug!(
+            before = before.map_or(0, |(soft, _)| soft),
+            now,
+            "open-file soft limit raised to the hard limit"
+        ),
+        Err(e) => tracing::debug!(error = %e, "could not raise the open-file soft limit"),
+    }
+}
+
+/// Sends states to systemd when it asked for them (NOTIFY_SOCKET is set); a failure is logged,
+/// never fatal.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "could not notify the service manager (NOTIFY_SOCKET)");
+    }
+}
+
+/// The signal handlers, installed before the listeners are announced.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// Completes on SIGINT or SIGTERM; reloads on every SIGHUP before that.
+    async fn run(mut self, reloader: Reloader) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => {
+                    tracing::info!("SIGTERM: shutting down");
+                    break;
+                }
+                _ = self.int.recv() => {
+                    tracing::info!("SIGINT: shutting down");
+                    break;
+                }
+                _ = self.hup.recv() => reloader.reload(),
+            }
+        }
+        notify(&[sd_notify::NotifyState::Stopping]);
+    }
+}
+
+/// What a reload needs: the command line (flags and environment, read once) and what the
+/// running server listens on.
+struct Reloader {
+    args: Args,
+    listen: Vec<ListenAddr>,
+    proxy_protocol: bool,
+    addrs: Vec<SocketAddr>,
+    server: Server,
+    /// The admin server's accounting, kept across reloads (its counters carry on).
+    admin: Option<Arc<dyn Accounting>>,
+}
+
+impl Reloader {
+    /// Re-reads the settings and hands them to the server for new sessions; running tunnels
+    /// keep theirs. Settings that do not validate are logged and the old ones keep serving.
+    fn reload(&self) {
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        // systemd 253 and later want the time with RELOADING=1 (Type=notify-reload).
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            reloading.push(now);
+        }
+        notify(&reloading);
+        match self.prepare() {
+            Ok((config, quiet)) => {
+                self.server.reload(config);
+                logging::set_quiet(quiet);
+                tracing::info!("SIGHUP: configuration reloaded; new sessions use it");
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: the new configuration is not valid; the old one keeps serving"
+            ),
+        }
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// The new configuration, checked as at start.
+    fn prepare(&self) -> anyhow::Result<(ServerConfig, bool)> {
+        let settings = settings(&self.args)?;
+        if settings.listen != self.listen {
+            tracing::warn!(
+                "SIGHUP: the listen addresses changed; they take effect only at a restart"
+            );
+        }
+        if settings.proxy_protocol != self.proxy_protocol {
+            tracing::warn!("SIGHUP: proxy_protocol changed; it takes effect only at a restart");
+        }
+        let quiet = settings.quiet;
+        let config = with_accounting(settings.finish(&self.addrs), self.admin.as_ref());
+        // The open-proxy guard, as at start: removing every user from a public server's file
+        // must not turn it into an open proxy.
+        Server::new(config.clone()).check_addresses(&self.addrs)?;
+        Ok((config, quiet))
+    }
+}
+
+/// `config` with `extra` heard too (the admin's metrics), beside any accounting it has
+/// (limits), not instead of it.
+fn with_accounting(mut config: ServerConfig, extra: Option<&Arc<dyn Accounting>>) -> ServerConfig {
+    if let Some(extra) = extra {
+        config.accounting = Some(AccountingList::join(
+            config.accounting.take(),
+            Arc::clone(extra),
+        ));
+    }
+    config
+}
+
+/// Defaults, then the file, then the environment and the flags (clap has already put each
+/// environment variable where its flag was not given). Run again on every reload.
+fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
     let mut s = match &args.config {
         Some(path) => config_file::load(path)?,
         None => ServeSettings::try_from(FileConfig::default())
             .expect("the empty file converts to the defaults"),
     };
     if !args.listen.is_empty() {
-        s.listen = args.listen;
+        s.listen = args.listen.clone();
     }
     if !args.user.is_empty() {
         let mut users = Users::new();
@@ -258,23 +561,35 @@ fn settings(args: Args) -> anyhow::Result<ServeSettings> {
         }
         s.users = users;
     }
-    if args.allow_socks4 {
-        s.server.allow_socks4 = Some(true);
+    if let Some(allow) = args.allow_socks4 {
+        s.server.allow_socks4 = Some(allow);
     }
-    if args.no_socks4 {
+    if args.no_socks4 == Some(true) {
         s.server.allow_socks4 = Some(false);
     }
-    s.server.allow_open_proxy |= args.allow_open_proxy;
-    s.allow_link_local |= args.allow_link_local;
-    s.allow_loopback |= args.allow_loopback_targets;
+    if let Some(allow) = args.allow_open_proxy {
+        s.server.allow_open_proxy = allow;
+    }
+    if let Some(allow) = args.allow_link_local {
+        s.allow_link_local = allow;
+    }
+    if let Some(allow) = args.allow_loopback_targets {
+        s.allow_loopback = allow;
+    }
+    if let Some(quiet) = args.quiet {
+        s.quiet = quiet;
+    }
+    if let Some(proxy_protocol) = args.proxy_protocol {
+        s.proxy_protocol = proxy_protocol;
+    }
     if !args.deny.is_empty() {
-        s.deny = args.deny;
+        s.deny = args.deny.clone();
     }
     if args.admin.is_some() {
         s.admin = args.admin;
     }
     if args.admin_token.is_some() {
-        s.admin_token = args.admin_token;
+        s.admin_token = args.admin_token.clone();
     }
     if !args.upstream.is_empty() {
         s.upstream = args
@@ -314,19 +629,6 @@ fn settings(args: Args) -> anyhow::Result<ServeSettings> {
         anyhow::ensure!(!d.is_zero(), "{name} must be longer than 0");
     }
     Ok(s)
-}
-
-/// Completes on SIGINT or SIGTERM.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-    })
 }
 
 #[cfg(test)]
@@ -381,7 +683,7 @@ mod tests {
             let Command::Serve(args) = cli.command else {
                 panic!("serve")
             };
-            let settings = super::settings(*args).expect("valid settings");
+            let settings = super::settings(&args).expect("valid settings");
             assert_eq!(settings.server.idle_timeout, None, "{never}");
         }
     }

@@ -365,11 +365,23 @@ async fn handshake(
         while let Some(event) = hs.poll_event() {
             match event {
                 ServerEvent::Authenticate(credentials) => {
+                    // A client that keeps failing waits longer for each answer (inside the
+                    // handshake deadline); other clients are not affected.
+                    let wait = shared.backoff.delay_for(peer.ip());
+                    if !wait.is_zero() {
+                        inc(&shared.stats.auth_backoff_delays);
+                        tokio::time::sleep(wait).await;
+                    }
                     let verdict = match &shared.config.auth {
                         Some(auth) => auth.authenticate(&credentials).await,
                         None => None,
                     };
                     let ok = verdict.is_some();
+                    if ok {
+                        shared.backoff.succeeded(peer.ip());
+                    } else {
+                        shared.backoff.failed(peer.ip());
+                    }
                     end.user = Some(match verdict {
                         Some(name) => printable_user(name.as_bytes()),
                         // What a client typed as its name may be a password typed in the
