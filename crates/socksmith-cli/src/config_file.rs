@@ -19,6 +19,9 @@
 //! # every tunnel through these parent proxies, first hop first (curl's URL forms)
 //! upstream = ["socks5h://user:pass@127.0.0.1:1081"]
 //!
+//! admin = "127.0.0.1:9090"    # metrics, live tunnels and a status page (see `serve --help`)
+//! admin_token = "..."          # needed when `admin` is not a loopback address
+//!
 //! [[users]]
 //! name = "alice"
 //! password = "correct horse"
@@ -50,6 +53,7 @@ use socksmith::client::{Client, Proxy, Timeouts};
 use socksmith::policy::{IpNet, LoopbackTargets, Rules};
 use socksmith::server::{ServerConfig, Users};
 
+use crate::admin::{self, AdminToken};
 use crate::duration;
 
 /// The file, as written.
@@ -88,6 +92,11 @@ pub struct FileConfig {
     pub upstream: Option<Vec<String>>,
     /// Deadlines, as a table.
     pub timeouts: Option<FileTimeouts>,
+    /// The admin HTTP server's address.
+    pub admin: Option<String>,
+    /// The admin server's bearer token. A type error never shows the value.
+    #[serde(default, deserialize_with = "secret_option")]
+    pub admin_token: Option<String>,
     /// `--handshake-timeout`, the same as `timeouts.handshake`.
     pub handshake_timeout: Option<FileDuration>,
     /// `--resolve-timeout`, the same as `timeouts.resolve`.
@@ -140,6 +149,11 @@ fn secret_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
             other.type_str()
         ))),
     }
+}
+
+/// [`secret_string`] for an optional key.
+fn secret_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    secret_string(d).map(Some)
 }
 
 /// A list of strings that may hold secrets (proxy URLs with passwords): errors name types,
@@ -245,6 +259,10 @@ pub struct ServeSettings {
     pub allow_loopback: bool,
     /// The parent proxy chain, first hop first; empty: connect directly.
     pub upstream: Vec<Proxy>,
+    /// The admin HTTP server's address, if it is to run.
+    pub admin: Option<SocketAddr>,
+    /// Its bearer token.
+    pub admin_token: Option<AdminToken>,
     /// No per-session log lines.
     pub quiet: bool,
     /// Every connection starts with a PROXY protocol header.
@@ -272,6 +290,8 @@ impl ServeSettings {
             allow_link_local,
             allow_loopback,
             upstream,
+            admin: _,
+            admin_token: _,
             quiet: _,
             proxy_protocol,
             mut server,
@@ -454,6 +474,14 @@ impl TryFrom<FileConfig> for ServeSettings {
         {
             server.idle_timeout = idle.to_optional_duration(&key)?;
         }
+        let admin = file
+            .admin
+            .map(|a| admin::parse_addr(&a).map_err(|p| ConfigError::new("admin", p)))
+            .transpose()?;
+        let admin_token = file
+            .admin_token
+            .map(|t| AdminToken::parse(&t).map_err(|p| ConfigError::new("admin_token", p)))
+            .transpose()?;
         let allow_loopback = match (file.allow_loopback_targets, file.allow_loopback) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -467,6 +495,8 @@ impl TryFrom<FileConfig> for ServeSettings {
         Ok(ServeSettings {
             listen,
             users,
+            admin,
+            admin_token,
             deny,
             allow_link_local: file.allow_link_local.unwrap_or(false),
             allow_loopback,

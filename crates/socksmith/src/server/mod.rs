@@ -55,7 +55,7 @@ mod stats;
 mod udp;
 mod users_file;
 
-pub use accounting::{Accounting, Accountings, Traffic, TunnelGuard};
+pub use accounting::{Accounting, AccountingList, Traffic, TunnelGuard};
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
 pub use config::ServerConfig;
 pub use egress::direct::LOOKUPS_PER_CLIENT;
