@@ -183,7 +183,7 @@ async fn failures_exit_non_zero_with_hop_step_and_reply_code() {
         );
         let out = run(
             bin(),
-            &["connect", "--proxy", "http://127.0.0.1", "x:1"],
+            &["connect", "--proxy", "https://127.0.0.1", "x:1"],
             b"",
         )
         .await;

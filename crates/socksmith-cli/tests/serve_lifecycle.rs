@@ -302,9 +302,11 @@ async fn json_log_lines_carry_the_session_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_file_descriptors_pauses_accepting_without_spinning() {
     within(TEST_DEADLINE, "EMFILE", async {
-        // A low descriptor limit, and a short handshake deadline to free them again.
+        // A low descriptor limit, and a short handshake deadline to free them again. The
+        // session limit derived from the descriptor limit would keep the server clear of
+        // EMFILE; an explicit one far above it makes it run out, to test the accept loop.
         let script = format!(
-            "ulimit -n 48 && exec '{}' serve --listen 127.0.0.1:0 --handshake-timeout 1s",
+            "ulimit -n 48 && exec '{}' serve --listen 127.0.0.1:0 --handshake-timeout 1s --max-sessions 1000",
             bin().display()
         );
         let server =

@@ -389,7 +389,7 @@ async fn a_bad_upstream_url_fails_at_startup_with_one_line() {
                 "--upstream",
                 "socks5h://127.0.0.1:1080",
                 "--upstream",
-                "http://alice:hunter2@proxy.example:3128",
+                "https://alice:hunter2@proxy.example:3128",
             ],
             &[],
             1,
@@ -402,8 +402,8 @@ async fn a_bad_upstream_url_fails_at_startup_with_one_line() {
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
         assert_eq!(
             stderr,
-            "socksmith: --upstream #2: invalid proxy URL \"http://alice:***@proxy.example:3128\": \
-             unsupported scheme \"http\" (expected socks4, socks4a, socks5 or socks5h)"
+            "socksmith: --upstream #2: invalid proxy URL \"https://alice:***@proxy.example:3128\": \
+             unsupported scheme \"https\" (expected socks4, socks4a, socks5, socks5h or http)"
         );
 
         let dir = TestDir::new("upstream");

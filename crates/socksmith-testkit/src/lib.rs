@@ -6,6 +6,7 @@
 //! - [`targets`]: TCP/UDP echo, sink, source and HTTP servers on port 0, stopped on drop.
 //! - [`dante`], [`microsocks`], [`ssh`]: real SOCKS servers as child processes on free loopback
 //!   ports, killed on drop; each module's docs list what that peer supports.
+//! - [`tinyproxy`]: a real HTTP CONNECT proxy on a free loopback port (loopback targets only).
 //! - [`socksmith`]: runs the `socksmith` binary (`serve`, or one-shot subcommands).
 //! - [`clients`]: curl, ncat and PySocks as SOCKS clients.
 //! - [`raw`]: a hand-written SOCKS4/4a/5 client (bytes on the wire, no socksmith code).
@@ -29,6 +30,7 @@ pub mod socksmith;
 pub mod ssh;
 pub mod systemd;
 pub mod targets;
+pub mod tinyproxy;
 pub mod tools;
 pub mod users;
 

@@ -176,3 +176,73 @@ async fn udp_round_trips_still_work_beside_the_sender_check() {
     })
     .await;
 }
+
+/// Names starting with `slow` never resolve (until the resolve timeout); others are loopback.
+#[derive(Debug)]
+struct SlowNames;
+
+impl socksmith::resolve::Resolve for SlowNames {
+    fn lookup_name<'a>(&'a self, name: &'a str) -> socksmith::resolve::Lookup<'a, Vec<IpAddr>> {
+        Box::pin(async move {
+            if name.starts_with("slow") {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        })
+    }
+
+    fn lookup_addr(&self, _ip: IpAddr) -> socksmith::resolve::Lookup<'_, String> {
+        Box::pin(async { Ok("localhost".to_owned()) })
+    }
+}
+
+#[tokio::test]
+async fn one_client_with_slow_names_cannot_stall_everyone_elses_lookups() {
+    within(STEP, "lookups per client", async {
+        let echo = socksmith_testkit::EchoServer::start().await;
+        let mut config = ServerConfig::default();
+        config.resolver = Arc::new(SlowNames);
+        config.resolve_timeout = Duration::from_secs(30);
+        let server = Running::start(config).await;
+        let limit = socksmith::server::LOOKUPS_PER_CLIENT;
+
+        // One client (127.0.0.1) fills its share with names that hang...
+        let mut hanging = Vec::new();
+        for i in 0..limit {
+            let mut s = TcpStream::connect(server.addr).await.expect("connect");
+            assert_eq!(socks5_greeting(&mut s, &[0]).await.expect("greeting"), 0);
+            let mut request = vec![5, 1, 0];
+            Target::Domain(format!("slow{i}.test"), 80).encode_socks5(&mut request);
+            tokio::io::AsyncWriteExt::write_all(&mut s, &request)
+                .await
+                .expect("request");
+            hanging.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // ...its next lookup is refused at once (host unreachable)...
+        let (_s, code, _) =
+            v5_request(server.addr, 1, &Target::Domain("slow-more.test".into(), 80)).await;
+        assert_eq!(code, 0x04);
+
+        // ...while another client's lookups go through.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("literal"))
+            .expect("bind 127.0.0.2");
+        let mut s = socket.connect(server.addr).await.expect("connect");
+        assert_eq!(socks5_greeting(&mut s, &[0]).await.expect("greeting"), 0);
+        let reply = socks5_request(
+            &mut s,
+            1,
+            &Target::Domain("fast.test".into(), echo.addr().port()),
+        )
+        .await
+        .expect("reply");
+        assert_eq!(
+            reply.code, 0,
+            "another client resolves while the first one waits"
+        );
+        drop(hanging);
+    })
+    .await;
+}

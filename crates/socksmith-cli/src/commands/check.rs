@@ -1,5 +1,7 @@
 //! `socksmith check`: probes a proxy (the last hop of the chain) and prints what it supports,
-//! as a table or as JSON. Exit status 0 when the proxy carries a CONNECT in some version.
+//! as a table or as JSON. Exit status 0 when the proxy carries a CONNECT in some version, else
+//! one of [`super::exit_status`]'s: 3 unreachable, 4 credentials wanted or refused, 5 no
+//! CONNECT works. An `http://` proxy gets the HTTP probes (CONNECT, any port, Basic auth).
 //!
 //! A proxy on loopback is probed against echo servers this command starts on loopback; any
 //! other proxy needs `--target HOST:PORT`, and nothing else is contacted. The probing itself
@@ -13,9 +15,11 @@ use socksmith::client::parse_target;
 use socksmith::client::probe::{self, Finding, LoopbackTargets, ProbeReport, ProbeTargets};
 
 use super::connect::ChainArgs;
+use super::exit_status::{self, Failure, Usage, EXIT_STATUS_HELP};
 
 /// Arguments of `socksmith check`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS_HELP)]
 pub struct Args {
     #[command(flatten)]
     chain: ChainArgs,
@@ -30,9 +34,14 @@ pub struct Args {
     json: bool,
 }
 
-/// Runs `socksmith check`.
+/// Runs `socksmith check`; see the module docs for its exit statuses.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = args.chain.client()?;
+    exit_status::finish(check(args))
+}
+
+fn check(args: Args) -> anyhow::Result<ExitCode> {
+    // No NO_PROXY here: the point is the proxy.
+    let client = args.chain.proxy_client()?;
     let given = args
         .target
         .as_deref()
@@ -41,9 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("--target")?;
     let last = client.last_hop().clone();
     if given.is_none() && !probe::is_loopback(&last) {
-        anyhow::bail!(
+        return Err(anyhow::anyhow!(
             "{last} is not on loopback: give --target HOST:PORT, a target it may connect to"
-        );
+        ))
+        .context(Usage);
     }
     let runtime = super::runtime()?;
     let report = runtime.block_on(async {
@@ -58,7 +68,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     })?;
     if let (Some(why), false) = (&report.unreachable, args.json) {
-        anyhow::bail!("{why}");
+        eprintln!("socksmith: {why}");
+        return Ok(Failure::ProxyUnreachable.exit_code());
     }
     let text = if args.json {
         serde_json::to_string_pretty(&to_json(&report))? + "\n"
@@ -75,9 +86,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     Ok(if report.connect_works() {
         ExitCode::SUCCESS
+    } else if report.unreachable.is_some() {
+        Failure::ProxyUnreachable.exit_code()
+    } else if wants_credentials(&report) {
+        Failure::Authentication.exit_code()
     } else {
-        ExitCode::FAILURE
+        Failure::TargetRefused.exit_code()
     })
+}
+
+/// Whether a proxy through which no CONNECT works wants credentials it did not get or
+/// refused the ones it got: an HTTP proxy whose Basic auth finding is "no", or a SOCKS5
+/// proxy that accepts username/password but not "no authentication".
+fn wants_credentials(report: &ProbeReport) -> bool {
+    if let Some(http) = &report.http {
+        return http.basic_auth.support == probe::Support::No;
+    }
+    let accepted = report.accepted_methods();
+    accepted.contains(&socksmith_proto::AuthMethod::UsernamePassword)
+        && !accepted.contains(&socksmith_proto::AuthMethod::NoAuth)
 }
 
 fn latency_ms(f: &Finding) -> Option<f64> {
@@ -92,8 +119,9 @@ fn finding_json(f: &Finding) -> serde_json::Value {
     })
 }
 
-/// The report as JSON: `capabilities` keyed by snake_case names, `auth_methods` with each
-/// method's code and verdict, `accepted_methods` and `connect_works`.
+/// The report as JSON: `capabilities` keyed by snake_case names (for an `http://` proxy also
+/// `http_connect`, `any_port` and `basic_auth`), `auth_methods` with each method's code and
+/// verdict, `accepted_methods` and `connect_works`.
 fn to_json(report: &ProbeReport) -> serde_json::Value {
     let keys = [
         ("socks5", &report.socks5),
@@ -105,10 +133,19 @@ fn to_json(report: &ProbeReport) -> serde_json::Value {
         ("udp_associate", &report.udp_associate),
         ("resolve", &report.resolve),
     ];
-    let capabilities: serde_json::Map<String, serde_json::Value> = keys
+    let mut capabilities: serde_json::Map<String, serde_json::Value> = keys
         .iter()
         .map(|(k, f)| ((*k).to_owned(), finding_json(f)))
         .collect();
+    if let Some(http) = &report.http {
+        for (k, f) in [
+            ("http_connect", &http.connect),
+            ("any_port", &http.any_port),
+            ("basic_auth", &http.basic_auth),
+        ] {
+            capabilities.insert(k.to_owned(), finding_json(f));
+        }
+    }
     let methods: Vec<serde_json::Value> = report
         .auth_methods
         .iter()
@@ -167,13 +204,16 @@ fn table(report: &ProbeReport) -> String {
             names.join(", ")
         }
     };
-    let _ = writeln!(
-        out,
-        "{:<14} accepted: {}; refused: {}",
-        "auth methods",
-        list(true),
-        list(false)
-    );
+    // An HTTP proxy has no SOCKS5 methods: its "Basic auth" row says what it wants.
+    if report.http.is_none() {
+        let _ = writeln!(
+            out,
+            "{:<14} accepted: {}; refused: {}",
+            "auth methods",
+            list(true),
+            list(false)
+        );
+    }
     let verdict = if report.connect_works() {
         "CONNECT works"
     } else {

@@ -2,8 +2,10 @@
 //! or a chain. EOF on stdin shuts down the tunnel's write side; the command exits when the
 //! target closes its side.
 //!
-//! Also owns [`ChainArgs`], the `--proxy`/`--timeout` options that `forward` and `check` share,
-//! with curl's `all_proxy`/`ALL_PROXY` fallback. No protocol code: the library does the work.
+//! Also owns [`ChainArgs`], the `--proxy`/`--noproxy`/`--timeout` options that `forward` and
+//! `check` share, with curl's `all_proxy`/`ALL_PROXY` fallback and `no_proxy`/`NO_PROXY` bypass
+//! list (read by the library: [`socksmith::client::NoProxy`]). Exit statuses are in
+//! [`super::exit_status`]. No protocol code: the library does the work.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -12,19 +14,34 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use socksmith::client::{parse_target, redact_url, Client, Proxy, Timeouts};
+use socksmith::client::{
+    parse_target, proxy_url_from_env, redact_url, Client, ClientBuilder, ClientError, NoProxy,
+    Proxy, Timeouts,
+};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
+use super::exit_status::{self, Usage, EXIT_STATUS_HELP};
 use crate::duration::parse_positive_duration;
 
 /// The proxy chain options shared by `connect`, `forward` and `check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChainArgs {
-    /// A proxy: socks4://, socks4a://, socks5:// or socks5h://[USER[:PASSWORD]@]HOST[:PORT]
-    /// (port 1080 by default; socks4a and socks5h let the proxy resolve names). Repeat for a
-    /// chain, first hop first. Default: the `all_proxy` or `ALL_PROXY` environment variable.
+    /// A proxy: socks4://, socks4a://, socks5://, socks5h:// or
+    /// http://[USER[:PASSWORD]@]HOST[:PORT] (port 1080 by default, as in curl; socks4a, socks5h
+    /// and http let the proxy resolve names; an http:// proxy is asked with HTTP CONNECT and
+    /// Basic auth). Repeat for a chain, first hop first, in any mix:
+    /// `-x http://corp:3128 -x socks5h://far:1080`. Default: the `all_proxy` or `ALL_PROXY`
+    /// environment variable.
     #[arg(long = "proxy", short = 'x', value_name = "URL")]
     pub proxies: Vec<ProxyArg>,
+
+    /// Targets to reach directly instead of through the proxies, as curl's NO_PROXY: a
+    /// comma-separated list of host names (`example.com` also matches `www.example.com`; a
+    /// leading dot means the same), IP addresses, CIDR blocks (`10.0.0.0/8`), or `*` for all.
+    /// Names are not resolved to match addresses. Default: the `no_proxy` or `NO_PROXY`
+    /// environment variable. `check` ignores it (it probes the proxy itself).
+    #[arg(long = "noproxy", value_name = "LIST")]
+    pub no_proxy: Option<String>,
 
     /// Time allowed for each step: connecting to the first proxy and each handshake step with
     /// each hop (500ms, 10s, 5m, 1h; a plain number is seconds).
@@ -70,14 +87,18 @@ impl ChainArgs {
                 .map(|u| (u.0.clone(), "--proxy"))
                 .collect());
         }
-        for var in ["all_proxy", "ALL_PROXY"] {
-            if let Ok(url) = std::env::var(var) {
-                if !url.trim().is_empty() {
-                    return Ok(vec![(url, var)]);
-                }
-            }
+        match proxy_url_from_env() {
+            Some((var, url)) => Ok(vec![(url, var)]),
+            None => Err(ClientError::NoProxy).context("give --proxy URL or set ALL_PROXY"),
         }
-        anyhow::bail!("no proxy: give --proxy URL or set ALL_PROXY")
+    }
+
+    /// The targets reached directly: `--noproxy`, else `no_proxy`/`NO_PROXY`.
+    pub fn no_proxy(&self) -> NoProxy {
+        match &self.no_proxy {
+            Some(list) => NoProxy::parse(list),
+            None => NoProxy::from_env(),
+        }
     }
 
     /// The step deadline.
@@ -85,27 +106,35 @@ impl ChainArgs {
         self.timeout
     }
 
-    /// The client for the chain.
+    /// The client for the chain, with the `--noproxy`/`NO_PROXY` bypass list.
     pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(self.builder()?.no_proxy(self.no_proxy()).build()?)
+    }
+
+    /// The client for the chain without any bypass: what `check` probes.
+    pub fn proxy_client(&self) -> anyhow::Result<Client> {
+        Ok(self.builder()?.build()?)
+    }
+
+    fn builder(&self) -> anyhow::Result<ClientBuilder> {
         let mut builder = Client::builder();
         for (url, origin) in self.urls()? {
             let proxy: Proxy = url.parse().with_context(|| format!("in {origin}"))?;
             builder = builder.proxy(proxy);
         }
         let step = self.step_timeout();
-        Ok(builder
-            .timeouts(Timeouts {
-                connect: step,
-                handshake: step,
-                resolve: step,
-                bind_accept: Timeouts::default().bind_accept,
-            })
-            .build()?)
+        Ok(builder.timeouts(Timeouts {
+            connect: step,
+            handshake: step,
+            resolve: step,
+            bind_accept: Timeouts::default().bind_accept,
+        }))
     }
 }
 
 /// Arguments of `socksmith connect`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS_HELP)]
 pub struct Args {
     #[command(flatten)]
     chain: ChainArgs,
@@ -115,10 +144,17 @@ pub struct Args {
     target: String,
 }
 
-/// Runs `socksmith connect`.
+/// Runs `socksmith connect`; a failure exits with its [`exit_status`].
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let target = parse_target(&args.target)?;
+    exit_status::finish(connect(args))
+}
+
+fn connect(args: Args) -> anyhow::Result<ExitCode> {
+    let target = parse_target(&args.target).context(Usage)?;
     let client = args.chain.client()?;
+    if client.bypasses(&target) {
+        tracing::debug!(%target, "NO_PROXY matches the target: connecting directly");
+    }
     let runtime = super::runtime()?;
     let result = runtime.block_on(pipe(client, target));
     // Reading stdin blocks a thread that only returns at the next line or EOF: do not wait

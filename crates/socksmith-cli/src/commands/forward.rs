@@ -21,10 +21,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::connect::ChainArgs;
+use super::exit_status::{self, Usage, EXIT_STATUS_HELP};
 use crate::duration::parse_optional_duration;
 
 /// Arguments of `socksmith forward`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_STATUS_HELP)]
 pub struct Args {
     #[command(flatten)]
     chain: ChainArgs,
@@ -117,13 +119,19 @@ fn split_fields(spec: &str) -> Vec<&str> {
     fields
 }
 
-/// Runs `socksmith forward`.
+/// Runs `socksmith forward`; a failure to start exits with its [`exit_status`] (a tunnel
+/// that cannot be opened is logged, and the listener keeps serving).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    exit_status::finish(forward(args))
+}
+
+fn forward(args: Args) -> anyhow::Result<ExitCode> {
     let forwards = args
         .forwards
         .iter()
         .map(|s| parse_forward(s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context(Usage)?;
     let client = args.chain.client()?;
     let relay_opts = match args.idle_timeout {
         None => RelayOptions::default(),
@@ -145,7 +153,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 writeln!(stdout, "listening on {addr}")?;
                 stdout.flush()?;
             }
-            tracing::info!(listen = %addr, target = %f.target, "forwarding");
+            tracing::info!(
+                listen = %addr,
+                target = %f.target,
+                direct = client.bypasses(&f.target),
+                "forwarding"
+            );
             listeners.push((listener, f.target.clone()));
         }
         let mut tasks = tokio::task::JoinSet::new();

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod check;
 pub mod completions;
 pub mod connect;
+pub mod exit_status;
 pub mod forward;
 pub mod man;
 pub mod serve;

@@ -50,6 +50,7 @@ impl Client {
         peer: impl IntoTarget,
     ) -> Result<BindListener<TcpStream>, ClientError> {
         let peer = peer.into_target()?;
+        self.ensure_last_hop_carries(Command::Bind)?;
         let io = self.connect_first_hop().await?;
         self.bind_over(io, peer).await
     }
@@ -83,9 +84,12 @@ impl Client {
                 }))
             }
         };
+        let machine = opened
+            .machine
+            .expect("`open` refuses BIND through an http last hop, the only hop without a machine");
         Ok(BindListener {
             stream: opened.stream,
-            machine: opened.machine,
+            machine,
             listen,
             peer: opened.target,
             hop,

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::env::NoProxy;
 use super::error::ClientError;
 use super::url::Proxy;
 use crate::resolve::{Resolve, SystemResolver};
@@ -82,6 +83,7 @@ pub struct Client {
     pub(crate) hops: Arc<[Proxy]>,
     pub(crate) timeouts: Timeouts,
     pub(crate) resolver: Arc<dyn Resolve>,
+    pub(crate) no_proxy: Arc<NoProxy>,
 }
 
 impl fmt::Debug for Client {
@@ -93,6 +95,7 @@ impl fmt::Debug for Client {
             )
             .field("timeouts", &self.timeouts)
             .field("resolver", &self.resolver)
+            .field("no_proxy", &self.no_proxy)
             .finish()
     }
 }
@@ -139,6 +142,16 @@ impl Client {
         &self.timeouts
     }
 
+    /// The targets [`Client::connect`] reaches directly, without the proxies.
+    pub fn no_proxy(&self) -> &NoProxy {
+        &self.no_proxy
+    }
+
+    /// Whether [`Client::connect`] reaches `target` directly (it matches [`Self::no_proxy`]).
+    pub fn bypasses(&self, target: &socksmith_proto::TargetAddr) -> bool {
+        self.no_proxy.matches(target)
+    }
+
     /// The last hop: the proxy that talks to the target.
     pub fn last_hop(&self) -> &Proxy {
         self.hops
@@ -153,6 +166,7 @@ pub struct ClientBuilder {
     hops: Vec<Proxy>,
     timeouts: Timeouts,
     resolver: Option<Arc<dyn Resolve>>,
+    no_proxy: NoProxy,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -208,6 +222,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Targets that [`Client::connect`] reaches directly instead of through the chain (curl's
+    /// `NO_PROXY`; default: none). Only CONNECT bypasses: BIND, UDP ASSOCIATE and RESOLVE
+    /// are proxy features and always go through the chain.
+    pub fn no_proxy(mut self, rules: NoProxy) -> Self {
+        self.no_proxy = rules;
+        self
+    }
+
     /// The client. Fails without any proxy.
     pub fn build(self) -> Result<Client, ClientError> {
         if self.hops.is_empty() {
@@ -220,6 +242,7 @@ impl ClientBuilder {
             hops: self.hops.into(),
             timeouts: self.timeouts,
             resolver,
+            no_proxy: Arc::new(self.no_proxy),
         })
     }
 }

@@ -5,9 +5,14 @@
 //! answered, the bytes on the transport belong to the tunnel through it, so the next hop's
 //! handshake runs on the same stream and its buffer. There is no nesting and no copy per hop.
 //!
-//! Names in targets are resolved per hop, as curl does: a `socks4a`/`socks5h` hop gets the
-//! name, a `socks4`/`socks5` hop gets an address this side looked up (the first one its
+//! Names in targets are resolved per hop, as curl does: a `socks4a`/`socks5h`/`http` hop gets
+//! the name, a `socks4`/`socks5` hop gets an address this side looked up (the first one its
 //! protocol can carry). IP literals spelled as names are always sent as addresses.
+//!
+//! An `http` hop is one CONNECT exchange (see the `http` module) instead of a SOCKS
+//! handshake; it leaves the stream in the same state, so hops of both kinds mix freely. Only
+//! CONNECT passes through it: a chain whose last hop is `http` refuses the other commands
+//! before any byte is sent.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -18,6 +23,7 @@ use tokio::net::TcpStream;
 use super::builder::Client;
 use super::error::{ClientError, HopError, HopErrorKind, Step};
 use super::handshake::{next_event, StepDeadlines};
+use super::http;
 use super::stream::ProxyStream;
 use super::target::IntoTarget;
 use super::url::{Proxy, ProxyHost};
@@ -27,16 +33,28 @@ use crate::resolve::resolve;
 /// A chain walked up to the final command's first answer.
 pub(crate) struct Opened<S> {
     pub stream: ProxyStream<S>,
-    /// The last hop's machine, still needed for BIND's second reply.
-    pub machine: ClientHandshake,
+    /// The last hop's machine, still needed for BIND's second reply. `None` for an `http`
+    /// last hop (which carries CONNECT only).
+    pub machine: Option<ClientHandshake>,
     pub event: ClientEvent,
     /// The final target as sent to the last hop.
     pub target: TargetAddr,
 }
 
+/// How one hop answered: a SOCKS hop with its machine and first event, or an `http` hop,
+/// whose only answer is the tunnel.
+// Moved once per hop and unpacked at once: boxing the machine would cost an allocation per hop.
+#[allow(clippy::large_enum_variant)]
+enum HopAnswer {
+    Socks(ClientHandshake, ClientEvent),
+    Http,
+}
+
 impl Client {
     /// Opens a tunnel to `target` through the chain. The first proxy is reached over TCP
-    /// (its name resolved here, its addresses raced with Happy Eyeballs).
+    /// (its name resolved here, its addresses raced with Happy Eyeballs). A target that the
+    /// client's `NO_PROXY` rules match ([`super::ClientBuilder::no_proxy`]) is connected to
+    /// directly instead (the stream's bound address is then the local end).
     ///
     /// The stream's [`ProxyStream::bound_addr`] is the last hop's BND address. This is also
     /// the entry point a server uses to send its tunnels through upstream proxies.
@@ -45,8 +63,42 @@ impl Client {
         target: impl IntoTarget,
     ) -> Result<ProxyStream<TcpStream>, ClientError> {
         let target = target.into_target()?;
+        if self.bypasses(&target) {
+            return self.connect_direct(target).await;
+        }
         let io = self.connect_first_hop().await?;
         self.connect_over(io, target).await
+    }
+
+    /// Connects straight to a target the `NO_PROXY` rules match: its name resolved here,
+    /// addresses raced as for the first proxy. The stream's bound address is the local end.
+    async fn connect_direct(
+        &self,
+        target: TargetAddr,
+    ) -> Result<ProxyStream<TcpStream>, ClientError> {
+        let fail = |kind: HopErrorKind| ClientError::Direct {
+            target: target.clone(),
+            kind,
+        };
+        let addrs: Vec<SocketAddr> = match (&target, target.ip_literal()) {
+            (_, Some(addr)) => vec![addr],
+            (TargetAddr::Domain(name, port), None) => {
+                resolve(&*self.resolver, &name.to_string_lossy())
+                    .await
+                    .map_err(|e| fail(HopErrorKind::Resolve(e)))?
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, *port))
+                    .collect()
+            }
+            (TargetAddr::Ip(addr), None) => vec![*addr],
+        };
+        let tcp = dial(&addrs, &DialOptions::with_timeout(self.timeouts.connect))
+            .await
+            .map_err(|e| fail(HopErrorKind::Dial(e)))?;
+        let local = tcp.local_addr().map_err(|e| fail(HopErrorKind::Io(e)))?;
+        let mut stream = ProxyStream::new(tcp);
+        stream.set_bound(TargetAddr::Ip(local));
+        Ok(stream)
     }
 
     /// Opens a tunnel to `target` through the chain, reaching the first proxy over `io`: a
@@ -93,7 +145,9 @@ impl Client {
     /// should give its own client when [`Self::connect`] failed with `err`: the last hop's
     /// failure reply as is, [`ReplyCode::HostUnreachable`] when the target's name did not
     /// resolve here, [`ReplyCode::CommandNotSupported`] for a command the last hop's protocol
-    /// cannot carry ([`ClientError::Unsupported`]), [`ReplyCode::TtlExpired`] for a deadline
+    /// cannot carry ([`ClientError::Unsupported`]: BIND, UDP ASSOCIATE or RESOLVE through an
+    /// `http` last hop, say), the closest SOCKS5 reply to an `http` last hop's refusal
+    /// ([`super::HttpError::reply_code`]), [`ReplyCode::TtlExpired`] for a deadline
     /// (as for a direct connect that times out), and [`ReplyCode::GeneralFailure`] for anything
     /// wrong with the chain itself
     /// (an unreachable or refusing upstream proxy is the server's problem, not the target's).
@@ -116,6 +170,9 @@ impl Client {
         let at_last_hop = err.hop() == Some(self.hops.len());
         match err.kind() {
             Some(HopErrorKind::Rejected { code, .. }) if at_last_hop => *code,
+            Some(HopErrorKind::Http(refusal)) if at_last_hop => {
+                refusal.reply_code().unwrap_or(ReplyCode::GeneralFailure)
+            }
             Some(HopErrorKind::Resolve(_) | HopErrorKind::NoUsableAddress { .. })
                 if at_last_hop && matches!(err.step(), Some(Step::Resolve)) =>
             {
@@ -162,6 +219,7 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        self.ensure_last_hop_carries(command)?;
         let mut stream = ProxyStream::new(io);
         let last = self.hops.len();
         for (index, hop) in self.hops.iter().enumerate() {
@@ -173,9 +231,19 @@ impl Client {
             let hop_target = self
                 .target_for(number, hop, hop_command, hop_target)
                 .await?;
-            let (machine, event) = self
+            let (machine, event) = match self
                 .handshake(&mut stream, number, hop, hop_command, &hop_target)
-                .await?;
+                .await?
+            {
+                HopAnswer::Socks(machine, event) => (Some(machine), event),
+                HopAnswer::Http => (
+                    None,
+                    // An HTTP proxy says nothing of the address it connects from.
+                    ClientEvent::Succeeded {
+                        bound: TargetAddr::UNSPECIFIED,
+                    },
+                ),
+            };
             if number == last {
                 if let ClientEvent::Succeeded { bound } = &event {
                     stream.set_bound(bound.clone());
@@ -191,7 +259,22 @@ impl Client {
         Err(ClientError::NoProxy)
     }
 
-    /// One hop's handshake up to its first event.
+    /// Refuses, before anything is sent, a command other than CONNECT when the last hop is
+    /// an HTTP proxy: CONNECT is all HTTP has. (Earlier `http` hops only ever carry CONNECT to
+    /// the next hop, so BIND or UDP ASSOCIATE with a SOCKS5 proxy behind one works.)
+    pub(crate) fn ensure_last_hop_carries(&self, command: Command) -> Result<(), ClientError> {
+        let last = self.last_hop();
+        if last.protocol().is_http() && command != Command::Connect {
+            return Err(ClientError::Unsupported {
+                command,
+                protocol: last.protocol().scheme(),
+                hop_url: last.redacted(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One hop's handshake up to its first event (SOCKS) or its tunnel (HTTP).
     async fn handshake<S>(
         &self,
         stream: &mut ProxyStream<S>,
@@ -199,7 +282,7 @@ impl Client {
         hop: &Proxy,
         command: Command,
         target: &TargetAddr,
-    ) -> Result<(ClientHandshake, ClientEvent), ClientError>
+    ) -> Result<HopAnswer, ClientError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -215,12 +298,25 @@ impl Client {
             command,
             target: target.clone(),
         };
+        let Some(version) = hop.protocol().version() else {
+            // An `http` hop: `open` lets only CONNECT reach one.
+            let authorization = hop.basic_authorization();
+            http::connect(
+                stream,
+                target,
+                authorization.as_deref(),
+                self.timeouts.handshake,
+            )
+            .await
+            .map_err(|kind| fail(request_step(), kind))?;
+            return Ok(HopAnswer::Http);
+        };
         let credentials = hop
             .credentials()
             .map_err(|e| fail(Step::Auth, HopErrorKind::Protocol(e)))?;
         let offered_credentials = credentials.is_some();
         let mut machine = ClientHandshake::new(ClientConfig {
-            version: hop.protocol().version(),
+            version,
             credentials,
             user_id: hop.v4_user_id(),
             command,
@@ -237,7 +333,7 @@ impl Client {
         )
         .await
         .map_err(|(step, kind)| fail(step, kind))?;
-        Ok((machine, event))
+        Ok(HopAnswer::Socks(machine, event))
     }
 
     pub(crate) fn deadlines(&self) -> StepDeadlines {

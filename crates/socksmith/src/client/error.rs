@@ -116,6 +116,67 @@ pub enum HopErrorKind {
     /// hop's protocol (an IPv6 target over SOCKS4, say).
     #[error("{0}")]
     Protocol(ProtocolError),
+    /// An `http://` hop refused the CONNECT or answered with something that is not HTTP.
+    #[error("{0}")]
+    Http(HttpError),
+}
+
+/// Why an `http://` hop's CONNECT failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// `407 Proxy Authentication Required` (or `401`, tinyproxy's answer to wrong
+    /// credentials): no credentials, or wrong ones.
+    #[error("HTTP {status} {reason}: {}",
+        if *.offered_credentials { "wrong username or password" }
+        else { "the proxy requires a username and password (http://USER:PASSWORD@HOST)" })]
+    AuthenticationRequired {
+        /// 407 or 401.
+        status: u16,
+        /// The reason phrase, control characters escaped.
+        reason: String,
+        /// Whether the request carried `Proxy-Authorization`.
+        offered_credentials: bool,
+    },
+    /// Any other status but 2xx: the proxy would not or could not open the tunnel.
+    #[error("refused with HTTP {status} {reason}")]
+    Refused {
+        /// The status code.
+        status: u16,
+        /// The reason phrase, control characters escaped.
+        reason: String,
+    },
+    /// The answer is not an HTTP/1.x response head.
+    #[error("malformed HTTP response: {0}")]
+    Malformed(String),
+    /// The response head did not end within the size limit.
+    #[error("HTTP response head larger than {limit} bytes")]
+    HeadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The target's name has characters an HTTP request line cannot carry.
+    #[error("the target name {0:?} cannot be sent in an HTTP CONNECT request")]
+    InvalidTargetName(String),
+}
+
+impl HttpError {
+    /// The SOCKS5 reply closest to a refusal's status, for a server that passes it on: 403
+    /// is "not allowed by ruleset", 404 (tinyproxy's answer for a name that does not resolve),
+    /// 502 and 503 "host unreachable", 504 "TTL expired" (as a SOCKS server's own timeout),
+    /// anything else "general failure". `None` for a 407 (the chain's own credentials are
+    /// wrong, not the target) and for answers that are not HTTP.
+    pub fn reply_code(&self) -> Option<ReplyCode> {
+        match self {
+            HttpError::Refused { status, .. } => Some(match status {
+                403 => ReplyCode::NotAllowed,
+                404 | 502 | 503 => ReplyCode::HostUnreachable,
+                504 => ReplyCode::TtlExpired,
+                _ => ReplyCode::GeneralFailure,
+            }),
+            _ => None,
+        }
+    }
 }
 
 fn rejection(code: ReplyCode, v4_code: Option<V4ReplyCode>) -> String {
@@ -180,6 +241,15 @@ pub enum ClientError {
     /// One hop failed (boxed: the details are large and the error path is cold).
     #[error("{0}")]
     Hop(Box<HopError>),
+    /// A target that bypasses the proxies (it matches the client's `NO_PROXY` rules) could
+    /// not be reached directly.
+    #[error("{target} (direct, NO_PROXY matches it): {kind}")]
+    Direct {
+        /// The target.
+        target: TargetAddr,
+        /// Why (a resolver or dial error, or a timeout).
+        kind: HopErrorKind,
+    },
 }
 
 /// Which hop failed, at which step, and why.
@@ -220,19 +290,22 @@ impl ClientError {
         }
     }
 
-    /// Why the hop failed, if a hop failed.
+    /// Why the hop failed, if a hop failed, or why a direct connection (`NO_PROXY`) failed.
     pub fn kind(&self) -> Option<&HopErrorKind> {
         match self {
             ClientError::Hop(e) => Some(&e.kind),
+            ClientError::Direct { kind, .. } => Some(kind),
             _ => None,
         }
     }
 
     /// The failure reply a proxy sent, if that is what happened (for SOCKS4, the closest
-    /// SOCKS5 code). A server chaining through upstream proxies can pass it on.
+    /// SOCKS5 code; for an HTTP refusal, the one [`HttpError::reply_code`] gives). A server
+    /// chaining through upstream proxies can pass it on.
     pub fn reply_code(&self) -> Option<ReplyCode> {
         match self.kind() {
             Some(HopErrorKind::Rejected { code, .. }) => Some(*code),
+            Some(HopErrorKind::Http(e)) => e.reply_code(),
             _ => None,
         }
     }

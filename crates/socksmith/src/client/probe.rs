@@ -12,6 +12,12 @@
 //!
 //! Method probing sends SOCKS5 greetings offering one method each, encoded and decoded by
 //! [`socksmith_proto`]; everything else goes through [`Client`].
+//!
+//! An `http://` proxy gets its own probes ([`HttpFindings`]): CONNECT with the URL's
+//! credentials, whether it lets CONNECT reach a port other than 443 (many HTTP proxies allow
+//! only that one), whether it requires Basic authentication (a CONNECT without credentials)
+//! and whether the URL's credentials pass; remote DNS and IPv6 targets through CONNECT. It
+//! carries nothing but CONNECT, so the SOCKS rows say so without sending anything.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,7 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 use super::builder::{Client, Timeouts};
-use super::error::ClientError;
+use super::error::{ClientError, HopErrorKind, HttpError, Step};
 use super::url::{Protocol, Proxy, ProxyHost};
 
 /// The bytes sent through every tunnel and datagram a probe opens, expected back from an
@@ -130,18 +136,48 @@ pub struct ProbeReport {
     pub udp_associate: Finding,
     /// Tor's RESOLVE.
     pub resolve: Finding,
+    /// For an `http://` proxy, what HTTP CONNECT does (then the SOCKS findings all say the
+    /// proxy speaks no SOCKS and [`Self::auth_methods`] is empty); `None` for SOCKS proxies.
+    pub http: Option<HttpFindings>,
+}
+
+/// What an `http://` proxy supports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpFindings {
+    /// CONNECT (with the URL's credentials, if any) to an IPv4 target, or the given target.
+    pub connect: Finding,
+    /// CONNECT to a port other than 443 (many HTTP proxies allow only 443).
+    pub any_port: Finding,
+    /// Whether Basic authentication is required, and whether the URL's credentials pass:
+    /// `yes` when CONNECT works (without credentials, or with the URL's), `no` when the proxy
+    /// wants credentials the URL does not have or refuses the URL's.
+    pub basic_auth: Finding,
 }
 
 impl ProbeReport {
-    /// Whether the proxy carries a CONNECT in at least one version.
+    /// Whether the proxy carries a CONNECT in at least one version (or over HTTP).
     pub fn connect_works(&self) -> bool {
         [&self.socks5, &self.socks4, &self.socks4a, &self.remote_dns]
             .iter()
             .any(|f| f.works())
+            || self.http.as_ref().is_some_and(|h| h.connect.works())
     }
 
-    /// The rows of the report, in display order: (name, finding).
+    /// The rows of the report, in display order: (name, finding). An `http://` proxy has
+    /// HTTP rows in place of the SOCKS versions.
     pub fn rows(&self) -> Vec<(&'static str, &Finding)> {
+        if let Some(http) = &self.http {
+            return vec![
+                ("HTTP CONNECT", &http.connect),
+                ("any port", &http.any_port),
+                ("Basic auth", &http.basic_auth),
+                ("remote DNS", &self.remote_dns),
+                ("IPv6 target", &self.ipv6_target),
+                ("BIND", &self.bind),
+                ("UDP ASSOCIATE", &self.udp_associate),
+                ("RESOLVE", &self.resolve),
+            ];
+        }
         vec![
             ("SOCKS5", &self.socks5),
             ("SOCKS4", &self.socks4),
@@ -273,6 +309,9 @@ pub async fn probe(client: &Client, targets: &ProbeTargets<'_>) -> ProbeReport {
         last: &last,
         targets,
     };
+    if last.protocol().is_http() {
+        return prober.http().await;
+    }
     let (auth_methods, socks5_spoken) = prober.methods().await;
     if let Some(why) = prober.unreachable(&auth_methods) {
         let no = || Finding::no(why.clone());
@@ -288,6 +327,7 @@ pub async fn probe(client: &Client, targets: &ProbeTargets<'_>) -> ProbeReport {
             bind: no(),
             udp_associate: no(),
             resolve: no(),
+            http: None,
         };
     }
     let (ip4, ip6, name) = prober.connect_targets();
@@ -350,6 +390,7 @@ pub async fn probe(client: &Client, targets: &ProbeTargets<'_>) -> ProbeReport {
         bind,
         udp_associate,
         resolve,
+        http: None,
     }
 }
 
@@ -510,18 +551,170 @@ impl Prober<'_> {
     /// A CONNECT in `protocol`, with an echo round trip on loopback targets.
     async fn connect(&self, protocol: Protocol, target: TargetAddr) -> Finding {
         let client = self.client_as(protocol);
+        self.try_connect(&client, &target)
+            .await
+            .unwrap_or_else(|e| Finding::no(short(&e)))
+    }
+
+    /// A CONNECT through `client`: the error when the proxy refused, else the finding (an
+    /// echo round trip on loopback targets).
+    async fn try_connect(
+        &self,
+        client: &Client,
+        target: &TargetAddr,
+    ) -> Result<Finding, ClientError> {
         let start = Instant::now();
-        let mut stream = match client.connect(target.clone()).await {
-            Ok(s) => s,
-            Err(e) => return Finding::no(short(&e)),
-        };
+        let mut stream = client.connect(target.clone()).await?;
         let latency = start.elapsed();
         if !self.round_trips() {
-            return Finding::yes(format!("CONNECT {target} granted"), Some(latency));
+            return Ok(Finding::yes(
+                format!("CONNECT {target} granted"),
+                Some(latency),
+            ));
         }
-        match echo(&mut stream, self.timeouts().handshake).await {
+        Ok(match echo(&mut stream, self.timeouts().handshake).await {
             Ok(()) => Finding::yes(format!("CONNECT {target}, echo ok"), Some(latency)),
             Err(e) => Finding::no(format!("CONNECT {target} granted, but {e}")),
+        })
+    }
+
+    /// The report for an `http://` last hop (see [`HttpFindings`]).
+    async fn http(&self) -> ProbeReport {
+        let (ip4, ip6, name) = self.connect_targets();
+        let client = self.client_as(Protocol::Http);
+        let no_socks = || Finding::no("an HTTP proxy: it speaks no SOCKS");
+        let connect_only = || Finding::no("an HTTP proxy carries CONNECT only");
+        let primary = ip4
+            .clone()
+            .or_else(|| name.clone())
+            .or_else(|| ip6.clone())
+            .expect("connect_targets gives at least one target");
+        let with_url_credentials = self.try_connect(&client, &primary).await;
+        if let Err(e) = &with_url_credentials {
+            let before_last = e.hop().is_some_and(|hop| hop < self.client.hops().len());
+            if matches!(e.step(), Some(Step::Connect)) || before_last {
+                let why = format!("{UNREACHABLE}{e}");
+                let no = || Finding::no(why.clone());
+                return ProbeReport {
+                    proxy: self.last.redacted(),
+                    unreachable: Some(why.clone()),
+                    socks5: no(),
+                    auth_methods: Vec::new(),
+                    socks4: no(),
+                    socks4a: no(),
+                    remote_dns: no(),
+                    ipv6_target: no(),
+                    bind: no(),
+                    udp_associate: no(),
+                    resolve: no(),
+                    http: Some(HttpFindings {
+                        connect: no(),
+                        any_port: no(),
+                        basic_auth: no(),
+                    }),
+                };
+            }
+        }
+        let connect = match &with_url_credentials {
+            Ok(f) => f.clone(),
+            Err(e) => Finding::no(short(e)),
+        };
+        let remote_dns = match &name {
+            Some(t) if *t == primary => connect.clone(),
+            Some(t) => self.connect(Protocol::Http, t.clone()).await,
+            None => Finding::untested("needs a target given by name"),
+        };
+        let ipv6_target = match &ip6 {
+            Some(t) if *t == primary => connect.clone(),
+            Some(t) => self.connect(Protocol::Http, t.clone()).await,
+            None => Finding::untested("needs an IPv6 target (this host has no ::1)"),
+        };
+        let any_port = any_port(
+            &primary,
+            &with_url_credentials,
+            [(&name, &remote_dns), (&ip6, &ipv6_target)],
+        );
+        let basic_auth = self.basic_auth(&primary, &with_url_credentials).await;
+        ProbeReport {
+            proxy: self.last.redacted(),
+            unreachable: None,
+            socks5: no_socks(),
+            auth_methods: Vec::new(),
+            socks4: no_socks(),
+            socks4a: no_socks(),
+            remote_dns,
+            ipv6_target,
+            bind: connect_only(),
+            udp_associate: connect_only(),
+            resolve: connect_only(),
+            http: Some(HttpFindings {
+                connect,
+                any_port,
+                basic_auth,
+            }),
+        }
+    }
+
+    /// Whether an `http://` proxy requires Basic authentication and takes the URL's
+    /// credentials, from the CONNECT with them and (when the URL has some) one without.
+    async fn basic_auth(
+        &self,
+        target: &TargetAddr,
+        with_url_credentials: &Result<Finding, ClientError>,
+    ) -> Finding {
+        let auth_refusal = |r: &Result<Finding, ClientError>| match r {
+            Err(e) => match e.kind() {
+                Some(HopErrorKind::Http(
+                    refusal @ HttpError::AuthenticationRequired { status, .. },
+                )) => Some((*status, refusal.to_string())),
+                _ => None,
+            },
+            Ok(_) => None,
+        };
+        if self.last.user_info().is_none() {
+            return match (with_url_credentials, auth_refusal(with_url_credentials)) {
+                (_, Some((status, _))) => Finding::no(format!(
+                    "required (HTTP {status} without credentials): give \
+                     http://USER:PASSWORD@HOST"
+                )),
+                (Ok(_), None) => Finding::yes("not required", None),
+                (Err(_), None) => Finding::untested("CONNECT failed for another reason"),
+            };
+        }
+        let anonymous = Client::builder()
+            .timeouts(*self.timeouts())
+            .resolver(self.client.resolver.clone())
+            .proxies(
+                self.client
+                    .hops()
+                    .iter()
+                    .take(self.client.hops().len().saturating_sub(1))
+                    .cloned(),
+            )
+            .proxy(Proxy::with_host(
+                Protocol::Http,
+                self.last.host().clone(),
+                self.last.port(),
+            ))
+            .build()
+            .expect("the probed client has at least one hop");
+        let without = self.try_connect(&anonymous, target).await;
+        match (
+            auth_refusal(&without),
+            with_url_credentials,
+            auth_refusal(with_url_credentials),
+        ) {
+            (None, _, _) if without.is_ok() => {
+                Finding::yes("not required (CONNECT works without credentials)", None)
+            }
+            (Some((status, _)), Ok(_), _) => Finding::yes(
+                format!("required (HTTP {status} without credentials); the URL's are accepted"),
+                None,
+            ),
+            (Some(_), Err(_), Some((_, refusal))) => Finding::no(format!(
+                "required; the URL's credentials are refused: {refusal}"
+            )),
+            _ => Finding::untested("CONNECT failed for another reason"),
         }
     }
 
@@ -632,6 +825,37 @@ impl Prober<'_> {
             Ok(ip) => Finding::yes(format!("localhost is {ip}"), Some(start.elapsed())),
             Err(e) => Finding::no(short(&e)),
         }
+    }
+}
+
+/// Whether an HTTP proxy let CONNECT reach a port other than 443, from the CONNECTs made:
+/// the first one (`primary`) and the others (target, finding).
+fn any_port<'a>(
+    primary: &TargetAddr,
+    first: &Result<Finding, ClientError>,
+    others: impl IntoIterator<Item = (&'a Option<TargetAddr>, &'a Finding)>,
+) -> Finding {
+    let port = |t: &TargetAddr| match t {
+        TargetAddr::Ip(a) => a.port(),
+        TargetAddr::Domain(_, p) => *p,
+    };
+    let granted = std::iter::once((Some(primary), first.as_ref().is_ok_and(|f| f.works())))
+        .chain(others.into_iter().map(|(t, f)| (t.as_ref(), f.works())))
+        .filter_map(|(t, works)| t.filter(|_| works))
+        .find(|t| port(t) != 443);
+    if let Some(t) = granted {
+        return Finding::yes(format!("CONNECT to port {} granted", port(t)), None);
+    }
+    match first {
+        Err(e) if e.reply_code() == Some(socksmith_proto::ReplyCode::NotAllowed) => {
+            Finding::no(format!(
+                "port {} refused ({}): the proxy may allow CONNECT to a few ports only (often 443)",
+                port(primary),
+                short(e)
+            ))
+        }
+        _ if port(primary) == 443 => Finding::untested("only port 443 was tried"),
+        _ => Finding::untested("no CONNECT succeeded"),
     }
 }
 

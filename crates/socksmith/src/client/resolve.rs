@@ -47,6 +47,7 @@ impl Client {
         command: Command,
         target: &TargetAddr,
     ) -> Result<TargetAddr, ClientError> {
+        self.ensure_last_hop_carries(command)?;
         let io = self.connect_first_hop().await?;
         let opened = self.open(io, command, target.clone()).await?;
         match opened.event {

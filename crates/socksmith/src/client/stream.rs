@@ -1,5 +1,5 @@
-//! [`ProxyStream`]: a transport on which the SOCKS handshakes are done, now a tunnel to the
-//! target. It implements tokio's `AsyncRead` and `AsyncWrite` and reports the proxy's bound
+//! [`ProxyStream`]: a transport on which the SOCKS handshakes (and HTTP CONNECT exchanges)
+//! are done, now a tunnel to the target. It implements tokio's `AsyncRead` and `AsyncWrite` and reports the proxy's bound
 //! address.
 //!
 //! The handshake reads the proxy's replies into a small buffer; the machine never consumes a

@@ -86,7 +86,8 @@ impl fmt::Debug for SendBuffer {
 }
 
 impl Client {
-    /// Opens a UDP association with the last hop (which must speak SOCKS5).
+    /// Opens a UDP association with the last hop (which must speak SOCKS5: a SOCKS4 or
+    /// `http` last hop is refused with [`ClientError::Unsupported`] before anything is sent).
     pub async fn udp_associate(&self) -> Result<UdpAssociation, ClientError> {
         let last = self.last_hop();
         let hop = self.hops.len();
@@ -97,6 +98,7 @@ impl Client {
                 hop_url: last.redacted(),
             });
         }
+        self.ensure_last_hop_carries(Command::UdpAssociate)?;
         let fail = |kind: HopErrorKind| {
             ClientError::from(HopError {
                 hop,

@@ -1,10 +1,12 @@
 //! Proxy URLs with curl's semantics, and the typed [`Proxy`] they turn into.
 //!
-//! `SCHEME://[USER[:PASSWORD]@]HOST[:PORT][/]` where SCHEME is `socks4`, `socks4a`, `socks5`
-//! or `socks5h` (any case), HOST a name, an IPv4 address or an IPv6 address in brackets, PORT
-//! 1080 when absent. USER and PASSWORD are percent-decoded, so `%40` is an `@` and `%3A` a `:`.
-//! `socks4a` and `socks5h` let the proxy resolve target names; `socks4` and `socks5` resolve
-//! them on this side. Over SOCKS4 the user is sent as the user id and the password is unused.
+//! `SCHEME://[USER[:PASSWORD]@]HOST[:PORT][/]` where SCHEME is `socks4`, `socks4a`, `socks5`,
+//! `socks5h` or `http` (any case), HOST a name, an IPv4 address or an IPv6 address in
+//! brackets, PORT 1080 when absent (for `http` too, as curl does). USER and PASSWORD are
+//! percent-decoded, so `%40` is an `@` and `%3A` a `:`. `socks4a`, `socks5h` and `http` let
+//! the proxy resolve target names; `socks4` and `socks5` resolve them on this side. Over SOCKS4
+//! the user is sent as the user id and the password is unused; over HTTP they are sent as
+//! `Proxy-Authorization: Basic`.
 //!
 //! The user information ends at the last `@`, so an unencoded `@` or `:` in a password is fine;
 //! a `/`, `?` or `#` there must be percent-encoded (`%2F`, `%3F`, `%23`), as in curl.
@@ -23,7 +25,8 @@ use socksmith_proto::{ClientVersion, Credentials};
 /// The port a proxy URL without one means, as in curl.
 pub const DEFAULT_PORT: u16 = 1080;
 
-/// Which SOCKS dialect a proxy speaks and who resolves target names.
+/// Which protocol a proxy speaks (a SOCKS dialect, or HTTP CONNECT) and who resolves target
+/// names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// `socks4://`: IPv4 targets only, names resolved by the client.
@@ -34,6 +37,10 @@ pub enum Protocol {
     Socks5,
     /// `socks5h://`: names resolved by the proxy.
     Socks5h,
+    /// `http://`: an HTTP/1.1 proxy reached in clear text, asked with `CONNECT host:port`
+    /// (names resolved by the proxy). It carries CONNECT only: no BIND, UDP ASSOCIATE or
+    /// RESOLVE through it as the last hop.
+    Http,
 }
 
 impl Protocol {
@@ -44,12 +51,18 @@ impl Protocol {
             Protocol::Socks4a => "socks4a",
             Protocol::Socks5 => "socks5",
             Protocol::Socks5h => "socks5h",
+            Protocol::Http => "http",
         }
     }
 
-    /// Whether the proxy resolves target names (`socks4a`, `socks5h`).
+    /// Whether the proxy resolves target names (`socks4a`, `socks5h`, `http`).
     pub fn remote_dns(self) -> bool {
-        matches!(self, Protocol::Socks4a | Protocol::Socks5h)
+        matches!(self, Protocol::Socks4a | Protocol::Socks5h | Protocol::Http)
+    }
+
+    /// Whether this is an HTTP proxy (CONNECT only).
+    pub fn is_http(self) -> bool {
+        self == Protocol::Http
     }
 
     /// Whether this is SOCKS4 or SOCKS4a.
@@ -57,12 +70,14 @@ impl Protocol {
         matches!(self, Protocol::Socks4 | Protocol::Socks4a)
     }
 
-    /// The version the handshake machine speaks.
-    pub fn version(self) -> ClientVersion {
+    /// The version the SOCKS handshake machine speaks; `None` for HTTP, which has no SOCKS
+    /// machine.
+    pub fn version(self) -> Option<ClientVersion> {
         match self {
-            Protocol::Socks4 => ClientVersion::V4,
-            Protocol::Socks4a => ClientVersion::V4a,
-            Protocol::Socks5 | Protocol::Socks5h => ClientVersion::V5,
+            Protocol::Socks4 => Some(ClientVersion::V4),
+            Protocol::Socks4a => Some(ClientVersion::V4a),
+            Protocol::Socks5 | Protocol::Socks5h => Some(ClientVersion::V5),
+            Protocol::Http => None,
         }
     }
 
@@ -72,6 +87,7 @@ impl Protocol {
             Protocol::Socks4a,
             Protocol::Socks5,
             Protocol::Socks5h,
+            Protocol::Http,
         ]
         .into_iter()
         .find(|p| p.scheme().eq_ignore_ascii_case(scheme))
@@ -104,8 +120,9 @@ impl fmt::Display for ProxyHost {
     }
 }
 
-/// The user part of a proxy URL: a SOCKS5 username and password (RFC 1929), or a SOCKS4 user
-/// id (the password, if any, is not sent). `Debug` hides the password.
+/// The user part of a proxy URL: a SOCKS5 username and password (RFC 1929), a SOCKS4 user
+/// id (the password, if any, is not sent), or an HTTP proxy's Basic credentials. `Debug` hides
+/// the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserInfo {
     user: Vec<u8>,
@@ -248,7 +265,7 @@ impl Proxy {
         let Some(info) = &self.user_info else {
             return Ok(None);
         };
-        if self.protocol.is_v4() {
+        if self.protocol.is_v4() || self.protocol.is_http() {
             return Ok(None);
         }
         match &info.password {
@@ -267,6 +284,24 @@ impl Proxy {
                 .map(|info| info.user.clone())
                 .unwrap_or_default()
         })
+    }
+
+    /// The `Proxy-Authorization` value an `http` hop gets: `Basic` with `user:password`
+    /// (RFC 7617; a user without a password sends an empty one, as curl does). `None` without
+    /// user information or for a SOCKS hop.
+    pub(crate) fn basic_authorization(&self) -> Option<String> {
+        use base64::Engine as _;
+        let info = self
+            .user_info
+            .as_ref()
+            .filter(|_| self.protocol.is_http())?;
+        let mut pair = info.user.clone();
+        pair.push(b':');
+        pair.extend_from_slice(info.password.as_deref().unwrap_or_default());
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        ))
     }
 
     /// The URL with the password (and only the password) shown as `***`: what logs and error
@@ -318,10 +353,10 @@ pub struct UrlError {
 #[non_exhaustive]
 pub enum UrlErrorReason {
     /// No `scheme://`.
-    #[error("missing scheme (expected socks4://, socks4a://, socks5:// or socks5h://)")]
+    #[error("missing scheme (expected socks4://, socks4a://, socks5://, socks5h:// or http://)")]
     MissingScheme,
-    /// A scheme other than the four SOCKS ones.
-    #[error("unsupported scheme {0:?} (expected socks4, socks4a, socks5 or socks5h)")]
+    /// A scheme other than the four SOCKS ones and `http`.
+    #[error("unsupported scheme {0:?} (expected socks4, socks4a, socks5, socks5h or http)")]
     UnsupportedScheme(String),
     /// Nothing between `@` (or `//`) and the port.
     #[error("missing host")]
@@ -533,6 +568,31 @@ mod tests {
     }
 
     #[test]
+    fn http_proxies_default_to_port_1080_and_send_basic_auth() {
+        let p = parse_ok("HTTP://corp.example:3128");
+        assert_eq!(p.protocol(), Protocol::Http);
+        assert!(p.protocol().remote_dns());
+        assert_eq!(p.protocol().version(), None);
+        assert_eq!(p.port(), 3128);
+        assert_eq!(parse_ok("http://[::1]").port(), DEFAULT_PORT);
+        assert_eq!(p.basic_authorization(), None);
+        // RFC 7617's example, percent-decoded from the URL first.
+        let p = parse_ok("http://Aladdin:open%20sesame@127.0.0.1:8080");
+        assert_eq!(
+            p.basic_authorization().as_deref(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
+        assert_eq!(p.to_string(), "http://Aladdin:***@127.0.0.1:8080");
+        assert_eq!(p.credentials().expect("no SOCKS credentials"), None);
+        assert_eq!(p.v4_user_id(), None);
+        // A user alone sends an empty password.
+        let p = parse_ok("http://bob@127.0.0.1");
+        assert_eq!(p.basic_authorization().as_deref(), Some("Basic Ym9iOg=="));
+        // SOCKS hops never send Basic credentials.
+        assert_eq!(parse_ok("socks5://a:b@h").basic_authorization(), None);
+    }
+
+    #[test]
     fn hosts_ports_and_brackets() {
         let p = parse_ok("socks5://127.0.0.1:9050/");
         assert_eq!(
@@ -585,8 +645,8 @@ mod tests {
     fn bad_urls_are_refused_with_the_reason() {
         assert_eq!(reason("127.0.0.1:1080"), UrlErrorReason::MissingScheme);
         assert_eq!(
-            reason("http://127.0.0.1"),
-            UrlErrorReason::UnsupportedScheme("http".into())
+            reason("https://127.0.0.1"),
+            UrlErrorReason::UnsupportedScheme("https".into())
         );
         assert_eq!(reason("socks5://"), UrlErrorReason::MissingHost);
         assert_eq!(reason("socks5://:1080"), UrlErrorReason::MissingHost);
@@ -669,7 +729,7 @@ mod tests {
             format!("socks5://alice:{secret}@h:bad"),
             format!("socks5://alice:{secret}@h/trailing"),
             format!("socks5://alice:{secret}%zz@h"),
-            format!("http://alice:{secret}@h"),
+            format!("https://alice:{secret}@h"),
             format!("alice:{secret}@h:1080"),
             format!("alice:x://{secret}@h"),
             format!("socks5:/alice:{secret}@h"),

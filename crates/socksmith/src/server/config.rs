@@ -62,8 +62,15 @@ pub struct ServerConfig {
     /// cut. Default 10 s.
     pub shutdown_grace: Duration,
     /// At most this many sessions at once; further connections wait in the kernel's accept
-    /// queue. `None`: no limit.
+    /// queue. `None` (the default): derived from the open-file limit when serving starts, so
+    /// that sessions can never use up every descriptor (see
+    /// [`crate::server::Server::session_limits`]).
     pub max_sessions: Option<usize>,
+    /// At most this many sessions at once from one client address (an IPv6 client: from one
+    /// /64, which one host usually has to itself); its further connections are closed at
+    /// once, so that one client cannot hold the sessions others wait for. `None` (the
+    /// default): an eighth of the session limit, at least 4.
+    pub max_sessions_per_client: Option<usize>,
     /// Looks up names for CONNECT, RESOLVE, RESOLVE_PTR and UDP destinations.
     pub resolver: Arc<dyn Resolve>,
     /// Decides whether each request may proceed.
@@ -94,6 +101,7 @@ impl Default for ServerConfig {
             bind_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             max_sessions: None,
+            max_sessions_per_client: None,
             resolver: Arc::new(SystemResolver::default()),
             policy: Arc::new(Rules::default()),
             egress: None,

@@ -15,8 +15,53 @@ use tokio::task::JoinSet;
 
 use crate::relay::TunnelStream;
 use crate::server::connection::{self, Accepted};
+use crate::server::per_client::PerClient;
 use crate::server::stats::inc;
-use crate::server::Server;
+use crate::server::{Server, ServerConfig};
+
+/// Descriptors the derived session limit leaves free: listeners, stdio and logs, the
+/// resolver's sockets, files a reload reads.
+pub const RESERVED_DESCRIPTORS: u64 = 32;
+
+/// Descriptors one session may hold: the client, the target, and a pipe end while splicing
+/// (pipes are pooled and shared, so this is an upper bound in practice).
+const DESCRIPTORS_PER_SESSION: u64 = 3;
+
+/// The session limits a server applies (see [`crate::server::Server::session_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionLimits {
+    /// Sessions at once.
+    pub sessions: usize,
+    /// Sessions at once from one client address (IPv6: one /64).
+    pub per_client: usize,
+}
+
+/// The limits for `config`, derived from the open-file limit where not set.
+pub(crate) fn limits(config: &ServerConfig) -> SessionLimits {
+    let sessions = config.max_sessions.unwrap_or_else(|| {
+        let descriptors = open_file_limit();
+        let usable = descriptors.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_SESSION;
+        usize::try_from(usable.max(1)).unwrap_or(usize::MAX)
+    });
+    let per_client = config
+        .max_sessions_per_client
+        .unwrap_or_else(|| (sessions / 8).max(4).min(sessions));
+    SessionLimits {
+        sessions,
+        per_client,
+    }
+}
+
+/// The soft limit on open files (what `accept` runs into).
+fn open_file_limit() -> u64 {
+    #[cfg(unix)]
+    if let Ok((soft, _hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        return soft;
+    }
+    // Unknown: a common default.
+    1024
+}
 
 /// First pause after an accept error that is not about one connection (EMFILE, ENFILE,
 /// ENOBUFS); doubled on each further error up to [`MAX_PAUSE`].
@@ -30,13 +75,18 @@ pub(crate) async fn run(
 ) {
     tokio::pin!(shutdown);
     let stats = Arc::clone(server.stats());
+    let first = server.session_limits();
+    tracing::debug!(
+        sessions = first.sessions,
+        per_client = first.per_client,
+        "session limits"
+    );
+    let per_client = PerClient::new(first.per_client);
     let mut sessions = JoinSet::new();
     let mut pause = FIRST_PAUSE;
     let mut next = 0;
     loop {
-        // Read per round: a reload changes the limit too.
-        let limit = server.current().config.max_sessions.unwrap_or(usize::MAX);
-        let room = sessions.len() < limit;
+        let room = sessions.len() < first.sessions;
         tokio::select! {
             () = &mut shutdown => break,
             Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
@@ -50,11 +100,22 @@ pub(crate) async fn run(
             accepted = accept_any(&listeners, &mut next), if room => match accepted {
                 Ok((stream, peer)) => {
                     pause = FIRST_PAUSE;
+                    let Some(slot) = per_client.take(peer.ip()) else {
+                        // Closed at once: its descriptor is free again for everyone else.
+                        inc(&stats.sessions_refused_per_client);
+                        tracing::debug!(client = %peer, limit = per_client.limit(), "connection closed: this client holds its share of the sessions");
+                        drop(stream);
+                        continue;
+                    };
                     inc(&stats.sessions_accepted);
                     let accepted = Accepted { peer, local: None, already_read: Vec::new() };
                     // The configuration as of now: a reload during the wait applies.
                     let shared = server.current();
-                    sessions.spawn(connection::run(shared, TunnelStream::Tcp(stream), accepted));
+                    let session = connection::run(shared, TunnelStream::Tcp(stream), accepted);
+                    sessions.spawn(async move {
+                        let _slot = slot;
+                        session.await;
+                    });
                 }
                 Err(e) if !out_of_resources(&e) => {
                     tracing::debug!(error = %e, "accept: connection lost before it was taken");

@@ -43,6 +43,7 @@ mod error;
 mod listener;
 mod log;
 mod lookup;
+mod per_client;
 pub mod proxy_protocol;
 mod stats;
 mod udp;
@@ -50,12 +51,13 @@ mod udp;
 pub use accounting::{Accounting, Traffic, TunnelGuard};
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
 pub use config::ServerConfig;
+pub use egress::direct::LOOKUPS_PER_CLIENT;
 pub use egress::{
     Connected, Direct, Egress, EgressError, EgressFuture, EgressRequest, PendingBind, UdpEgress,
     Upstream,
 };
 pub use error::{LookupError, ServerError, SessionError};
-pub use listener::bind_listener;
+pub use listener::{bind_listener, SessionLimits};
 pub use stats::{Stats, StatsSnapshot};
 
 pub use crate::relay::{AsyncStream, TunnelStream};
@@ -153,6 +155,15 @@ impl Server {
             .current
             .write()
             .unwrap_or_else(PoisonError::into_inner) = shared;
+    }
+
+    /// The session limits [`Server::serve`] applies: [`ServerConfig::max_sessions`] and
+    /// [`ServerConfig::max_sessions_per_client`], or, where they are `None`, what they derive
+    /// from the process's open-file limit: a session holds up to three descriptors (client,
+    /// target, and a pipe end while splicing), and [`listener::RESERVED_DESCRIPTORS`] stay free
+    /// for listeners, logs, name lookups and the odd file.
+    pub fn session_limits(&self) -> SessionLimits {
+        listener::limits(&self.current().config)
     }
 
     /// The counters, shared with every session (keep the `Arc` to read them while serving).

@@ -12,6 +12,7 @@ pub struct Stats {
     pub(crate) sessions_active: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) session_panics: AtomicU64,
+    pub(crate) sessions_refused_per_client: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) handshake_protocol_errors: AtomicU64,
     pub(crate) handshake_client_gone: AtomicU64,
@@ -46,6 +47,8 @@ pub struct StatsSnapshot {
     pub accept_errors: u64,
     /// Sessions whose task panicked (a bug), caught by the listener.
     pub session_panics: u64,
+    /// Connections closed at once because their client held its share of the sessions.
+    pub sessions_refused_per_client: u64,
     /// Clients that did not finish the handshake in time.
     pub handshake_timeouts: u64,
     /// Clients that sent bytes breaking the protocol.
@@ -95,6 +98,7 @@ impl Stats {
             sessions_active: get(&self.sessions_active),
             accept_errors: get(&self.accept_errors),
             session_panics: get(&self.session_panics),
+            sessions_refused_per_client: get(&self.sessions_refused_per_client),
             handshake_timeouts: get(&self.handshake_timeouts),
             handshake_protocol_errors: get(&self.handshake_protocol_errors),
             handshake_client_gone: get(&self.handshake_client_gone),

@@ -16,6 +16,7 @@ use crate::resolve::{resolve, Resolve, ResolveError};
 use crate::server::egress::{
     Connected, Egress, EgressError, EgressFuture, EgressRequest, PendingBind, UdpEgress,
 };
+use crate::server::per_client::PerClient;
 
 /// Does everything from this host: a name is resolved (IP literals, also when sent as a name,
 /// skip the resolver), each address is checked with [`crate::policy::Policy::check_address`],
@@ -27,7 +28,13 @@ pub struct Direct {
     resolver: Arc<dyn Resolve>,
     resolve_timeout: Duration,
     dial: DialOptions,
+    /// Lookups in flight per client: the resolver's own limit is shared by everyone, and one
+    /// client with slow names must not take all of it.
+    lookups: Arc<PerClient>,
 }
+
+/// Name lookups one client may have in flight at once (the system resolver allows 64 in all).
+pub const LOOKUPS_PER_CLIENT: usize = 8;
 
 impl Direct {
     /// Resolves with `resolver` (each lookup bounded by `resolve_timeout`) and connects within
@@ -41,6 +48,7 @@ impl Direct {
             resolver,
             resolve_timeout,
             dial: DialOptions::with_timeout(connect_timeout),
+            lookups: PerClient::new(LOOKUPS_PER_CLIENT),
         }
     }
 
@@ -50,7 +58,7 @@ impl Direct {
             // The policy saw this address with the request.
             TargetAddr::Ip(addr) => dial(&[*addr], &self.dial).await?,
             TargetAddr::Domain(name, port) => {
-                let ips = self.lookup(name).await?;
+                let ips = self.lookup(request.session.client.ip(), name).await?;
                 dial(&request.allowed(ips, *port)?, &self.dial).await?
             }
         };
@@ -62,8 +70,9 @@ impl Direct {
     }
 
     /// A name's addresses, within the resolve timeout. A name that is an IP literal is
-    /// answered without asking; a non-UTF-8 name cannot be asked of a resolver.
-    async fn lookup(&self, name: &DomainName) -> Result<Vec<IpAddr>, ResolveError> {
+    /// answered without asking; a non-UTF-8 name cannot be asked of a resolver; a client
+    /// with [`LOOKUPS_PER_CLIENT`] lookups in flight gets [`ResolveError::Busy`] at once.
+    async fn lookup(&self, client: IpAddr, name: &DomainName) -> Result<Vec<IpAddr>, ResolveError> {
         let Some(text) = name.to_str() else {
             return Err(ResolveError::InvalidName {
                 query: name.to_string(),
@@ -72,6 +81,13 @@ impl Direct {
         if let Ok(ip) = text.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
+        let Some(_slot) = self.lookups.take(client) else {
+            return Err(ResolveError::Busy {
+                query: text.to_owned(),
+                limit: LOOKUPS_PER_CLIENT,
+                after: Duration::ZERO,
+            });
+        };
         match tokio::time::timeout(self.resolve_timeout, resolve(&*self.resolver, text)).await {
             Ok(result) => result,
             Err(_) => Err(ResolveError::Timeout {
@@ -91,7 +107,7 @@ impl Direct {
             TargetAddr::Ip(addr) if addr.ip().is_unspecified() => None,
             TargetAddr::Ip(addr) => Some(vec![addr.ip().to_canonical()]),
             TargetAddr::Domain(name, _) => Some(
-                self.lookup(name)
+                self.lookup(session.client.ip(), name)
                     .await?
                     .into_iter()
                     .map(|ip| ip.to_canonical())
@@ -147,8 +163,7 @@ impl Egress for Direct {
         request: EgressRequest<'a>,
         name: &'a DomainName,
     ) -> EgressFuture<'a, Vec<IpAddr>> {
-        let _ = request;
-        Box::pin(async move { Ok(self.lookup(name).await?) })
+        Box::pin(async move { Ok(self.lookup(request.session.client.ip(), name).await?) })
     }
 
     fn resolve_ptr<'a>(

@@ -15,7 +15,7 @@
 //! Every failure is an [`EgressError`], which knows the reply code the client gets and keeps
 //! its source error. This module does not speak SOCKS to the client and does not relay.
 
-mod direct;
+pub(crate) mod direct;
 mod upstream;
 
 pub use direct::Direct;

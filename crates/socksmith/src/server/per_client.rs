@@ -1,0 +1,112 @@
+//! Counting what each client holds at once (sessions, name lookups), with a slot per thing
+//! held that gives itself back when dropped, so no path (an error, a panic, a task cut at
+//! shutdown) can leak a count.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Sessions per client address, with a slot held by each session.
+#[derive(Debug)]
+pub(crate) struct PerClient {
+    limit: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One session's place in its client's count; given back when dropped (also when the task
+/// panics or is cut at shutdown).
+pub(crate) struct ClientSlot {
+    owner: Arc<PerClient>,
+    key: IpAddr,
+}
+
+impl PerClient {
+    /// At most `limit` at once per client.
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(PerClient {
+            limit,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The limit per client.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The key a client is counted under: its address, or its /64 for IPv6.
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+            v4 => v4,
+        }
+    }
+
+    /// A slot for `ip`, unless its client holds `limit` already.
+    pub(crate) fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let key = PerClient::key(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(key).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            owner: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .owner
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gets_its_limit_and_slots_come_back() {
+        let per = PerClient::new(2);
+        let a: IpAddr = "192.0.2.1".parse().expect("literal");
+        let b: IpAddr = "192.0.2.2".parse().expect("literal");
+        let first = per.take(a).expect("1 of 2");
+        let _second = per.take(a).expect("2 of 2");
+        assert!(per.take(a).is_none(), "3 of 2");
+        assert!(per.take(b).is_some(), "another client is not affected");
+        drop(first);
+        assert!(per.take(a).is_some(), "a slot came back");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64() {
+        let per = PerClient::new(1);
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("literal");
+        let same_64: IpAddr = "2001:db8:1:2::ffff".parse().expect("literal");
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().expect("literal");
+        let _held = per.take(one).expect("first");
+        assert!(per.take(same_64).is_none());
+        assert!(per.take(other_64).is_some());
+        let mapped: IpAddr = "::ffff:192.0.2.9".parse().expect("literal");
+        let _v4 = per
+            .take(mapped)
+            .expect("an IPv4-mapped client counts as IPv4");
+        assert!(per.take("192.0.2.9".parse().expect("literal")).is_none());
+    }
+}
