@@ -54,6 +54,9 @@ use crate::logging;
                   Under systemd: with socket activation (LISTEN_FDS) and no --listen, it serves \
                   on the sockets it is given; with NOTIFY_SOCKET it reports READY=1, \
                   RELOADING=1 and STOPPING=1 (Type=notify). See dist/systemd/.\n\n\
+                  Behind HAProxy or another L4 balancer, --proxy-protocol reads the PROXY \
+                  protocol header (v1 send-proxy, v2 send-proxy-v2) that starts each \
+                  connection and uses the real client's address for decisions and logs.\n\n\
                   With --upstream, every tunnel goes through that parent proxy (or chain of \
                   them) instead of straight to the target: CONNECT, BIND (the last hop \
                   listens), UDP ASSOCIATE (through the last hop's relay) and RESOLVE. Nothing \
