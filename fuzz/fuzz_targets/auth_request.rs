@@ -3,13 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use socksmith_proto::AuthRequest;
 
-fuzz_target!(|data: &[u8]| {
-    socksmith_proto_fuzz::check_stream_decoder(
-        data,
-        AuthRequest::decode,
-        |m, out| m.encode(out),
-        true,
-    );
-});
+fuzz_target!(|data: &[u8]| socksmith_proto_fuzz::targets::auth_request(data));

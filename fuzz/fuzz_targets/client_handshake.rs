@@ -3,4 +3,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| socksmith_proto_fuzz::drive_client(data));
+fuzz_target!(|data: &[u8]| socksmith_proto_fuzz::targets::client_handshake(data));

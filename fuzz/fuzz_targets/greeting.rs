@@ -3,13 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use socksmith_proto::Greeting;
 
-fuzz_target!(|data: &[u8]| {
-    socksmith_proto_fuzz::check_stream_decoder(
-        data,
-        Greeting::decode,
-        |m, out| m.encode(out).expect("a decoded greeting re-encodes"),
-        true,
-    );
-});
+fuzz_target!(|data: &[u8]| socksmith_proto_fuzz::targets::greeting(data));

@@ -3,13 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use socksmith_proto::MethodChoice;
 
-fuzz_target!(|data: &[u8]| {
-    socksmith_proto_fuzz::check_stream_decoder(
-        data,
-        MethodChoice::decode,
-        |m, out| m.encode(out),
-        true,
-    );
-});
+fuzz_target!(|data: &[u8]| socksmith_proto_fuzz::targets::method_choice(data));

@@ -3,13 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use socksmith_proto::V4Reply;
 
-fuzz_target!(|data: &[u8]| {
-    socksmith_proto_fuzz::check_stream_decoder(
-        data,
-        V4Reply::decode,
-        |m, out| m.encode(out),
-        false,
-    );
-});
+fuzz_target!(|data: &[u8]| socksmith_proto_fuzz::targets::v4_reply(data));

@@ -3,8 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use socksmith_proto::Reply;
 
-fuzz_target!(|data: &[u8]| {
-    socksmith_proto_fuzz::check_stream_decoder(data, Reply::decode, |m, out| m.encode(out), true);
-});
+fuzz_target!(|data: &[u8]| socksmith_proto_fuzz::targets::v5_reply(data));

@@ -8,6 +8,8 @@ use socksmith_proto::{
 };
 use std::fmt::Debug;
 
+pub mod targets;
+
 /// A stream decoder: `Ok(None)` is "need more bytes".
 pub type Decode<T> = fn(&[u8]) -> Result<Option<(T, usize)>, ProtocolError>;
 
@@ -105,7 +107,10 @@ fn reply(hs: &mut ServerHandshake, code: ReplyCode, bound: TargetAddr) {
     match hs.reply(code, bound) {
         Ok(()) => {}
         Err(ProtocolError::InvalidInput(_)) => {
-            assert!(hs.is_finished(), "a refused reply leaves the machine closing");
+            assert!(
+                hs.is_finished(),
+                "a refused reply leaves the machine closing"
+            );
         }
         Err(e) => panic!("a reply was awaited: {e}"),
     }

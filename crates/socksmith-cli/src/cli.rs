@@ -48,6 +48,8 @@ pub enum Command {
     Check(commands::check::Args),
     /// Measure a SOCKS5 proxy: throughput, connection rate, latency, idle cost, UDP.
     Bench(Box<commands::bench::Args>),
+    /// Add a user to a users file (`serve --users FILE`), change their password, or remove them.
+    Passwd(commands::passwd::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(commands::completions::Args),
     /// Print the manual page (roff), of socksmith or of one command.

@@ -8,11 +8,11 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 /// How [`dial`] races its attempts.
@@ -145,14 +145,35 @@ pub trait Connect: Sync {
 
 /// Plain TCP connections with `TCP_NODELAY` set: a relay forwards what it gets at once, and
 /// delaying small writes only adds latency to interactive protocols tunnelled through it.
+/// With a source address for the target's family, the connection leaves from it (a host with
+/// several addresses choosing the one targets see).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TcpConnector;
+pub struct TcpConnector {
+    /// The address IPv4 connections leave from (`None`: the kernel's choice).
+    pub source_v4: Option<Ipv4Addr>,
+    /// The address IPv6 connections leave from (`None`: the kernel's choice).
+    pub source_v6: Option<Ipv6Addr>,
+}
 
 impl Connect for TcpConnector {
     type Stream = TcpStream;
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let stream = TcpStream::connect(addr).await?;
+        let source = match addr {
+            SocketAddr::V4(_) => self.source_v4.map(IpAddr::V4),
+            SocketAddr::V6(_) => self.source_v6.map(IpAddr::V6),
+        };
+        let stream = match source {
+            None => TcpStream::connect(addr).await?,
+            Some(ip) => {
+                let socket = match ip {
+                    IpAddr::V4(_) => TcpSocket::new_v4()?,
+                    IpAddr::V6(_) => TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await?
+            }
+        };
         stream.set_nodelay(true)?;
         Ok(stream)
     }
@@ -162,7 +183,7 @@ impl Connect for TcpConnector {
 /// the stream with `TCP_NODELAY` set. `addrs` is in the resolver's order of preference; IPv6
 /// goes first.
 pub async fn dial(addrs: &[SocketAddr], opts: &DialOptions) -> Result<TcpStream, DialError> {
-    dial_with(&TcpConnector, addrs, opts)
+    dial_with(&TcpConnector::default(), addrs, opts)
         .await
         .map(|(stream, _)| stream)
 }

@@ -21,7 +21,8 @@ use socksmith_testkit::{within, EchoServer, ProxyKind, UdpEchoServer, TEST_DEADL
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-/// A socksmith server on 127.0.0.1:0 (and [::1]:0 where available), stopped on drop.
+/// A socksmith server on 127.0.0.1:0 (and [::1]:0 where available), stopped on drop. Tests
+/// that use IPv6 ask `start_v6`/`localhost_v6` first, which apply the missing-peer rule.
 struct Socksmith {
     addr: SocketAddr,
     addr_v6: Option<SocketAddr>,
@@ -82,7 +83,11 @@ async fn every_version_reaches_ipv4_ipv6_and_name_targets() {
             connect_echo(&c, echo.addr()).await;
             connect_echo(&c, ("localhost", port)).await;
         }
-        if let (Some(echo6), Some(v6)) = (EchoServer::start_v6().await, server.addr_v6) {
+        // ::1 goes through the missing-peer rule; where it exists, the server listens on it.
+        if let Some(echo6) = EchoServer::start_v6().await {
+            let v6 = server
+                .addr_v6
+                .expect("the server listens on ::1 where the host has it");
             connect_echo(&server.client(Protocol::Socks5), echo6.addr()).await;
             let c = Client::from_url(&format!("socks5h://[::1]:{}", v6.port())).expect("URL");
             connect_echo(&c, echo6.addr()).await;
@@ -157,7 +162,10 @@ async fn bind_udp_and_refusals() {
         let c = server.client(Protocol::Socks5);
         let from = udp_round_trip(&c, TargetAddr::Ip(udp.addr())).await;
         assert_eq!(from, TargetAddr::Ip(udp.addr()));
-        if let (Some(udp6), Some(v6)) = (UdpEchoServer::start_v6().await, server.addr_v6) {
+        if let Some(udp6) = UdpEchoServer::start_v6().await {
+            let v6 = server
+                .addr_v6
+                .expect("the server listens on ::1 where the host has it");
             let c6 = Client::new(Proxy::new(Protocol::Socks5, v6));
             let from = udp_round_trip(&c6, TargetAddr::Ip(udp6.addr())).await;
             assert_eq!(from, TargetAddr::Ip(udp6.addr()));

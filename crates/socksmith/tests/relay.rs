@@ -480,3 +480,53 @@ async fn urgent_data_neither_stalls_nor_truncates_a_bulk_stream() {
         assert!(outcome.result.is_ok(), "{mode:?}: {:?}", outcome.result);
     }
 }
+
+/// The same urgent byte, but the sender keeps its connection open afterwards: the bytes after
+/// the mark must arrive on their own, not only once a FIN wakes the direction up. (A spliced
+/// direction used to lose its readiness at the mark and sleep until the sender closed.)
+#[tokio::test]
+async fn bytes_after_urgent_data_arrive_while_the_sender_stays_open() {
+    for mode in MODES {
+        let Tunnel {
+            client,
+            mut target,
+            relay,
+        } = tunnel(options(mode), b"").await;
+        let bulk = vec![7u8; 256 * 1024];
+        let (mut client_read, mut client_write) = client.into_split();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        let writer = {
+            let bulk = bulk.clone();
+            tokio::spawn(async move {
+                // Enough bulk for the direction to switch to splicing first.
+                client_write.write_all(&bulk).await.expect("bulk");
+                let sock = socket2::SockRef::from(client_write.as_ref());
+                sock.send_out_of_band(b"!").expect("urgent byte");
+                client_write.write_all(b"after").await.expect("after");
+                // No FIN until the reader has everything (or gave up).
+                let _ = close_rx.await;
+                client_write.shutdown().await.expect("half-close");
+            })
+        };
+        let mut received = vec![0u8; bulk.len() + 5];
+        let got =
+            tokio::time::timeout(Duration::from_secs(5), target.read_exact(&mut received)).await;
+        let _ = close_tx.send(());
+        got.unwrap_or_else(|_| panic!("{mode:?}: bytes after the urgent mark waited for a FIN"))
+            .expect("read");
+        writer.await.expect("writer");
+        assert!(received[..bulk.len()] == bulk[..], "{mode:?}: bulk intact");
+        assert_eq!(&received[bulk.len()..], b"after", "{mode:?}");
+        let mut rest = Vec::new();
+        target.read_to_end(&mut rest).await.expect("target end");
+        assert!(rest.is_empty(), "{mode:?}: nothing after the end: {rest:?}");
+        target.shutdown().await.expect("target half-close");
+        client_read
+            .read_to_end(&mut rest)
+            .await
+            .expect("client end");
+        let outcome = relay.await.expect("relay task");
+        assert!(outcome.result.is_ok(), "{mode:?}: {:?}", outcome.result);
+        assert_eq!(outcome.client_to_target, bulk.len() as u64 + 5);
+    }
+}

@@ -246,3 +246,46 @@ async fn one_client_with_slow_names_cannot_stall_everyone_elses_lookups() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn repeated_wrong_passwords_from_one_address_are_answered_ever_later() {
+    within(Duration::from_secs(30), "login back-off", async {
+        let mut users = socksmith::server::Users::new();
+        users.insert("alice", "right").expect("user");
+        let mut config = ServerConfig::default();
+        config.auth = Some(Arc::new(users));
+        let server = Running::start(config).await;
+        let wrong = socksmith_testkit::Credentials::new("alice", "wrong");
+
+        // Sequential guesses from 127.0.0.1: the first few are free, then each waits longer.
+        let started = tokio::time::Instant::now();
+        for _ in 0..7 {
+            let mut s = TcpStream::connect(server.addr).await.expect("connect");
+            let result = socksmith_testkit::raw::socks5_auth(&mut s, Some(&wrong)).await;
+            assert!(result.is_err(), "wrong password refused");
+        }
+        let guessing = started.elapsed();
+        let stats = server.stats();
+        assert!(stats.auth_backoff_delays >= 3, "{stats:?}");
+        // 250 ms, then 500 ms, then 1 s at least (a lower bound: a loaded machine only adds).
+        assert!(guessing >= Duration::from_millis(1750), "{guessing:?}");
+        assert_eq!(server.server.clients_in_backoff(), 1);
+
+        // Another address is answered without any wait, and the right password still works.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("literal"))
+            .expect("bind 127.0.0.2");
+        let mut s = socket.connect(server.addr).await.expect("connect");
+        let right = socksmith_testkit::Credentials::new("alice", "right");
+        socksmith_testkit::raw::socks5_auth(&mut s, Some(&right))
+            .await
+            .expect("the other address logs in");
+        assert_eq!(
+            server.stats().auth_backoff_delays,
+            stats.auth_backoff_delays,
+            "no wait for the other address"
+        );
+    })
+    .await;
+}

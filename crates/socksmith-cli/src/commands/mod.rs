@@ -7,6 +7,7 @@ pub mod connect;
 pub mod exit_status;
 pub mod forward;
 pub mod man;
+pub mod passwd;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Forward(args) => forward::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(*args),
+        Command::Passwd(args) => passwd::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
     }

@@ -12,11 +12,13 @@
 //!   169.254.169.254 answers), AWS's IPv6 endpoint `fd00:ec2::254` and Alibaba's
 //!   `100.100.100.200`, because a proxy that reaches them hands the host's credentials to
 //!   its clients ([`Rules::allow_link_local`] lifts this).
-//! - **The proxy host's loopback** is refused to clients that did not come in over loopback
+//! - **The proxy host's own addresses** (loopback, and every address of its interfaces, kept
+//!   current by [`LocalAddresses`]) are refused to clients that did not come in over loopback
 //!   themselves ([`LoopbackTargets::LocalClients`]): for a server listening on loopback (the
 //!   default) every client is local and nothing changes, but the authenticated users of a
-//!   public proxy must not reach the services listening on the proxy host's 127.0.0.1
-//!   (databases, admin ports) that no one outside was meant to reach.
+//!   public proxy must not reach the services listening on the proxy host (databases, admin
+//!   ports on 127.0.0.1 or on 0.0.0.0) that no one outside was meant to reach, whether they
+//!   name 127.0.0.1 or the host's LAN or public address.
 //! - **Unusable addresses** (unspecified, multicast, broadcast) are refused.
 //!
 //! Private ranges are allowed. An IPv6 address that carries an IPv4 one (IPv4-mapped
@@ -29,9 +31,20 @@
 //! This module does not own authentication (see [`crate::server::Authenticator`]) nor the
 //! open-proxy guard on listeners (see [`crate::server::ServerConfig::allow_open_proxy`]).
 
+mod limits;
+mod local;
 mod net;
+mod rules;
 
+pub use limits::{
+    Bucket, KeyedSlots, LimitExceeded, LimitKind, Limits, LimitsConfig, Permit, Rate, RateLimits,
+    RateParseError, Slot, UserBuckets,
+};
+pub use local::LocalAddresses;
 pub use net::{IpNet, IpNetParseError};
+pub use rules::{
+    Action, ClientFilter, CommandKind, PortConfig, RuleConfig, RuleError, RulePolicy, RuleSet,
+};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -58,8 +71,8 @@ pub enum DenyReason {
     /// The target is a cloud metadata address outside the link-local ranges
     /// (`fd00:ec2::254`, `100.100.100.200`).
     MetadataTarget(IpAddr),
-    /// The target is on the proxy host's loopback, refused to this client (see
-    /// [`LoopbackTargets`]).
+    /// The target is the proxy host itself (a loopback address or one of its interfaces'
+    /// addresses), refused to this client (see [`LoopbackTargets`]).
     LoopbackTarget(IpAddr),
     /// The target address lies in a prefix the configuration denies.
     DeniedNetwork {
@@ -71,6 +84,9 @@ pub enum DenyReason {
     /// The target is not a usable destination: the unspecified address (0.0.0.0, ::), a
     /// multicast or broadcast address.
     UnusableTarget(IpAddr),
+    /// The client named its target by IP address only, and the server requires names
+    /// ([`crate::server::ServerConfig::require_hostname`]).
+    HostnameRequired(IpAddr),
     /// A custom policy's own reason.
     Other(String),
 }
@@ -87,14 +103,23 @@ impl fmt::Display for DenyReason {
             DenyReason::MetadataTarget(ip) => {
                 write!(f, "target {ip} is a cloud metadata address and refused")
             }
-            DenyReason::LoopbackTarget(ip) => write!(
+            DenyReason::LoopbackTarget(ip) if ip.is_loopback() => write!(
                 f,
                 "target {ip} is on the proxy host's loopback, refused to clients from elsewhere"
+            ),
+            DenyReason::LoopbackTarget(ip) => write!(
+                f,
+                "target {ip} is an address of the proxy host, refused to clients from elsewhere"
             ),
             DenyReason::DeniedNetwork { ip, net } => {
                 write!(f, "target {ip} is in denied network {net}")
             }
             DenyReason::UnusableTarget(ip) => write!(f, "target {ip} is not a usable destination"),
+            DenyReason::HostnameRequired(ip) => write!(
+                f,
+                "target {ip} sent as an address, and this server requires host names: \
+                 let the proxy resolve (socks5h:// or socks4a:// instead of socks5:// or socks4://)"
+            ),
             DenyReason::Other(reason) => f.write_str(reason),
         }
     }
@@ -132,7 +157,8 @@ pub trait Policy: Send + Sync + fmt::Debug {
     }
 }
 
-/// Who may reach the proxy host's own loopback addresses (127.0.0.0/8, ::1) through it.
+/// Who may reach the proxy host's own addresses through it: loopback (127.0.0.0/8, ::1) and
+/// every address of its interfaces (see [`LocalAddresses`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LoopbackTargets {
@@ -149,7 +175,8 @@ pub enum LoopbackTargets {
 /// The built-in policy: destination rules by address.
 ///
 /// `Rules::default()` refuses cloud metadata addresses (the link-local ranges among them),
-/// loopback targets for clients that did not come in over loopback, and unusable addresses
+/// the host's own addresses (loopback and its interfaces') for clients that did not come in
+/// over loopback, and unusable addresses
 /// (unspecified, multicast, broadcast); it allows everything else. An IPv6 address carrying
 /// an IPv4 one (mapped, compatible, NAT64) is judged by both.
 ///
@@ -171,6 +198,7 @@ pub struct Rules {
     allow_link_local: bool,
     loopback: LoopbackTargets,
     denied: Vec<IpNet>,
+    host: LocalAddresses,
 }
 
 /// Alibaba Cloud's metadata service, outside the link-local range.
@@ -196,6 +224,13 @@ impl Rules {
     /// Who may reach the proxy host's loopback (default [`LoopbackTargets::LocalClients`]).
     pub fn loopback(mut self, rule: LoopbackTargets) -> Self {
         self.loopback = rule;
+        self
+    }
+
+    /// Which addresses are the proxy host's own (default [`LocalAddresses::system`]: its
+    /// interfaces, kept current).
+    pub fn host_addresses(mut self, host: LocalAddresses) -> Self {
+        self.host = host;
         self
     }
 
@@ -249,7 +284,8 @@ impl Rules {
                 return Some(DenyReason::MetadataTarget(ip));
             }
         }
-        if !loopback_allowed && ip.is_loopback() {
+        // Loopback first: it needs no interface snapshot.
+        if !loopback_allowed && (ip.is_loopback() || self.host.contains(ip)) {
             return Some(DenyReason::LoopbackTarget(ip));
         }
         self.denied
@@ -572,5 +608,68 @@ mod tests {
             rules.check_request(&from_elsewhere(Command::Connect, ip_target("10.0.0.1:22"))),
             Decision::Allow
         );
+    }
+
+    #[test]
+    fn the_hosts_interface_addresses_are_refused_like_its_loopback() {
+        // Issue 13, finding 2: with the proxy on 192.0.2.10, CONNECT 192.0.2.10:7000 must not
+        // reach a service listening on 0.0.0.0:7000 any more than 127.0.0.1:7000 may.
+        let host = LocalAddresses::fixed([ip("192.0.2.10"), ip("2001:db8::10")]);
+        let rules = Rules::default().host_addresses(host.clone());
+        for target in [
+            "192.0.2.10:7000",
+            "[::ffff:192.0.2.10]:7000",
+            "[64:ff9b::192.0.2.10]:7000",
+            "[2001:db8::10]:7000",
+            "127.0.0.1:7000",
+        ] {
+            let remote = from_elsewhere(Command::Connect, ip_target(target));
+            assert!(
+                matches!(
+                    rules.check_request(&remote),
+                    Decision::Deny(DenyReason::LoopbackTarget(_))
+                ),
+                "{target}"
+            );
+            let local = session(Command::Connect, ip_target(target));
+            assert_eq!(rules.check_request(&local), Decision::Allow, "{target}");
+        }
+        let remote = from_elsewhere(Command::Connect, ip_target("192.0.2.10:7000"));
+        let Decision::Deny(reason) = rules.check_request(&remote) else {
+            unreachable!("checked above")
+        };
+        assert_eq!(
+            reason.to_string(),
+            "target 192.0.2.10 is an address of the proxy host, refused to clients from elsewhere"
+        );
+        // A name resolving to the host, and a UDP datagram to it, are refused the same way.
+        let name = from_elsewhere(
+            Command::Connect,
+            TargetAddr::domain("proxy.example", 7000).expect("valid"),
+        );
+        assert!(matches!(
+            rules.check_address(&name, ip("192.0.2.10")),
+            Decision::Deny(DenyReason::LoopbackTarget(_))
+        ));
+        let udp = from_elsewhere(Command::UdpAssociate, ip_target("0.0.0.0:0"));
+        assert!(matches!(
+            rules.check_udp_destination(&udp, &ip_target("192.0.2.10:53")),
+            Decision::Deny(_)
+        ));
+        // Neighbours on the same network are other hosts.
+        let neighbour = from_elsewhere(Command::Connect, ip_target("192.0.2.11:7000"));
+        assert_eq!(rules.check_request(&neighbour), Decision::Allow);
+        // `LoopbackTargets::Allow` lifts it; `Deny` refuses the host to everyone.
+        let open = Rules::default()
+            .host_addresses(host.clone())
+            .loopback(LoopbackTargets::Allow);
+        assert_eq!(open.check_request(&remote), Decision::Allow);
+        let closed = Rules::default()
+            .host_addresses(host)
+            .loopback(LoopbackTargets::Deny);
+        assert!(matches!(
+            closed.check_ip(ip("192.0.2.10")),
+            Decision::Deny(_)
+        ));
     }
 }

@@ -18,6 +18,7 @@
 
 use std::borrow::Cow;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::pin::Pin;
@@ -26,7 +27,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{Interest, ReadBuf};
+use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::half::{ignore_not_connected, Half, HalfError};
@@ -119,6 +120,65 @@ fn give_pipe(pipe: Pipe) {
     }
 }
 
+/// A TCP stream read for the copying paths of the relay, without tokio's short-read shortcut.
+///
+/// `TcpStream::poll_read` takes a read that returns less than asked for as proof that the
+/// socket is drained and clears its readiness. At the TCP urgent mark that proof is wrong: the
+/// read stops in front of the mark with the bytes after it still queued, and with edge-triggered
+/// readiness nothing wakes the direction again until the sender sends more or closes. Here
+/// readiness is cleared only by a read that would block, which costs one more `read` per burst
+/// (as the splicing path already pays) and never strands bytes.
+struct TcpSource<'a>(&'a TcpStream);
+
+impl AsyncRead for TcpSource<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read_buf(buf) {
+                Ok(_) => return Poll::Ready(Ok(())),
+                // Readiness was cleared: the next poll_read_ready waits for the socket.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// What one `splice(2)` from a socket into an (empty) pipe did.
+enum SpliceIn {
+    /// Moved this many bytes.
+    Moved(usize),
+    /// Moved nothing although the socket holds bytes or its end: splice stopped in front of
+    /// the TCP urgent mark, or the stream ended.
+    Stopped,
+}
+
+/// Splices from `src` into `pipe`; `WouldBlock` only when the socket really holds nothing.
+///
+/// Runs inside `try_io`, so it must tell "nothing to read" (`WouldBlock`: tokio clears the
+/// readiness and waits for the next edge) from "splice will not move what is there"
+/// (`Stopped`): the socket is asked directly with a non-blocking one-byte peek, since a peek
+/// through tokio would wait for a readiness the `EAGAIN` has just cleared and, with edge
+/// triggering, no new edge comes until the sender sends more or closes. A byte arriving after
+/// the peek is not lost either: it sets a new readiness tick that try_io's clearing leaves alone.
+fn splice_in_or_stop(src: &TcpStream, pipe: &Pipe) -> io::Result<SpliceIn> {
+    match splice_in(src.as_fd(), pipe, pipe.capacity()) {
+        Ok(0) => Ok(SpliceIn::Stopped),
+        Ok(n) => Ok(SpliceIn::Moved(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+            // The socket is non-blocking (tokio made it so): the peek never waits.
+            socket2::SockRef::from(src).peek(&mut probe)?;
+            Ok(SpliceIn::Stopped)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// One direction of a spliced tunnel.
 #[derive(Debug, Default)]
 struct SpliceHalf {
@@ -148,12 +208,12 @@ impl SpliceHalf {
         if self.copying {
             return self
                 .half
-                .poll_copy(cx, Pin::new(src), Pin::new(dst), pending);
+                .poll_copy(cx, Pin::new(&mut TcpSource(src)), Pin::new(dst), pending);
         }
         if !self.bulk {
             ready!(self.half.poll_copy_until(
                 cx,
-                Pin::new(&mut *src),
+                Pin::new(&mut TcpSource(src)),
                 Pin::new(&mut *dst),
                 pending,
                 true
@@ -213,34 +273,26 @@ impl SpliceHalf {
                     Err(_) => {
                         // Out of descriptors (EMFILE/ENFILE): keep the tunnel alive by copying.
                         self.copying = true;
-                        return self
-                            .half
-                            .poll_copy(cx, Pin::new(src), Pin::new(dst), pending);
+                        return self.half.poll_copy(
+                            cx,
+                            Pin::new(&mut TcpSource(src)),
+                            Pin::new(dst),
+                            pending,
+                        );
                     }
                 }
             }
             let pipe = self.pipe.as_ref().expect("a pipe was just taken");
-            let read = src.try_io(Interest::READABLE, || {
-                splice_in(src.as_fd(), pipe, pipe.capacity())
-            });
+            let read = src.try_io(Interest::READABLE, || splice_in_or_stop(src, pipe));
             match read {
-                Ok(n) if n > 0 => self.in_pipe = n,
+                Ok(SpliceIn::Moved(n)) => self.in_pipe = n,
                 // splice(2) stops in front of TCP urgent data: it moves nothing and says 0 (when
-                // a FIN follows) or EAGAIN, where read(2) steps over the mark. So 0 is not
-                // trusted as end of stream, and EAGAIN is checked with a one-byte peek: when
-                // the socket still holds bytes (or its end), this direction copies from now
-                // on, and a plain read decides. An empty socket parks the direction as usual.
-                Ok(_) => return self.copy_from_now_on(cx, src, dst, pending),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut probe = [0u8; 1];
-                    let mut probe = ReadBuf::new(&mut probe);
-                    match src.poll_peek(cx, &mut probe) {
-                        Poll::Ready(Ok(_)) => return self.copy_from_now_on(cx, src, dst, pending),
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(HalfError::Read(e))),
-                        // Nothing to read; the waker is registered.
-                        Poll::Pending => {}
-                    }
-                }
+                // a FIN follows) or EAGAIN, where read(2) steps over the mark. Either way the
+                // socket's readiness is still set (try_io only clears it on WouldBlock), so a
+                // plain read in the copying mode takes over from here and decides.
+                Ok(SpliceIn::Stopped) => return self.copy_from_now_on(cx, src, dst, pending),
+                // Nothing to read: readiness was cleared, the next poll_read_ready waits.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(HalfError::Read(e))),
             }
         }
@@ -257,7 +309,7 @@ impl SpliceHalf {
         self.release_pipe();
         self.copying = true;
         self.half
-            .poll_copy(cx, Pin::new(src), Pin::new(dst), pending)
+            .poll_copy(cx, Pin::new(&mut TcpSource(src)), Pin::new(dst), pending)
     }
 
     /// Gives the pipe back to the pool; only ever called with the pipe empty.

@@ -85,6 +85,16 @@ pub struct ServerConfig {
     pub accounting: Option<Arc<dyn Accounting>>,
     /// Relay with `splice(2)` on Linux when both legs are TCP (default `true`).
     pub zero_copy: bool,
+    /// Refuse requests that name their target by IP address only (CONNECT): the proxy can
+    /// then check every name against its rules and blocklists, which clients that resolve
+    /// names themselves (`socks5://`, `socks4://`) would get around. Default `false`.
+    pub require_hostname: bool,
+    /// Where the direct egress's connections and datagrams leave from (at most one address
+    /// per family). Empty (the default): the kernel chooses.
+    pub outbound_addresses: Vec<std::net::IpAddr>,
+    /// The address UDP ASSOCIATE and BIND replies name instead of the server's own (for a
+    /// server behind NAT). `None` (the default): the address the client reached.
+    pub udp_advertise: Option<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +117,9 @@ impl Default for ServerConfig {
             egress: None,
             accounting: None,
             zero_copy: true,
+            require_hostname: false,
+            outbound_addresses: Vec::new(),
+            udp_advertise: None,
         }
     }
 }

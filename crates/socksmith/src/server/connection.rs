@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::field::{self, Empty};
 use tracing::Instrument as _;
 
-use crate::policy::Decision;
+use crate::policy::{Decision, DenyReason};
 use crate::relay::TunnelStream;
 use crate::server::accounting::Event;
 use crate::server::egress::EgressRequest;
@@ -275,6 +275,11 @@ async fn serve(
         replier,
         pending,
     };
+    if shared.config.require_hostname && session.command == Command::Connect {
+        if let Some(addr) = session.target.ip_literal() {
+            return Err(deny(&mut request, DenyReason::HostnameRequired(addr.ip())).await);
+        }
+    }
     if let Decision::Deny(reason) = shared.config.policy.check_request(session) {
         return Err(deny(&mut request, reason).await);
     }
@@ -312,10 +317,7 @@ async fn serve(
 
 /// Refuses a request the policy or a limit denied: counted, heard by the accounting,
 /// answered 0x02 (SOCKS4: 0x5B).
-pub(crate) async fn deny(
-    request: &mut Request<'_>,
-    reason: crate::policy::DenyReason,
-) -> SessionError {
+pub(crate) async fn deny(request: &mut Request<'_>, reason: DenyReason) -> SessionError {
     let shared = request.shared;
     inc(&shared.stats.policy_denied);
     if let Some(accounting) = &shared.config.accounting {
@@ -363,11 +365,23 @@ async fn handshake(
         while let Some(event) = hs.poll_event() {
             match event {
                 ServerEvent::Authenticate(credentials) => {
+                    // A client that keeps failing waits longer for each answer (inside the
+                    // handshake deadline); other clients are not affected.
+                    let wait = shared.backoff.delay_for(peer.ip());
+                    if !wait.is_zero() {
+                        inc(&shared.stats.auth_backoff_delays);
+                        tokio::time::sleep(wait).await;
+                    }
                     let verdict = match &shared.config.auth {
                         Some(auth) => auth.authenticate(&credentials).await,
                         None => None,
                     };
                     let ok = verdict.is_some();
+                    if ok {
+                        shared.backoff.succeeded(peer.ip());
+                    } else {
+                        shared.backoff.failed(peer.ip());
+                    }
                     end.user = Some(match verdict {
                         Some(name) => printable_user(name.as_bytes()),
                         // What a client typed as its name may be a password typed in the

@@ -34,6 +34,7 @@
 
 pub mod accounting;
 mod auth;
+mod backoff;
 mod bind;
 mod config;
 mod connect;
@@ -47,6 +48,7 @@ mod per_client;
 pub mod proxy_protocol;
 mod stats;
 mod udp;
+mod users_file;
 
 pub use accounting::{Accounting, Traffic, TunnelGuard};
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
@@ -59,6 +61,9 @@ pub use egress::{
 pub use error::{LookupError, ServerError, SessionError};
 pub use listener::{bind_listener, SessionLimits};
 pub use stats::{Stats, StatsSnapshot};
+pub use users_file::{
+    hash_password, HashPasswordError, HashedUsers, LineProblem, UsersFile, UsersFileError,
+};
 
 pub use crate::relay::{AsyncStream, TunnelStream};
 pub use crate::session::Session;
@@ -71,6 +76,7 @@ use socksmith_proto::{AuthPolicy, HandshakeConfig};
 use tokio::net::TcpListener;
 
 use crate::relay::RelayOptions;
+use crate::server::backoff::AuthBackoff;
 
 /// A SOCKS server: its configuration and counters. Cheap to clone (an `Arc` inside); clones
 /// share the counters and the configuration, and a [`Server::reload`] reaches them all.
@@ -84,7 +90,12 @@ struct Inner {
     /// What new sessions use; replaced whole by a reload.
     current: RwLock<Arc<Shared>>,
     stats: Arc<Stats>,
+    /// Failed logins per client address; kept across reloads.
+    backoff: Arc<AuthBackoff>,
 }
+
+/// Client addresses the login back-off remembers at most.
+const BACKOFF_ENTRIES: usize = 65_536;
 
 /// What every session of a server reads: one configuration, with what is derived from it.
 #[derive(Debug)]
@@ -94,10 +105,11 @@ pub(crate) struct Shared {
     pub(crate) handshake: HandshakeConfig,
     pub(crate) relay: RelayOptions,
     pub(crate) egress: Arc<dyn Egress>,
+    pub(crate) backoff: Arc<AuthBackoff>,
 }
 
 impl Shared {
-    fn new(config: ServerConfig, stats: Arc<Stats>) -> Self {
+    fn new(config: ServerConfig, stats: Arc<Stats>, backoff: Arc<AuthBackoff>) -> Self {
         let handshake = HandshakeConfig {
             auth: match config.auth {
                 Some(_) => AuthPolicy::UsernamePassword,
@@ -112,11 +124,15 @@ impl Shared {
         };
         let egress = match &config.egress {
             Some(egress) => Arc::clone(egress),
-            None => Arc::new(Direct::new(
-                Arc::clone(&config.resolver),
-                config.resolve_timeout,
-                config.connect_timeout,
-            )),
+            None => Arc::new(
+                Direct::new(
+                    Arc::clone(&config.resolver),
+                    config.resolve_timeout,
+                    config.connect_timeout,
+                )
+                .with_source_addresses(&config.outbound_addresses)
+                .with_advertised_address(config.udp_advertise),
+            ),
         };
         Shared {
             config,
@@ -124,6 +140,7 @@ impl Shared {
             handshake,
             relay,
             egress,
+            backoff,
         }
     }
 }
@@ -132,10 +149,13 @@ impl Server {
     /// A server with this configuration.
     pub fn new(config: ServerConfig) -> Self {
         let stats = Arc::new(Stats::default());
+        let backoff = Arc::new(AuthBackoff::new(BACKOFF_ENTRIES));
+        let shared = Shared::new(config, Arc::clone(&stats), Arc::clone(&backoff));
         Server {
             inner: Arc::new(Inner {
-                current: RwLock::new(Arc::new(Shared::new(config, Arc::clone(&stats)))),
+                current: RwLock::new(Arc::new(shared)),
                 stats,
+                backoff,
             }),
         }
     }
@@ -149,7 +169,11 @@ impl Server {
     /// tunnels keep the one they started with, byte for byte. The counters carry on. The
     /// listeners stay as they are (their addresses are not part of the configuration).
     pub fn reload(&self, config: ServerConfig) {
-        let shared = Arc::new(Shared::new(config, Arc::clone(&self.inner.stats)));
+        let shared = Arc::new(Shared::new(
+            config,
+            Arc::clone(&self.inner.stats),
+            Arc::clone(&self.inner.backoff),
+        ));
         *self
             .inner
             .current
@@ -164,6 +188,12 @@ impl Server {
     /// for listeners, logs, name lookups and the odd file.
     pub fn session_limits(&self) -> SessionLimits {
         listener::limits(&self.current().config)
+    }
+
+    /// How many client addresses the login back-off remembers now (each failed to
+    /// authenticate recently; see [`StatsSnapshot::auth_backoff_delays`] for the waits).
+    pub fn clients_in_backoff(&self) -> usize {
+        self.inner.backoff.tracked()
     }
 
     /// The counters, shared with every session (keep the `Arc` to read them while serving).

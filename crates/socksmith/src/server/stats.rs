@@ -18,6 +18,7 @@ pub struct Stats {
     pub(crate) handshake_client_gone: AtomicU64,
     pub(crate) no_acceptable_method: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
+    pub(crate) auth_backoff_delays: AtomicU64,
     pub(crate) socks4_refused: AtomicU64,
     pub(crate) policy_denied: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
@@ -59,6 +60,9 @@ pub struct StatsSnapshot {
     pub no_acceptable_method: u64,
     /// RFC 1929 authentications that failed.
     pub auth_failures: u64,
+    /// Authentication attempts answered late because their client address had failed
+    /// repeatedly (password guessing slowed down).
+    pub auth_backoff_delays: u64,
     /// SOCKS4 clients refused (authentication required, or SOCKS4 disabled).
     pub socks4_refused: u64,
     /// Requests the policy denied.
@@ -104,6 +108,7 @@ impl Stats {
             handshake_client_gone: get(&self.handshake_client_gone),
             no_acceptable_method: get(&self.no_acceptable_method),
             auth_failures: get(&self.auth_failures),
+            auth_backoff_delays: get(&self.auth_backoff_delays),
             socks4_refused: get(&self.socks4_refused),
             policy_denied: get(&self.policy_denied),
             connect_failures: get(&self.connect_failures),

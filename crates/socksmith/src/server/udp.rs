@@ -90,6 +90,11 @@ pub(crate) async fn associate(
         what: "UDP relay address",
         source,
     })?;
+    // Behind NAT, the address the client can reach is not the socket's own.
+    let relay_addr = match shared.config.udp_advertise {
+        Some(ip) => SocketAddr::new(ip, relay_addr.port()),
+        None => relay_addr,
+    };
     replier
         .send(
             &mut client,

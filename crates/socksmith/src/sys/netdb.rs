@@ -192,31 +192,194 @@ pub(crate) fn c_name(name: &str) -> Option<CString> {
 }
 
 #[cfg(test)]
+pub(crate) mod private_resolver {
+    //! A resolver world of the test's own making, so that resolver tests depend neither on the
+    //! machine's network nor on its `/etc/hosts`: the test re-runs itself in private network and
+    //! mount namespaces where `/etc/hosts`, `/etc/nsswitch.conf` and `/etc/resolv.conf` are the
+    //! ones below, and the only DNS server is [`serve_nxdomain`] on 127.0.0.1:53 inside.
+
+    use std::net::UdpSocket;
+    use std::process::Command;
+
+    /// Set in the re-run test: it is inside the private world.
+    const INSIDE: &str = "SOCKSMITH_TEST_PRIVATE_RESOLVER";
+
+    /// The private `/etc/hosts`.
+    pub(crate) const HOSTS: &str = "127.0.0.1 localhost\n::1 localhost\n\
+                                    192.0.2.10 fixture.socksmith.test\n";
+    const NSSWITCH: &str = "hosts: files dns\n";
+    const RESOLV_CONF: &str = "nameserver 127.0.0.1\noptions timeout:2 attempts:1\n";
+
+    /// `true` inside the private world: go on with the test's body. Outside, re-runs the test
+    /// `module::name` (`module_path!()`, the function's name) in that world, fails unless it
+    /// passed there, and returns `false`.
+    ///
+    /// Needs `unshare` and `ip` and root (or unprivileged user namespaces); missing ones go
+    /// through the testkit's missing-peer rule.
+    pub(crate) fn inside(module: &str, name: &str) -> bool {
+        if std::env::var_os(INSIDE).is_some() {
+            return true;
+        }
+        let (Some(unshare), Some(ip)) = (
+            socksmith_testkit::require_tool("unshare"),
+            socksmith_testkit::require_tool("ip"),
+        ) else {
+            return false;
+        };
+        // libtest names tests by their path without the crate's name.
+        let module = module.split_once("::").map_or("", |(_, rest)| rest);
+        let test = format!("{module}::{name}");
+        let dir = std::env::temp_dir().join(format!(
+            "socksmith-private-resolver-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let files = [
+            ("hosts", HOSTS),
+            ("nsswitch.conf", NSSWITCH),
+            ("resolv.conf", RESOLV_CONF),
+        ];
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).expect("write a private /etc file");
+        }
+        let mut cmd = Command::new(unshare);
+        if !socksmith_testkit::tools::is_root() {
+            cmd.arg("--map-root-user");
+        }
+        let script = r#"set -e
+            "$1" link set lo up
+            for f in hosts nsswitch.conf resolv.conf; do mount --bind "$2/$f" "/etc/$f"; done
+            shift 2
+            exec "$@""#;
+        let output = cmd
+            .args([
+                "--mount",
+                "--net",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+            ])
+            .arg(script)
+            .arg("sh")
+            .arg(ip)
+            .arg(&dir)
+            .arg(std::env::current_exe().expect("the test binary's path"))
+            .args(["--exact", &test, "--nocapture", "--test-threads=1"])
+            .env(INSIDE, "1")
+            .output()
+            .expect("run unshare");
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success(),
+            "{test} in a private resolver world:\n{log}"
+        );
+        assert!(log.contains("1 passed"), "{test} did not run:\n{log}");
+        false
+    }
+
+    /// Answers every DNS query on 127.0.0.1:53 with NXDOMAIN ("no such name"), from a thread, for
+    /// as long as the test process lives. Only used inside the private world.
+    pub(crate) fn serve_nxdomain() {
+        let socket = UdpSocket::bind("127.0.0.1:53").expect("bind the private DNS server");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                if let Some(answer) = nxdomain(&buf[..n]) {
+                    let _ = socket.send_to(&answer, from);
+                }
+            }
+        });
+    }
+
+    /// The NXDOMAIN answer to `query` (RFC 1035 4.1): its ID and question, QR and RA set, RCODE 3.
+    fn nxdomain(query: &[u8]) -> Option<Vec<u8>> {
+        let header = query.get(..12)?;
+        // The question: labels up to the empty one, then QTYPE and QCLASS.
+        let mut at = 12;
+        loop {
+            let len = usize::from(*query.get(at)?);
+            at += 1 + len;
+            if len == 0 {
+                break;
+            }
+        }
+        let question = query.get(12..at + 4)?;
+        let mut answer = Vec::with_capacity(12 + question.len());
+        answer.extend_from_slice(&header[..2]);
+        answer.extend_from_slice(&[0x80 | (header[2] & 0x79), 0x80 | 3]);
+        answer.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        answer.extend_from_slice(question);
+        Some(answer)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn localhost_resolves_to_loopback() {
-        let name = c_name("localhost").expect("no NUL");
-        let ips = lookup_name(&name).expect("localhost resolves");
-        assert!(!ips.is_empty());
-        assert!(ips.iter().all(IpAddr::is_loopback), "{ips:?}");
-    }
+    use super::private_resolver::{inside, serve_nxdomain};
 
     #[test]
-    fn numeric_names_come_back_as_themselves() {
-        let name = c_name("::1").expect("no NUL");
+    fn localhost_resolves_to_loopback() {
+        if !inside(module_path!(), "localhost_resolves_to_loopback") {
+            return;
+        }
+        let name = c_name("localhost").expect("no NUL");
+        let mut ips = lookup_name(&name).expect("localhost resolves");
+        ips.sort();
         assert_eq!(
-            lookup_name(&name).expect("numeric"),
-            [IpAddr::V6(Ipv6Addr::LOCALHOST)]
+            ips,
+            [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            ]
         );
     }
 
     #[test]
+    fn names_come_from_the_hosts_file_then_dns() {
+        if !inside(module_path!(), "names_come_from_the_hosts_file_then_dns") {
+            return;
+        }
+        serve_nxdomain();
+        let name = c_name("fixture.socksmith.test").expect("no NUL");
+        assert_eq!(
+            lookup_name(&name).expect("listed in the hosts file"),
+            [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))]
+        );
+        let name = c_name("absent.socksmith.test").expect("no NUL");
+        let err = lookup_name(&name).expect_err("the DNS server says NXDOMAIN");
+        assert_eq!(err.kind, GaiKind::NotFound, "{err:?}");
+    }
+
+    #[test]
+    fn numeric_names_come_back_as_themselves() {
+        for (text, ip) in [
+            ("::1", IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            ("192.0.2.1", IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+        ] {
+            let name = c_name(text).expect("no NUL");
+            assert_eq!(lookup_name(&name).expect("numeric"), [ip]);
+        }
+    }
+
+    #[test]
     fn loopback_has_a_name() {
-        // /etc/hosts maps 127.0.0.1 on every system we run on.
+        if !inside(module_path!(), "loopback_has_a_name") {
+            return;
+        }
+        serve_nxdomain();
         let name = lookup_addr(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("reverse of 127.0.0.1");
-        assert!(!name.is_empty());
+        assert_eq!(name, "localhost");
+        let err = lookup_addr(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99))).expect_err("no name");
+        assert_eq!(err.kind, GaiKind::NotFound, "{err:?}");
     }
 
     #[test]

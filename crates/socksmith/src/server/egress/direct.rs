@@ -10,7 +10,7 @@ use socksmith_proto::{DomainName, TargetAddr};
 use tokio::io::ReadBuf;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::dial::{dial, DialOptions};
+use crate::dial::{dial_with, DialError, DialOptions, TcpConnector};
 use crate::relay::TunnelStream;
 use crate::resolve::{resolve, Resolve, ResolveError};
 use crate::server::egress::{
@@ -31,6 +31,10 @@ pub struct Direct {
     /// Lookups in flight per client: the resolver's own limit is shared by everyone, and one
     /// client with slow names must not take all of it.
     lookups: Arc<PerClient>,
+    /// Where TCP connections and UDP datagrams leave from, per family.
+    source: TcpConnector,
+    /// The address BIND replies name instead of the listener's own (behind NAT).
+    advertise: Option<IpAddr>,
 }
 
 /// Name lookups one client may have in flight at once (the system resolver allows 64 in all).
@@ -49,17 +53,44 @@ impl Direct {
             resolve_timeout,
             dial: DialOptions::with_timeout(connect_timeout),
             lookups: PerClient::new(LOOKUPS_PER_CLIENT),
+            source: TcpConnector::default(),
+            advertise: None,
         }
+    }
+
+    /// Connections and datagrams leave from these addresses (at most one per family; the
+    /// kernel chooses for a family without one).
+    pub fn with_source_addresses(mut self, addrs: &[IpAddr]) -> Self {
+        for ip in addrs {
+            match ip {
+                IpAddr::V4(v4) => self.source.source_v4 = Some(*v4),
+                IpAddr::V6(v6) => self.source.source_v6 = Some(*v6),
+            }
+        }
+        self
+    }
+
+    /// BIND replies name `ip` (with the listener's port) instead of the listener's address:
+    /// for a server behind NAT, the address peers can reach.
+    pub fn with_advertised_address(mut self, ip: Option<IpAddr>) -> Self {
+        self.advertise = ip;
+        self
+    }
+
+    async fn dial(&self, addrs: &[SocketAddr]) -> Result<tokio::net::TcpStream, DialError> {
+        dial_with(&self.source, addrs, &self.dial)
+            .await
+            .map(|(stream, _)| stream)
     }
 
     async fn open(&self, request: EgressRequest<'_>) -> Result<Connected, EgressError> {
         let target = &request.session.target;
         let stream = match target {
             // The policy saw this address with the request.
-            TargetAddr::Ip(addr) => dial(&[*addr], &self.dial).await?,
+            TargetAddr::Ip(addr) => self.dial(&[*addr]).await?,
             TargetAddr::Domain(name, port) => {
                 let ips = self.lookup(request.session.client.ip(), name).await?;
-                dial(&request.allowed(ips, *port)?, &self.dial).await?
+                self.dial(&request.allowed(ips, *port)?).await?
             }
         };
         let bound = stream.local_addr()?;
@@ -127,6 +158,10 @@ impl Direct {
                 what: "BIND listener address",
                 source,
             })?;
+        let listening = match self.advertise {
+            Some(ip) => SocketAddr::new(ip, listening.port()),
+            None => listening,
+        };
         Ok(Box::new(DirectBind {
             listener,
             listening,
@@ -153,9 +188,11 @@ impl Egress for Direct {
         request: EgressRequest<'a>,
     ) -> EgressFuture<'a, Box<dyn UdpEgress>> {
         let _ = request;
-        Box::pin(std::future::ready(Ok(
-            Box::new(DirectUdp::default()) as Box<dyn UdpEgress>
-        )))
+        let udp = DirectUdp {
+            source: self.source,
+            ..DirectUdp::default()
+        };
+        Box::pin(std::future::ready(Ok(Box::new(udp) as Box<dyn UdpEgress>)))
     }
 
     fn resolve<'a>(
@@ -228,18 +265,25 @@ impl PendingBind for DirectBind {
 }
 
 /// The target side of a UDP association on this host: one socket per address family, bound
-/// on first use.
+/// on first use (to the source address for its family, if one is set).
 #[derive(Default)]
 struct DirectUdp {
     v4: OnceLock<UdpSocket>,
     v6: OnceLock<UdpSocket>,
+    source: TcpConnector,
 }
 
 impl DirectUdp {
     fn socket(&self, ip: IpAddr) -> io::Result<&UdpSocket> {
         let (slot, any) = match ip {
-            IpAddr::V4(_) => (&self.v4, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            IpAddr::V6(_) => (&self.v6, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            IpAddr::V4(_) => (
+                &self.v4,
+                IpAddr::V4(self.source.source_v4.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            ),
+            IpAddr::V6(_) => (
+                &self.v6,
+                IpAddr::V6(self.source.source_v6.unwrap_or(Ipv6Addr::UNSPECIFIED)),
+            ),
         };
         if let Some(socket) = slot.get() {
             return Ok(socket);
