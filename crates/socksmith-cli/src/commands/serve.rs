@@ -94,7 +94,8 @@ pub struct Args {
 
     /// Read settings from this TOML file; the environment and flags override it. Keys: each
     /// option's name with `_` for `-` (listen, allow_socks4, max_sessions, idle_timeout...),
-    /// and [[users]] tables (name, password).
+    /// [[users]] tables (name, password), and [[rules]] tables with a top-level `default`
+    /// (who may go where, first match wins).
     #[arg(short, long, value_name = "FILE", env = "SOCKSMITH_CONFIG")]
     pub config: Option<PathBuf>,
 
