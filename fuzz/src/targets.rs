@@ -21,6 +21,10 @@ pub type Target = (&'static str, fn(&[u8]));
 /// Every fuzz target.
 pub const TARGETS: &[Target] = &[
     ("auth_request", auth_request),
+    ("blocklist_parse", crate::sniff::check_blocklist),
+    ("dns_query", crate::sniff::check_dns),
+    ("sniff_http", crate::sniff::check_http),
+    ("sniff_tls", crate::sniff::check_tls),
     ("auth_status", auth_status),
     ("client_handshake", client_handshake),
     ("greeting", greeting),

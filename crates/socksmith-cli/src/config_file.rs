@@ -8,6 +8,7 @@
 //! ```toml
 //! listen = ["127.0.0.1:1080", "[::1]:1080"]   # also "1080", ":1080", "localhost:1080"
 //! allow_socks4 = false         # serve SOCKS4/4a even with users (default: only without)
+//! no_http = false              # serve SOCKS only, no HTTP proxy requests on the same port
 //! allow_open_proxy = false     # non-loopback listeners without users
 //! allow_link_local = false     # cloud metadata targets: 169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200
 //! allow_loopback_targets = false  # this host's loopback as a target for everyone (default:
@@ -71,6 +72,8 @@ pub struct FileConfig {
     pub users_file: Option<std::path::PathBuf>,
     /// Serve SOCKS4/4a even when users are configured.
     pub allow_socks4: Option<bool>,
+    /// Serve SOCKS only (no HTTP proxy requests on the listeners).
+    pub no_http: Option<bool>,
     /// Allow non-loopback listeners without users.
     pub allow_open_proxy: Option<bool>,
     /// Allow link-local and cloud metadata targets.
@@ -408,6 +411,7 @@ impl TryFrom<FileConfig> for ServeSettings {
             (allow, Some(true)) => allow.or(Some(false)),
             (allow, _) => allow,
         };
+        server.http = !file.no_http.unwrap_or(false);
         server.allow_open_proxy = file.allow_open_proxy.unwrap_or(false);
         if let Some(0) = file.max_sessions {
             return Err(ConfigError::new("max_sessions", "must be at least 1"));
@@ -736,6 +740,7 @@ mod tests {
             r#"
             listen = ["127.0.0.1:0", "[::1]:0"]
             allow_socks4 = true
+            no_http = true
             deny = ["10.0.0.0/8"]
             max_sessions = 5
             upstream = ["socks5h://u:secret@127.0.0.1:1081", "socks4a://[::1]"]
@@ -755,6 +760,7 @@ mod tests {
         assert_eq!(s.users.len(), 1);
         assert_eq!(s.deny.len(), 1);
         assert_eq!(s.server.allow_socks4, Some(true));
+        assert!(!s.server.http);
         assert_eq!(s.server.max_sessions, Some(5));
         assert_eq!(s.server.handshake_timeout, Duration::from_secs(2));
         assert_eq!(s.server.connect_timeout, Duration::from_secs(3));

@@ -77,10 +77,10 @@ async fn each_failure_gets_the_closest_reply_code() {
         assert_eq!(recv(&mut s, 2).await, [5, 0xFF]);
         assert!(recv_to_end(&mut s).await.is_empty());
 
-        // Not SOCKS at all: closed without a byte.
+        // Not SOCKS: an HTTP client, and not a proxy request (--no-http closes it instead).
         let mut s = connect(proxy).await;
-        send(&mut s, b"GET / HTTP/1.1\r\n\r\n").await;
-        assert!(recv_to_end(&mut s).await.is_empty());
+        send(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(recv_to_end(&mut s).await.starts_with(b"HTTP/1.1 400 "));
 
         let log = log_with(&server, "outcome=", 5).await;
         for reason in [

@@ -25,6 +25,7 @@ pub mod client;
 pub mod error;
 mod reader;
 pub mod server;
+pub mod sniff;
 pub mod v4;
 pub mod v5;
 

@@ -21,8 +21,15 @@ pub struct Session {
     /// replaced and control characters are escaped (`\n`, `\u{1b}`), as in a domain name's
     /// `Display`: the name goes into log lines, which it must not be able to forge.
     pub user: Option<String>,
-    /// The protocol version the client speaks (SOCKS4 includes SOCKS4a).
+    /// The protocol version the client speaks (SOCKS4 includes SOCKS4a). For an HTTP proxy
+    /// request (see `http`) `V5`, the SOCKS version with the same semantics (target names,
+    /// checked credentials).
     pub version: Version,
+    /// The request came as an HTTP proxy request (CONNECT, or an absolute-form request
+    /// forwarded by the server) rather than over SOCKS; the log line says `version=HTTP`.
+    /// A field beside `version` rather than a third `Version`: that enum is the SOCKS
+    /// codec's, which knows nothing of HTTP.
+    pub http: bool,
     /// What the client asks for.
     pub command: Command,
     /// The target as the client sent it (a name is not resolved yet).

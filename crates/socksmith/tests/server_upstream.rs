@@ -116,6 +116,7 @@ fn session(target: SocketAddr) -> Session {
         local: "127.0.0.1:1080".parse().expect("literal"),
         user: None,
         version: Version::V5,
+        http: false,
         command: Command::Connect,
         target: TargetAddr::Ip(target),
     }

@@ -124,6 +124,13 @@ pub struct Args {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub no_socks4: Option<bool>,
 
+    /// Serve SOCKS only: close HTTP proxy requests (CONNECT, GET http://...) at once without
+    /// an answer. By default every listener serves both, told apart by the first byte.
+    #[arg(long, env = "SOCKSMITH_NO_HTTP", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_http: Option<bool>,
+
     /// Allow listening on non-loopback addresses without --user (or with --allow-socks4).
     /// Anyone who can reach the port can then use the proxy; open proxies are found and
     /// abused within hours.
@@ -558,6 +565,9 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
     }
     if let Some(proxy_protocol) = args.proxy_protocol {
         s.proxy_protocol = proxy_protocol;
+    }
+    if let Some(no_http) = args.no_http {
+        s.server.http = !no_http;
     }
     if !args.deny.is_empty() {
         s.deny = args.deny.clone();

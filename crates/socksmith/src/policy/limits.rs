@@ -652,6 +652,7 @@ mod tests {
             version: Version::V5,
             command,
             target: socksmith_proto::TargetAddr::Ip("198.51.100.1:80".parse().expect("literal")),
+            http: false,
         }
     }
 

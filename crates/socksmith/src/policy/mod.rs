@@ -31,6 +31,7 @@
 //! This module does not own authentication (see [`crate::server::Authenticator`]) nor the
 //! open-proxy guard on listeners (see [`crate::server::ServerConfig::allow_open_proxy`]).
 
+pub mod blocklist;
 mod limits;
 mod local;
 mod net;
@@ -359,6 +360,7 @@ mod tests {
             local: "127.0.0.1:1080".parse().expect("literal"),
             user: None,
             version: Version::V5,
+            http: false,
             command,
             target,
         }

@@ -733,6 +733,7 @@ mod tests {
             version: Version::V5,
             command,
             target: target(to),
+            http: false,
         }
     }
 

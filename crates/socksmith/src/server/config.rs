@@ -95,6 +95,10 @@ pub struct ServerConfig {
     /// The address UDP ASSOCIATE and BIND replies name instead of the server's own (for a
     /// server behind NAT). `None` (the default): the address the client reached.
     pub udp_advertise: Option<std::net::IpAddr>,
+    /// Whether HTTP proxy requests (CONNECT and absolute-form `GET http://...`) are served
+    /// on the same listeners as SOCKS; the first byte tells them apart (0x04 and 0x05 are
+    /// SOCKS). `false`: an HTTP request is closed at once, nothing sent. Default `true`.
+    pub http: bool,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +124,7 @@ impl Default for ServerConfig {
             require_hostname: false,
             outbound_addresses: Vec::new(),
             udp_advertise: None,
+            http: true,
         }
     }
 }

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use crate::relay::{relay_streams, RelayOutcome, TunnelStream};
 use crate::server::accounting::{Event, Traffic};
 use crate::server::connection::Request;
-use crate::server::egress::EgressError;
+use crate::server::egress::{Connected, EgressError};
 use crate::server::error::SessionError;
 use crate::server::stats::{add, inc, Gauge, Stats};
 use crate::server::Shared;
+use crate::session::Session;
 
 /// CONNECT, first half: open the connection to the target and reply. The caller then relays
 /// with [`relay_tunnel`]; keeping the two apart lets it run this half in a boxed future that
@@ -29,6 +30,24 @@ pub(crate) async fn open(request: Request<'_>) -> Result<Tunnel, SessionError> {
         mut replier,
         pending,
     } = request;
+    let connected = match dial(shared, session).await {
+        Ok(c) => c,
+        Err(e) => return Err(replier.refuse(&mut client, e.into()).await),
+    };
+    replier
+        .send(&mut client, ReplyCode::Succeeded, connected.bound)
+        .await?;
+    Ok(Tunnel {
+        client,
+        target: connected.stream,
+        pending,
+    })
+}
+
+/// Asks the egress for a connection to `session`'s target, bounded by the resolve and
+/// connect timeouts together; tells the accounting and counts a failure. Shared by SOCKS
+/// CONNECT and the HTTP proxy (CONNECT and forwarded requests).
+pub(crate) async fn dial(shared: &Shared, session: &Session) -> Result<Connected, EgressError> {
     let egress_request = crate::server::egress::EgressRequest {
         session,
         policy: &*shared.config.policy,
@@ -50,24 +69,13 @@ pub(crate) async fn open(request: Request<'_>) -> Result<Tunnel, SessionError> {
             ok: connected.is_ok(),
         });
     }
-    let connected = match connected {
-        Ok(c) => c,
-        Err(e) => {
-            inc(&shared.stats.connect_failures);
-            if let EgressError::Denied(_) = e {
-                inc(&shared.stats.policy_denied);
-            }
-            return Err(replier.refuse(&mut client, e.into()).await);
+    if let Err(e) = &connected {
+        inc(&shared.stats.connect_failures);
+        if let EgressError::Denied(_) = e {
+            inc(&shared.stats.policy_denied);
         }
-    };
-    replier
-        .send(&mut client, ReplyCode::Succeeded, connected.bound)
-        .await?;
-    Ok(Tunnel {
-        client,
-        target: connected.stream,
-        pending,
-    })
+    }
+    connected
 }
 
 /// What a CONNECT hands back to the session once its reply is sent: the two streams and the

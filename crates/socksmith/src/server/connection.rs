@@ -1,4 +1,5 @@
-//! One client connection from its first byte to its close: drives the [`ServerHandshake`]
+//! One client connection from its first byte to its close: hands an HTTP client (a first
+//! byte other than 0x04 or 0x05) to `http`, else drives the [`ServerHandshake`]
 //! over the stream with a deadline, checks credentials, asks the policy and the accounting,
 //! then hands the request to its command's one path (connect, bind, udp, lookup).
 //!
@@ -31,7 +32,7 @@ use crate::server::egress::EgressRequest;
 use crate::server::error::SessionError;
 use crate::server::log::End;
 use crate::server::stats::{inc, Gauge};
-use crate::server::{bind, connect, lookup, udp, Shared};
+use crate::server::{bind, connect, http, lookup, udp, Shared};
 use crate::session::Session;
 
 /// Bytes a handshake buffer starts with: enough for any greeting, authentication or request
@@ -199,7 +200,7 @@ fn local_fallback(peer: SocketAddr) -> SocketAddr {
 }
 
 async fn serve(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut client: TunnelStream,
     accepted: Accepted,
     end: &mut End,
@@ -217,6 +218,18 @@ async fn serve(
             tcp.local_addr().map_err(SessionError::ClientIo)?
         }
         (TunnelStream::Other(_), None) => local_fallback(peer),
+    };
+    // One port for both: the first byte tells SOCKS (0x04, 0x05) from HTTP.
+    let already_read = match http::sniff(shared, &mut client, already_read, end).await? {
+        http::Sniffed::Socks(already_read) => already_read,
+        http::Sniffed::Http(head) => {
+            let connection = http::Connection {
+                peer,
+                local,
+                already_read: head,
+            };
+            return Box::pin(http::serve(shared, client, connection, end)).await;
+        }
     };
     // `timeout`, not `Instant + Duration`: a huge configured timeout means "never", not a
     // panic.
@@ -259,6 +272,7 @@ async fn serve(
         local,
         user,
         version: request.version,
+        http: false,
         command: request.command,
         target: request.target,
     });
@@ -464,7 +478,7 @@ fn closed(shared: &Shared, reason: CloseReason, end: &End) -> SessionError {
 /// A user name or SOCKS4 user id fit for a log line: invalid UTF-8 replaced, control
 /// characters escaped the way [`socksmith_proto::DomainName`]'s `Display` escapes them, so a
 /// client cannot forge log lines with a `\n` in its name.
-fn printable_user(name: &[u8]) -> String {
+pub(crate) fn printable_user(name: &[u8]) -> String {
     let name = String::from_utf8_lossy(name);
     if !name.chars().any(char::is_control) {
         return name.into_owned();
@@ -483,7 +497,7 @@ fn printable_user(name: &[u8]) -> String {
 /// A name that failed to authenticate, as the log shows it: `?` and 8 hex digits of a hash
 /// keyed per process. The same claimed name gives the same mark within one run (repeated
 /// guessing is visible), and nothing about the bytes can be read back from it.
-fn claimed_user_hash(name: &[u8]) -> String {
+pub(crate) fn claimed_user_hash(name: &[u8]) -> String {
     static KEY: OnceLock<RandomState> = OnceLock::new();
     let hash = KEY.get_or_init(RandomState::new).hash_one(name);
     format!("?{:08x}", hash >> 32)

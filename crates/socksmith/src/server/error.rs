@@ -14,6 +14,7 @@ use socksmith_proto::{ProtocolError, ReplyCode, TargetAddr};
 use crate::policy::DenyReason;
 use crate::relay::RelayError;
 use crate::server::egress::EgressError;
+use crate::server::http::HttpError;
 
 /// Why a server could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,15 @@ pub enum SessionError {
     /// The egress side of a UDP association ended on its own (a parent proxy closed it).
     #[error("UDP association ended by the egress: {0}")]
     EgressClosed(#[source] io::Error),
+    /// An HTTP proxy request was refused before it reached the target (malformed, framed
+    /// ambiguously, head too large, not a proxy request, HTTP turned off); the client got
+    /// the status [`HttpError::status`] says, or nothing when HTTP is off.
+    #[error("HTTP: {0}")]
+    Http(#[source] HttpError),
+    /// An HTTP proxy request came without the credentials the server requires (answered
+    /// 407).
+    #[error("HTTP proxy request without credentials")]
+    ProxyAuthRequired,
     /// The session's task panicked (a bug); the listener caught it and kept serving.
     #[error("session task panicked: {0}")]
     Panicked(String),
@@ -151,11 +161,13 @@ impl SessionError {
             SessionError::AuthenticationFailed(_)
             | SessionError::NoAcceptableMethod
             | SessionError::Socks4AuthRequired
-            | SessionError::Socks4Disabled => "auth_failed",
+            | SessionError::Socks4Disabled
+            | SessionError::ProxyAuthRequired => "auth_failed",
             SessionError::HandshakeTimeout(_)
             | SessionError::ClientClosed
             | SessionError::Protocol(_)
-            | SessionError::Oversized(_) => "handshake_failed",
+            | SessionError::Oversized(_)
+            | SessionError::Http(_) => "handshake_failed",
             SessionError::Egress(_)
             | SessionError::Lookup(_)
             | SessionError::BindTimeout(_)

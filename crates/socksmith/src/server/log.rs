@@ -20,6 +20,11 @@ use crate::session::Session;
 #[derive(Default)]
 pub(crate) struct End {
     pub(crate) version: Option<Version>,
+    /// The client speaks HTTP (the log says `version=HTTP`).
+    pub(crate) http: bool,
+    /// The connection's requests were logged one by one (HTTP forwarding): the connection
+    /// itself writes no line and is no `Finished` event.
+    pub(crate) silent: bool,
     /// The handshake ended with a reply to the client (0xFF, an authentication failure,
     /// 0x5B, an error reply): linger before closing.
     pub(crate) replied: bool,
@@ -39,6 +44,9 @@ impl End {
         elapsed: Duration,
         error: Option<&SessionError>,
     ) {
+        if self.silent && error.is_none() {
+            return;
+        }
         self.log(peer, elapsed, error);
         if let Some(mut guard) = self.guard.take() {
             guard.finish(self.traffic);
@@ -60,10 +68,12 @@ impl End {
             None => Outcome::Ok,
             Some(e) => Outcome::Failed(e),
         };
-        let version = self.version.map_or("-", |v| match v {
-            Version::V4 => "SOCKS4",
-            Version::V5 => "SOCKS5",
-        });
+        let version = match (self.http, self.version) {
+            (true, _) => "HTTP",
+            (false, None) => "-",
+            (false, Some(Version::V4)) => "SOCKS4",
+            (false, Some(Version::V5)) => "SOCKS5",
+        };
         let user = match &self.session {
             Some(s) => s.user.as_deref(),
             None => self.user.as_deref(),
@@ -89,7 +99,8 @@ impl End {
                     SessionError::AuthenticationFailed(_)
                     | SessionError::NoAcceptableMethod
                     | SessionError::Socks4AuthRequired
-                    | SessionError::Socks4Disabled,
+                    | SessionError::Socks4Disabled
+                    | SessionError::ProxyAuthRequired,
                 ) => tracing::info!(
                     client = %peer, user = %user, version = %version,
                     duration_ms = elapsed.as_millis() as u64,

@@ -1,4 +1,4 @@
-//! The SOCKS4, SOCKS4a and SOCKS5 server: [`Server`] serves listeners the caller bound until
+//! The SOCKS4, SOCKS4a and SOCKS5 server (with HTTP proxy requests on the same port): [`Server`] serves listeners the caller bound until
 //! a shutdown future completes.
 //!
 //! ```no_run
@@ -21,6 +21,8 @@
 //! - `listener`: the accept loop (limits, accept errors, caught panics, drain at shutdown);
 //! - `connection`: one client connection: the handshake under its deadline, authentication,
 //!   policy, accounting, then one path per command; `log` writes its one log line;
+//! - `http/`: HTTP/1.1 proxy requests on the same listeners (CONNECT tunnels, forwarded
+//!   absolute-form requests), chosen by the connection's first byte;
 //! - `connect` (CONNECT and the relay), `lookup` (RESOLVE, RESOLVE_PTR), `bind`, `udp`:
 //!   the commands, each asking the egress and never knowing which one it is;
 //! - `egress/`: the [`Egress`] seam, [`Direct`] (from this host) and [`Upstream`] (through
@@ -41,6 +43,7 @@ mod connect;
 mod connection;
 mod egress;
 mod error;
+mod http;
 mod listener;
 mod log;
 mod lookup;
@@ -59,6 +62,7 @@ pub use egress::{
     Upstream,
 };
 pub use error::{LookupError, ServerError, SessionError};
+pub use http::HttpError;
 pub use listener::{bind_listener, SessionLimits};
 pub use stats::{Stats, StatsSnapshot};
 pub use users_file::{
@@ -211,8 +215,8 @@ impl Server {
         )
     }
 
-    /// Serves one connection to its end: a SOCKS4, SOCKS4a or SOCKS5 session over any byte
-    /// stream (a Unix socket, TLS, an in-memory pipe, a TCP connection accepted elsewhere),
+    /// Serves one connection to its end: a SOCKS4, SOCKS4a or SOCKS5 session (or HTTP proxy
+    /// requests, see [`ServerConfig::http`]) over any byte stream (a Unix socket, TLS, an in-memory pipe, a TCP connection accepted elsewhere),
     /// with every command, the policy, the accounting and the log line as for the server's
     /// own listeners. `peer` is the client's address for the policy and the log (for a stream
     /// without one, a loopback address says "local").

@@ -1,0 +1,114 @@
+//! The client stream as hyper reads it in the forwarding path: every byte goes through the
+//! [`Framer`] first, so that no request head reaches hyper unchecked. Knows nothing of
+//! forwarding; the framer decides, this moves bytes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::relay::TunnelStream;
+use crate::server::http::framing::Framer;
+use crate::server::http::HttpError;
+
+/// The client stream as hyper reads it: every byte through the [`Framer`], which holds
+/// each request head back until it is checked (the bytes the caller already read first).
+pub(super) struct Guarded {
+    pub(super) inner: TunnelStream,
+    framer: Framer,
+    /// Checked bytes hyper has not read yet, from `read` on.
+    out: Vec<u8>,
+    read: usize,
+    /// The client closed. (After a refused head the stream stays open, the framer dropping
+    /// what comes: hyper takes an end of stream right behind the marker for a message cut
+    /// short, and would not answer it.)
+    done: bool,
+    /// Where a refusal waits for the service that reads the marker.
+    refused: Arc<Mutex<Option<HttpError>>>,
+}
+
+impl Guarded {
+    pub(super) fn new(
+        inner: TunnelStream,
+        already_read: &[u8],
+        marker: Vec<u8>,
+        refused: Arc<Mutex<Option<HttpError>>>,
+    ) -> Self {
+        let mut guarded = Guarded {
+            inner,
+            framer: Framer::new(marker),
+            out: Vec::new(),
+            read: 0,
+            done: false,
+            refused,
+        };
+        guarded.check(already_read);
+        guarded
+    }
+
+    fn check(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.framer.feed(bytes, &mut self.out) {
+            *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+        }
+    }
+
+    /// What hyper has not read yet.
+    pub(super) fn unread(&self) -> &[u8] {
+        self.out.get(self.read..).unwrap_or_default()
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            let unread = this.unread();
+            if !unread.is_empty() {
+                let n = unread.len().min(buf.remaining());
+                buf.put_slice(&unread[..n]);
+                this.read += n;
+                if this.read == this.out.len() {
+                    this.out.clear();
+                    this.read = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.done {
+                return Poll::Ready(Ok(()));
+            }
+            let mut scratch = [0u8; 8192];
+            let mut raw = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut raw))?;
+            if raw.filled().is_empty() {
+                this.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let filled = raw.filled().to_vec();
+            this.check(&filled);
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
