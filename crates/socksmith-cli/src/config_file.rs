@@ -19,7 +19,6 @@
 //! # every tunnel through these parent proxies, first hop first (curl's URL forms)
 //! upstream = ["socks5h://user:pass@127.0.0.1:1081"]
 //!
-//! users_file = "users"        # NAME:argon2id-hash lines (socksmith passwd), instead of [[users]]
 //! [[users]]
 //! name = "alice"
 //! password = "correct horse"
@@ -56,7 +55,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use socksmith::client::{Client, Proxy, Timeouts};
 use socksmith::policy::{Action, IpNet, LoopbackTargets, RuleConfig, RulePolicy, RuleSet, Rules};
-use socksmith::server::{HashedUsers, ServerConfig, Users};
+use socksmith::server::{ServerConfig, Users};
 
 use crate::duration;
 
@@ -68,8 +67,6 @@ pub struct FileConfig {
     pub listen: Option<Vec<String>>,
     /// Username/password pairs.
     pub users: Option<Vec<FileUser>>,
-    /// A users file of argon2id hashes (`socksmith passwd`), relative to this file's folder.
-    pub users_file: Option<std::path::PathBuf>,
     /// Serve SOCKS4/4a even when users are configured.
     pub allow_socks4: Option<bool>,
     /// Serve SOCKS only (no HTTP proxy requests on the listeners).
@@ -250,10 +247,6 @@ pub struct ServeSettings {
     pub listen: Vec<ListenAddr>,
     /// Users, kept apart so the command line can replace them.
     pub users: Users,
-    /// The users file to load instead of `users` (see [`ServeSettings::load_users_file`]).
-    pub users_file: Option<std::path::PathBuf>,
-    /// Its users, once loaded.
-    pub hashed_users: Option<HashedUsers>,
     /// Denied prefixes and the link-local switch, kept apart for the same reason.
     pub deny: Vec<IpNet>,
     /// Whether link-local and cloud metadata targets are allowed.
@@ -288,8 +281,6 @@ impl ServeSettings {
         let ServeSettings {
             listen: _,
             users,
-            users_file: _,
-            hashed_users,
             deny,
             allow_link_local,
             allow_loopback,
@@ -326,9 +317,7 @@ impl ServeSettings {
                 .expect("a chain with at least one hop builds");
             server.set_upstream(client);
         }
-        if let Some(hashed) = hashed_users {
-            server.auth = Some(Arc::new(hashed));
-        } else if !users.is_empty() {
+        if !users.is_empty() {
             server.auth = Some(Arc::new(users));
         }
         let rules = deny.into_iter().fold(
@@ -342,25 +331,6 @@ impl ServeSettings {
             None => Arc::new(rules),
         };
         server
-    }
-}
-
-impl ServeSettings {
-    /// Loads the users file, if one is set: its users replace the inline ones, and giving both
-    /// is an error (which would win is not obvious). Blocks for one argon2 run (the hash that
-    /// unknown users are checked against).
-    pub fn load_users_file(&mut self) -> anyhow::Result<()> {
-        let Some(path) = &self.users_file else {
-            return Ok(());
-        };
-        anyhow::ensure!(
-            self.users.is_empty(),
-            "users are given twice: inline (--user or [[users]]) and in the users file {}; \
-             use one or the other",
-            path.display()
-        );
-        self.hashed_users = Some(HashedUsers::load(path)?);
-        Ok(())
     }
 }
 
@@ -527,8 +497,6 @@ impl TryFrom<FileConfig> for ServeSettings {
         Ok(ServeSettings {
             listen,
             users,
-            users_file: file.users_file,
-            hashed_users: None,
             deny,
             allow_link_local: file.allow_link_local.unwrap_or(false),
             allow_loopback,
@@ -575,11 +543,8 @@ impl FileDuration {
 pub fn load(path: &Path) -> anyhow::Result<ServeSettings> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
-    let (mut settings, warnings) =
+    let (settings, warnings) =
         parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
-    if let (Some(users_file), Some(folder)) = (&settings.users_file, path.parent()) {
-        settings.users_file = Some(folder.join(users_file));
-    }
     for warning in warnings {
         tracing::warn!(file = %path.display(), "{warning}");
     }

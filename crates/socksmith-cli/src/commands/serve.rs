@@ -92,12 +92,6 @@ pub struct Args {
     )]
     pub user: Vec<UserSpec>,
 
-    /// Require SOCKS5 username/password authentication against this users file: one
-    /// NAME:HASH a line, HASH an argon2id PHC string, as `socksmith passwd FILE USER` writes
-    /// them. Re-read on SIGHUP. Not together with --user or [[users]].
-    #[arg(long = "users", value_name = "FILE", env = "SOCKSMITH_USERS")]
-    pub users_file: Option<PathBuf>,
-
     /// Read settings from this TOML file; the environment and flags override it. Keys: each
     /// option's name with `_` for `-` (listen, allow_socks4, max_sessions, idle_timeout...),
     /// [[users]] tables (name, password), and [[rules]] tables with a top-level `default`
@@ -532,19 +526,6 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
         }
         s.users = users;
     }
-    // Users from the command line (or environment) replace the file's, whichever form.
-    if !args.user.is_empty() {
-        s.users_file = None;
-    }
-    if let Some(path) = &args.users_file {
-        anyhow::ensure!(
-            args.user.is_empty(),
-            "--user and --users (or SOCKSMITH_USER and SOCKSMITH_USERS) together: use one"
-        );
-        s.users_file = Some(path.clone());
-        s.users = Users::new();
-    }
-    s.load_users_file()?;
     if let Some(allow) = args.allow_socks4 {
         s.server.allow_socks4 = Some(allow);
     }
