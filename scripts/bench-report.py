@@ -15,11 +15,12 @@ import os
 import platform
 import sys
 
-ORDER = ["direct", "socksmith", "socksmith-auth", "microsocks", "microsocks-auth", "dante", "ssh"]
+ORDER = ["direct", "socksmith", "socksmith-quiet", "socksmith-auth", "microsocks", "microsocks-auth", "dante", "ssh"]
 PEERS = ["microsocks", "dante", "ssh"]
 COLORS = {
     "direct": "#9e9e9e",
     "socksmith": "#d1495b",
+    "socksmith-quiet": "#8f2d56",
     "socksmith-auth": "#edae49",
     "microsocks": "#00798c",
     "microsocks-auth": "#66a182",
@@ -30,8 +31,8 @@ COLORS = {
 TABLE = [
     "throughput_1_up", "throughput_1_down", "throughput_n_up", "throughput_n_down",
     "connrate", "connrate_p50_us", "connrate_p99_us", "connrate_errors",
-    "rr", "rr_p50_us", "rr_p99_us", "udp", "udp_lost",
-    "idle_kib_per_tunnel", "idle_fds_per_tunnel", "idle_open",
+    "rr", "rr_p50_us", "rr_p99_us", "rr_errors", "udp", "udp_p99_us", "udp_lost", "udp_corrupted",
+    "idle_kib_per_tunnel", "idle_rss_kib_per_tunnel", "idle_fds_per_tunnel", "idle_open",
 ]
 # Metrics in the chart: (key, short label).
 CHART = [
@@ -61,10 +62,13 @@ def fmt(x):
 
 
 class Run:
-    def __init__(self, report):
+    def __init__(self, report, failed=(), rounds=1):
         self.report = report
         self.label = report["label"]
         self.metrics = {m["key"]: m for m in report["metrics"]}
+        # Runs of this contender that failed: (run name, exit status, last error line).
+        self.failed = list(failed)
+        self.rounds = rounds
 
     def median(self, key):
         m = self.metrics.get(key)
@@ -85,9 +89,17 @@ class Run:
                 return "–"
             return "n/a"
         text = fmt(s["median"])
-        if len(s["samples"]) > 1 and s["median"]:
+        n = len(s["samples"])
+        if n > 1 and s["median"]:
             half_range = (s["max"] - s["min"]) / 2 / abs(s["median"]) * 100
             text += f" ±{half_range:.0f}%"
+        idle = key.startswith("idle")
+        if not idle:
+            # The median's sample count; fewer than the rounds means a run failed or a
+            # repeat gave no figure, and the mark sends the reader to the list below.
+            text += f" n={n}" if n >= self.rounds else f" **n={n}/{self.rounds}**"
+        if any(("idle" in run) == idle for run, _, _ in self.failed):
+            text += " †"
         return text
 
 
@@ -130,7 +142,21 @@ def merge(reports):
     return merged
 
 
-def load(paths):
+def load_failed(path):
+    """failed.tsv of scripts/bench: contender, run, exit status, last error line."""
+    failed = {}
+    if not path:
+        return failed
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 4:
+                failed.setdefault(parts[0], []).append((parts[1], parts[2], parts[3]))
+    return failed
+
+
+def load(paths, failed=None, rounds=1):
+    failed = failed or {}
     reports = {}
     for path in paths:
         with open(path) as f:
@@ -138,7 +164,8 @@ def load(paths):
         # A bench report, or an earlier results.json (to redraw it).
         for report in data["runs"] if "runs" in data else [data]:
             reports.setdefault(report["label"], []).append(report)
-    runs = {label: Run(merge(rs)) for label, rs in reports.items()}
+    runs = {label: Run(merge(rs), failed.get(label, ()), rounds)
+            for label, rs in reports.items()}
     ordered = [runs[k] for k in ORDER if k in runs]
     ordered += [r for k, r in runs.items() if k not in ORDER]
     return ordered
@@ -187,7 +214,7 @@ def targets(runs):
         add("request/response p99 vs best peer", f"{fmt(v)} us vs {peer[1]} {fmt(peer[0])} us", "no worse", v <= peer[0])
     v = ours.median("idle_kib_per_tunnel")
     if v is not None:
-        add("resident memory per idle tunnel", f"{v:.2f} KiB", "<= 2 KiB", v <= 2.0)
+        add("memory (PSS) per idle tunnel", f"{v:.2f} KiB", "<= 2 KiB", v <= 2.0)
     v = ours.median("idle_fds_per_tunnel")
     if v is not None:
         add("descriptors per idle tunnel", f"{v:.2f}", "<= 2", v <= 2.0 + 0.01)
@@ -214,8 +241,19 @@ def markdown(runs, rows, meta):
                f" ({meta['machine']['cpu'] or 'unknown CPU'}, Linux {meta['machine']['kernel']}):"
                f" each proxy pinned to core 0 (`taskset -c 0`), the load and its targets to core 1."
                f" Medians of {meta['repeat']} round{'s' if meta['repeat'] != 1 else ''} (each"
-               f" round measures every contender in turn), ± half the min–max range.")
+               f" round measures every contender in turn, the order rotated every round),"
+               f" ± half the min–max range, n = samples behind the median. Every byte and"
+               f" datagram is a pattern checked on arrival; idle memory is PSS.")
     out.append("")
+    labels_present = {r.label for r in runs}
+    if "socksmith" in labels_present or "socksmith-quiet" in labels_present:
+        out.append(f"- **socksmith** is `socksmith serve` as a user runs it: its default log"
+                   f" level (one line per session, to a file), the open-file limit it was"
+                   f" started with ({meta.get('socksmith_nofile') or 'the shell default'}).")
+        out.append(f"- **socksmith-quiet** is the same binary with `RUST_LOG=warn` (warnings"
+                   f" only, like the peers) and the raised open-file limit"
+                   f" ({meta.get('raised_nofile') or 'the hard limit'}), as the peers get.")
+        out.append("")
     out.append("| metric | unit | " + " | ".join(r.label for r in runs) + " |")
     out.append("|---|---|" + "---:|" * len(runs))
     for key in TABLE:
@@ -232,8 +270,10 @@ def markdown(runs, rows, meta):
         idle = r.report.get("idle")
         if idle and idle.get("before") and idle.get("after"):
             b, a = idle["before"], idle["after"]
+            pss = (f"{b['pss_kib']}→{a['pss_kib']} KiB PSS ({b['rss_kib']}→{a['rss_kib']} RSS)"
+                   if "pss_kib" in b else f"{b['rss_kib']}→{a['rss_kib']} KiB RSS")
             idle_notes.append(f"{r.label}: {idle['opened']}/{idle['requested']} open, "
-                              f"{b['rss_kib']}→{a['rss_kib']} KiB, {b['fds']}→{a['fds']} fds, "
+                              f"{pss}, {b['fds']}→{a['fds']} fds, "
                               f"{b['processes']}→{a['processes']} processes, "
                               f"{idle['alive']}/{idle['probed']} probed alive")
     if idle_notes:
@@ -246,6 +286,14 @@ def markdown(runs, rows, meta):
         for row in rows:
             out.append(f"| {row['target']} | {row['goal']} | {row['measured']} | "
                        f"{'met' if row['met'] else '**not met**'} |")
+        out.append("")
+    failures = [(r.label, f) for r in runs for f in r.failed]
+    failures += [(label, f) for label, fs in meta.get("failed_only", {}).items() for f in fs]
+    if failures:
+        out.append("Failed runs († in the table; their figures are missing from the medians):")
+        out.append("")
+        for label, (run, status, why) in failures:
+            out.append(f"- † {label}, run {run}: exit {status}: {why}")
         out.append("")
     notes = sorted({f"{r.label}: {n}" for r in runs for n in r.report.get("notes", [])})
     for n in notes:
@@ -355,19 +403,33 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--mode", default="full")
     ap.add_argument("--readme")
+    ap.add_argument("--failed", help="failed.tsv of scripts/bench: runs to mark as failed")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="rounds run: a median with fewer samples is marked")
+    ap.add_argument("--socksmith-nofile", help="open-file limit `socksmith` was started with")
+    ap.add_argument("--raised-nofile", help="open-file limit of the quiet run and the peers")
     ap.add_argument("reports", nargs="+")
     args = ap.parse_args()
-    runs = load(args.reports)
+    failed = load_failed(args.failed)
+    runs = load(args.reports, failed, args.rounds or 1)
     rows = targets(runs)
+    if not args.rounds:
+        for r in runs:
+            r.rounds = max(r.report["repeat"], 1)
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": args.mode,
         "machine": machine(),
-        "repeat": max(r.report["repeat"] for r in runs),
+        "repeat": args.rounds or max(r.report["repeat"] for r in runs),
+        "socksmith_nofile": args.socksmith_nofile,
+        "raised_nofile": args.raised_nofile,
+        # Contenders whose every run failed have no report to hang the mark on.
+        "failed_only": {k: v for k, v in failed.items() if k not in {r.label for r in runs}},
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"meta": meta, "targets": rows, "runs": [r.report for r in runs]}, f, indent=2)
+        json.dump({"meta": meta, "targets": rows, "runs": [r.report for r in runs],
+                   "failed": {r.label: r.failed for r in runs if r.failed}}, f, indent=2)
         f.write("\n")
     md = markdown(runs, rows, meta)
     with open(os.path.join(args.out, "results.md"), "w") as f:

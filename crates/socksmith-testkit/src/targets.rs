@@ -4,16 +4,20 @@
 //! Deterministic payloads come from [`pattern`]; the HTTP server's `/bytes/N` serves exactly that,
 //! so a test can check bytes that crossed a proxy without shipping fixtures.
 //!
-//! This module knows nothing of SOCKS.
+//! The accept loop, the TCP and UDP echoes and the pattern are `socksmith_bench::targets` and
+//! `socksmith_bench::payload`, written once for the bench, the tests and `check`; this module adds
+//! what tests need on top (peer records, per-connection totals, fixed-length sources, HTTP).
+//! It knows nothing of SOCKS.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+pub use socksmith_bench::payload::pattern;
+use socksmith_bench::targets::{self as shared, TargetTask};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
 
 use crate::tools::peer_missing;
 
@@ -21,12 +25,6 @@ use crate::tools::peer_missing;
 pub const LOCALHOST_V4: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 /// `[::1]:0`.
 pub const LOCALHOST_V6: SocketAddr = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0);
-
-/// `n` deterministic bytes: byte `i` is `i % 251` (a prime period, so a shifted or repeated chunk
-/// does not line up by accident).
-pub fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i % 251) as u8).collect()
-}
 
 /// `[::1]:0` if this host has IPv6 loopback, else [`peer_missing`].
 #[track_caller]
@@ -62,43 +60,24 @@ where
     }
 }
 
-/// Aborts a task on drop (the task owns its connection tasks in a `JoinSet`, which aborts them).
-#[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Accepts on `listener` forever, running `handle` for each connection in a task owned by the
-/// accept task, and recording each peer address.
+/// Accepts on `listener` until dropped, recording each peer address, with `handle` running each
+/// connection in a task the accept loop owns.
 fn serve_tcp<F, Fut>(
     listener: TcpListener,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
     handle: F,
-) -> AbortOnDrop
+) -> TargetTask
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    AbortOnDrop(tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        peers.lock().expect("peers lock is never poisoned").push(peer);
-                        conns.spawn(handle(stream));
-                    }
-                    // EMFILE and the like: keep serving the connections we have.
-                    Err(_) => tokio::task::yield_now().await,
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            }
-        }
-    }))
+    let record = move |peer| {
+        peers
+            .lock()
+            .expect("peers lock is never poisoned")
+            .push(peer)
+    };
+    shared::serve_tcp(listener, record, handle)
 }
 
 /// A TCP echo server: sends back what it reads; on EOF it shuts down its write half.
@@ -106,7 +85,7 @@ where
 pub struct EchoServer {
     addr: SocketAddr,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
-    _task: AbortOnDrop,
+    _task: TargetTask,
 }
 
 impl EchoServer {
@@ -125,11 +104,7 @@ impl EchoServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let peers = Arc::new(Mutex::new(Vec::new()));
-        let task = serve_tcp(listener, peers.clone(), |mut stream| async move {
-            let (mut r, mut w) = stream.split();
-            let _ = tokio::io::copy(&mut r, &mut w).await;
-            let _ = w.shutdown().await;
-        });
+        let task = serve_tcp(listener, peers.clone(), shared::echo);
         Ok(Self {
             addr,
             peers,
@@ -167,7 +142,7 @@ pub struct SinkServer {
     addr: SocketAddr,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
     totals: tokio::sync::Mutex<mpsc::UnboundedReceiver<u64>>,
-    _task: AbortOnDrop,
+    _task: TargetTask,
 }
 
 impl SinkServer {
@@ -238,7 +213,7 @@ pub struct SourceServer {
     addr: SocketAddr,
     len: usize,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
-    _task: AbortOnDrop,
+    _task: TargetTask,
 }
 
 impl SourceServer {
@@ -300,7 +275,7 @@ impl SourceServer {
 pub struct UdpEchoServer {
     addr: SocketAddr,
     senders: Arc<Mutex<Vec<SocketAddr>>>,
-    _task: AbortOnDrop,
+    _task: TargetTask,
 }
 
 impl UdpEchoServer {
@@ -320,17 +295,11 @@ impl UdpEchoServer {
         let addr = socket.local_addr()?;
         let senders = Arc::new(Mutex::new(Vec::new()));
         let seen = senders.clone();
-        let task = AbortOnDrop(tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                if let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                    seen.lock()
-                        .expect("senders lock is never poisoned")
-                        .push(from);
-                    let _ = socket.send_to(&buf[..n], from).await;
-                }
-            }
-        }));
+        let task = shared::serve_udp_echo(socket, move |from| {
+            seen.lock()
+                .expect("senders lock is never poisoned")
+                .push(from)
+        });
         Ok(Self {
             addr,
             senders,
@@ -373,7 +342,7 @@ pub struct HttpServer {
     addr: SocketAddr,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
     requests: Arc<Mutex<Vec<String>>>,
-    _task: AbortOnDrop,
+    _task: TargetTask,
 }
 
 impl HttpServer {

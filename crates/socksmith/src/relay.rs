@@ -40,6 +40,7 @@
 //! No allocation, lock or log line happens per chunk.
 
 mod half;
+mod rate;
 #[cfg(target_os = "linux")]
 mod splice;
 
@@ -57,6 +58,7 @@ use tokio::time::{Instant, Sleep};
 
 use half::{Half, HalfError};
 
+pub use rate::RateLimited;
 #[cfg(target_os = "linux")]
 pub use splice::pooled_pipes;
 

@@ -85,6 +85,14 @@ pub enum DenyReason {
     /// The target is not a usable destination: the unspecified address (0.0.0.0, ::), a
     /// multicast or broadcast address.
     UnusableTarget(IpAddr),
+    /// The name (the request's, or the one sniffed from the client's first bytes or DNS
+    /// query) is on a blocklist.
+    Blocked {
+        /// The name as the client sent it.
+        host: String,
+        /// The list that holds it (its file path or URL).
+        list: String,
+    },
     /// The client named its target by IP address only, and the server requires names
     /// ([`crate::server::ServerConfig::require_hostname`]).
     HostnameRequired(IpAddr),
@@ -116,6 +124,9 @@ impl fmt::Display for DenyReason {
                 write!(f, "target {ip} is in denied network {net}")
             }
             DenyReason::UnusableTarget(ip) => write!(f, "target {ip} is not a usable destination"),
+            DenyReason::Blocked { host, list } => {
+                write!(f, "{host:?} is on the blocklist {list}")
+            }
             DenyReason::HostnameRequired(ip) => write!(
                 f,
                 "target {ip} sent as an address, and this server requires host names: \

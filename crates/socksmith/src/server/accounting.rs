@@ -124,11 +124,57 @@ impl Finished<'_> {
     }
 
     /// The outcome as one of a few stable words, for a metric label: `ok`, `denied`,
-    /// `auth_failed`, `handshake_failed`, `target_failed` or `error`.
+    /// `auth_failed`, `handshake_failed`, `not_allowed`, `target_failed` or `error`.
     pub fn outcome(&self) -> &'static str {
         match self.error {
             None => "ok",
             Some(e) => e.outcome(),
+        }
+    }
+}
+
+/// Several accountings as one (limits and metrics, say): each hears every event, and a
+/// tunnel opens only when every one lets it, their guards held together. The first refusal
+/// wins; guards already taken for that tunnel are dropped at once.
+#[derive(Debug, Default)]
+pub struct Accountings(Vec<std::sync::Arc<dyn Accounting>>);
+
+impl Accountings {
+    /// The accountings, asked in this order.
+    pub fn new(accountings: Vec<std::sync::Arc<dyn Accounting>>) -> Self {
+        Accountings(accountings)
+    }
+}
+
+impl Accounting for Accountings {
+    fn open(&self, session: &Session) -> Result<Option<Box<dyn TunnelGuard>>, DenyReason> {
+        let mut guards = Vec::new();
+        for accounting in &self.0 {
+            if let Some(guard) = accounting.open(session)? {
+                guards.push(guard);
+            }
+        }
+        Ok(match guards.len() {
+            0 => None,
+            1 => guards.pop(),
+            _ => Some(Box::new(Guards(guards))),
+        })
+    }
+
+    fn record(&self, event: &Event<'_>) {
+        for accounting in &self.0 {
+            accounting.record(event);
+        }
+    }
+}
+
+/// The guards of several accountings for one tunnel.
+struct Guards(Vec<Box<dyn TunnelGuard>>);
+
+impl TunnelGuard for Guards {
+    fn finish(&mut self, traffic: Traffic) {
+        for guard in &mut self.0 {
+            guard.finish(traffic);
         }
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::Client;
-use crate::policy::{Policy, Rules};
+use crate::policy::blocklist::BlocklistSet;
+use crate::policy::{ClientFilter, Policy, RateLimits, Rules};
 use crate::resolve::{Resolve, SystemResolver};
 use crate::server::accounting::Accounting;
 use crate::server::auth::Authenticator;
@@ -95,6 +96,24 @@ pub struct ServerConfig {
     /// The address UDP ASSOCIATE and BIND replies name instead of the server's own (for a
     /// server behind NAT). `None` (the default): the address the client reached.
     pub udp_advertise: Option<std::net::IpAddr>,
+    /// Domain blocklists: a request for a listed name (or a subdomain of one) is refused with
+    /// 0x02 (SOCKS4: 0x5B; HTTP: 403) before anything is resolved or contacted, and the log
+    /// line names the list. `None` (the default): no lists.
+    pub blocklist: Option<Arc<BlocklistSet>>,
+    /// With a blocklist, read the first bytes of a CONNECT that named only an IP address (the
+    /// client resolved the name itself) and take the name from a TLS ClientHello's SNI or an
+    /// HTTP `Host` header: a listed name closes the tunnel before a byte reaches the target.
+    /// Default `true`; nothing is sniffed without a blocklist.
+    pub sniff: bool,
+    /// How long sniffing waits for the client's first bytes; a protocol where the server
+    /// speaks first (SSH, SMTP) waits this long before its bytes flow. Default 300 ms.
+    pub sniff_timeout: Duration,
+    /// Which client addresses may connect at all; others are closed right after accept,
+    /// nothing read and nothing sent. Default: every address.
+    pub allow_from: ClientFilter,
+    /// Per-user rates (each way, all of a user's tunnels together); tunnels of users without
+    /// a rate (and all anonymous ones) keep the zero-copy relay. `None` (the default): none.
+    pub rate_per_user: Option<Arc<RateLimits>>,
     /// Whether HTTP proxy requests (CONNECT and absolute-form `GET http://...`) are served
     /// on the same listeners as SOCKS; the first byte tells them apart (0x04 and 0x05 are
     /// SOCKS). `false`: an HTTP request is closed at once, nothing sent. Default `true`.
@@ -125,6 +144,11 @@ impl Default for ServerConfig {
             outbound_addresses: Vec::new(),
             udp_advertise: None,
             http: true,
+            blocklist: None,
+            sniff: true,
+            sniff_timeout: Duration::from_millis(300),
+            allow_from: ClientFilter::default(),
+            rate_per_user: None,
         }
     }
 }

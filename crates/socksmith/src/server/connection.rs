@@ -25,14 +25,14 @@ use tokio::time::Instant;
 use tracing::field::{self, Empty};
 use tracing::Instrument as _;
 
-use crate::policy::{Decision, DenyReason};
+use crate::policy::DenyReason;
 use crate::relay::TunnelStream;
 use crate::server::accounting::Event;
 use crate::server::egress::EgressRequest;
 use crate::server::error::SessionError;
 use crate::server::log::End;
 use crate::server::stats::{inc, Gauge};
-use crate::server::{bind, connect, http, lookup, udp, Shared};
+use crate::server::{admission, bind, connect, http, lookup, udp, Shared};
 use crate::session::Session;
 
 /// Bytes a handshake buffer starts with: enough for any greeting, authentication or request
@@ -210,6 +210,12 @@ async fn serve(
         local,
         already_read,
     } = accepted;
+    if !shared.config.allow_from.allows(peer.ip()) {
+        // Closed before anything is read or sent: a stranger learns nothing, not even that
+        // this is a proxy.
+        inc(&shared.stats.clients_not_allowed);
+        return Err(SessionError::ClientNotAllowed);
+    }
     let local = match (&client, local) {
         (_, Some(local)) => local,
         (TunnelStream::Tcp(tcp), None) => {
@@ -289,22 +295,11 @@ async fn serve(
         replier,
         pending,
     };
-    if shared.config.require_hostname && session.command == Command::Connect {
-        if let Some(addr) = session.target.ip_literal() {
-            return Err(deny(&mut request, DenyReason::HostnameRequired(addr.ip())).await);
-        }
-    }
-    if let Decision::Deny(reason) = shared.config.policy.check_request(session) {
-        return Err(deny(&mut request, reason).await);
-    }
-    let tunnel = matches!(
-        session.command,
-        Command::Connect | Command::Bind | Command::UdpAssociate
-    );
-    if let (true, Some(accounting)) = (tunnel, &shared.config.accounting) {
-        match accounting.open(session) {
-            Ok(opened) => *guard = opened,
-            Err(reason) => return Err(deny(&mut request, reason).await),
+    match admission::admit(shared, session) {
+        Ok(opened) => *guard = opened,
+        Err(reason) => {
+            let refused = SessionError::Denied(reason);
+            return Err(request.replier.refuse(&mut request.client, refused).await);
         }
     }
 

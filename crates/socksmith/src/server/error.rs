@@ -54,6 +54,9 @@ pub enum ServerError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
+    /// The client's address is outside every `allow_from` network: closed at once.
+    #[error("client address not in allow_from: closed without a reply")]
+    ClientNotAllowed,
     /// The client did not complete its handshake in time.
     #[error("handshake not finished within {0:?}")]
     HandshakeTimeout(Duration),
@@ -163,6 +166,7 @@ impl SessionError {
             | SessionError::Socks4AuthRequired
             | SessionError::Socks4Disabled
             | SessionError::ProxyAuthRequired => "auth_failed",
+            SessionError::ClientNotAllowed => "not_allowed",
             SessionError::HandshakeTimeout(_)
             | SessionError::ClientClosed
             | SessionError::Protocol(_)

@@ -97,6 +97,7 @@ impl End {
                 // timeouts and disconnects are its own business.
                 Some(
                     SessionError::AuthenticationFailed(_)
+                    | SessionError::ClientNotAllowed
                     | SessionError::NoAcceptableMethod
                     | SessionError::Socks4AuthRequired
                     | SessionError::Socks4Disabled

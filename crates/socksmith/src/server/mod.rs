@@ -35,6 +35,7 @@
 //! Client-side code lives in `crate::client`; the server uses it only through [`Upstream`].
 
 pub mod accounting;
+mod admission;
 mod auth;
 mod backoff;
 mod bind;
@@ -53,7 +54,7 @@ mod stats;
 mod udp;
 mod users_file;
 
-pub use accounting::{Accounting, Traffic, TunnelGuard};
+pub use accounting::{Accounting, Accountings, Traffic, TunnelGuard};
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
 pub use config::ServerConfig;
 pub use egress::direct::LOOKUPS_PER_CLIENT;

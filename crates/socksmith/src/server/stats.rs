@@ -13,6 +13,7 @@ pub struct Stats {
     pub(crate) accept_errors: AtomicU64,
     pub(crate) session_panics: AtomicU64,
     pub(crate) sessions_refused_per_client: AtomicU64,
+    pub(crate) clients_not_allowed: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) handshake_protocol_errors: AtomicU64,
     pub(crate) handshake_client_gone: AtomicU64,
@@ -50,6 +51,8 @@ pub struct StatsSnapshot {
     pub session_panics: u64,
     /// Connections closed at once because their client held its share of the sessions.
     pub sessions_refused_per_client: u64,
+    /// Connections closed at once because their address is outside `allow_from`.
+    pub clients_not_allowed: u64,
     /// Clients that did not finish the handshake in time.
     pub handshake_timeouts: u64,
     /// Clients that sent bytes breaking the protocol.
@@ -103,6 +106,7 @@ impl Stats {
             accept_errors: get(&self.accept_errors),
             session_panics: get(&self.session_panics),
             sessions_refused_per_client: get(&self.sessions_refused_per_client),
+            clients_not_allowed: get(&self.clients_not_allowed),
             handshake_timeouts: get(&self.handshake_timeouts),
             handshake_protocol_errors: get(&self.handshake_protocol_errors),
             handshake_client_gone: get(&self.handshake_client_gone),

@@ -29,7 +29,6 @@ use socksmith_proto::{Command, ReplyCode, TargetAddr, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::field;
 
-use crate::policy::{Decision, DenyReason};
 use crate::relay::TunnelStream;
 use crate::server::accounting::{Event, TunnelGuard};
 use crate::server::connect::{self, Tunnel};
@@ -333,28 +332,7 @@ fn record_span(session: &Session) {
 /// The policy's and the accounting's verdict on a session: the accounting's guard, or the
 /// denial (counted and heard by the accounting).
 fn admit(shared: &Shared, session: &Session) -> Result<Option<Box<dyn TunnelGuard>>, SessionError> {
-    let reason = match shared.config.policy.check_request(session) {
-        Decision::Deny(reason) => reason,
-        Decision::Allow => match &shared.config.accounting {
-            None => return Ok(None),
-            Some(accounting) => match accounting.open(session) {
-                Ok(guard) => return Ok(guard),
-                Err(reason) => reason,
-            },
-        },
-    };
-    Err(denied(shared, session, reason))
-}
-
-fn denied(shared: &Shared, session: &Session, reason: DenyReason) -> SessionError {
-    inc(&shared.stats.policy_denied);
-    if let Some(accounting) = &shared.config.accounting {
-        accounting.record(&Event::Denied {
-            session,
-            reason: &reason,
-        });
-    }
-    SessionError::Denied(reason)
+    crate::server::admission::admit(shared, session).map_err(SessionError::Denied)
 }
 
 /// Checks `Proxy-Authorization` when the server has users: the user's name, `None` without

@@ -2,26 +2,28 @@
 //! process and all its descendants, its open-file limit, and raising our own limit.
 //!
 //! Method (also printed in the report): for each root PID, the process and every descendant
-//! (found through the parent PID in `/proc/*/stat`) are summed: `VmRSS` from
-//! `/proc/PID/status` and the entries of `/proc/PID/fd`. Summing RSS counts pages shared
-//! between processes (a forking server's code, for instance) once per process, which is what
-//! each process-per-client design really keeps resident. Linux only; elsewhere the figures are
-//! unavailable.
+//! (found through the parent PID in `/proc/*/stat`) are summed: `Pss` and `Rss` from
+//! `/proc/PID/smaps_rollup` and the entries of `/proc/PID/fd`. PSS (proportional set size)
+//! charges a page shared by N processes 1/N to each, so the sum over a forking server's
+//! processes counts its shared code and libraries once; RSS, counted once per process, is kept
+//! beside it for comparison. Linux only; elsewhere the figures are unavailable.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 
 /// One-line description of the method, for the report.
-pub const METHOD: &str = "sum over the given PIDs and all their descendants of VmRSS \
-(/proc/PID/status) and of the entries of /proc/PID/fd, read before opening the idle tunnels \
+pub const METHOD: &str = "sum over the given PIDs and all their descendants of Pss \
+(/proc/PID/smaps_rollup; Rss beside it) and of the entries of /proc/PID/fd, read before opening the idle tunnels \
 (once the descriptor count is steady) and again after they are all open and a settle delay; \
 per tunnel = delta / tunnels open";
 
-/// Resident memory and descriptors of a set of process trees.
+/// Memory and descriptors of a set of process trees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
-    /// Summed VmRSS, in KiB.
+    /// Summed proportional set size, in KiB.
+    pub pss_kib: u64,
+    /// Summed resident set size, in KiB (shared pages once per process).
     pub rss_kib: u64,
     /// Summed open descriptors.
     pub fds: u64,
@@ -47,6 +49,7 @@ pub fn tree_usage(roots: &[u32]) -> io::Result<Usage> {
         }
     }
     let mut usage = Usage {
+        pss_kib: 0,
         rss_kib: 0,
         fds: 0,
         processes: 0,
@@ -62,7 +65,8 @@ pub fn tree_usage(roots: &[u32]) -> io::Result<Usage> {
         if !seen.insert(pid) {
             continue;
         }
-        if let (Some(rss), Some(fds)) = (rss_kib(pid), fd_count(pid)) {
+        if let (Some((pss, rss)), Some(fds)) = (memory_kib(pid), fd_count(pid)) {
+            usage.pss_kib += pss;
             usage.rss_kib += rss;
             usage.fds += fds;
             usage.processes += 1;
@@ -82,14 +86,23 @@ fn parent_of(pid: u32) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    // Kernel threads have no VmRSS line: they hold no user memory.
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"));
-    match line {
-        Some(l) => l.split_whitespace().nth(1)?.parse().ok(),
-        None => Some(0),
-    }
+/// `(Pss, Rss)` in KiB from `/proc/PID/smaps_rollup`. Kernel threads have an empty rollup:
+/// they hold no user memory.
+fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    Some(parse_rollup(&rollup))
+}
+
+fn parse_rollup(rollup: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Pss:"), field("Rss:"))
 }
 
 fn fd_count(pid: u32) -> Option<u64> {
@@ -132,6 +145,10 @@ mod tests {
         let me = std::process::id();
         let usage = tree_usage(&[me]).expect("our own /proc entry");
         assert!(usage.rss_kib > 0);
+        assert!(
+            usage.pss_kib > 0 && usage.pss_kib <= usage.rss_kib,
+            "{usage:?}"
+        );
         assert!(usage.fds >= 3, "stdin, stdout, stderr at least: {usage:?}");
         // Other tests of this binary may have a child running at the same time.
         assert!(usage.processes >= 1);
@@ -147,6 +164,13 @@ mod tests {
         child.kill().expect("the child is ours");
         child.wait().expect("reap the child");
         assert!(usage.processes >= 2, "{usage:?}");
+    }
+
+    #[test]
+    fn pss_and_rss_come_from_the_rollup_not_its_breakdown() {
+        let rollup = "00400000-7fff [rollup]\nRss:                2048 kB\nPss:                1000 kB\nPss_Anon:            700 kB\nPss_File:            300 kB\n";
+        assert_eq!(parse_rollup(rollup), (1000, 2048));
+        assert_eq!(parse_rollup(""), (0, 0));
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::phases::Idle;
-use super::stats::Summary;
+use crate::phases::Idle;
+use crate::stats::Summary;
 
 /// One measured figure over all repeats.
 #[derive(Debug, Clone, Serialize)]

@@ -1,0 +1,262 @@
+//! How the load reaches a target: straight (`--direct`) or through one SOCKS5 proxy.
+//!
+//! The proxy URL is the client library's ([`socksmith::client::Proxy`], curl's semantics) and
+//! CONNECT is [`socksmith::client::Client::connect`]. UDP ASSOCIATE is driven here, on the
+//! proxy's own handshake machine from `socksmith_proto`, because the bench must announce and
+//! own the UDP socket it batches datagrams on, and the library's association keeps its socket
+//! to itself. This module does not own the load loops (see `phases`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socksmith::client::{Client, ClientError, Protocol, Proxy, Timeouts};
+use socksmith_proto::{
+    ClientConfig, ClientEvent, ClientHandshake, ClientVersion, Command, Credentials, ProtocolError,
+    TargetAddr,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long one connect plus handshake may take before it counts as failed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a tunnel could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TunnelError {
+    /// The TCP connection to the target (direct) failed.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// Where we connected.
+        addr: SocketAddr,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The proxy refused or failed (the client library says which step and why).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Reading or writing failed.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The proxy closed the connection before the handshake ended.
+    #[error("the proxy closed the connection during the handshake")]
+    Closed,
+    /// The proxy answered UDP ASSOCIATE with something the protocol forbids, or refused.
+    #[error("UDP ASSOCIATE: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A step took longer than its limit.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Bytes came back different from the pattern that was sent.
+    #[error("the bytes that came back differ from the ones sent")]
+    Corrupted,
+}
+
+/// Why a proxy cannot be measured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// The URL did not parse (the client library's message).
+    #[error(transparent)]
+    Url(#[from] socksmith::client::UrlError),
+    /// Not a SOCKS5 proxy.
+    #[error("the bench measures SOCKS5 proxies: use socks5://[user:pass@]host:port, not {0}://")]
+    NotSocks5(&'static str),
+    /// A host name: the bench's load loops never resolve.
+    #[error("give the proxy as an IP address (the load loops never look names up), not {0}")]
+    NotAnAddress(String),
+    /// The client library refused the settings.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// Where the load goes: straight to the targets or through a proxy.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// No proxy: the loopback limit every ratio is read against.
+    Direct,
+    /// Through one SOCKS5 proxy (shared: every load task clones the route).
+    Proxy(Arc<ProxyRoute>),
+}
+
+/// A SOCKS5 proxy and the client that reaches it.
+#[derive(Debug, Clone)]
+pub struct ProxyRoute {
+    proxy: Proxy,
+    addr: SocketAddr,
+    client: Client,
+}
+
+impl Route {
+    /// The route through the proxy at `url` (`socks5://` or `socks5h://`, credentials
+    /// allowed, the host an IP address).
+    pub fn proxy(url: &str) -> Result<Route, RouteError> {
+        let proxy: Proxy = url.parse()?;
+        let protocol = proxy.protocol();
+        if !matches!(protocol, Protocol::Socks5 | Protocol::Socks5h) {
+            return Err(RouteError::NotSocks5(protocol.scheme()));
+        }
+        let addr = proxy
+            .socket_addr()
+            .ok_or_else(|| RouteError::NotAnAddress(proxy.host().to_string()))?;
+        let client = Client::builder()
+            .proxy(proxy.clone())
+            .timeouts(Timeouts {
+                connect: HANDSHAKE_TIMEOUT,
+                handshake: HANDSHAKE_TIMEOUT,
+                ..Timeouts::default()
+            })
+            .build()?;
+        Ok(Route::Proxy(Arc::new(ProxyRoute {
+            proxy,
+            addr,
+            client,
+        })))
+    }
+
+    /// The proxy URL without its password, or "direct".
+    pub fn display(&self) -> String {
+        match self {
+            Route::Direct => "direct".into(),
+            Route::Proxy(p) => p.proxy.redacted(),
+        }
+    }
+
+    /// Whether the load authenticates (RFC 1929).
+    pub fn authenticated(&self) -> bool {
+        matches!(self, Route::Proxy(p) if p.proxy.user_info().is_some())
+    }
+
+    /// Opens a TCP tunnel to `target` with TCP_NODELAY on the client leg, within
+    /// [`HANDSHAKE_TIMEOUT`]. Returns the stream and the target's bytes that arrived with
+    /// the proxy's reply (they come first; only the bulk source speaks first).
+    pub async fn open(&self, target: SocketAddr) -> Result<(TcpStream, Vec<u8>), TunnelError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open_unbounded(target))
+            .await
+            .map_err(|_| TunnelError::Timeout(HANDSHAKE_TIMEOUT))?
+    }
+
+    /// [`Self::open`] without its own deadline, for a caller that bounds a larger step.
+    pub async fn open_unbounded(
+        &self,
+        target: SocketAddr,
+    ) -> Result<(TcpStream, Vec<u8>), TunnelError> {
+        match self {
+            Route::Direct => Ok((connect(target).await?, Vec::new())),
+            Route::Proxy(p) => {
+                // The library's dial has set TCP_NODELAY already.
+                let parts = p.client.connect(target).await?.into_parts();
+                Ok((parts.io, parts.read_buf))
+            }
+        }
+    }
+}
+
+impl ProxyRoute {
+    /// UDP ASSOCIATE announcing `client` (where our datagrams will come from): returns the
+    /// control connection (the association lives as long as it does) and the relay's address.
+    pub async fn udp_associate(
+        &self,
+        client: SocketAddr,
+    ) -> Result<(TcpStream, SocketAddr), TunnelError> {
+        let work = async {
+            let mut stream = connect(self.addr).await?;
+            let bound = associate(&mut stream, self.credentials()?, client).await?;
+            // An unspecified or missing relay IP means "the proxy's own address".
+            let relay = match bound.ip_literal() {
+                Some(a) if !a.ip().is_unspecified() => a,
+                _ => SocketAddr::new(self.addr.ip(), bound.port()),
+            };
+            Ok((stream, relay))
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
+            .await
+            .map_err(|_| TunnelError::Timeout(HANDSHAKE_TIMEOUT))?
+    }
+
+    fn credentials(&self) -> Result<Option<Credentials>, ProtocolError> {
+        self.proxy
+            .user_info()
+            .map(|u| Credentials::new(u.user().to_vec(), u.password().unwrap_or_default().to_vec()))
+            .transpose()
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, TunnelError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| TunnelError::Connect { addr, source })?;
+    stream
+        .set_nodelay(true)
+        .map_err(|source| TunnelError::Connect { addr, source })?;
+    Ok(stream)
+}
+
+/// Drives the SOCKS5 machine for UDP ASSOCIATE over `stream` until the final reply; returns
+/// BND. Every byte sent and every verdict is the machine's.
+async fn associate(
+    stream: &mut TcpStream,
+    credentials: Option<Credentials>,
+    client: SocketAddr,
+) -> Result<TargetAddr, TunnelError> {
+    let mut hs = ClientHandshake::new(ClientConfig {
+        version: ClientVersion::V5,
+        credentials,
+        command: Command::UdpAssociate,
+        target: TargetAddr::Ip(client),
+        user_id: None,
+    })?;
+    let mut out = Vec::with_capacity(64);
+    let mut buf = [0u8; 512];
+    let mut filled = 0;
+    loop {
+        out.clear();
+        if hs.poll_transmit(&mut out) > 0 {
+            stream.write_all(&out).await?;
+        }
+        if hs.is_finished() {
+            break;
+        }
+        let Some(free) = buf.get_mut(filled..).filter(|f| !f.is_empty()) else {
+            // A reply never needs 512 bytes (the longest is 262): the proxy misbehaves.
+            return Err(TunnelError::Closed);
+        };
+        let n = stream.read(free).await?;
+        if n == 0 {
+            return Err(TunnelError::Closed);
+        }
+        filled += n;
+        let used = hs.receive(buf.get(..filled).unwrap_or_default())?;
+        buf.copy_within(used..filled, 0);
+        filled -= used;
+    }
+    match hs.poll_event() {
+        Some(ClientEvent::Succeeded { bound }) => Ok(bound),
+        _ => Err(TunnelError::Closed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_urls_are_the_client_librarys() {
+        let route = Route::proxy("socks5h://alice:secret@127.0.0.1:1080").expect("a SOCKS5 URL");
+        assert_eq!(route.display(), "socks5h://alice:***@127.0.0.1:1080");
+        assert!(route.authenticated());
+        assert_eq!(Route::Direct.display(), "direct");
+    }
+
+    #[test]
+    fn other_protocols_and_names_are_refused_with_the_reason() {
+        let err = Route::proxy("socks4://127.0.0.1:1080").expect_err("SOCKS4");
+        assert!(err.to_string().contains("SOCKS5"), "{err}");
+        let err = Route::proxy("socks5://localhost:1080").expect_err("a name");
+        assert!(err.to_string().contains("IP address"), "{err}");
+        let err = Route::proxy("http://127.0.0.1:1080").expect_err("not a proxy URL");
+        assert!(err.to_string().contains("http"), "{err}");
+    }
+}
