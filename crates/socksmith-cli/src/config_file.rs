@@ -26,6 +26,13 @@
 //! name = "alice"
 //! password = "correct horse"
 //!
+//! default = "allow"            # what a request no rule matches gets ("deny" to close by default)
+//! [[rules]]                    # first match wins; after the safety defaults
+//! name = "no-intranet-for-guests"
+//! action = "deny"
+//! from = ["192.0.2.0/24"]      # also users, commands, to, domains, ports
+//! to = ["10.0.0.0/8"]
+//!
 //! quiet = false                # no per-session log lines (warnings and errors stay)
 //! proxy_protocol = false       # behind HAProxy send-proxy/send-proxy-v2: real client addresses
 //!
@@ -50,7 +57,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use socksmith::client::{Client, Proxy, Timeouts};
-use socksmith::policy::{IpNet, LoopbackTargets, Rules};
+use socksmith::policy::{Action, IpNet, LoopbackTargets, RuleConfig, RulePolicy, RuleSet, Rules};
 use socksmith::server::{ServerConfig, Users};
 
 use crate::admin::{self, AdminToken};
@@ -82,6 +89,10 @@ pub struct FileConfig {
     pub quiet: Option<bool>,
     /// Every connection starts with a PROXY protocol header (behind a load balancer).
     pub proxy_protocol: Option<bool>,
+    /// What a request that no `[[rules]]` entry matches gets (allow unless "deny").
+    pub default: Option<Action>,
+    /// Access rules, first match wins (see `socksmith::policy::RuleSet`).
+    pub rules: Option<Vec<RuleConfig>>,
     /// Target prefixes to refuse.
     pub deny: Option<Vec<String>>,
     /// Most sessions at once.
@@ -267,6 +278,8 @@ pub struct ServeSettings {
     pub quiet: bool,
     /// Every connection starts with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// The `[[rules]]` and `default`, checked after the safety defaults; `None`: none given.
+    pub rules: Option<RuleSet>,
     /// Everything else.
     pub server: ServerConfig,
 }
@@ -294,6 +307,7 @@ impl ServeSettings {
             admin_token: _,
             quiet: _,
             proxy_protocol,
+            rules: access_rules,
             mut server,
         } = self;
         // Behind a balancer every client comes through it, from anywhere: a loopback
@@ -332,7 +346,10 @@ impl ServeSettings {
                 .loopback(loopback),
             Rules::deny,
         );
-        server.policy = Arc::new(rules);
+        server.policy = match access_rules {
+            Some(access_rules) => Arc::new(RulePolicy::new(rules, access_rules)),
+            None => Arc::new(rules),
+        };
         server
     }
 }
@@ -482,6 +499,19 @@ impl TryFrom<FileConfig> for ServeSettings {
             .admin_token
             .map(|t| AdminToken::parse(&t).map_err(|p| ConfigError::new("admin_token", p)))
             .transpose()?;
+        let access_rules = match (&file.rules, file.default) {
+            (None, None) => None,
+            (rules, default) => Some(
+                RuleSet::from_config(default, rules.as_deref().unwrap_or_default()).map_err(
+                    |e| {
+                        ConfigError::new(
+                            format!("rules[{}].{}", e.position.saturating_sub(1), e.key),
+                            e.problem,
+                        )
+                    },
+                )?,
+            ),
+        };
         let allow_loopback = match (file.allow_loopback_targets, file.allow_loopback) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -503,6 +533,7 @@ impl TryFrom<FileConfig> for ServeSettings {
             upstream,
             quiet: file.quiet.unwrap_or(false),
             proxy_protocol: file.proxy_protocol.unwrap_or(false),
+            rules: access_rules,
             server,
         })
     }
@@ -902,6 +933,34 @@ mod tests {
         assert_eq!(s.server.allow_socks4, Some(false));
         assert!(s.quiet);
         assert!(s.proxy_protocol);
+    }
+
+    #[test]
+    fn rules_become_the_policy_after_the_safety_defaults() {
+        use socksmith::policy::Decision;
+        let s = parse(
+            "default = \"deny\"\n\
+             [[rules]]\nname = \"office\"\naction = \"allow\"\nfrom = [\"192.0.2.0/24\"]\n",
+        )
+        .expect("valid rules");
+        assert!(s.rules.is_some());
+        let listen = listening(&s);
+        let server = s.finish(&listen);
+        // The safety defaults still come first: metadata is refused whatever the rules say.
+        assert!(matches!(
+            server
+                .policy
+                .check_ip("169.254.169.254".parse().expect("literal")),
+            Decision::Deny(_)
+        ));
+        assert!(parse("").expect("valid").rules.is_none());
+        let err = parse(
+            "[[rules]]\naction = \"deny\"\n\n[[rules]]\naction = \"deny\"\nfrom = [\"nope\"]\n",
+        )
+        .expect_err("a bad network");
+        assert!(err.starts_with("line 6: rules[1].from: "), "{err}");
+        let err = parse("[[rules]]\nactoin = \"deny\"\n").expect_err("a typo");
+        assert!(err.contains("unknown field `actoin`"), "{err}");
     }
 
     #[test]

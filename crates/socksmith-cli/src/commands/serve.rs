@@ -58,6 +58,9 @@ use crate::logging;
                   Under systemd: with socket activation (LISTEN_FDS) and no --listen, it serves \
                   on the sockets it is given; with NOTIFY_SOCKET it reports READY=1, \
                   RELOADING=1 and STOPPING=1 (Type=notify). See dist/systemd/.\n\n\
+                  Behind HAProxy or another L4 balancer, --proxy-protocol reads the PROXY \
+                  protocol header (v1 send-proxy, v2 send-proxy-v2) that starts each \
+                  connection and uses the real client's address for decisions and logs.\n\n\
                   With --upstream, every tunnel goes through that parent proxy (or chain of \
                   them) instead of straight to the target: CONNECT, BIND (the last hop \
                   listens), UDP ASSOCIATE (through the last hop's relay) and RESOLVE. Nothing \
@@ -95,7 +98,8 @@ pub struct Args {
 
     /// Read settings from this TOML file; the environment and flags override it. Keys: each
     /// option's name with `_` for `-` (listen, allow_socks4, max_sessions, idle_timeout...),
-    /// and [[users]] tables (name, password).
+    /// [[users]] tables (name, password), and [[rules]] tables with a top-level `default`
+    /// (who may go where, first match wins).
     #[arg(short, long, value_name = "FILE", env = "SOCKSMITH_CONFIG")]
     pub config: Option<PathBuf>,
 
