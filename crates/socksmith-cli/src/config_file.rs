@@ -19,9 +19,19 @@
 //! # every tunnel through these parent proxies, first hop first (curl's URL forms)
 //! upstream = ["socks5h://user:pass@127.0.0.1:1081"]
 //!
+//! admin = "127.0.0.1:9090"    # metrics, live tunnels and a status page (see `serve --help`)
+//! admin_token = "..."          # needed when `admin` is not a loopback address
+//!
 //! [[users]]
 //! name = "alice"
 //! password = "correct horse"
+//!
+//! default = "allow"            # what a request no rule matches gets ("deny" to close by default)
+//! [[rules]]                    # first match wins; after the safety defaults
+//! name = "no-intranet-for-guests"
+//! action = "deny"
+//! from = ["192.0.2.0/24"]      # also users, commands, to, domains, ports
+//! to = ["10.0.0.0/8"]
 //!
 //! quiet = false                # no per-session log lines (warnings and errors stay)
 //! proxy_protocol = false       # behind HAProxy send-proxy/send-proxy-v2: real client addresses
@@ -79,10 +89,11 @@ use socksmith::policy::{
     RuleConfig, RulePolicy, RuleSet, Rules,
 };
 use socksmith::server::{
-    Accounting, Accountings, AuthFuture, Authenticator, HashedUsers, ServerConfig, Users,
+    Accounting, AccountingList, AuthFuture, Authenticator, HashedUsers, ServerConfig, Users,
 };
 use socksmith::Credentials;
 
+use crate::admin::{self, AdminToken};
 use crate::duration;
 
 /// The file, as written.
@@ -111,6 +122,10 @@ pub struct FileConfig {
     pub quiet: Option<bool>,
     /// Every connection starts with a PROXY protocol header (behind a load balancer).
     pub proxy_protocol: Option<bool>,
+    /// What a request that no `[[rules]]` entry matches gets (allow unless "deny").
+    pub default: Option<Action>,
+    /// Access rules, first match wins (see `socksmith::policy::RuleSet`).
+    pub rules: Option<Vec<RuleConfig>>,
     /// Target prefixes to refuse.
     pub deny: Option<Vec<String>>,
     /// Most sessions at once.
@@ -121,6 +136,11 @@ pub struct FileConfig {
     pub upstream: Option<Vec<String>>,
     /// Deadlines, as a table.
     pub timeouts: Option<FileTimeouts>,
+    /// The admin HTTP server's address.
+    pub admin: Option<String>,
+    /// The admin server's bearer token. A type error never shows the value.
+    #[serde(default, deserialize_with = "secret_option")]
+    pub admin_token: Option<String>,
     /// `--handshake-timeout`, the same as `timeouts.handshake`.
     pub handshake_timeout: Option<FileDuration>,
     /// `--resolve-timeout`, the same as `timeouts.resolve`.
@@ -151,10 +171,6 @@ pub struct FileConfig {
     pub require_hostname: Option<bool>,
     /// `--allow-from`: client networks.
     pub allow_from: Option<Vec<String>>,
-    /// What happens to a request no `[[rules]]` table matches.
-    pub default: Option<Action>,
-    /// `[[rules]]` tables, first match wins.
-    pub rules: Option<Vec<RuleConfig>>,
     /// `--max-tunnels-per-user`.
     pub max_tunnels_per_user: Option<usize>,
     /// `--rate-per-user`.
@@ -205,6 +221,11 @@ fn secret_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
             other.type_str()
         ))),
     }
+}
+
+/// [`secret_string`] for an optional key.
+fn secret_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    secret_string(d).map(Some)
 }
 
 /// A list of strings that may hold secrets (proxy URLs with passwords): errors name types,
@@ -312,6 +333,10 @@ pub struct ServeSettings {
     pub allow_loopback: bool,
     /// The parent proxy chain, first hop first; empty: connect directly.
     pub upstream: Vec<Proxy>,
+    /// The admin HTTP server's address, if it is to run.
+    pub admin: Option<SocketAddr>,
+    /// Its bearer token.
+    pub admin_token: Option<AdminToken>,
     /// No per-session log lines.
     pub quiet: bool,
     /// Every connection starts with a PROXY protocol header.
@@ -326,10 +351,10 @@ pub struct ServeSettings {
     pub blocklist_refresh: Duration,
     /// Where URL lists are cached; `None`: the user's cache directory, if there is one.
     pub blocklist_cache_dir: Option<PathBuf>,
-    /// The `[[rules]]` tables and `default`.
-    pub rules: RuleSet,
     /// Per-user and per-client limits (the rate goes to `server.rate_per_user`).
     pub limits: LimitsConfig,
+    /// The `[[rules]]` and `default`, checked after the safety defaults; `None`: none given.
+    pub rules: Option<RuleSet>,
     /// Everything else.
     pub server: ServerConfig,
 }
@@ -354,6 +379,8 @@ impl ServeSettings {
             allow_link_local,
             allow_loopback,
             upstream,
+            admin: _,
+            admin_token: _,
             quiet: _,
             proxy_protocol,
             users_file: _,
@@ -361,8 +388,8 @@ impl ServeSettings {
             blocklist: _,
             blocklist_refresh: _,
             blocklist_cache_dir: _,
-            rules,
             limits,
+            rules: access_rules,
             mut server,
         } = self;
         // Behind a balancer every client comes through it, from anywhere: a loopback
@@ -407,10 +434,9 @@ impl ServeSettings {
                 .loopback(loopback),
             Rules::deny,
         );
-        server.policy = if rules.is_empty() && rules == RuleSet::default() {
-            Arc::new(safety)
-        } else {
-            Arc::new(RulePolicy::new(safety, rules))
+        server.policy = match access_rules {
+            Some(access_rules) => Arc::new(RulePolicy::new(safety, access_rules)),
+            None => Arc::new(safety),
         };
         if let Some(rate) = limits.rate_per_user {
             server.rate_per_user = Some(Arc::new(RateLimits::new(rate)));
@@ -420,7 +446,7 @@ impl ServeSettings {
         if counted != LimitsConfig::default() {
             // A Vec, so that other accountings (metrics) join the limits here.
             let accountings: Vec<Arc<dyn Accounting>> = vec![Arc::new(Limits::new(counted))];
-            server.accounting = Some(Arc::new(Accountings::new(accountings)));
+            server.accounting = Some(Arc::new(AccountingList::new(accountings)));
         }
         server
     }
@@ -628,6 +654,27 @@ impl TryFrom<FileConfig> for ServeSettings {
         {
             server.idle_timeout = idle.to_optional_duration(&key)?;
         }
+        let admin = file
+            .admin
+            .map(|a| admin::parse_addr(&a).map_err(|p| ConfigError::new("admin", p)))
+            .transpose()?;
+        let admin_token = file
+            .admin_token
+            .map(|t| AdminToken::parse(&t).map_err(|p| ConfigError::new("admin_token", p)))
+            .transpose()?;
+        let access_rules = match (&file.rules, file.default) {
+            (None, None) => None,
+            (rules, default) => Some(
+                RuleSet::from_config(default, rules.as_deref().unwrap_or_default()).map_err(
+                    |e| {
+                        ConfigError::new(
+                            format!("rules[{}].{}", e.position.saturating_sub(1), e.key),
+                            e.problem,
+                        )
+                    },
+                )?,
+            ),
+        };
         let allow_loopback = match (file.allow_loopback_targets, file.allow_loopback) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -664,8 +711,6 @@ impl TryFrom<FileConfig> for ServeSettings {
                 .collect::<Result<_, _>>()?;
             server.allow_from = ClientFilter::new(nets);
         }
-        let rules = RuleSet::from_config(file.default, file.rules.as_deref().unwrap_or_default())
-            .map_err(|e| ConfigError::new(format!("rules[{}]", e.position - 1), e))?;
         let mut limits = LimitsConfig::default();
         for (key, value, slot) in [
             (
@@ -730,14 +775,16 @@ impl TryFrom<FileConfig> for ServeSettings {
                 .collect(),
             blocklist_refresh,
             blocklist_cache_dir: file.blocklist_cache_dir,
-            rules,
             limits,
+            admin,
+            admin_token,
             deny,
             allow_link_local: file.allow_link_local.unwrap_or(false),
             allow_loopback,
             upstream,
             quiet: file.quiet.unwrap_or(false),
             proxy_protocol: file.proxy_protocol.unwrap_or(false),
+            rules: access_rules,
             server,
         })
     }
@@ -1098,7 +1145,7 @@ mod tests {
             ("default = \"maybe\"", "line 1: key `default`: unknown variant `maybe`"),
             (
                 "[[rules]]\naction = \"allow\"\n[[rules]]\nname = \"x\"\naction = \"deny\"\nports = [\"9-1\"]",
-                "line 3: rules[1]: [[rules]] #2 (\"x\"), key `ports`",
+                "line 6: rules[1].ports: ",
             ),
             (
                 "[[rules]]\naction = \"deny\"\nform = [\"10.0.0.0/8\"]",
@@ -1264,6 +1311,34 @@ mod tests {
         assert!(plain.accounting.is_none());
         assert!(plain.rate_per_user.is_none());
         assert!(plain.blocklist.is_none());
+    }
+
+    #[test]
+    fn rules_become_the_policy_after_the_safety_defaults() {
+        use socksmith::policy::Decision;
+        let s = parse(
+            "default = \"deny\"\n\
+             [[rules]]\nname = \"office\"\naction = \"allow\"\nfrom = [\"192.0.2.0/24\"]\n",
+        )
+        .expect("valid rules");
+        assert!(s.rules.is_some());
+        let listen = listening(&s);
+        let server = s.finish(&listen);
+        // The safety defaults still come first: metadata is refused whatever the rules say.
+        assert!(matches!(
+            server
+                .policy
+                .check_ip("169.254.169.254".parse().expect("literal")),
+            Decision::Deny(_)
+        ));
+        assert!(parse("").expect("valid").rules.is_none());
+        let err = parse(
+            "[[rules]]\naction = \"deny\"\n\n[[rules]]\naction = \"deny\"\nfrom = [\"nope\"]\n",
+        )
+        .expect_err("a bad network");
+        assert!(err.starts_with("line 6: rules[1].from: "), "{err}");
+        let err = parse("[[rules]]\nactoin = \"deny\"\n").expect_err("a typo");
+        assert!(err.contains("unknown field `actoin`"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! It parses the command line, sets up logging, dispatches to one module per subcommand in
 //! [`commands`] and turns the result into an exit code. No protocol code lives here.
 
+mod admin;
 mod cli;
 mod commands;
 mod config_file;

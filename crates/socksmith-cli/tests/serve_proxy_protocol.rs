@@ -86,6 +86,74 @@ async fn haproxy_in_front_of_two_instances_passes_the_real_client_address() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_rules_decide_on_the_real_client() {
+    within(TEST_DEADLINE, "haproxy rules", async {
+        for ip in ["127.0.0.2", "127.0.0.3"] {
+            if !can_bind(ip.parse().expect("literal")) {
+                peer_missing::<()>(&format!("{ip} as a client address (loopback 127.0.0.0/8)"));
+                return;
+            }
+        }
+        let http = HttpServer::start().await;
+        let dir = TestDir::new("haproxy-rules");
+        let config = dir.path().join("socksmith.toml");
+        std::fs::write(
+            &config,
+            "proxy_protocol = true\nallow_loopback_targets = true\n\
+             [[rules]]\nname = \"not-from-127.0.0.2\"\naction = \"deny\"\nfrom = [\"127.0.0.2/32\"]\n",
+        )
+        .expect("write the config");
+        let config = config.to_str().expect("UTF-8 path");
+        let v1 = serve(&["--config", config]).await;
+        let v2 = serve(&["--config", config]).await;
+        let Some(haproxy) = Haproxy::start(
+            &[(v1.addr(), ProxyProtocol::V1), (v2.addr(), ProxyProtocol::V2)],
+            false,
+        )
+        .await
+        else {
+            return;
+        };
+        haproxy.wait_all_checks_ok(STEP).await;
+        let proxy = Proxy::new(ProxyKind::Socks5h, haproxy.addr());
+        // Every connection reaches socksmith from HAProxy's 127.0.0.1: only the header tells
+        // the two clients apart.
+        for _ in 0..2 {
+            let Some(out) = curl(&proxy, &http.url("/"), &["--interface", "127.0.0.2"]).await
+            else {
+                return;
+            };
+            assert!(!out.success(), "denied: {}", out.stdout_str());
+            assert!(out.stderr_str().contains("(2)"), "reply 0x02: {}", out.stderr_str());
+            let Some(out) = curl(&proxy, &http.url("/"), &["--interface", "127.0.0.3"]).await
+            else {
+                return;
+            };
+            out.assert_success();
+            assert_eq!(out.stdout_str(), HTTP_ROOT_BODY);
+        }
+        let mut denied = 0;
+        let mut allowed = 0;
+        // Round robin: two requests each (the checks do not take turns).
+        for server in [&v1, &v2] {
+            let log = log_with(server, "session finished", 2).await;
+            for line in finished(&log) {
+                if line.contains("client=127.0.0.2:") {
+                    assert!(line.contains("not-from-127.0.0.2"), "the rule is named: {line}");
+                    denied += 1;
+                } else {
+                    assert!(line.contains("client=127.0.0.3:"), "{line}");
+                    assert!(line.contains("outcome=ok"), "{line}");
+                    allowed += 1;
+                }
+            }
+        }
+        assert_eq!((denied, allowed), (2, 2));
+    })
+    .await;
+}
+
 /// Sends `header` then a SOCKS5 CONNECT to `target`; returns the reply code.
 async fn connect_with_header(proxy: SocketAddr, header: &[u8], target: SocketAddr) -> u8 {
     let mut s = connect(proxy).await;

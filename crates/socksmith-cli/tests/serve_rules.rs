@@ -231,7 +231,12 @@ async fn first_match_wins_default_deny_and_a_name_resolving_into_a_denied_range(
             port = echo.addr().port()
         );
         let server = serve_with(&dir, &config, &[]).await;
-        assert_eq!(connect_code(&server, &v5_addr(echo.addr())).await, 0);
+        let (rep, _, mut tunnel) =
+            v5_request(connect(server.addr()).await, None, 1, &v5_addr(echo.addr())).await;
+        assert_eq!(rep, 0, "rule #2 allows the echo port");
+        send(&mut tunnel, b"hi").await;
+        assert_eq!(recv(&mut tunnel, 2).await, b"hi");
+        drop(tunnel);
         let line = line_for(&server, &echo.addr().to_string()).await;
         assert!(!line.contains("denied"), "{line}");
         // No rule matches another port: the default.
@@ -265,8 +270,11 @@ async fn allow_from_closes_other_clients_before_a_byte() {
             b"",
             "nothing sent to 127.0.0.2"
         );
-        assert_eq!(connect_code(&server, &v5_addr(echo.addr())).await, 0);
-        assert_eq!(echo.accepted(), 1);
+        let (rep, _, mut tunnel) =
+            v5_request(connect(server.addr()).await, None, 1, &v5_addr(echo.addr())).await;
+        assert_eq!(rep, 0, "127.0.0.1 is allowed");
+        send(&mut tunnel, b"hi").await;
+        assert_eq!(recv(&mut tunnel, 2).await, b"hi");
     })
     .await;
 }

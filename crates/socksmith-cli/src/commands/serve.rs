@@ -11,15 +11,19 @@ use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use socksmith::client::Proxy;
 use socksmith::policy::blocklist::ListSource;
 use socksmith::policy::{ClientFilter, IpNet, Rate};
-use socksmith::server::{bind_listener, proxy_protocol, Server, ServerConfig, Users};
+use socksmith::server::{
+    bind_listener, proxy_protocol, Accounting, AccountingList, Server, ServerConfig, Users,
+};
 use tokio::net::TcpListener;
 
+use crate::admin::{self, Admin, AdminToken};
 use crate::config_file::{
     self, one_per_family, parse_listen, FileConfig, ListenAddr, ServeSettings,
 };
@@ -57,6 +61,9 @@ use crate::logging;
                   Under systemd: with socket activation (LISTEN_FDS) and no --listen, it serves \
                   on the sockets it is given; with NOTIFY_SOCKET it reports READY=1, \
                   RELOADING=1 and STOPPING=1 (Type=notify). See dist/systemd/.\n\n\
+                  Behind HAProxy or another L4 balancer, --proxy-protocol reads the PROXY \
+                  protocol header (v1 send-proxy, v2 send-proxy-v2) that starts each \
+                  connection and uses the real client's address for decisions and logs.\n\n\
                   With --upstream, every tunnel goes through that parent proxy (or chain of \
                   them) instead of straight to the target: CONNECT, BIND (the last hop \
                   listens), UDP ASSOCIATE (through the last hop's relay) and RESOLVE. Nothing \
@@ -94,7 +101,8 @@ pub struct Args {
 
     /// Read settings from this TOML file; the environment and flags override it. Keys: each
     /// option's name with `_` for `-` (listen, allow_socks4, max_sessions, idle_timeout...),
-    /// and [[users]] tables (name, password).
+    /// [[users]] tables (name, password), and [[rules]] tables with a top-level `default`
+    /// (who may go where, first match wins).
     #[arg(short, long, value_name = "FILE", env = "SOCKSMITH_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -328,6 +336,20 @@ pub struct Args {
     /// reached (for a server behind NAT: its public address).
     #[arg(long, value_name = "IP", env = "SOCKSMITH_UDP_ADVERTISE")]
     pub udp_advertise: Option<IpAddr>,
+
+    /// Serve HTTP for operators on this address (IP:PORT; port 0 picks a free port, printed
+    /// as `admin on http://ADDR/`): Prometheus metrics at /metrics, the live tunnels at
+    /// /api/sessions, a status page at /. An address other machines can reach needs
+    /// --admin-token. Fixed at start (a reload does not move it).
+    #[arg(long, value_name = "ADDR", value_parser = admin::parse_addr, env = "SOCKSMITH_ADMIN")]
+    pub admin: Option<SocketAddr>,
+
+    /// Every request to --admin must then carry `Authorization: Bearer TOKEN` (the status
+    /// page asks for it once). Visible to other local users (ps): prefer the environment
+    /// variable or the config file's `admin_token`.
+    #[arg(long, value_name = "TOKEN", value_parser = AdminToken::parse,
+          env = "SOCKSMITH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
 }
 
 /// A `--user NAME:PASSWORD` value, split later (so that an error never echoes it); `Debug`
@@ -375,7 +397,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Before the runtime starts its threads: this reads and clears LISTEN_FDS/LISTEN_PID, so
     // that no child process could mistake the sockets for its own.
     let mut inherited = listenfd::ListenFd::from_env();
-    let settings = settings(&args)?;
+    let mut settings = settings(&args)?;
+    // Checked before anything binds (and by --check): a refused --admin never listens.
+    let admin = Admin::from_settings(settings.admin.take(), settings.admin_token.take())?;
     if args.check {
         // The checks of the start too, short of binding: the open-proxy guard.
         if inherited.len() == 0 {
@@ -391,14 +415,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     logging::set_quiet(settings.quiet);
     raise_open_file_limit();
     let runtime = super::runtime()?;
-    runtime.block_on(serve(args, settings, &mut inherited))
+    runtime.block_on(serve(args, settings, &mut inherited, admin))
 }
 
 async fn serve(
     args: Args,
     settings: ServeSettings,
     inherited: &mut listenfd::ListenFd,
+    admin: Option<Admin>,
 ) -> anyhow::Result<ExitCode> {
+    let admin_accounting = admin.as_ref().map(Admin::accounting);
     let listen = settings.listen.clone();
     // Listener-level: fixed at start, as the listeners are.
     let behind_balancer = settings.proxy_protocol;
@@ -411,12 +437,18 @@ async fn serve(
         );
         let listeners = take_inherited(inherited)?;
         let addrs = local_addrs(&listeners)?;
-        let server = Server::new(settings.finish(&addrs));
+        let server = Server::new(with_accounting(
+            settings.finish(&addrs),
+            admin_accounting.as_ref(),
+        ));
         server.check_listeners(&listeners)?;
         (listeners, server)
     } else {
         let addrs = resolve_listen(&listen)?;
-        let server = Server::new(settings.finish(&addrs));
+        let server = Server::new(with_accounting(
+            settings.finish(&addrs),
+            admin_accounting.as_ref(),
+        ));
         // Before binding: a refused configuration never listens, not even for a moment.
         server.check_addresses(&addrs)?;
         let listeners = addrs
@@ -431,6 +463,9 @@ async fn serve(
     let addrs = local_addrs(&listeners)?;
     // Handlers first: a signal sent as soon as the addresses are announced must find them.
     let signals = Signals::install()?;
+    if let Some(admin) = admin {
+        admin.start(&server).await?;
+    }
     let mut stdout = std::io::stdout().lock();
     for addr in &addrs {
         writeln!(stdout, "listening on {addr}")?;
@@ -446,6 +481,7 @@ async fn serve(
         proxy_protocol: behind_balancer,
         addrs,
         server: server.clone(),
+        admin: admin_accounting,
         blocklist_refresh: std::sync::Mutex::new(None),
     });
     reloader.refresh_blocklists(&server.config());
@@ -563,6 +599,8 @@ struct Reloader {
     server: Server,
     /// The task that reloads the blocklists in use every --blocklist-refresh.
     blocklist_refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The admin server's accounting, kept across reloads (its counters carry on).
+    admin: Option<Arc<dyn Accounting>>,
 }
 
 impl Reloader {
@@ -624,12 +662,24 @@ impl Reloader {
             tracing::warn!("SIGHUP: proxy_protocol changed; it takes effect only at a restart");
         }
         let quiet = settings.quiet;
-        let config = settings.finish(&self.addrs);
+        let config = with_accounting(settings.finish(&self.addrs), self.admin.as_ref());
         // The open-proxy guard, as at start: removing every user from a public server's file
         // must not turn it into an open proxy.
         Server::new(config.clone()).check_addresses(&self.addrs)?;
         Ok((config, quiet))
     }
+}
+
+/// `config` with `extra` heard too (the admin's metrics), beside any accounting it has
+/// (limits), not instead of it.
+fn with_accounting(mut config: ServerConfig, extra: Option<&Arc<dyn Accounting>>) -> ServerConfig {
+    if let Some(extra) = extra {
+        config.accounting = Some(AccountingList::join(
+            config.accounting.take(),
+            Arc::clone(extra),
+        ));
+    }
+    config
 }
 
 /// Defaults, then the file, then the environment and the flags (clap has already put each
@@ -683,6 +733,12 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
     }
     if !args.deny.is_empty() {
         s.deny = args.deny.clone();
+    }
+    if args.admin.is_some() {
+        s.admin = args.admin;
+    }
+    if args.admin_token.is_some() {
+        s.admin_token = args.admin_token.clone();
     }
     if !args.upstream.is_empty() {
         s.upstream = args

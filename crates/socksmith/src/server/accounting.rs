@@ -4,13 +4,15 @@
 //! (CONNECT, BIND, UDP ASSOCIATE) opens: it may refuse it (a per-user or per-client limit) or
 //! hand back a [`TunnelGuard`], which the server keeps for the tunnel's life and tells the
 //! bytes moved when it ends. Without an accounting (the default) the server does none of this:
-//! an idle tunnel pays one empty `Option`.
+//! an idle tunnel pays one empty `Option`. [`AccountingList`] puts several behind the one
+//! slot (limits and metrics).
 //!
 //! Calls happen on the session's task, outside the relay's hot path: once per event, never
 //! per byte. Implementations must be cheap and must not block.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use socksmith_proto::{Command, TargetAddr, Version};
@@ -50,6 +52,64 @@ pub trait TunnelGuard: Send + Sync {
     /// tunnel cut at shutdown is finished too.
     fn finish(&mut self, traffic: Traffic) {
         let _ = traffic;
+    }
+}
+
+/// Several accountings as one (limits and metrics, say, which the configuration's single
+/// [`ServerConfig::accounting`](crate::server::ServerConfig::accounting) could not hold side by
+/// side): each hears every event, in order, and a tunnel opens only when each lets it.
+///
+/// The first refusal wins; the guards the earlier ones handed out are dropped at once, which
+/// frees their slots, and the refusal is then heard by all as [`Event::Denied`].
+#[derive(Debug, Default, Clone)]
+pub struct AccountingList(Vec<Arc<dyn Accounting>>);
+
+impl AccountingList {
+    /// These accountings, asked in this order.
+    pub fn new(accountings: impl IntoIterator<Item = Arc<dyn Accounting>>) -> Self {
+        AccountingList(accountings.into_iter().collect())
+    }
+
+    /// `added` after `existing`, if there is one: how a program adds its accounting to a
+    /// configuration that may already have another.
+    pub fn join(
+        existing: Option<Arc<dyn Accounting>>,
+        added: Arc<dyn Accounting>,
+    ) -> Arc<dyn Accounting> {
+        match existing {
+            None => added,
+            Some(existing) => Arc::new(AccountingList::new([existing, added])),
+        }
+    }
+}
+
+impl Accounting for AccountingList {
+    fn open(&self, session: &Session) -> Result<Option<Box<dyn TunnelGuard>>, DenyReason> {
+        let mut guards = Vec::new();
+        for accounting in &self.0 {
+            // On a refusal `guards` is dropped here, releasing what the others granted.
+            if let Some(guard) = accounting.open(session)? {
+                guards.push(guard);
+            }
+        }
+        Ok((!guards.is_empty()).then(|| Box::new(Guards(guards)) as Box<dyn TunnelGuard>))
+    }
+
+    fn record(&self, event: &Event<'_>) {
+        for accounting in &self.0 {
+            accounting.record(event);
+        }
+    }
+}
+
+/// The guards of an [`AccountingList`]'s members for one tunnel.
+struct Guards(Vec<Box<dyn TunnelGuard>>);
+
+impl TunnelGuard for Guards {
+    fn finish(&mut self, traffic: Traffic) {
+        for guard in &mut self.0 {
+            guard.finish(traffic);
+        }
     }
 }
 
@@ -112,6 +172,45 @@ pub struct Finished<'a> {
     pub error: Option<&'a SessionError>,
 }
 
+/// How a refusal is counted: a few stable words for metric labels, apart from the log line's
+/// [`Display`](fmt::Display) (which names addresses and prefixes, far too many values for a
+/// label).
+///
+/// Both matches are exhaustive on purpose: a new reason (a blocklist hit, a rule) must choose
+/// its label here, or the crate does not build.
+impl DenyReason {
+    /// The `reason` label: `link_local`, `metadata`, `loopback`, `denied_network`,
+    /// `unusable_target`, `hostname_required`, `blocklist` or `other` (a rule's, a custom
+    /// policy's or a limit's own reason).
+    pub fn label(&self) -> &'static str {
+        match self {
+            DenyReason::LinkLocalTarget(_) => "link_local",
+            DenyReason::MetadataTarget(_) => "metadata",
+            DenyReason::LoopbackTarget(_) => "loopback",
+            DenyReason::DeniedNetwork { .. } => "denied_network",
+            DenyReason::UnusableTarget(_) => "unusable_target",
+            DenyReason::HostnameRequired(_) => "hostname_required",
+            DenyReason::Blocked { .. } => "blocklist",
+            DenyReason::Other(_) => "other",
+        }
+    }
+
+    /// The name of the blocklist that refused the request, when one did (counted apart, by
+    /// list); `None` for every other refusal.
+    pub fn blocklist(&self) -> Option<&str> {
+        match self {
+            DenyReason::Blocked { list, .. } => Some(list),
+            DenyReason::LinkLocalTarget(_)
+            | DenyReason::MetadataTarget(_)
+            | DenyReason::LoopbackTarget(_)
+            | DenyReason::DeniedNetwork { .. }
+            | DenyReason::UnusableTarget(_)
+            | DenyReason::HostnameRequired(_)
+            | DenyReason::Other(_) => None,
+        }
+    }
+}
+
 impl Finished<'_> {
     /// The command, once the request was decoded.
     pub fn command(&self) -> Option<Command> {
@@ -133,48 +232,116 @@ impl Finished<'_> {
     }
 }
 
-/// Several accountings as one (limits and metrics, say): each hears every event, and a
-/// tunnel opens only when every one lets it, their guards held together. The first refusal
-/// wins; guards already taken for that tunnel are dropped at once.
-#[derive(Debug, Default)]
-pub struct Accountings(Vec<std::sync::Arc<dyn Accounting>>);
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-impl Accountings {
-    /// The accountings, asked in this order.
-    pub fn new(accountings: Vec<std::sync::Arc<dyn Accounting>>) -> Self {
-        Accountings(accountings)
+    use socksmith_proto::{Command, TargetAddr, Version};
+
+    use super::*;
+
+    /// Counts what it hears; refuses tunnels when `refuse`.
+    #[derive(Debug, Default)]
+    struct Ledger {
+        refuse: bool,
+        events: AtomicU64,
+        open: Arc<AtomicU64>,
+        finished: Arc<AtomicU64>,
     }
-}
 
-impl Accounting for Accountings {
-    fn open(&self, session: &Session) -> Result<Option<Box<dyn TunnelGuard>>, DenyReason> {
-        let mut guards = Vec::new();
-        for accounting in &self.0 {
-            if let Some(guard) = accounting.open(session)? {
-                guards.push(guard);
+    struct Slot {
+        open: Arc<AtomicU64>,
+        finished: Arc<AtomicU64>,
+    }
+
+    impl TunnelGuard for Slot {
+        fn finish(&mut self, traffic: Traffic) {
+            self.finished.fetch_add(traffic.up, Ordering::Relaxed);
+        }
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    impl Accounting for Ledger {
+        fn open(&self, _: &Session) -> Result<Option<Box<dyn TunnelGuard>>, DenyReason> {
+            if self.refuse {
+                return Err(DenyReason::Other("full".into()));
             }
+            self.open.fetch_add(1, Ordering::Relaxed);
+            Ok(Some(Box::new(Slot {
+                open: Arc::clone(&self.open),
+                finished: Arc::clone(&self.finished),
+            })))
         }
-        Ok(match guards.len() {
-            0 => None,
-            1 => guards.pop(),
-            _ => Some(Box::new(Guards(guards))),
-        })
-    }
 
-    fn record(&self, event: &Event<'_>) {
-        for accounting in &self.0 {
-            accounting.record(event);
+        fn record(&self, _: &Event<'_>) {
+            self.events.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
 
-/// The guards of several accountings for one tunnel.
-struct Guards(Vec<Box<dyn TunnelGuard>>);
+    fn session() -> Session {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("valid");
+        Session {
+            http: false,
+            client: addr,
+            local: addr,
+            user: None,
+            version: Version::V5,
+            command: Command::Connect,
+            target: TargetAddr::Ip(addr),
+        }
+    }
 
-impl TunnelGuard for Guards {
-    fn finish(&mut self, traffic: Traffic) {
-        for guard in &mut self.0 {
-            guard.finish(traffic);
+    #[test]
+    fn a_list_tells_every_member_and_opens_only_when_all_agree() {
+        let first = Arc::new(Ledger::default());
+        let second = Arc::new(Ledger::default());
+        let list = AccountingList::join(Some(first.clone()), second.clone());
+        let client = session().client;
+        list.record(&Event::Accepted { client });
+        assert_eq!(first.events.load(Ordering::Relaxed), 1);
+        assert_eq!(second.events.load(Ordering::Relaxed), 1);
+        let mut guard = list.open(&session()).expect("both allow").expect("guards");
+        assert_eq!(first.open.load(Ordering::Relaxed), 1);
+        assert_eq!(second.open.load(Ordering::Relaxed), 1);
+        guard.finish(Traffic { up: 7, down: 0 });
+        drop(guard);
+        assert_eq!(first.finished.load(Ordering::Relaxed), 7);
+        assert_eq!(second.finished.load(Ordering::Relaxed), 7);
+        assert_eq!(first.open.load(Ordering::Relaxed), 0);
+
+        // A refusal by the second frees the slot the first had granted.
+        let refusing = Arc::new(Ledger {
+            refuse: true,
+            ..Ledger::default()
+        });
+        let list = AccountingList::new([first.clone() as Arc<dyn Accounting>, refusing]);
+        let refused = list.open(&session());
+        assert!(matches!(refused, Err(DenyReason::Other(_))));
+        assert_eq!(first.open.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn deny_labels_are_few_stable_words_without_addresses() {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+        let net = "10.0.0.0/8".parse().expect("valid prefix");
+        let cases = [
+            (DenyReason::LinkLocalTarget(ip), "link_local"),
+            (DenyReason::MetadataTarget(ip), "metadata"),
+            (DenyReason::LoopbackTarget(ip), "loopback"),
+            (DenyReason::DeniedNetwork { ip, net }, "denied_network"),
+            (DenyReason::UnusableTarget(ip), "unusable_target"),
+            (DenyReason::HostnameRequired(ip), "hostname_required"),
+            (DenyReason::Other("over the limit".into()), "other"),
+        ];
+        for (reason, label) in cases {
+            assert_eq!(reason.label(), label, "{reason}");
+            assert_eq!(reason.blocklist(), None, "{reason}");
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::relay::TunnelStream;
 use crate::server::accounting::Traffic;
-use crate::server::connect::tunnel;
+use crate::server::connect::{rate_limited, tunnel};
 use crate::server::connection::Request;
 use crate::server::egress::{EgressError, EgressFuture};
 use crate::server::error::SessionError;
@@ -39,6 +39,7 @@ pub(crate) async fn bind(request: Request<'_>, traffic: &mut Traffic) -> Result<
         };
     let Request {
         shared,
+        session,
         mut client,
         mut replier,
         mut pending,
@@ -67,6 +68,7 @@ pub(crate) async fn bind(request: Request<'_>, traffic: &mut Traffic) -> Result<
         .send(&mut client, ReplyCode::Succeeded, peer_addr)
         .await?;
     drop(replier);
+    let client = rate_limited(shared, session, client);
     tunnel(shared, client, peer, &pending, traffic).await
 }
 

@@ -9,13 +9,13 @@ use std::task::{ready, Context, Poll};
 use socksmith_proto::ReplyCode;
 use tokio::time::Instant;
 
-use crate::relay::{relay_streams, RelayOutcome, TunnelStream};
+use crate::relay::{relay_streams, RateLimited, RelayOutcome, TunnelStream};
 use crate::server::accounting::{Event, Traffic};
 use crate::server::connection::Request;
 use crate::server::egress::{Connected, EgressError};
 use crate::server::error::SessionError;
 use crate::server::stats::{add, inc, Gauge, Stats};
-use crate::server::Shared;
+use crate::server::{sniff, Shared};
 use crate::session::Session;
 
 /// CONNECT, first half: open the connection to the target and reply. The caller then relays
@@ -28,7 +28,7 @@ pub(crate) async fn open(request: Request<'_>) -> Result<Tunnel, SessionError> {
         session,
         mut client,
         mut replier,
-        pending,
+        mut pending,
     } = request;
     let connected = match dial(shared, session).await {
         Ok(c) => c,
@@ -37,11 +37,34 @@ pub(crate) async fn open(request: Request<'_>) -> Result<Tunnel, SessionError> {
     replier
         .send(&mut client, ReplyCode::Succeeded, connected.bound)
         .await?;
+    if sniff::wanted(shared, session) {
+        // The tunnel ends here for a listed name: nothing has reached the target.
+        sniff::first_flight(shared, session, &mut client, &mut pending)
+            .await
+            .map_err(SessionError::Denied)?;
+    }
     Ok(Tunnel {
-        client,
+        client: rate_limited(shared, session, client),
         target: connected.stream,
         pending,
     })
+}
+
+/// The client's end of a tunnel, paced when its user has a rate
+/// ([`crate::server::ServerConfig::rate_per_user`]); bare otherwise, so that the relay can
+/// still splice.
+pub(crate) fn rate_limited(
+    shared: &Shared,
+    session: &Session,
+    client: TunnelStream,
+) -> TunnelStream {
+    match (&shared.config.rate_per_user, &session.user) {
+        (Some(rates), Some(user)) => TunnelStream::Other(Box::new(RateLimited::client_side(
+            client,
+            rates.for_user(user),
+        ))),
+        _ => client,
+    }
 }
 
 /// Asks the egress for a connection to `session`'s target, bounded by the resolve and

@@ -50,11 +50,12 @@ mod log;
 mod lookup;
 mod per_client;
 pub mod proxy_protocol;
+mod sniff;
 mod stats;
 mod udp;
 mod users_file;
 
-pub use accounting::{Accounting, Accountings, Traffic, TunnelGuard};
+pub use accounting::{Accounting, AccountingList, Traffic, TunnelGuard};
 pub use auth::{AuthFuture, Authenticator, UserError, Users};
 pub use config::ServerConfig;
 pub use egress::direct::LOOKUPS_PER_CLIENT;
@@ -189,8 +190,8 @@ impl Server {
     /// The session limits [`Server::serve`] applies: [`ServerConfig::max_sessions`] and
     /// [`ServerConfig::max_sessions_per_client`], or, where they are `None`, what they derive
     /// from the process's open-file limit: a session holds up to three descriptors (client,
-    /// target, and a pipe end while splicing), and [`listener::RESERVED_DESCRIPTORS`] stay free
-    /// for listeners, logs, name lookups and the odd file.
+    /// target, and a pipe end while splicing), and a reserve of descriptors stays free
+    /// for listeners, logs, name lookups and the odd file (32).
     pub fn session_limits(&self) -> SessionLimits {
         listener::limits(&self.current().config)
     }

@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::server::per_client::PerClient;
 use crate::server::stats::inc;
 use crate::server::{Server, ServerError};
 
@@ -285,7 +286,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// `UNKNOWN` are served as the balancer's own connection. A connection without a valid
 /// header gets no byte, reaches no target, is closed and logged.
 ///
-/// Like [`Server::serve`]: the open-proxy check first, the session limit, accept errors
+/// Like [`Server::serve`]: the open-proxy check first, the session limits
+/// ([`Server::session_limits`], the per-client share by the header's client), accept errors
 /// paused on, and on `shutdown` a grace period for running sessions.
 pub async fn serve(
     server: &Server,
@@ -295,14 +297,16 @@ pub async fn serve(
     server.check_listeners(&listeners)?;
     tokio::pin!(shutdown);
     let stats = Arc::clone(server.stats());
+    // The same limits as the server's own accept loop (derived from the open-file limit
+    // where not configured); the per-client share is by the real client, known once its
+    // header is read.
+    let limits = server.session_limits();
+    let per_client = PerClient::new(limits.per_client);
     let mut sessions = JoinSet::new();
     let mut pause = FIRST_PAUSE;
     let mut next = 0;
     loop {
-        // Read each time round: a reload may change the limit and the deadline.
-        let config = server.config();
-        let limit = config.max_sessions.unwrap_or(usize::MAX);
-        let room = sessions.len() < limit;
+        let room = sessions.len() < limits.sessions;
         tokio::select! {
             () = &mut shutdown => break,
             Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
@@ -316,8 +320,9 @@ pub async fn serve(
             accepted = accept_any(&listeners, &mut next), if room => match accepted {
                 Ok((stream, balancer)) => {
                     pause = FIRST_PAUSE;
-                    inc(&stats.sessions_accepted);
-                    sessions.spawn(serve_one(server.clone(), stream, balancer, config.handshake_timeout));
+                    // Read at each accept: a reload changes the deadline for new connections.
+                    let deadline = server.config().handshake_timeout;
+                    sessions.spawn(serve_one(server.clone(), Arc::clone(&per_client), stream, balancer, deadline));
                 }
                 Err(e) if !out_of_resources(&e) => {
                     tracing::debug!(error = %e, "accept: connection lost before it was taken");
@@ -359,21 +364,29 @@ pub async fn serve(
     Ok(())
 }
 
-/// One connection from the balancer: its header, then the session as the real client's.
+/// One connection from the balancer: its header, then the session as the real client's
+/// (within that client's share of the sessions).
 async fn serve_one(
     server: Server,
+    per_client: Arc<PerClient>,
     mut stream: TcpStream,
     balancer: SocketAddr,
     deadline: Duration,
 ) {
+    let stats = server.stats();
     match read_header(&mut stream, deadline).await {
         Ok(ReadHeader { header, rest }) => {
+            let client = header.client(balancer);
             if header.addr == ProxiedAddr::Local {
                 tracing::debug!(balancer = %balancer, "PROXY protocol LOCAL (a health check): served as the balancer's own connection");
             }
-            server
-                .serve_prefixed(stream, header.client(balancer), rest)
-                .await;
+            let Some(_slot) = per_client.take(client.ip()) else {
+                inc(&stats.sessions_refused_per_client);
+                tracing::debug!(client = %client, limit = per_client.limit(), "connection closed: this client holds its share of the sessions");
+                return;
+            };
+            inc(&stats.sessions_accepted);
+            server.serve_prefixed(stream, client, rest).await;
         }
         // A TCP health check connects and closes without a byte: nothing to report.
         Err(ProxyHeaderError::Closed(0)) => {

@@ -26,6 +26,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use socksmith_proto::sniff::{DnsQuery, DnsRcode};
 use socksmith_proto::{ReplyCode, TargetAddr, UdpClientFilter, UdpHeader};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::UdpSocket;
@@ -39,7 +40,7 @@ use crate::server::connection::Request;
 use crate::server::egress::{EgressError, EgressRequest, UdpEgress};
 use crate::server::error::SessionError;
 use crate::server::stats::inc;
-use crate::server::Shared;
+use crate::server::{admission, Shared};
 use crate::session::Session;
 
 /// Room kept in front of a target's answer for the SOCKS header: 3 + 1 + 16 + 2 bytes for
@@ -230,6 +231,9 @@ impl Association<'_> {
         let payload = datagram
             .get(used..)
             .expect("decode reports at most the datagram");
+        if self.answer_listed_dns_query(&header.target, payload).await {
+            return;
+        }
         let Some(dest) = self.destination(egress, &header.target).await else {
             inc(&stats.udp_invalid_dropped);
             return;
@@ -244,6 +248,46 @@ impl Association<'_> {
                 tracing::debug!(%dest, error = %e, "UDP: send to target failed");
             }
         }
+    }
+
+    /// With a blocklist, a DNS query (to port 53) for a listed name is answered here with
+    /// NXDOMAIN, as if from the server it was sent to, and never forwarded; a query with more
+    /// than one question (which no real client sends, and whose other questions were not
+    /// looked at) gets REFUSED. Returns whether the datagram was answered; anything else,
+    /// other DNS queries included, passes untouched.
+    async fn answer_listed_dns_query(&mut self, dest: &TargetAddr, payload: &[u8]) -> bool {
+        if self.shared.config.blocklist.is_none() || dest.port() != 53 {
+            return false;
+        }
+        let Ok(query) = DnsQuery::decode(payload) else {
+            return false;
+        };
+        let rcode = if query.question_count > 1 {
+            DnsRcode::Refused
+        } else {
+            match admission::blocked(self.shared, &query.name) {
+                Some(reason) => {
+                    tracing::debug!(%reason, "UDP: DNS query for a listed name answered NXDOMAIN");
+                    admission::refused(self.shared, self.session, reason);
+                    DnsRcode::NxDomain
+                }
+                None => return false,
+            }
+        };
+        let Some(to) = self.client.client() else {
+            return true;
+        };
+        let mut datagram = Vec::with_capacity(HEADER_ROOM + payload.len() + 16);
+        UdpHeader {
+            frag: 0,
+            target: dest.clone(),
+        }
+        .encode(&mut datagram);
+        query.encode_response(rcode, &mut datagram);
+        if let Err(e) = self.socket.send_to(&datagram, to).await {
+            tracing::debug!(%to, error = %e, "UDP: send of a DNS refusal to the client failed");
+        }
+        true
     }
 
     /// An answer from a target (its payload at `buf[HEADER_ROOM..][..n]`): wrap it with the

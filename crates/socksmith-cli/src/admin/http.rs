@@ -1,0 +1,202 @@
+//! The admin HTTP server (hyper, HTTP/1.1): the routes, the bearer-token check, and the
+//! accept loop.
+//!
+//! Routes, all `GET`:
+//! - `/`: the status page (`page.html`, self-contained: its script fetches `/api/summary`);
+//! - `/metrics`: OpenMetrics text;
+//! - `/api/sessions`: `{"sessions": [{"client", "user", "command", "target", "started",
+//!   "bytes_up", "bytes_down"}]}`;
+//! - `/api/summary`: what the page shows (totals, live and finished tunnels, refusals,
+//!   throughput samples).
+//!
+//! With a token every request needs `Authorization: Bearer TOKEN`, else 401. `/` without it
+//! is a 401 too, but its body is the page, which asks for the token and sends it on its own
+//! requests: a browser cannot put a bearer header on the page's own address.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::accounting::AdminAccounting;
+use super::live::SAMPLE_EVERY;
+use super::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use super::AdminToken;
+
+/// The status page: one file, nothing loaded from elsewhere.
+const PAGE: &str = include_str!("page.html");
+
+/// The page may run its own inline script and style and fetch from this server, nothing
+/// else: no outside resource can be loaded even if the page were changed to ask.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+                           style-src 'unsafe-inline'; connect-src 'self'; img-src data:; \
+                           base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Admin connections served at once; more wait in the kernel's queue.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Time a client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every request reads.
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) accounting: AdminAccounting,
+    pub(super) token: Option<AdminToken>,
+    pub(super) started: Instant,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+/// Serves `listener` until the process ends.
+pub(super) async fn serve(listener: TcpListener, state: Arc<State>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return; // never closed
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin: accept failed; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(respond(&state, &request)) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(client = %peer, error = %e, "admin: connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn respond(state: &State, request: &Request<Incoming>) -> Reply {
+    let path = request.uri().path();
+    let authorized = match &state.token {
+        None => true,
+        Some(token) => bearer(request).is_some_and(|given| token.matches(given)),
+    };
+    if !authorized {
+        let mut reply = if path == "/" {
+            page(StatusCode::UNAUTHORIZED)
+        } else {
+            text(
+                StatusCode::UNAUTHORIZED,
+                "this admin server needs `Authorization: Bearer TOKEN` (the --admin-token)\n",
+            )
+        };
+        reply.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"socksmith admin\""),
+        );
+        return reply;
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut reply = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+        reply
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return reply;
+    }
+    match path {
+        "/" => page(StatusCode::OK),
+        "/metrics" => {
+            let body = state.accounting.metrics.encode();
+            with_type(StatusCode::OK, body, METRICS_CONTENT_TYPE)
+        }
+        "/api/sessions" => json_reply(&json!({ "sessions": state.accounting.live.sessions() })),
+        "/api/summary" => json_reply(&summary(state)),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /, /metrics, /api/sessions or /api/summary\n",
+        ),
+    }
+}
+
+/// The token after `Bearer ` in the Authorization header.
+fn bearer(request: &Request<Incoming>) -> Option<&[u8]> {
+    let value = request.headers().get(header::AUTHORIZATION)?.as_bytes();
+    let scheme = value.get(..7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| value.get(7..))
+        .flatten()
+}
+
+fn summary(state: &State) -> serde_json::Value {
+    let metrics = &state.accounting.metrics;
+    let stats = metrics.server_stats();
+    let live = &state.accounting.live;
+    let bytes = metrics.bytes_total();
+    json!({
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "sessions_active": stats.sessions_active,
+        "tunnels_active": stats.tunnels_active,
+        "connections_accepted": stats.sessions_accepted,
+        "bytes_up": bytes.up,
+        "bytes_down": bytes.down,
+        "auth_failures": metrics.auth_failures_total(),
+        "denied": metrics.denied_total(),
+        "sample_seconds": SAMPLE_EVERY.as_secs(),
+        "throughput": live.throughput(),
+        "sessions": live.sessions(),
+        "finished": live.finished(),
+        "refusals": live.refusals(),
+    })
+}
+
+fn page(status: StatusCode) -> Reply {
+    let mut reply = with_type(status, PAGE, "text/html; charset=utf-8");
+    reply.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_POLICY),
+    );
+    reply
+}
+
+fn json_reply(value: &serde_json::Value) -> Reply {
+    with_type(StatusCode::OK, value.to_string(), "application/json")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Reply {
+    with_type(status, body, "text/plain; charset=utf-8")
+}
+
+fn with_type(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Reply {
+    let mut reply = Response::new(Full::new(body.into()));
+    *reply.status_mut() = status;
+    let headers = reply.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    reply
+}
+
+/// The address the admin server answers on, for the log.
+pub(super) fn describe(addr: SocketAddr) -> String {
+    format!("http://{addr}/")
+}
