@@ -299,3 +299,101 @@ async fn a_million_domain_list_loads_and_blocks() {
     })
     .await;
 }
+
+/// curl through `server` with `--socks5` (curl resolves, the proxy sees only 127.0.0.1),
+/// `name` pinned to 127.0.0.1 with `--resolve`.
+async fn curl_socks5_ip(
+    server: &SocksmithServer,
+    scheme: &str,
+    name: &str,
+    port: u16,
+) -> Option<socksmith_testkit::CmdOutput> {
+    let resolve = format!("{name}:{port}:127.0.0.1");
+    curl(
+        &server.proxy(ProxyKind::Socks5),
+        &format!("{scheme}://{name}:{port}/"),
+        &["-k", "--resolve", &resolve],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sniffing_catches_the_name_of_ip_only_http_and_tls_from_curl_socks5() {
+    within(TEST_DEADLINE, "first-flight sniffing", async {
+        let dir = TestDir::new("blocklist-sniff");
+        let list = write(dir.path(), "ads.txt", "0.0.0.0 ads.example.com\n");
+        let server = serve(&["--blocklist", &list]).await;
+        let http = HttpServer::start().await;
+        let port = http.addr().port();
+        let destination = format!("destination=127.0.0.1:{port} ");
+        for (scheme, name) in [("http", "ads.example.com"), ("https", "x.ADS.example.com")] {
+            let Some(out) = curl_socks5_ip(&server, scheme, name, port).await else {
+                return;
+            };
+            out.assert_failure();
+            let lowered = name.to_ascii_lowercase();
+            let log = log_with(&server, "is on the blocklist", 1).await;
+            let line = log
+                .lines()
+                .rev()
+                .find(|l| l.contains(&destination) && l.contains("blocklist"))
+                .unwrap_or_else(|| panic!("{scheme}: no blocked line for {destination}:\n{log}"));
+            assert!(line.contains(&list), "{line}");
+            assert!(
+                line.to_ascii_lowercase()
+                    .contains(&format!("\"{lowered}\"")),
+                "{scheme}: the sniffed name: {line}"
+            );
+            assert!(
+                line.contains("bytes_up=0 "),
+                "nothing reached the target: {line}"
+            );
+        }
+        // An unlisted name passes, byte for byte, after the sniff.
+        let ok = curl_socks5_ip(&server, "http", "fine.example.com", port)
+            .await
+            .expect("curl ran above");
+        ok.assert_success();
+        assert_eq!(ok.stdout_str(), HTTP_ROOT_BODY);
+        // --no-sniff: the same listed name over socks5:// is not seen.
+        let unsniffed = serve(&["--blocklist", &list, "--no-sniff"]).await;
+        let through = curl_socks5_ip(&unsniffed, "http", "ads.example.com", port)
+            .await
+            .expect("curl ran above");
+        through.assert_success();
+        assert_eq!(through.stdout_str(), HTTP_ROOT_BODY);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_first_protocols_wait_no_longer_than_the_sniff_window() {
+    within(TEST_DEADLINE, "--sniff-timeout", async {
+        let dir = TestDir::new("blocklist-window");
+        let list = write(dir.path(), "ads.txt", "ads.example.com\n");
+        let server = serve(&["--blocklist", &list, "--sniff-timeout", "150ms"]).await;
+        // An SSH-like target that speaks first.
+        let banner = socksmith_testkit::SourceServer::start(64).await;
+        let mut s = connect(server.addr()).await;
+        let started = Instant::now();
+        let (rep, _) = v5_exchange(&mut s, 1, &v5_addr(banner.addr())).await;
+        assert_eq!(rep, 0);
+        let first = recv(&mut s, 64).await;
+        let waited = started.elapsed();
+        assert_eq!(
+            first,
+            socksmith_testkit::pattern(64),
+            "forwarded byte for byte"
+        );
+        // The window was applied (the flag took effect) and not exceeded beyond slack.
+        assert!(
+            waited >= std::time::Duration::from_millis(140),
+            "the banner came after {waited:?}, inside the sniff window"
+        );
+        assert!(
+            waited < std::time::Duration::from_millis(1500),
+            "the banner waited {waited:?}, past the 150ms window and any slack"
+        );
+    })
+    .await;
+}
