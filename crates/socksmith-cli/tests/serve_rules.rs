@@ -368,3 +368,30 @@ async fn udp_advertise_is_the_address_in_udp_and_bind_replies() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_per_user_holds_a_user_to_the_rate_with_bytes_intact() {
+    within(TEST_DEADLINE, "--rate-per-user", async {
+        let server = serve(&["--rate-per-user", "256KiB/s", "--user", "alice:pw"]).await;
+        let echo = EchoServer::start().await;
+        let (rep, _, tunnel) = v5_request(
+            connect(server.addr()).await,
+            Some("alice"),
+            1,
+            &v5_addr(echo.addr()),
+        )
+        .await;
+        assert_eq!(rep, 0);
+        let total = 640 * 1024;
+        let started = std::time::Instant::now();
+        echo_integrity(tunnel, total, 7).await;
+        let took = started.elapsed();
+        // One second of burst, then 256 KiB/s: 640 KiB each way needs at least 1.5 s.
+        assert!(
+            took >= std::time::Duration::from_millis(1400),
+            "640 KiB at 256KiB/s took only {took:?}"
+        );
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    })
+    .await;
+}
