@@ -4,7 +4,8 @@
 //! `--proxy-server=socks5://...` (which sends names to the proxy), that does not load a
 //! listed domain and does load an allowed one. For the browser the namespace also gets its
 //! own `/etc/hosts` (`unshare --mount`, bind-mounted), so that the server's system resolver
-//! answers the test's names with 127.0.0.1.
+//! answers the test's names with 127.0.0.1. And DNS through UDP ASSOCIATE, with a name server
+//! on the namespace's 127.0.0.1:53: a listed name is answered NXDOMAIN by the proxy itself.
 
 mod serve_support;
 
@@ -231,6 +232,96 @@ cat serve.log >&2
         let log = out.stderr_str();
         assert!(log.contains("\"ads.test\" is on the blocklist"), "{log}");
         assert!(log.contains("\"x.ads.test\" is on the blocklist"), "{log}");
+        assert!(out.stdout_str().contains("server exit 0"), "{out}");
+    })
+    .await;
+}
+
+/// A name server on 127.0.0.1:53 that answers every query (QR set, RCODE 0) and logs the
+/// names it was asked, and a client that asks it through UDP ASSOCIATE: a listed name and an
+/// unlisted one. Prints `NAME RCODE` per answer.
+const DNS: &str = r#"
+import socket, struct, sys, threading
+proxy = int(sys.argv[1])
+def qname(packet):
+    labels, i = [], 12
+    while packet[i]:
+        labels.append(packet[i + 1:i + 1 + packet[i]].decode())
+        i += 1 + packet[i]
+    return ".".join(labels)
+ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+ns.bind(("127.0.0.1", 53))
+def serve():
+    while True:
+        data, addr = ns.recvfrom(512)
+        with open("ns.log", "a") as log:
+            log.write(qname(data) + "\n")
+        ns.sendto(data[:2] + bytes([0x81, 0x80]) + data[4:], addr)
+threading.Thread(target=serve, daemon=True).start()
+def exact(s, n):
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            raise SystemExit("proxy closed")
+        got += chunk
+    return got
+control = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+control.sendall(bytes([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]))
+reply = exact(control, 12)
+relay = (socket.inet_ntoa(reply[6:10]), struct.unpack(">H", reply[10:12])[0])
+client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+client.bind(("127.0.0.1", 0))
+client.settimeout(10)
+for n, name in enumerate(["x.ads.example.com", "fine.example.com"]):
+    question = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    query = struct.pack(">HHHHHH", 0x1200 + n, 0x0100, 1, 0, 0, 0) + question + struct.pack(">HH", 1, 1)
+    client.sendto(bytes([0, 0, 0, 1, 127, 0, 0, 1, 0, 53]) + query, relay)
+    data, _ = client.recvfrom(600)
+    answer = data[10:]
+    assert answer[:2] == query[:2], "the answer's id"
+    print(name, answer[3] & 0x0F, flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_through_udp_associate_gets_nxdomain_for_a_listed_name_from_the_proxy() {
+    within(TEST_DEADLINE, "DNS over UDP ASSOCIATE", async {
+        let Some((unshare, python)) = netns_tools() else {
+            return;
+        };
+        let dir = TestDir::new("udp-dns");
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("dns.py"), DNS).expect("write the client");
+        std::fs::write(dir.path().join("list.txt"), "||ads.example.com^\n").expect("write list");
+        let script = format!(
+            r#"set -eu
+ip link set lo up
+cd "{d}"
+{server}
+"{python}" dns.py "$port"
+kill -TERM "$server"
+wait "$server" && echo "server exit 0"
+cat serve.log >&2
+"#,
+            server = start_server(bin(), &format!("--blocklist {d}/list.txt")),
+            python = python.display(),
+        );
+        let out = run_unshared(&unshare, &["-n"], &script).await;
+        assert_eq!(
+            line_value(&out, "x.ads.example.com"),
+            "3",
+            "NXDOMAIN: {out}"
+        );
+        assert_eq!(
+            line_value(&out, "fine.example.com"),
+            "0",
+            "forwarded: {out}"
+        );
+        let asked = std::fs::read_to_string(dir.path().join("ns.log")).unwrap_or_default();
+        assert_eq!(
+            asked, "fine.example.com\n",
+            "the name server never saw the listed name"
+        );
         assert!(out.stdout_str().contains("server exit 0"), "{out}");
     })
     .await;
