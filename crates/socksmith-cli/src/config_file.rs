@@ -454,11 +454,11 @@ impl ServeSettings {
     /// Reads the files the settings name: the users file and the blocklists (a million
     /// names take about a second). Run at start and on every reload, off the async threads.
     pub fn load_files(&mut self) -> anyhow::Result<()> {
-        use anyhow::Context as _;
         self.hashed_users = match &self.users_file {
             Some(path) => {
+                // The library's message names the file and its cause: no chain after it.
                 let users = HashedUsers::load(path)
-                    .with_context(|| format!("users file {}", path.display()))?;
+                    .map_err(|e| anyhow::anyhow!("--users (users_file): {e}"))?;
                 Some(users)
             }
             None => None,
@@ -488,8 +488,8 @@ impl ServeSettings {
             {
                 config = config.cache_dir(dir);
             }
-            let set =
-                socksmith::policy::blocklist::BlocklistSet::open(config).context("--blocklist")?;
+            let set = socksmith::policy::blocklist::BlocklistSet::open(config)
+                .map_err(|e| anyhow::anyhow!("--blocklist (blocklist): {e}"))?;
             Some(Arc::new(set))
         };
         Ok(())
