@@ -289,3 +289,53 @@ async fn repeated_wrong_passwords_from_one_address_are_answered_ever_later() {
     })
     .await;
 }
+
+/// Remembers the errors of finished sessions.
+#[derive(Debug, Default)]
+struct Endings(std::sync::Mutex<Vec<(String, u64, u64)>>);
+
+impl socksmith::server::Accounting for Endings {
+    fn record(&self, event: &socksmith::server::accounting::Event<'_>) {
+        if let socksmith::server::accounting::Event::Finished(f) = event {
+            let error = f.error.map(ToString::to_string).unwrap_or_default();
+            self.0
+                .lock()
+                .expect("lock")
+                .push((error, f.traffic.up, f.traffic.down));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tunnel_cut_at_shutdown_is_still_logged_with_its_bytes() {
+    within(STEP, "aborted at shutdown", async {
+        let echo = socksmith_testkit::EchoServer::start().await;
+        let endings = Arc::new(Endings::default());
+        let mut config = ServerConfig::default();
+        config.shutdown_grace = Duration::from_millis(200);
+        config.accounting = Some(endings.clone());
+        let server = Running::start(config).await;
+
+        let (mut tunnel, code, _) = v5_request(server.addr, 1, &Target::Ip(echo.addr())).await;
+        assert_eq!(code, 0);
+        let data = socksmith_testkit::pattern(1000);
+        tokio::io::AsyncWriteExt::write_all(&mut tunnel, &data)
+            .await
+            .expect("send");
+        let mut back = vec![0u8; data.len()];
+        tokio::io::AsyncReadExt::read_exact(&mut tunnel, &mut back)
+            .await
+            .expect("echo");
+        // The tunnel stays open past the grace period: the server cuts it.
+        let stats = server.stats();
+        server.shutdown().await.expect("shutdown");
+        let endings = endings.0.lock().expect("lock").clone();
+        assert_eq!(
+            endings,
+            vec![("aborted at shutdown".to_owned(), 1000, 1000)]
+        );
+        assert_eq!(stats.bytes_client_to_target, 0, "not booked before the end");
+        drop(tunnel);
+    })
+    .await;
+}
