@@ -1,7 +1,9 @@
 //! `socksmith serve --blocklist`: every list format (hosts, one domain a line, adblock `||x^`
 //! and `*.x`), label matching, case and a trailing dot, the reply a blocked request gets
 //! (0x02, SOCKS4 0x5B) with the target never contacted and the log naming the list, and
-//! `--require-hostname`; with raw SOCKS bytes, curl, PySocks and tor-resolve.
+//! `--require-hostname`, and first-flight sniffing (HTTP Host, TLS SNI, a ClientHello split in
+//! two, server-first protocols); with raw SOCKS bytes, curl, PySocks, Python's OpenSSL and
+//! tor-resolve.
 //!
 //! Everything stays on loopback, and no name here is ever looked up in the outside DNS: the
 //! names that are not on a list are refused by a `[[rules]]` "fence" (which the log tells
@@ -407,6 +409,81 @@ async fn server_first_protocols_wait_no_longer_than_the_sniff_window() {
         assert!(
             waited < std::time::Duration::from_millis(1500),
             "the banner waited {waited:?}, past the 150ms window and any slack"
+        );
+    })
+    .await;
+}
+
+/// OpenSSL's ClientHello for `sys.argv[3]` (Python's `ssl` with memory BIOs), sent through
+/// the proxy at `argv[1]` to 127.0.0.1:`argv[2]` by address only, split over two segments
+/// 100 ms apart. Prints what came back before the proxy closed.
+const SPLIT_HELLO: &str = r#"
+import socket, ssl, struct, sys, time
+proxy, port, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context()
+incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+try:
+    tls.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+hello = outgoing.read()
+s = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+s.sendall(bytes([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1]) + struct.pack(">H", port))
+reply = b""
+while len(reply) < 12:
+    reply += s.recv(12 - len(reply))
+print("reply", reply[1], flush=True)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.sendall(hello[:40])
+time.sleep(0.1)
+try:
+    s.sendall(hello[40:])
+    rest = s.recv(100)
+except OSError:
+    rest = b""
+print("hello-bytes", len(hello), "back", len(rest), flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clienthello_split_over_two_segments_is_reassembled_and_refused() {
+    within(TEST_DEADLINE, "split ClientHello", async {
+        let Some(python) = socksmith_testkit::require_tool("python3") else {
+            return;
+        };
+        let dir = TestDir::new("blocklist-split");
+        let list = write(dir.path(), "ads.txt", "||ads.example.com^\n");
+        let script = write(dir.path(), "hello.py", SPLIT_HELLO);
+        let server = serve(&["--blocklist", &list]).await;
+        let sink = socksmith_testkit::SinkServer::start().await;
+        let port = sink.addr().port().to_string();
+        let proxy = server.addr().port().to_string();
+        let mut cmd = tokio::process::Command::new(&python);
+        cmd.args([script.as_str(), &proxy, &port, "www.ads.example.com"]);
+        let out = socksmith_testkit::process::run_command(cmd, b"", STEP).await;
+        out.assert_success();
+        let stdout = out.stdout_str();
+        assert!(stdout.contains("reply 0\n"), "{out}");
+        assert!(stdout.contains(" back 0\n"), "nothing came back: {out}");
+        let hello_len: usize = stdout
+            .split("hello-bytes ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no hello-bytes line: {out}"));
+        assert!(
+            hello_len > 40,
+            "the hello was really split: {hello_len} bytes"
+        );
+        let destination = format!("destination=127.0.0.1:{port} ");
+        let log = log_with(&server, "\"www.ads.example.com\" is on the blocklist", 1).await;
+        let line = log
+            .lines()
+            .find(|l| l.contains(&destination))
+            .unwrap_or_else(|| panic!("no line for {destination}:\n{log}"));
+        assert!(
+            line.contains("bytes_up=0 "),
+            "nothing reached the target: {line}"
         );
     })
     .await;
