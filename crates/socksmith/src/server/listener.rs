@@ -250,3 +250,39 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::out_of_resources;
+    use std::io;
+
+    /// Review finding 9: only a shortage of the process or the system pauses accepting; an
+    /// error about the one connection that died in the queue does not.
+    #[test]
+    fn only_resource_shortages_pause_the_accept_loop() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(
+                out_of_resources(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [
+            libc::ECONNABORTED,
+            libc::ECONNRESET,
+            libc::EINTR,
+            libc::EAGAIN,
+            libc::ENETDOWN,
+            libc::EPROTO,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::ENOPROTOOPT,
+            libc::EOPNOTSUPP,
+            libc::EPERM,
+        ] {
+            assert!(
+                !out_of_resources(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+    }
+}
