@@ -18,17 +18,20 @@
 //! connection to [`Server::serve_connection`], with the bytes it already read from it.
 //!
 //! Layout (one file per concern):
-//! - `listener`: the accept loop (limits, accept errors, caught panics, drain at shutdown);
-//! - `connection`: one client connection: the handshake under its deadline, authentication,
-//!   policy, accounting, then one path per command; `log` writes its one log line;
-//! - `http/`: HTTP/1.1 proxy requests on the same listeners (CONNECT tunnels, forwarded
-//!   absolute-form requests), chosen by the connection's first byte;
-//! - `connect` (CONNECT and the relay), `lookup` (RESOLVE, RESOLVE_PTR), `bind`, `udp`:
-//!   the commands, each asking the egress and never knowing which one it is;
+//! - `listener`: the accept loop (limits, accept errors, caught panics, drain at shutdown),
+//!   for direct listeners and for those behind a balancer (`proxy_protocol` reads the
+//!   header); `per_client` counts what each client address holds;
+//! - `connection`: one client connection: the first byte (SOCKS or `http/`), the handshake
+//!   under its deadline, authentication (`auth`, `users_file`, `backoff` after failures),
+//!   then one path per command; `log` writes its one log line;
+//! - `admission`: may this request go ahead (hostname requirement, blocklists, policy,
+//!   limits), for SOCKS and HTTP alike; `sniff` reads the name behind an address-only CONNECT;
+//! - `connect` (CONNECT and the relay), `lookup` (RESOLVE, RESOLVE_PTR), `bind`, `udp` (with
+//!   DNS answers for listed names): the commands, each asking the egress and never knowing
+//!   which one it is;
 //! - `egress/`: the [`Egress`] seam, [`Direct`] (from this host) and [`Upstream`] (through
 //!   parent proxies);
-//! - `accounting` (the hook limits and metrics plug into), `auth`, `config`, `error`,
-//!   `stats`.
+//! - `accounting` (the hook limits and metrics plug into), `config`, `error`, `stats`.
 //!
 //! The wire protocol is decided by `socksmith-proto`'s
 //! [`ServerHandshake`](socksmith_proto::ServerHandshake); this module moves bytes.
