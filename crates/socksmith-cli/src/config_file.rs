@@ -130,6 +130,8 @@ pub struct FileConfig {
     pub deny: Option<Vec<String>>,
     /// Most sessions at once.
     pub max_sessions: Option<usize>,
+    /// Most sessions at once from one client address.
+    pub max_sessions_per_client: Option<usize>,
     /// Parent proxy URLs, first hop first. They may hold passwords: a type error never
     /// shows the value.
     #[serde(default, deserialize_with = "secret_strings")]
@@ -570,6 +572,13 @@ impl TryFrom<FileConfig> for ServeSettings {
             return Err(ConfigError::new("max_sessions", "must be at least 1"));
         }
         server.max_sessions = file.max_sessions;
+        if let Some(0) = file.max_sessions_per_client {
+            return Err(ConfigError::new(
+                "max_sessions_per_client",
+                "must be at least 1",
+            ));
+        }
+        server.max_sessions_per_client = file.max_sessions_per_client;
         let upstream = file
             .upstream
             .unwrap_or_default()

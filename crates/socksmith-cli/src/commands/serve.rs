@@ -203,10 +203,18 @@ pub struct Args {
           env = "SOCKSMITH_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<Duration>,
 
-    /// Serve at most this many clients at once; more wait to be accepted. Default: no limit.
+    /// Serve at most this many clients at once; more wait to be accepted. Default: what the
+    /// open-file limit allows (three descriptors a session, a reserve kept free).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
           env = "SOCKSMITH_MAX_SESSIONS")]
     pub max_sessions: Option<u64>,
+
+    /// Serve at most this many sessions at once from one client address (IPv6: one /64);
+    /// its further connections are closed at once, so one client cannot hold the sessions
+    /// others wait for. Default: half of --max-sessions.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          env = "SOCKSMITH_MAX_SESSIONS_PER_CLIENT")]
+    pub max_sessions_per_client: Option<u64>,
 
     /// Send every tunnel through this parent proxy instead of connecting directly. Repeat for
     /// a chain, first hop first. curl's URL forms: socks4://, socks4a://, socks5:// or
@@ -764,6 +772,9 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
     set(&mut s.server.shutdown_grace, args.shutdown_grace);
     if let Some(idle) = args.idle_timeout {
         s.server.idle_timeout = (!idle.is_zero()).then_some(idle);
+    }
+    if let Some(n) = args.max_sessions_per_client {
+        s.server.max_sessions_per_client = Some(usize::try_from(n).unwrap_or(usize::MAX));
     }
     if let Some(n) = args.max_sessions {
         s.server.max_sessions = Some(usize::try_from(n).unwrap_or(usize::MAX));

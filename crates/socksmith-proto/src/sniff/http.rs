@@ -24,6 +24,42 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// The longest method token accepted; longer is not HTTP.
 const MAX_METHOD: usize = 32;
 
+/// The methods a request is recognised by: RFC 9110's and the common extensions (PATCH,
+/// WebDAV). Waiting for more bytes only makes sense while the first ones can still become one
+/// of these: a client whose short first message merely starts with a letter (a binary
+/// protocol, a one-byte ping) is not held back for the sniff window.
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"CONNECT",
+    b"OPTIONS",
+    b"TRACE",
+    b"PATCH",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"REPORT",
+    b"SEARCH",
+];
+
+/// Whether `method` is a known method (`whole`) or the start of one.
+fn known_method(method: &[u8], whole: bool) -> bool {
+    KNOWN_METHODS.iter().any(|known| {
+        if whole {
+            *known == method
+        } else {
+            known.starts_with(method)
+        }
+    })
+}
+
 /// What the first bytes of a stream say about an HTTP/1 request's host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpSniff {
@@ -150,6 +186,11 @@ fn judge_partial_request_line(partial: &[u8]) -> Option<HttpSniff> {
     if method_len > MAX_METHOD {
         return Some(HttpSniff::NotHttp);
     }
+    let method = partial.get(..method_len).unwrap_or_default();
+    let complete = partial.get(method_len) == Some(&b' ');
+    if !known_method(method, complete) {
+        return Some(HttpSniff::NotHttp);
+    }
     match partial.get(method_len) {
         None => None,
         Some(b' ') if method_len > 0 => {
@@ -178,6 +219,7 @@ fn request_target(line: &[u8]) -> Option<Target<'_>> {
         || method.is_empty()
         || method.len() > MAX_METHOD
         || !method.iter().all(|&b| is_tchar(b))
+        || !known_method(method, true)
         || target.is_empty()
         || !target.iter().all(|&b| b.is_ascii_graphic())
     {
@@ -272,6 +314,23 @@ fn trim_ows(value: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_the_start_of_a_known_method_waits_for_more() {
+        // A one-byte ping, a binary protocol that starts with a letter: decided at once.
+        assert_eq!(sniff_http(b"A"), HttpSniff::NotHttp);
+        assert_eq!(sniff_http(b"x"), HttpSniff::NotHttp);
+        assert_eq!(sniff_http(b"GETX"), HttpSniff::NotHttp);
+        assert_eq!(
+            sniff_http(b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            HttpSniff::NotHttp
+        );
+        // The start of a real method is worth waiting for.
+        assert_eq!(sniff_http(b"G"), HttpSniff::NeedMore);
+        assert_eq!(sniff_http(b"PROP"), HttpSniff::NeedMore);
+        assert_eq!(sniff_http(b"PATCH /x HTTP/1.1\r\n"), HttpSniff::NeedMore);
+    }
+
     use super::*;
 
     /// What curl 7.88 sent for `curl http://ads.example.com:8080/path` (captured on

@@ -70,7 +70,7 @@ pub struct ServerConfig {
     /// At most this many sessions at once from one client address (an IPv6 client: from one
     /// /64, which one host usually has to itself); its further connections are closed at
     /// once, so that one client cannot hold the sessions others wait for. `None` (the
-    /// default): an eighth of the session limit, at least 4.
+    /// default): half the session limit, at least 4.
     pub max_sessions_per_client: Option<usize>,
     /// Looks up names for CONNECT, RESOLVE, RESOLVE_PTR and UDP destinations.
     pub resolver: Arc<dyn Resolve>,

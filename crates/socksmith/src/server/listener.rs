@@ -46,7 +46,7 @@ pub(crate) fn limits(config: &ServerConfig) -> SessionLimits {
     });
     let per_client = config
         .max_sessions_per_client
-        .unwrap_or_else(|| (sessions / 8).max(4).min(sessions));
+        .unwrap_or_else(|| (sessions / 2).max(4).min(sessions));
     SessionLimits {
         sessions,
         per_client,
@@ -122,7 +122,9 @@ pub(crate) async fn run(
                     let Some(slot) = per_client.take(peer.ip()) else {
                         // Closed at once: its descriptor is free again for everyone else.
                         inc(&stats.sessions_refused_per_client);
-                        tracing::debug!(client = %peer, limit = per_client.limit(), "connection closed: this client holds its share of the sessions");
+                        if per_client.should_warn() {
+                            tracing::warn!(client = %peer, limit = per_client.limit(), "connections closed at once: this client holds its share of the sessions (--max-sessions-per-client); warned at most once a minute");
+                        }
                         drop(stream);
                         continue;
                     };

@@ -5,13 +5,19 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Sessions per client address, with a slot held by each session.
 #[derive(Debug)]
 pub(crate) struct PerClient {
     limit: usize,
     counts: Mutex<HashMap<IpAddr, usize>>,
+    /// When a refusal was last logged as a warning.
+    warned: Mutex<Option<Instant>>,
 }
+
+/// Refusals are logged as a warning at most this often (a flood must not flood the log).
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// One session's place in its client's count; given back when dropped (also when the task
 /// panics or is cut at shutdown).
@@ -26,7 +32,21 @@ impl PerClient {
         Arc::new(PerClient {
             limit,
             counts: Mutex::new(HashMap::new()),
+            warned: Mutex::new(None),
         })
+    }
+
+    /// Whether a refusal now should be logged as a warning: the first, then one a minute.
+    pub(crate) fn should_warn(&self) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        match *warned {
+            Some(last) if now.duration_since(last) < WARN_EVERY => false,
+            _ => {
+                *warned = Some(now);
+                true
+            }
+        }
     }
 
     /// The limit per client.
