@@ -36,6 +36,29 @@
 //! quiet = false                # no per-session log lines (warnings and errors stay)
 //! proxy_protocol = false       # behind HAProxy send-proxy/send-proxy-v2: real client addresses
 //!
+//! users_file = "/etc/socksmith/users"  # NAME:ARGON2ID-HASH lines (`socksmith passwd`)
+//!
+//! # domain blocklists: files or http(s) URLs (hosts, one domain a line, ||x^, *.x)
+//! blocklist = ["/etc/socksmith/ads.txt", "https://lists.example/hosts"]
+//! blocklist_refresh = "24h"    # reload files and fetch URLs this often
+//! blocklist_cache_dir = "/var/cache/socksmith"  # last good copy of each URL list
+//! sniff_timeout = "300ms"      # wait for a name in the first bytes of IP-only CONNECTs
+//! no_sniff = false             # do not read names from the first bytes
+//! require_hostname = false     # refuse requests that name the target by IP only
+//! allow_from = ["192.0.2.0/24"]  # clients elsewhere are closed before a byte is read
+//! max_tunnels_per_user = 100
+//! rate_per_user = "10MiB/s"    # each way, all of a user's tunnels together
+//! max_udp_per_client = 4
+//! max_bind_per_client = 4
+//! outbound_address = ["192.0.2.1", "2001:db8::1"]  # one per family
+//! udp_advertise = "203.0.113.7"  # the address UDP ASSOCIATE and BIND replies give
+//!
+//! default = "allow"            # when no [[rules]] table matches ("allow" or "deny")
+//! [[rules]]                    # first match wins; keys: name, action, from, users,
+//! name = "no-lan"              # commands, to, domains, ports
+//! action = "deny"
+//! to = ["10.0.0.0/8"]
+//!
 //! [timeouts]                   # "500ms", "10s", "5m", "1h", or a number of seconds
 //! handshake = "10s"            # also written as a top-level key: handshake_timeout = "10s"
 //! resolve = "10s"
@@ -55,10 +78,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::IpAddr;
+use std::path::PathBuf;
+
 use serde::Deserialize;
 use socksmith::client::{Client, Proxy, Timeouts};
-use socksmith::policy::{Action, IpNet, LoopbackTargets, RuleConfig, RulePolicy, RuleSet, Rules};
-use socksmith::server::{ServerConfig, Users};
+use socksmith::policy::blocklist::ListSource;
+use socksmith::policy::{
+    Action, ClientFilter, IpNet, Limits, LimitsConfig, LoopbackTargets, Rate, RateLimits,
+    RuleConfig, RulePolicy, RuleSet, Rules,
+};
+use socksmith::server::{
+    Accounting, AccountingList, AuthFuture, Authenticator, HashedUsers, ServerConfig, Users,
+};
+use socksmith::Credentials;
 
 use crate::admin::{self, AdminToken};
 use crate::duration;
@@ -122,6 +155,34 @@ pub struct FileConfig {
     pub bind_timeout: Option<FileDuration>,
     /// `--shutdown-grace`, the same as `timeouts.shutdown_grace`.
     pub shutdown_grace: Option<FileDuration>,
+    /// `--users FILE`: argon2id-hashed users (`[[users]]` holds inline ones).
+    pub users_file: Option<PathBuf>,
+    /// `--blocklist`: list files and URLs.
+    pub blocklist: Option<Vec<String>>,
+    /// `--blocklist-refresh`.
+    pub blocklist_refresh: Option<FileDuration>,
+    /// `--blocklist-cache-dir`.
+    pub blocklist_cache_dir: Option<PathBuf>,
+    /// `--sniff-timeout`.
+    pub sniff_timeout: Option<FileDuration>,
+    /// `--no-sniff`.
+    pub no_sniff: Option<bool>,
+    /// `--require-hostname`.
+    pub require_hostname: Option<bool>,
+    /// `--allow-from`: client networks.
+    pub allow_from: Option<Vec<String>>,
+    /// `--max-tunnels-per-user`.
+    pub max_tunnels_per_user: Option<usize>,
+    /// `--rate-per-user`.
+    pub rate_per_user: Option<String>,
+    /// `--max-udp-per-client`.
+    pub max_udp_per_client: Option<usize>,
+    /// `--max-bind-per-client`.
+    pub max_bind_per_client: Option<usize>,
+    /// `--outbound-address`: one per family.
+    pub outbound_address: Option<Vec<String>>,
+    /// `--udp-advertise`.
+    pub udp_advertise: Option<String>,
 }
 
 impl FileConfig {
@@ -261,6 +322,8 @@ pub struct ServeSettings {
     pub listen: Vec<ListenAddr>,
     /// Users, kept apart so the command line can replace them.
     pub users: Users,
+    /// Their names (to refuse a name also in the users file).
+    pub user_names: Vec<String>,
     /// Denied prefixes and the link-local switch, kept apart for the same reason.
     pub deny: Vec<IpNet>,
     /// Whether link-local and cloud metadata targets are allowed.
@@ -278,6 +341,18 @@ pub struct ServeSettings {
     pub quiet: bool,
     /// Every connection starts with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// The argon2id users file, read by [`ServeSettings::load_files`].
+    pub users_file: Option<PathBuf>,
+    /// The users read from [`Self::users_file`].
+    pub hashed_users: Option<HashedUsers>,
+    /// Blocklist sources, opened by [`ServeSettings::load_files`] into `server.blocklist`.
+    pub blocklist: Vec<ListSource>,
+    /// How often the blocklists are reloaded.
+    pub blocklist_refresh: Duration,
+    /// Where URL lists are cached; `None`: the user's cache directory, if there is one.
+    pub blocklist_cache_dir: Option<PathBuf>,
+    /// Per-user and per-client limits (the rate goes to `server.rate_per_user`).
+    pub limits: LimitsConfig,
     /// The `[[rules]]` and `default`, checked after the safety defaults; `None`: none given.
     pub rules: Option<RuleSet>,
     /// Everything else.
@@ -299,6 +374,7 @@ impl ServeSettings {
         let ServeSettings {
             listen: _,
             users,
+            user_names: _,
             deny,
             allow_link_local,
             allow_loopback,
@@ -307,6 +383,12 @@ impl ServeSettings {
             admin_token: _,
             quiet: _,
             proxy_protocol,
+            users_file: _,
+            hashed_users,
+            blocklist: _,
+            blocklist_refresh: _,
+            blocklist_cache_dir: _,
+            limits,
             rules: access_rules,
             mut server,
         } = self;
@@ -337,20 +419,99 @@ impl ServeSettings {
                 .expect("a chain with at least one hop builds");
             server.set_upstream(client);
         }
-        if !users.is_empty() {
-            server.auth = Some(Arc::new(users));
-        }
-        let rules = deny.into_iter().fold(
+        server.auth = match (users.is_empty(), hashed_users) {
+            (true, None) => None,
+            (false, None) => Some(Arc::new(users)),
+            (true, Some(hashed)) => Some(Arc::new(hashed)),
+            (false, Some(hashed)) => Some(Arc::new(InlineThenHashed {
+                inline: users,
+                hashed,
+            })),
+        };
+        let safety = deny.into_iter().fold(
             Rules::default()
                 .allow_link_local(allow_link_local)
                 .loopback(loopback),
             Rules::deny,
         );
         server.policy = match access_rules {
-            Some(access_rules) => Arc::new(RulePolicy::new(rules, access_rules)),
-            None => Arc::new(rules),
+            Some(access_rules) => Arc::new(RulePolicy::new(safety, access_rules)),
+            None => Arc::new(safety),
         };
+        if let Some(rate) = limits.rate_per_user {
+            server.rate_per_user = Some(Arc::new(RateLimits::new(rate)));
+        }
+        let mut counted = limits;
+        counted.rate_per_user = None;
+        if counted != LimitsConfig::default() {
+            // A Vec, so that other accountings (metrics) join the limits here.
+            let accountings: Vec<Arc<dyn Accounting>> = vec![Arc::new(Limits::new(counted))];
+            server.accounting = Some(Arc::new(AccountingList::new(accountings)));
+        }
         server
+    }
+
+    /// Reads the files the settings name: the users file and the blocklists (a million
+    /// names take about a second). Run at start and on every reload, off the async threads.
+    pub fn load_files(&mut self) -> anyhow::Result<()> {
+        self.hashed_users = match &self.users_file {
+            Some(path) => {
+                // The library's message names the file and its cause: no chain after it.
+                let users = HashedUsers::load(path)
+                    .map_err(|e| anyhow::anyhow!("--users (users_file): {e}"))?;
+                Some(users)
+            }
+            None => None,
+        };
+        if let Some(hashed) = &self.hashed_users {
+            if let Some(name) = self
+                .user_names
+                .iter()
+                .find(|n| hashed.contains(n.as_bytes()))
+            {
+                anyhow::bail!(
+                    "user {name:?} is defined both inline (--user or [[users]]) and in the \
+                     users file: keep one"
+                );
+            }
+        }
+        self.server.blocklist = if self.blocklist.is_empty() {
+            None
+        } else {
+            let mut config =
+                socksmith::policy::blocklist::BlocklistConfig::new(self.blocklist.clone())
+                    .refresh(self.blocklist_refresh);
+            if let Some(dir) = self
+                .blocklist_cache_dir
+                .clone()
+                .or_else(socksmith::policy::blocklist::BlocklistConfig::default_cache_dir)
+            {
+                config = config.cache_dir(dir);
+            }
+            let set = socksmith::policy::blocklist::BlocklistSet::open(config)
+                .map_err(|e| anyhow::anyhow!("--blocklist (blocklist): {e}"))?;
+            Some(Arc::new(set))
+        };
+        Ok(())
+    }
+}
+
+/// `--user` (or `[[users]]`) and `--users FILE` together: a name is looked up inline first,
+/// then in the file (a name may not be in both, see [`ServeSettings::load_files`]).
+#[derive(Debug)]
+struct InlineThenHashed {
+    inline: Users,
+    hashed: HashedUsers,
+}
+
+impl Authenticator for InlineThenHashed {
+    fn authenticate<'a>(&'a self, credentials: &'a Credentials) -> AuthFuture<'a> {
+        Box::pin(async move {
+            match self.inline.check(credentials) {
+                Some(user) => Some(user),
+                None => self.hashed.authenticate(credentials).await,
+            }
+        })
     }
 }
 
@@ -376,7 +537,9 @@ impl TryFrom<FileConfig> for ServeSettings {
             None => vec![parse_listen(DEFAULT_LISTEN).expect("the default address parses")],
         };
         let mut users = Users::new();
+        let mut user_names = Vec::new();
         for (i, user) in file.users.unwrap_or_default().into_iter().enumerate() {
+            user_names.push(user.name.clone());
             users
                 .insert(user.name, user.password)
                 .map_err(|e| ConfigError::new(format!("users[{i}]"), e))?;
@@ -522,9 +685,97 @@ impl TryFrom<FileConfig> for ServeSettings {
             }
             (new, old) => new.or(old).unwrap_or(false),
         };
+        let blocklist_refresh = match &file.blocklist_refresh {
+            Some(d) => d.to_duration("blocklist_refresh")?,
+            None => socksmith::policy::blocklist::DEFAULT_REFRESH,
+        };
+        if let Some(d) = &file.sniff_timeout {
+            server.sniff_timeout = d.to_duration("sniff_timeout")?;
+        }
+        server.sniff = !file.no_sniff.unwrap_or(false);
+        server.require_hostname = file.require_hostname.unwrap_or(false);
+        if let Some(nets) = &file.allow_from {
+            if nets.is_empty() {
+                return Err(ConfigError::new(
+                    "allow_from",
+                    "must name at least one network (leave the key out to allow every client)",
+                ));
+            }
+            let nets = nets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    n.parse::<IpNet>()
+                        .map_err(|e| ConfigError::new(format!("allow_from[{i}]"), e))
+                })
+                .collect::<Result<_, _>>()?;
+            server.allow_from = ClientFilter::new(nets);
+        }
+        let mut limits = LimitsConfig::default();
+        for (key, value, slot) in [
+            (
+                "max_tunnels_per_user",
+                file.max_tunnels_per_user,
+                &mut limits.max_tunnels_per_user,
+            ),
+            (
+                "max_udp_per_client",
+                file.max_udp_per_client,
+                &mut limits.max_udp_per_client,
+            ),
+            (
+                "max_bind_per_client",
+                file.max_bind_per_client,
+                &mut limits.max_bind_per_client,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+            *slot = value;
+        }
+        if let Some(rate) = &file.rate_per_user {
+            limits.rate_per_user = Some(
+                rate.parse::<Rate>()
+                    .map_err(|e| ConfigError::new("rate_per_user", e))?,
+            );
+        }
+        if let Some(addrs) = &file.outbound_address {
+            let addrs = addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    a.parse::<IpAddr>().map_err(|_| {
+                        ConfigError::new(
+                            format!("outbound_address[{i}]"),
+                            format!("{a:?} is not an IP address"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            server.outbound_addresses =
+                one_per_family(addrs).map_err(|p| ConfigError::new("outbound_address", p))?;
+        }
+        if let Some(a) = &file.udp_advertise {
+            server.udp_advertise = Some(a.parse::<IpAddr>().map_err(|_| {
+                ConfigError::new("udp_advertise", format!("{a:?} is not an IP address"))
+            })?);
+        }
         Ok(ServeSettings {
             listen,
             users,
+            user_names,
+            users_file: file.users_file,
+            hashed_users: None,
+            blocklist: file
+                .blocklist
+                .unwrap_or_default()
+                .iter()
+                .map(|s| ListSource::parse(s))
+                .collect(),
+            blocklist_refresh,
+            blocklist_cache_dir: file.blocklist_cache_dir,
+            limits,
             admin,
             admin_token,
             deny,
@@ -537,6 +788,21 @@ impl TryFrom<FileConfig> for ServeSettings {
             server,
         })
     }
+}
+
+/// The outbound addresses, checked to hold at most one per address family (the source of a
+/// connection must match its target's family).
+pub fn one_per_family(addrs: Vec<IpAddr>) -> Result<Vec<IpAddr>, String> {
+    for family in [true, false] {
+        let same: Vec<_> = addrs.iter().filter(|a| a.is_ipv4() == family).collect();
+        if let [first, second, ..] = same.as_slice() {
+            return Err(format!(
+                "{first} and {second} are both {}: give at most one address per family",
+                if family { "IPv4" } else { "IPv6" }
+            ));
+        }
+    }
+    Ok(addrs)
 }
 
 impl FileDuration {
@@ -848,6 +1114,44 @@ mod tests {
             ),
             ("[[users]]\nname = \"a\"", "missing field `password`"),
             (
+                "allow_from = [\"10.0.0.0/33\"]",
+                "line 1: allow_from[0]: prefix length",
+            ),
+            ("allow_from = []", "line 1: allow_from: must name at least one"),
+            (
+                "rate_per_user = \"fast\"",
+                "line 1: rate_per_user: \"fast\" is not a rate like 10MiB/s",
+            ),
+            (
+                "max_tunnels_per_user = 0",
+                "line 1: max_tunnels_per_user: must be at least 1",
+            ),
+            (
+                "outbound_address = [\"10.0.0.1\", \"10.0.0.2\"]",
+                "line 1: outbound_address: 10.0.0.1 and 10.0.0.2 are both IPv4",
+            ),
+            (
+                "outbound_address = [\"nope\"]",
+                "line 1: outbound_address[0]: \"nope\" is not an IP address",
+            ),
+            (
+                "udp_advertise = \"1.2.3\"",
+                "line 1: udp_advertise: \"1.2.3\" is not an IP address",
+            ),
+            (
+                "sniff_timeout = \"0s\"",
+                "line 1: sniff_timeout: must be longer than 0",
+            ),
+            ("default = \"maybe\"", "line 1: key `default`: unknown variant `maybe`"),
+            (
+                "[[rules]]\naction = \"allow\"\n[[rules]]\nname = \"x\"\naction = \"deny\"\nports = [\"9-1\"]",
+                "line 6: rules[1].ports: ",
+            ),
+            (
+                "[[rules]]\naction = \"deny\"\nform = [\"10.0.0.0/8\"]",
+                "line 3: key `form`: unknown field `form`",
+            ),
+            (
                 "max_sessions = 0",
                 "line 1: max_sessions: must be at least 1",
             ),
@@ -933,6 +1237,80 @@ mod tests {
         assert_eq!(s.server.allow_socks4, Some(false));
         assert!(s.quiet);
         assert!(s.proxy_protocol);
+    }
+
+    #[test]
+    fn policy_keys_convert() {
+        use socksmith::policy::Decision;
+        let s = parse(
+            r#"
+            listen = ["127.0.0.1:0"]
+            blocklist = ["/nonexistent/list", "https://lists.example/hosts"]
+            blocklist_refresh = "1h"
+            blocklist_cache_dir = "/tmp/cache"
+            sniff_timeout = "150ms"
+            no_sniff = true
+            require_hostname = true
+            allow_from = ["127.0.0.0/8", "::1"]
+            max_tunnels_per_user = 3
+            rate_per_user = "1MiB/s"
+            max_udp_per_client = 2
+            max_bind_per_client = 1
+            outbound_address = ["127.0.0.1", "::1"]
+            udp_advertise = "203.0.113.7"
+            default = "deny"
+            [[rules]]
+            action = "allow"
+            ports = [80]
+            "#,
+        )
+        .expect("valid file");
+        assert_eq!(s.blocklist.len(), 2);
+        assert!(matches!(s.blocklist[1], ListSource::Url(_)));
+        assert_eq!(s.blocklist_refresh, Duration::from_secs(3600));
+        assert_eq!(s.server.sniff_timeout, Duration::from_millis(150));
+        assert!(!s.server.sniff);
+        assert!(s.server.require_hostname);
+        assert!(s
+            .server
+            .allow_from
+            .allows("127.0.0.5".parse().expect("literal")));
+        assert!(!s
+            .server
+            .allow_from
+            .allows("10.0.0.1".parse().expect("literal")));
+        assert_eq!(s.limits.max_tunnels_per_user, Some(3));
+        assert_eq!(s.server.outbound_addresses.len(), 2);
+        assert_eq!(
+            s.server.udp_advertise,
+            Some("203.0.113.7".parse().expect("literal"))
+        );
+        let listen = listening(&s);
+        let server = s.finish(&listen);
+        assert!(server.accounting.is_some());
+        assert_eq!(
+            server.rate_per_user.expect("a rate").rate().get(),
+            1024 * 1024
+        );
+        // default = "deny": port 80 matches the allow rule, port 81 no rule.
+        let request = |port: u16| socksmith::server::Session {
+            client: "127.0.0.1:5000".parse().expect("literal"),
+            local: "127.0.0.1:1080".parse().expect("literal"),
+            user: None,
+            version: socksmith_proto::Version::V5,
+            http: false,
+            command: socksmith_proto::Command::Connect,
+            target: socksmith_proto::TargetAddr::Ip(SocketAddr::from(([127, 0, 0, 1], port))),
+        };
+        assert_eq!(server.policy.check_request(&request(80)), Decision::Allow);
+        let Decision::Deny(reason) = server.policy.check_request(&request(81)) else {
+            panic!("port 81 allowed")
+        };
+        assert!(reason.to_string().contains("default is deny"), "{reason}");
+        let plain = parse("").expect("valid file").finish(&listen);
+        assert!(plain.accounting.is_none());
+        assert!(plain.rate_per_user.is_none());
+        assert!(plain.blocklist.is_none());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! atomically with mode 0600 and without the plain password; and real clients (curl with
 //! `--proxy-user`, PySocks) authenticate against a server that checks that file.
 //!
-//! The server here is the library's, given the file through `HashedUsers::load` (what
-//! `socksmith serve --users FILE` does once that flag is wired).
+//! The server is the library's, given the file through `HashedUsers::load`, and the real
+//! `socksmith serve --users FILE` (beside `--user`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -18,6 +18,8 @@ use socksmith_testkit::{
     TEST_DEADLINE,
 };
 use tokio::net::TcpListener;
+
+mod serve_support;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_socksmith"))
@@ -223,5 +225,77 @@ async fn curl_and_pysocks_authenticate_with_a_password_set_by_passwd() {
             assert!(!result.ok, "a wrong password must fail: {}", result.output);
         },
     )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_users_file_lets_in_curl_and_pysocks_with_passwd_passwords_beside_user() {
+    within(TEST_DEADLINE, "socksmith serve --users", async {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let file = dir.path().join("users");
+        passwd(&file, "alice", &[], b"s3cret-pw\n")
+            .await
+            .assert_success();
+        let file_arg = file.to_str().expect("UTF-8 path");
+        let server = serve_support::serve(&["--users", file_arg, "--user", "bob:inline-pw"]).await;
+        let http = HttpServer::start().await;
+        for kind in [ProxyKind::Socks5, ProxyKind::Socks5h] {
+            let proxy = server.proxy(kind);
+            let Some(out) =
+                curl(&proxy, &http.url("/"), &["--proxy-user", "alice:s3cret-pw"]).await
+            else {
+                return;
+            };
+            out.assert_success();
+            assert_eq!(out.stdout_str(), HTTP_ROOT_BODY);
+        }
+        let Some(out) = curl(
+            &server.proxy(ProxyKind::Socks5h),
+            &http.url("/"),
+            &["--proxy-user", "alice:wrong"],
+        )
+        .await
+        else {
+            return;
+        };
+        out.assert_failure();
+        // `--user` and `--users` together: the inline user gets in too, and a file user's
+        // name with the inline password does not.
+        let bob = curl(
+            &server.proxy(ProxyKind::Socks5h),
+            &http.url("/"),
+            &["--proxy-user", "bob:inline-pw"],
+        )
+        .await
+        .expect("curl ran above");
+        bob.assert_success();
+        assert_eq!(bob.stdout_str(), HTTP_ROOT_BODY);
+        curl(
+            &server.proxy(ProxyKind::Socks5h),
+            &http.url("/"),
+            &["--proxy-user", "alice:inline-pw"],
+        )
+        .await
+        .expect("curl ran above")
+        .assert_failure();
+        let echo = EchoServer::start().await;
+        let payload = pattern(4096);
+        let proxy = server
+            .proxy(ProxyKind::Socks5)
+            .with_auth(Some(Credentials::new("alice", "s3cret-pw")));
+        let Some(result) =
+            pysocks(&proxy, &Target::Ip(echo.addr()), PyMode::TcpEcho, &payload).await
+        else {
+            return;
+        };
+        result.assert_ok();
+        assert_eq!(result.received, payload);
+        // The log names the user, never the password or its hash.
+        let log = server.stderr();
+        assert!(
+            !log.contains("s3cret-pw") && !log.contains("$argon2id$"),
+            "{log}"
+        );
+    })
     .await;
 }

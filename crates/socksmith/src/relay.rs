@@ -349,6 +349,31 @@ impl AsyncWrite for TunnelStream {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The future [`relay_streams`] returns: a tunnel being relayed, which can say how many
+    /// bytes it has moved so far (for a caller that is cut off before the end, at shutdown).
+    pub struct Relay<'p> {
+        #[pin]
+        drive: Drive<EitherTunnel<'p>>,
+    }
+}
+
+impl Relay<'_> {
+    /// Bytes moved so far: client to target, target to client. Zero once it has finished
+    /// (the outcome then has the totals).
+    pub fn moved(&self) -> (u64, u64) {
+        self.drive.moved()
+    }
+}
+
+impl Future for Relay<'_> {
+    type Output = RelayOutcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RelayOutcome> {
+        self.project().drive.poll(cx)
+    }
+}
+
 /// [`relay`] when both ends are TCP, [`relay_generic`] otherwise, as one future type: built
 /// before it is awaited, so the caller's frame holds the streams only inside it.
 pub fn relay_streams<'p>(
@@ -356,7 +381,7 @@ pub fn relay_streams<'p>(
     target: TunnelStream,
     client_pending: Cow<'p, [u8]>,
     opts: &RelayOptions,
-) -> impl Future<Output = RelayOutcome> + Send + 'p {
+) -> Relay<'p> {
     let tunnel = match (client, target) {
         #[cfg(target_os = "linux")]
         (TunnelStream::Tcp(client), TunnelStream::Tcp(target)) => {
@@ -370,7 +395,9 @@ pub fn relay_streams<'p>(
         }
         (client, target) => EitherTunnel::Other(GenericTunnel::new(client, target, client_pending)),
     };
-    Drive::new(tunnel, opts.idle_timeout)
+    Relay {
+        drive: Drive::new(tunnel, opts.idle_timeout),
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -392,7 +419,7 @@ impl Tunnel for EitherTunnel<'_> {
         }
     }
 
-    fn moved(&self) -> u64 {
+    fn moved(&self) -> (u64, u64) {
         match self {
             EitherTunnel::Tcp(t) => t.moved(),
             EitherTunnel::Other(t) => t.moved(),
@@ -412,8 +439,8 @@ trait Tunnel {
     /// Moves bytes both ways as far as possible. `Ready(Ok)` once both directions have ended,
     /// `Ready(Err)` on the first failure.
     fn poll_both(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>>;
-    /// Bytes moved so far, both directions together.
-    fn moved(&self) -> u64;
+    /// Bytes moved so far: client to target, target to client.
+    fn moved(&self) -> (u64, u64);
     /// Closes both streams and reports.
     fn finish(self, result: Result<(), RelayError>) -> RelayOutcome;
 }
@@ -438,6 +465,12 @@ pin_project_lite::pin_project! {
 }
 
 impl<T: Tunnel> Drive<T> {
+    /// Bytes moved so far (client to target, target to client); zero once finished, when
+    /// the outcome has them.
+    fn moved(&self) -> (u64, u64) {
+        self.tunnel.as_ref().map_or((0, 0), Tunnel::moved)
+    }
+
     fn new(tunnel: T, idle: Option<Duration>) -> Self {
         Drive {
             tunnel: Some(tunnel),
@@ -464,7 +497,8 @@ impl<T: Tunnel> Future for Drive<T> {
                 let Some(idle) = *this.idle else {
                     return Poll::Pending;
                 };
-                let moved = tunnel.moved();
+                let (up, down) = tunnel.moved();
+                let moved = up + down;
                 let last = match *this.last_activity {
                     Some(last) if moved == *this.seen => last,
                     _ => {
@@ -559,8 +593,8 @@ where
         }
     }
 
-    fn moved(&self) -> u64 {
-        self.c2t.bytes() + self.t2c.bytes()
+    fn moved(&self) -> (u64, u64) {
+        (self.c2t.bytes(), self.t2c.bytes())
     }
 
     fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {

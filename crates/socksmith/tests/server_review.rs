@@ -289,3 +289,104 @@ async fn repeated_wrong_passwords_from_one_address_are_answered_ever_later() {
     })
     .await;
 }
+
+/// Remembers the errors of finished sessions.
+#[derive(Debug, Default)]
+struct Endings(std::sync::Mutex<Vec<(String, u64, u64)>>);
+
+impl socksmith::server::Accounting for Endings {
+    fn record(&self, event: &socksmith::server::accounting::Event<'_>) {
+        if let socksmith::server::accounting::Event::Finished(f) = event {
+            let error = f.error.map(ToString::to_string).unwrap_or_default();
+            self.0
+                .lock()
+                .expect("lock")
+                .push((error, f.traffic.up, f.traffic.down));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tunnel_cut_at_shutdown_is_still_logged_with_its_bytes() {
+    within(STEP, "aborted at shutdown", async {
+        let echo = socksmith_testkit::EchoServer::start().await;
+        let endings = Arc::new(Endings::default());
+        let mut config = ServerConfig::default();
+        config.shutdown_grace = Duration::from_millis(200);
+        config.accounting = Some(endings.clone());
+        let server = Running::start(config).await;
+
+        let (mut tunnel, code, _) = v5_request(server.addr, 1, &Target::Ip(echo.addr())).await;
+        assert_eq!(code, 0);
+        let data = socksmith_testkit::pattern(1000);
+        tokio::io::AsyncWriteExt::write_all(&mut tunnel, &data)
+            .await
+            .expect("send");
+        let mut back = vec![0u8; data.len()];
+        tokio::io::AsyncReadExt::read_exact(&mut tunnel, &mut back)
+            .await
+            .expect("echo");
+        // The tunnel stays open past the grace period: the server cuts it.
+        let stats = server.stats();
+        server.shutdown().await.expect("shutdown");
+        let endings = endings.0.lock().expect("lock").clone();
+        assert_eq!(
+            endings,
+            vec![("aborted at shutdown".to_owned(), 1000, 1000)]
+        );
+        assert_eq!(stats.bytes_client_to_target, 0, "not booked before the end");
+        drop(tunnel);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_deadline_holds_under_a_thousand_slow_clients() {
+    // A thousand sockets each side of loopback, in this one process.
+    let _ = rlimit::increase_nofile_limit(8192);
+    within(Duration::from_secs(60), "slow clients", async {
+        let echo = socksmith_testkit::EchoServer::start().await;
+        let mut config = ServerConfig::default();
+        config.handshake_timeout = Duration::from_secs(2);
+        let server = Running::start(config).await;
+
+        // From four addresses, so that the per-client share is not what stops them.
+        let mut slow = Vec::new();
+        for i in 0..1000u32 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            let source = format!("127.0.0.{}:0", 2 + i % 4);
+            socket
+                .bind(source.parse().expect("literal"))
+                .expect("bind a loopback source");
+            let mut s = socket.connect(server.addr).await.expect("connect");
+            // Half a greeting, then nothing.
+            tokio::io::AsyncWriteExt::write_all(&mut s, &[5])
+                .await
+                .expect("send");
+            slow.push(s);
+        }
+
+        // A normal client is served while they hang.
+        let (_s, code, _) = v5_request(server.addr, 1, &Target::Ip(echo.addr())).await;
+        assert_eq!(code, 0);
+
+        // And every slow one is cut by the deadline.
+        for mut s in slow {
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(
+                Duration::from_secs(20),
+                tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest),
+            )
+            .await;
+            assert!(
+                closed.is_ok(),
+                "a slow client outlived the handshake deadline"
+            );
+        }
+        let stats = server
+            .stats_when(|s| s.handshake_timeouts + s.sessions_refused_per_client >= 1000)
+            .await;
+        assert!(stats.handshake_timeouts > 0, "{stats:?}");
+    })
+    .await;
+}

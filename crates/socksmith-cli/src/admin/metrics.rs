@@ -230,7 +230,10 @@ impl Metrics {
     pub fn finished(&self, finished: &Finished<'_>) {
         self.sessions
             .get_or_create(&SessionLabels {
-                version: version_label(finished.version),
+                version: match finished.session {
+                    Some(session) if session.http => "http",
+                    _ => version_label(finished.version),
+                },
                 command: finished.command().map_or("none", command_label),
                 outcome: finished.outcome(),
             })
@@ -283,7 +286,8 @@ impl Metrics {
     }
 }
 
-/// `socks4`, `socks5` or `unknown`.
+/// `socks4`, `socks5` or `unknown` (an HTTP proxy session is labelled `http` by the caller,
+/// which sees its [`socksmith::server::Session::http`]).
 pub fn version_label(version: Option<Version>) -> &'static str {
     match version {
         Some(Version::V4) => "socks4",

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,14 +16,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use socksmith::client::Proxy;
-use socksmith::policy::IpNet;
+use socksmith::policy::blocklist::ListSource;
+use socksmith::policy::{ClientFilter, IpNet, Rate};
 use socksmith::server::{
     bind_listener, proxy_protocol, Accounting, AccountingList, Server, ServerConfig, Users,
 };
 use tokio::net::TcpListener;
 
 use crate::admin::{self, Admin, AdminToken};
-use crate::config_file::{self, parse_listen, FileConfig, ListenAddr, ServeSettings};
+use crate::config_file::{
+    self, one_per_family, parse_listen, FileConfig, ListenAddr, ServeSettings,
+};
 use crate::duration::{parse_duration, parse_duration_or_never};
 use crate::logging;
 
@@ -231,6 +234,109 @@ pub struct Args {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub proxy_protocol: Option<bool>,
 
+    /// Require SOCKS5 login and check passwords against this file of `NAME:HASH` lines
+    /// (argon2id; write it with `socksmith passwd FILE USER`). Works beside --user. Re-read
+    /// on SIGHUP. File key: `users_file`.
+    #[arg(long = "users", value_name = "FILE", env = "SOCKSMITH_USERS")]
+    pub users_file: Option<PathBuf>,
+
+    /// Refuse targets whose name (or a parent domain of it) is on this list (repeatable;
+    /// comma-separated in the environment): a file or an http(s) URL, in hosts format
+    /// (`0.0.0.0 ads.example`), one domain a line, or adblock's `||ads.example^` and
+    /// `*.ads.example`. Clients get 0x02 (SOCKS4: 0x5B) and the log line names the list.
+    /// URLs are fetched at start and cached (--blocklist-cache-dir); files are re-read on
+    /// SIGHUP and with the URLs every --blocklist-refresh.
+    #[arg(
+        long = "blocklist",
+        value_name = "FILE|URL",
+        env = "SOCKSMITH_BLOCKLIST",
+        value_delimiter = ','
+    )]
+    pub blocklist: Vec<String>,
+
+    /// How often the blocklists are reloaded (URLs fetched again; a failed fetch keeps the
+    /// copy in use). Default 24h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "SOCKSMITH_BLOCKLIST_REFRESH")]
+    pub blocklist_refresh: Option<Duration>,
+
+    /// Where the last good copy of each URL blocklist is kept, so that a restart without
+    /// network still blocks. Default $XDG_CACHE_HOME/socksmith/blocklists (or
+    /// ~/.cache/socksmith/blocklists); a service without a home should set one such as
+    /// /var/cache/socksmith.
+    #[arg(long, value_name = "DIR", env = "SOCKSMITH_BLOCKLIST_CACHE_DIR")]
+    pub blocklist_cache_dir: Option<PathBuf>,
+
+    /// With a blocklist, how long to wait for the first bytes of a CONNECT that named only an
+    /// IP address, to read the name from a TLS ClientHello (SNI) or an HTTP Host header.
+    /// Protocols where the server speaks first (SSH, SMTP) start this much later. Default
+    /// 300ms.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "SOCKSMITH_SNIFF_TIMEOUT")]
+    pub sniff_timeout: Option<Duration>,
+
+    /// Do not read names from the first bytes of IP-only CONNECTs: a client that resolves
+    /// names itself (socks5://, socks4://) then gets around the blocklists.
+    #[arg(long, env = "SOCKSMITH_NO_SNIFF", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_sniff: Option<bool>,
+
+    /// Refuse requests that name their target by IP address only (0x02; SOCKS4: 0x5B), so
+    /// that every name meets the blocklists and rules: clients must use socks5h:// or
+    /// socks4a:// (remote DNS).
+    #[arg(long, env = "SOCKSMITH_REQUIRE_HOSTNAME", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_hostname: Option<bool>,
+
+    /// Serve only clients from this network, e.g. 192.0.2.0/24 (repeatable; comma-separated
+    /// in the environment). Others are closed right after accept, nothing read or sent.
+    #[arg(
+        long = "allow-from",
+        value_name = "NET",
+        env = "SOCKSMITH_ALLOW_FROM",
+        value_delimiter = ','
+    )]
+    pub allow_from: Vec<IpNet>,
+
+    /// At most N tunnels (CONNECT, BIND, UDP ASSOCIATE) at once per logged-in user; the next
+    /// is refused with 0x02.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          env = "SOCKSMITH_MAX_TUNNELS_PER_USER")]
+    pub max_tunnels_per_user: Option<u64>,
+
+    /// Each logged-in user's bandwidth, each way, all their tunnels together: 10MiB/s,
+    /// 500KiB/s, 1MB/s.
+    #[arg(long, value_name = "RATE", value_parser = str::parse::<Rate>,
+          env = "SOCKSMITH_RATE_PER_USER")]
+    pub rate_per_user: Option<Rate>,
+
+    /// At most N UDP associations at once per client address; the next is refused (0x02).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          env = "SOCKSMITH_MAX_UDP_PER_CLIENT")]
+    pub max_udp_per_client: Option<u64>,
+
+    /// At most N BIND listeners at once per client address; the next is refused (0x02).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          env = "SOCKSMITH_MAX_BIND_PER_CLIENT")]
+    pub max_bind_per_client: Option<u64>,
+
+    /// The source address of outbound connections and datagrams (repeatable: one IPv4 and
+    /// one IPv6; comma-separated in the environment). Default: the kernel chooses.
+    #[arg(
+        long = "outbound-address",
+        value_name = "IP",
+        env = "SOCKSMITH_OUTBOUND_ADDRESS",
+        value_delimiter = ','
+    )]
+    pub outbound_address: Vec<IpAddr>,
+
+    /// The address written in UDP ASSOCIATE and BIND replies instead of the one the client
+    /// reached (for a server behind NAT: its public address).
+    #[arg(long, value_name = "IP", env = "SOCKSMITH_UDP_ADVERTISE")]
+    pub udp_advertise: Option<IpAddr>,
+
     /// Serve HTTP for operators on this address (IP:PORT; port 0 picks a free port, printed
     /// as `admin on http://ADDR/`): Prometheus metrics at /metrics, the live tunnels at
     /// /api/sessions, a status page at /. An address other machines can reach needs
@@ -369,14 +475,16 @@ async fn serve(
     // The sockets are listening: connections queue in the kernel from now on, so the service
     // is ready even before the accept loop's first poll.
     notify(&[sd_notify::NotifyState::Ready]);
-    let reloader = Reloader {
+    let reloader = std::sync::Arc::new(Reloader {
         args,
         listen,
         proxy_protocol: behind_balancer,
         addrs,
         server: server.clone(),
         admin: admin_accounting,
-    };
+        blocklist_refresh: std::sync::Mutex::new(None),
+    });
+    reloader.refresh_blocklists(&server.config());
     let shutdown = signals.run(reloader);
     if behind_balancer {
         proxy_protocol::serve(&server, listeners, shutdown).await?;
@@ -463,7 +571,7 @@ impl Signals {
     }
 
     /// Completes on SIGINT or SIGTERM; reloads on every SIGHUP before that.
-    async fn run(mut self, reloader: Reloader) {
+    async fn run(mut self, reloader: std::sync::Arc<Reloader>) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => {
@@ -474,7 +582,7 @@ impl Signals {
                     tracing::info!("SIGINT: shutting down");
                     break;
                 }
-                _ = self.hup.recv() => reloader.reload(),
+                _ = self.hup.recv() => std::sync::Arc::clone(&reloader).reload().await,
             }
         }
         notify(&[sd_notify::NotifyState::Stopping]);
@@ -489,22 +597,47 @@ struct Reloader {
     proxy_protocol: bool,
     addrs: Vec<SocketAddr>,
     server: Server,
+    /// The task that reloads the blocklists in use every --blocklist-refresh.
+    blocklist_refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The admin server's accounting, kept across reloads (its counters carry on).
     admin: Option<Arc<dyn Accounting>>,
 }
 
 impl Reloader {
+    /// Keeps `config`'s blocklists fresh (URLs fetched at once, then everything reloaded
+    /// every --blocklist-refresh), in place of the task that refreshed the previous ones.
+    fn refresh_blocklists(&self, config: &ServerConfig) {
+        let task = config.blocklist.as_ref().map(|set| {
+            let set = std::sync::Arc::clone(set);
+            tokio::spawn(set.run_refresh(std::future::pending()))
+        });
+        let mut slot = self
+            .blocklist_refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = std::mem::replace(&mut *slot, task) {
+            old.abort();
+        }
+    }
+
     /// Re-reads the settings and hands them to the server for new sessions; running tunnels
     /// keep theirs. Settings that do not validate are logged and the old ones keep serving.
-    fn reload(&self) {
+    async fn reload(self: std::sync::Arc<Self>) {
         let mut reloading = vec![sd_notify::NotifyState::Reloading];
         // systemd 253 and later want the time with RELOADING=1 (Type=notify-reload).
         if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
             reloading.push(now);
         }
         notify(&reloading);
-        match self.prepare() {
+        // Off the async threads: the users file and the blocklists are read again (a large
+        // list takes about a second).
+        let this = std::sync::Arc::clone(&self);
+        let prepared = tokio::task::spawn_blocking(move || this.prepare())
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("reading the configuration: {e}")));
+        match prepared {
             Ok((config, quiet)) => {
+                self.refresh_blocklists(&config);
                 self.server.reload(config);
                 logging::set_quiet(quiet);
                 tracing::info!("SIGHUP: configuration reloaded; new sessions use it");
@@ -562,6 +695,7 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
     }
     if !args.user.is_empty() {
         let mut users = Users::new();
+        s.user_names.clear();
         for (i, UserSpec(spec)) in args.user.iter().enumerate() {
             let (name, password) = spec
                 .split_once(':')
@@ -569,6 +703,7 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
             users
                 .insert(name, password)
                 .with_context(|| format!("--user #{} ({name})", i + 1))?;
+            s.user_names.push(name.to_owned());
         }
         s.users = users;
     }
@@ -633,7 +768,55 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
     if let Some(n) = args.max_sessions {
         s.server.max_sessions = Some(usize::try_from(n).unwrap_or(usize::MAX));
     }
+    if let Some(path) = &args.users_file {
+        s.users_file = Some(path.clone());
+    }
+    if !args.blocklist.is_empty() {
+        s.blocklist = args
+            .blocklist
+            .iter()
+            .map(|b| ListSource::parse(b))
+            .collect();
+    }
+    if let Some(d) = args.blocklist_refresh {
+        s.blocklist_refresh = d;
+    }
+    if let Some(dir) = &args.blocklist_cache_dir {
+        s.blocklist_cache_dir = Some(dir.clone());
+    }
+    set(&mut s.server.sniff_timeout, args.sniff_timeout);
+    if let Some(no_sniff) = args.no_sniff {
+        s.server.sniff = !no_sniff;
+    }
+    if let Some(require) = args.require_hostname {
+        s.server.require_hostname = require;
+    }
+    if !args.allow_from.is_empty() {
+        s.server.allow_from = ClientFilter::new(args.allow_from.clone());
+    }
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    if let Some(n) = args.max_tunnels_per_user {
+        s.limits.max_tunnels_per_user = Some(count(n));
+    }
+    if let Some(n) = args.max_udp_per_client {
+        s.limits.max_udp_per_client = Some(count(n));
+    }
+    if let Some(n) = args.max_bind_per_client {
+        s.limits.max_bind_per_client = Some(count(n));
+    }
+    if let Some(rate) = args.rate_per_user {
+        s.limits.rate_per_user = Some(rate);
+    }
+    if !args.outbound_address.is_empty() {
+        s.server.outbound_addresses = one_per_family(args.outbound_address.clone())
+            .map_err(|p| anyhow::anyhow!("--outbound-address: {p}"))?;
+    }
+    if let Some(ip) = args.udp_advertise {
+        s.server.udp_advertise = Some(ip);
+    }
     for (name, d) in [
+        ("--blocklist-refresh", s.blocklist_refresh),
+        ("--sniff-timeout", s.server.sniff_timeout),
         ("--handshake-timeout", s.server.handshake_timeout),
         ("--resolve-timeout", s.server.resolve_timeout),
         ("--connect-timeout", s.server.connect_timeout),
@@ -642,6 +825,7 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
     ] {
         anyhow::ensure!(!d.is_zero(), "{name} must be longer than 0");
     }
+    s.load_files()?;
     Ok(s)
 }
 

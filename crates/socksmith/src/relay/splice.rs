@@ -413,8 +413,8 @@ impl Tunnel for TcpTunnel<'_> {
         }
     }
 
-    fn moved(&self) -> u64 {
-        self.c2t.half.bytes() + self.t2c.half.bytes()
+    fn moved(&self) -> (u64, u64) {
+        (self.c2t.half.bytes(), self.t2c.half.bytes())
     }
 
     fn finish(self, result: Result<(), RelayError>) -> RelayOutcome {

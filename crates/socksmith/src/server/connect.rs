@@ -9,7 +9,7 @@ use std::task::{ready, Context, Poll};
 use socksmith_proto::ReplyCode;
 use tokio::time::Instant;
 
-use crate::relay::{relay_streams, RateLimited, RelayOutcome, TunnelStream};
+use crate::relay::{relay_streams, RateLimited, Relay, TunnelStream};
 use crate::server::accounting::{Event, Traffic};
 use crate::server::connection::Request;
 use crate::server::egress::{Connected, EgressError};
@@ -127,6 +127,7 @@ pub(crate) fn tunnel<'a>(
         relaying: relay_streams(client, target, pending.into(), &shared.relay),
         stats,
         traffic,
+        booked: false,
         _active: Gauge::up(&stats.tunnels_active),
     }
 }
@@ -148,26 +149,49 @@ pub(crate) fn relay_tunnel<'a>(
 
 pin_project_lite::pin_project! {
     /// A relay that books its outcome (the server's counters, the session's traffic) when it
-    /// ends, and counts as an active tunnel until then.
-    struct Booked<'a, F> {
+    /// ends, and counts as an active tunnel until then. Cut before its end (at shutdown),
+    /// it books the bytes moved so far.
+    struct Booked<'a> {
         #[pin]
-        relaying: F,
+        relaying: Relay<'a>,
         stats: &'a Stats,
         traffic: &'a mut Traffic,
+        booked: bool,
         _active: Gauge<'a>,
+    }
+
+    impl PinnedDrop for Booked<'_> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.booked {
+                let (up, down) = this.relaying.moved();
+                book(this.stats, this.traffic, up, down);
+            }
+        }
     }
 }
 
-impl<F: Future<Output = RelayOutcome>> Future for Booked<'_, F> {
+/// Adds a tunnel's bytes to the counters and the session's traffic.
+fn book(stats: &Stats, traffic: &mut Traffic, up: u64, down: u64) {
+    traffic.up = up;
+    traffic.down = down;
+    add(&stats.bytes_client_to_target, up);
+    add(&stats.bytes_target_to_client, down);
+}
+
+impl Future for Booked<'_> {
     type Output = Result<(), SessionError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let outcome = ready!(this.relaying.poll(cx));
-        this.traffic.up = outcome.client_to_target;
-        this.traffic.down = outcome.target_to_client;
-        add(&this.stats.bytes_client_to_target, outcome.client_to_target);
-        add(&this.stats.bytes_target_to_client, outcome.target_to_client);
+        *this.booked = true;
+        book(
+            this.stats,
+            this.traffic,
+            outcome.client_to_target,
+            outcome.target_to_client,
+        );
         Poll::Ready(outcome.result.map_err(SessionError::Relay))
     }
 }

@@ -154,7 +154,7 @@ pub(crate) fn run(
         let _active = Gauge::up(&shared.stats.sessions_active);
         let started = Instant::now();
         // In a block, so that nothing but `end` and `tunnel` outlives it into the relay.
-        let (mut end, tunnel) = {
+        let (end, tunnel) = {
             let (mut end, prepared) = preparing.await;
             match prepared {
                 Ok(Some(tunnel)) => (end, tunnel),
@@ -168,10 +168,51 @@ pub(crate) fn run(
                 }
             }
         };
-        let result = connect::relay_tunnel(&shared, tunnel, &mut end.traffic)
+        // Whatever ends the relay, a result or the task being cut at shutdown, the session
+        // is logged and its bytes counted (see `Closing`).
+        let mut closing = Closing {
+            shared: &shared,
+            peer,
+            started,
+            end,
+            finished: false,
+        };
+        let result = connect::relay_tunnel(closing.shared, tunnel, &mut closing.end.traffic)
             .instrument(span)
             .await;
-        end.finish(&shared, peer, started.elapsed(), result.as_ref().err());
+        closing.finish(result.as_ref().err());
+    }
+}
+
+/// A relaying session's log line, written once: by [`Closing::finish`] when the relay ends,
+/// or on drop when the task is cut before (the server's shutdown grace ran out), with the
+/// bytes the relay had moved by then.
+struct Closing<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+    started: Instant,
+    end: End,
+    finished: bool,
+}
+
+impl Closing<'_> {
+    fn finish(&mut self, error: Option<&SessionError>) {
+        self.finished = true;
+        self.end
+            .finish(self.shared, self.peer, self.started.elapsed(), error);
+    }
+}
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let cut = if std::thread::panicking() {
+                SessionError::Panicked("while relaying".into())
+            } else {
+                SessionError::AbortedAtShutdown
+            };
+            self.finish(Some(&cut));
+        }
     }
 }
 

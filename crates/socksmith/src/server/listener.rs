@@ -17,7 +17,7 @@ use crate::relay::TunnelStream;
 use crate::server::connection::{self, Accepted};
 use crate::server::per_client::PerClient;
 use crate::server::stats::inc;
-use crate::server::{Server, ServerConfig};
+use crate::server::{proxy_protocol, Server, ServerConfig};
 
 /// Descriptors the derived session limit leaves free: listeners, stdio and logs, the
 /// resolver's sockets, files a reload reads.
@@ -68,10 +68,21 @@ fn open_file_limit() -> u64 {
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
+/// What stands in front of the listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// Clients connect straight to the listeners.
+    Direct,
+    /// A load balancer: every connection starts with a PROXY protocol header naming the
+    /// real client (see `proxy_protocol`).
+    ProxyProtocol,
+}
+
 pub(crate) async fn run(
     server: Server,
     listeners: Vec<TcpListener>,
     shutdown: impl Future<Output = ()>,
+    front: Front,
 ) {
     tokio::pin!(shutdown);
     let stats = Arc::clone(server.stats());
@@ -98,6 +109,14 @@ pub(crate) async fn run(
                 }
             }
             accepted = accept_any(&listeners, &mut next), if room => match accepted {
+                Ok((stream, balancer)) if front == Front::ProxyProtocol => {
+                    pause = FIRST_PAUSE;
+                    // The client's share is counted once its header names it. Read at each
+                    // accept: a reload changes the deadline for new connections.
+                    let deadline = server.current().config.handshake_timeout;
+                    let one = proxy_protocol::serve_one(server.clone(), Arc::clone(&per_client), stream, balancer, deadline);
+                    sessions.spawn(one);
+                }
                 Ok((stream, peer)) => {
                     pause = FIRST_PAUSE;
                     let Some(slot) = per_client.take(peer.ip()) else {
@@ -230,4 +249,40 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::out_of_resources;
+    use std::io;
+
+    /// Review finding 9: only a shortage of the process or the system pauses accepting; an
+    /// error about the one connection that died in the queue does not.
+    #[test]
+    fn only_resource_shortages_pause_the_accept_loop() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(
+                out_of_resources(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [
+            libc::ECONNABORTED,
+            libc::ECONNRESET,
+            libc::EINTR,
+            libc::EAGAIN,
+            libc::ENETDOWN,
+            libc::EPROTO,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::ENOPROTOOPT,
+            libc::EOPNOTSUPP,
+            libc::EPERM,
+        ] {
+            assert!(
+                !out_of_resources(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+    }
 }

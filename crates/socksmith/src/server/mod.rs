@@ -314,7 +314,7 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
         self.check_listeners(&listeners)?;
-        listener::run(self.clone(), listeners, shutdown).await;
+        listener::run(self.clone(), listeners, shutdown, listener::Front::Direct).await;
         Ok(())
     }
 }

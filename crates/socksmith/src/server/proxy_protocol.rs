@@ -24,20 +24,18 @@
 //! read in its own task, and the session sees the real client's address (rules, logs,
 //! accounting) through [`Server::serve_prefixed`].
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 use crate::server::per_client::PerClient;
 use crate::server::stats::inc;
-use crate::server::{Server, ServerError};
+use crate::server::{listener, Server, ServerError};
 
 /// The most bytes a header may take. A v1 header is at most 107 bytes; a v2 header is 16
 /// bytes plus its addresses (at most 216, for Unix sockets) plus optional TLVs. HAProxy's own
@@ -273,12 +271,6 @@ pub async fn read_header<S: AsyncRead + Unpin>(
         .unwrap_or(Err(ProxyHeaderError::Timeout(deadline)))
 }
 
-/// First pause after an accept error that is about the process, not one connection (out of
-/// descriptors); doubled on each further error up to [`MAX_PAUSE`]. As in the server's own
-/// accept loop.
-const FIRST_PAUSE: Duration = Duration::from_millis(10);
-const MAX_PAUSE: Duration = Duration::from_secs(1);
-
 /// [`Server::serve`] for listeners behind a load balancer that sends the PROXY protocol
 /// (HAProxy's `send-proxy` or `send-proxy-v2`): every connection must start with a header,
 /// read within the handshake timeout. The header's source address is the client for the
@@ -295,78 +287,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     server.check_listeners(&listeners)?;
-    tokio::pin!(shutdown);
-    let stats = Arc::clone(server.stats());
-    // The same limits as the server's own accept loop (derived from the open-file limit
-    // where not configured); the per-client share is by the real client, known once its
-    // header is read.
-    let limits = server.session_limits();
-    let per_client = PerClient::new(limits.per_client);
-    let mut sessions = JoinSet::new();
-    let mut pause = FIRST_PAUSE;
-    let mut next = 0;
-    loop {
-        let room = sessions.len() < limits.sessions;
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
-                if let Err(e) = joined {
-                    if e.is_panic() {
-                        inc(&stats.session_panics);
-                        tracing::error!("a session behind the PROXY protocol panicked (a bug: please report it); the server keeps serving");
-                    }
-                }
-            }
-            accepted = accept_any(&listeners, &mut next), if room => match accepted {
-                Ok((stream, balancer)) => {
-                    pause = FIRST_PAUSE;
-                    // Read at each accept: a reload changes the deadline for new connections.
-                    let deadline = server.config().handshake_timeout;
-                    sessions.spawn(serve_one(server.clone(), Arc::clone(&per_client), stream, balancer, deadline));
-                }
-                Err(e) if !out_of_resources(&e) => {
-                    tracing::debug!(error = %e, "accept: connection lost before it was taken");
-                }
-                Err(e) => {
-                    inc(&stats.accept_errors);
-                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed; pausing");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(MAX_PAUSE);
-                }
-            },
-        }
-    }
-    drop(listeners);
-    if sessions.is_empty() {
-        return Ok(());
-    }
-    let grace = server.config().shutdown_grace;
-    tracing::info!(
-        sessions = sessions.len(),
-        grace_ms = grace.as_millis() as u64,
-        "shutting down: waiting for running sessions"
-    );
-    let drained = tokio::time::timeout(grace, async {
-        while sessions.join_next().await.is_some() {}
-    })
+    listener::run(
+        server.clone(),
+        listeners,
+        shutdown,
+        listener::Front::ProxyProtocol,
+    )
     .await;
-    if drained.is_err() {
-        tracing::info!(
-            sessions = sessions.len(),
-            "grace period over: closing remaining sessions"
-        );
-        sessions.abort_all();
-        while sessions.join_next().await.is_some() {}
-    }
     Ok(())
 }
 
 /// One connection from the balancer: its header, then the session as the real client's
 /// (within that client's share of the sessions).
-async fn serve_one(
+pub(crate) async fn serve_one(
     server: Server,
     per_client: Arc<PerClient>,
     mut stream: TcpStream,
@@ -400,39 +333,6 @@ async fn serve_one(
             "connection closed: no valid PROXY protocol header"
         ),
     }
-}
-
-/// The next connection from any listener, starting after the last one served so that a busy
-/// listener cannot starve the others.
-async fn accept_any(
-    listeners: &[TcpListener],
-    next: &mut usize,
-) -> io::Result<(TcpStream, SocketAddr)> {
-    poll_fn(|cx| {
-        let n = listeners.len();
-        for i in 0..n {
-            let index = (*next + i) % n;
-            let listener = listeners.get(index).expect("index is modulo the length");
-            if let Poll::Ready(result) = listener.poll_accept(cx) {
-                *next = index + 1;
-                return Poll::Ready(result);
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Accept errors that say the process (not one connection) is short of something: retrying at
-/// once would spin.
-fn out_of_resources(e: &io::Error) -> bool {
-    !matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::dial::{dial_with, DialError, DialOptions, TcpConnector};
 use crate::relay::TunnelStream;
-use crate::resolve::{resolve, Resolve, ResolveError};
+use crate::resolve::{Resolve, ResolveError};
 use crate::server::egress::{
-    Connected, Egress, EgressError, EgressFuture, EgressRequest, PendingBind, UdpEgress,
+    lookup_within, Connected, Egress, EgressError, EgressFuture, EgressRequest, PendingBind,
+    UdpEgress,
 };
 use crate::server::per_client::PerClient;
 
@@ -104,28 +105,14 @@ impl Direct {
     /// answered without asking; a non-UTF-8 name cannot be asked of a resolver; a client
     /// with [`LOOKUPS_PER_CLIENT`] lookups in flight gets [`ResolveError::Busy`] at once.
     async fn lookup(&self, client: IpAddr, name: &DomainName) -> Result<Vec<IpAddr>, ResolveError> {
-        let Some(text) = name.to_str() else {
-            return Err(ResolveError::InvalidName {
-                query: name.to_string(),
-            });
-        };
-        if let Ok(ip) = text.parse::<IpAddr>() {
-            return Ok(vec![ip]);
-        }
-        let Some(_slot) = self.lookups.take(client) else {
-            return Err(ResolveError::Busy {
+        lookup_within(&*self.resolver, name, self.resolve_timeout, |text| {
+            self.lookups.take(client).ok_or_else(|| ResolveError::Busy {
                 query: text.to_owned(),
                 limit: LOOKUPS_PER_CLIENT,
                 after: Duration::ZERO,
-            });
-        };
-        match tokio::time::timeout(self.resolve_timeout, resolve(&*self.resolver, text)).await {
-            Ok(result) => result,
-            Err(_) => Err(ResolveError::Timeout {
-                query: text.to_owned(),
-                after: self.resolve_timeout,
-            }),
-        }
+            })
+        })
+        .await
     }
 
     async fn listen(

@@ -36,7 +36,7 @@ use crate::client::ClientError;
 use crate::dial::{DialError, DialErrorKind};
 use crate::policy::{Decision, DenyReason, Policy};
 use crate::relay::TunnelStream;
-use crate::resolve::ResolveError;
+use crate::resolve::{resolve, Resolve, ResolveError};
 use crate::session::Session;
 
 /// The future every [`Egress`] method returns.
@@ -285,6 +285,33 @@ impl EgressError {
             EgressError::Unsupported(_) => ReplyCode::CommandNotSupported,
             EgressError::Custom { reply, .. } => *reply,
         }
+    }
+}
+
+/// A name's addresses from `resolver` within `limit`, for the egresses that resolve on this
+/// host: a name that is an IP literal is answered without asking, a non-UTF-8 name cannot be
+/// asked, and `admit` may refuse a lookup before it starts (or hold a slot while it runs).
+pub(crate) async fn lookup_within<G>(
+    resolver: &dyn Resolve,
+    name: &DomainName,
+    limit: Duration,
+    admit: impl FnOnce(&str) -> Result<G, ResolveError>,
+) -> Result<Vec<IpAddr>, ResolveError> {
+    let Some(text) = name.to_str() else {
+        return Err(ResolveError::InvalidName {
+            query: name.to_string(),
+        });
+    };
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let _admitted = admit(text)?;
+    match tokio::time::timeout(limit, resolve(resolver, text)).await {
+        Ok(result) => result,
+        Err(_) => Err(ResolveError::Timeout {
+            query: text.to_owned(),
+            after: limit,
+        }),
     }
 }
 

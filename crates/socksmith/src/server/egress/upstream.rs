@@ -31,9 +31,10 @@ use tokio::net::TcpStream;
 
 use crate::client::{BindListener, Client, ClientError, ProxyStream, UdpAssociation};
 use crate::relay::TunnelStream;
-use crate::resolve::{resolve, ResolveError};
+use crate::resolve::ResolveError;
 use crate::server::egress::{
-    Connected, Egress, EgressError, EgressFuture, EgressRequest, PendingBind, UdpEgress,
+    lookup_within, Connected, Egress, EgressError, EgressFuture, EgressRequest, PendingBind,
+    UdpEgress,
 };
 
 /// Sends the server's commands through a chain of parent SOCKS proxies. Cheap to clone.
@@ -118,21 +119,8 @@ impl Upstream {
     /// Resolves `name` on this host, as the client library would for a hop that takes
     /// addresses.
     async fn lookup_here(&self, name: &DomainName) -> Result<Vec<IpAddr>, EgressError> {
-        let Some(text) = name.to_str() else {
-            return Err(ResolveError::InvalidName {
-                query: name.to_string(),
-            }
-            .into());
-        };
         let limit = self.client.timeouts().resolve;
-        match tokio::time::timeout(limit, resolve(&*self.client.resolver, text)).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(ResolveError::Timeout {
-                query: text.to_owned(),
-                after: limit,
-            }
-            .into()),
-        }
+        Ok(lookup_within(&*self.client.resolver, name, limit, |_| Ok(())).await?)
     }
 
     async fn open(&self, request: EgressRequest<'_>) -> Result<Connected, EgressError> {
