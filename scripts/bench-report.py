@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Merges the JSON reports of `socksmith bench` runs (one per proxy) into the results of
-scripts/bench: results.json (everything), results.md (the side-by-side table and the ratios
-against the issue's targets) and chart.svg (grouped bars per metric, normalized to the best).
-Optionally refreshes the results section of README.md between its bench markers.
+scripts/bench: results.json (everything), results.md (the side-by-side table, the ratios
+against the issues' targets, what socksmith's features cost beside the quiet socksmith, the
+blocklist's own figures and the session future's size) and chart.svg (grouped bars per metric,
+normalized to the best). Optionally refreshes the results section of README.md between its
+bench markers.
 
 Standard library only, so that it runs on any python3.
 """
@@ -17,6 +19,44 @@ import sys
 
 ORDER = ["direct", "socksmith", "socksmith-quiet", "socksmith-auth", "microsocks", "microsocks-auth", "dante", "ssh"]
 PEERS = ["microsocks", "dante", "ssh"]
+# socksmith-quiet with one feature on: shown in the feature table beside socksmith-quiet,
+# not in the side-by-side table or the chart (which compare proxies).
+VARIANTS = ["socksmith-http", "socksmith-blocklist", "socksmith-admin"]
+# (what is compared, metric, variant, goal as text, the ratio variant/baseline must pass or
+# None where the issues ask only for the figures side by side). The baseline is always
+# socksmith-quiet: the same binary, log level and open-file limit, the feature off.
+FEATURES = [
+    ("authentication (users as set up below)", "connrate", "socksmith-auth", ">= 0.90x", lambda r: r >= 0.9),
+    ("HTTP CONNECT instead of SOCKS5", "throughput_1_up", "socksmith-http", "", None),
+    ("HTTP CONNECT instead of SOCKS5", "throughput_1_down", "socksmith-http", "", None),
+    ("HTTP CONNECT instead of SOCKS5", "throughput_n_up", "socksmith-http", "", None),
+    ("HTTP CONNECT instead of SOCKS5", "throughput_n_down", "socksmith-http", "", None),
+    ("HTTP CONNECT instead of SOCKS5", "connrate", "socksmith-http", "", None),
+    ("1,000,000-domain blocklist, sniffing", "connrate", "socksmith-blocklist", ">= 0.95x", lambda r: r >= 0.95),
+    ("1,000,000-domain blocklist, sniffing", "throughput_1_up", "socksmith-blocklist", ">= 0.95x", lambda r: r >= 0.95),
+    ("1,000,000-domain blocklist, sniffing", "throughput_1_down", "socksmith-blocklist", ">= 0.95x", lambda r: r >= 0.95),
+    ("--admin (metrics on)", "connrate", "socksmith-admin", ">= 0.97x", lambda r: r >= 0.97),
+    ("--admin (metrics on)", "idle_kib_per_tunnel", "socksmith-admin", "<= 1.03x", lambda r: r <= 1.03),
+    ("--admin (metrics on)", "idle_fds_per_tunnel", "socksmith-admin", "", None),
+]
+# The blocklist example's figures: (JSON key, label, unit).
+BLOCKLIST = [
+    ("load_ms", "load time (wall clock)", "ms"),
+    ("load_cpu_ms", "load time (CPU time of the loading thread)", "ms"),
+    ("rss_delta_mib", "memory the loaded list adds (RSS)", "MiB"),
+    ("heap_mib", "memory by the list's own count (arena and index)", "MiB"),
+    ("peak_rss_mib", "peak RSS of the process (file text included while parsing)", "MiB"),
+    ("lookups_per_sec", "lookups per second (wall clock)", "lookups/s"),
+    ("lookups_per_cpu_sec", "lookups per CPU second", "lookups/s"),
+]
+# The goals of the policy issue for that list, checked on the median.
+BLOCKLIST_GOALS = {
+    "load_cpu_ms": ("about 1 s (<= 1,500 ms)", lambda v: v <= 1500),
+    "rss_delta_mib": ("well under 100 MiB (< 100)", lambda v: v < 100),
+}
+# The release-mode bound of the session-size test (SESSION_TASK_BOUND in
+# crates/socksmith/src/server/connection.rs).
+SESSION_TASK_BOUND = 1024
 COLORS = {
     "direct": "#9e9e9e",
     "socksmith": "#d1495b",
@@ -26,6 +66,9 @@ COLORS = {
     "microsocks-auth": "#66a182",
     "dante": "#30638e",
     "ssh": "#6d597a",
+    "socksmith-http": "#f4a259",
+    "socksmith-blocklist": "#5b8e7d",
+    "socksmith-admin": "#bc4b51",
 }
 # Metrics in the table, in order.
 TABLE = [
@@ -204,10 +247,6 @@ def targets(runs):
     if v is not None and peer:
         r = v / peer[0]
         add("connection rate vs best peer", f"{r:.2f}x ({fmt(v)} vs {peer[1]} {fmt(peer[0])} /s)", ">= 1.5x", r >= 1.5)
-    auth = by.get("socksmith-auth")
-    if v and auth and auth.median("connrate") is not None:
-        r = auth.median("connrate") / v
-        add("authenticated vs unauthenticated connection rate", f"{r:.0%} ({fmt(auth.median('connrate'))} vs {fmt(v)} /s)", ">= 90%", r >= 0.9)
     v = ours.median("rr_p99_us")
     peer = best_peer(runs, "rr_p99_us", False)
     if v is not None and peer:
@@ -219,6 +258,45 @@ def targets(runs):
     if v is not None:
         add("descriptors per idle tunnel", f"{v:.2f}", "<= 2", v <= 2.0 + 0.01)
     return rows
+
+
+def feature_costs(runs):
+    """Each feature's figure beside socksmith-quiet's, as a ratio (variant / baseline)."""
+    by = {r.label: r for r in runs}
+    base = by.get("socksmith-quiet")
+    rows = []
+    for feature, key, variant, goal, passes in FEATURES:
+        v = by.get(variant)
+        if v is None or base is None:
+            continue
+        bm, vm = base.median(key), v.median(key)
+        ratio = vm / bm if bm and vm is not None else None
+        rows.append({
+            "feature": feature, "metric": key, "variant": variant, "baseline": base.label,
+            "baseline_cell": base.cell(key), "variant_cell": v.cell(key),
+            "ratio": ratio, "goal": goal,
+            "met": None if passes is None or ratio is None else passes(ratio),
+        })
+    return rows
+
+
+def load_blocklist(paths):
+    """The JSON lines of the blocklist example, one per round: every figure's samples."""
+    samples = {key: [] for key, _, _ in BLOCKLIST}
+    domains = None
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                data = json.loads(line)
+                domains = data.get("domains", domains)
+                for key in samples:
+                    if key in data:
+                        samples[key].append(float(data[key]))
+    figures = {key: summarize(v) for key, v in samples.items() if v}
+    return {"domains": domains, "figures": figures} if figures else None
 
 
 def machine():
@@ -234,8 +312,9 @@ def machine():
     return {"cores": os.cpu_count(), "cpu": cpu, "kernel": platform.release()}
 
 
-def markdown(runs, rows, meta):
-    labels = {m["key"]: (m["label"], m["unit"]) for r in runs for m in r.report["metrics"]}
+def markdown(all_runs, rows, meta):
+    labels = {m["key"]: (m["label"], m["unit"]) for r in all_runs for m in r.report["metrics"]}
+    runs = [r for r in all_runs if r.label not in VARIANTS]
     out = []
     out.append(f"Run of {meta['date']} ({meta['mode']} mode) on {meta['machine']['cores']} cores"
                f" ({meta['machine']['cpu'] or 'unknown CPU'}, Linux {meta['machine']['kernel']}):"
@@ -245,6 +324,16 @@ def markdown(runs, rows, meta):
                f" ± half the min–max range, n = samples behind the median. Every byte and"
                f" datagram is a pattern checked on arrival; idle memory is PSS.")
     out.append("")
+    if meta.get("loadavg"):
+        start, end = meta["loadavg"]
+        cores = meta["machine"]["cores"] or 1
+        busy = max(float(start.split()[0]), float(end.split()[0])) > 0.5 * cores
+        out.append(f"Load average (1, 5, 15 min) at the start of the measurements: {start};"
+                   f" at the end: {end}."
+                   + (" **The machine was loaded by other work during this run: every figure"
+                      " below is from a loaded machine** (ratios from one run hold better than"
+                      " absolute figures)." if busy else ""))
+        out.append("")
     labels_present = {r.label for r in runs}
     if "socksmith" in labels_present or "socksmith-quiet" in labels_present:
         out.append(f"- **socksmith** is `socksmith serve` as a user runs it: its default log"
@@ -254,22 +343,25 @@ def markdown(runs, rows, meta):
                    f" only, like the peers) and the raised open-file limit"
                    f" ({meta.get('raised_nofile') or 'the hard limit'}), as the peers get.")
         out.append("")
-    out.append("| metric | unit | " + " | ".join(r.label for r in runs) + " |")
-    out.append("|---|---|" + "---:|" * len(runs))
-    for key in TABLE:
-        if key not in labels:
-            continue
-        label, unit = labels[key]
-        if key.startswith("throughput_n"):
-            n = runs[0].report["settings"].get("parallel_tunnels", "N")
-            label = label.replace("N tunnels", f"{n} tunnels")
-        out.append(f"| {label} | {unit} | " + " | ".join(r.cell(key) for r in runs) + " |")
-    out.append("")
+    if runs:
+        out.append("| metric | unit | " + " | ".join(r.label for r in runs) + " |")
+        out.append("|---|---|" + "---:|" * len(runs))
+        for key in TABLE:
+            if key not in labels:
+                continue
+            label, unit = labels[key]
+            if key.startswith("throughput_n"):
+                n = runs[0].report["settings"].get("parallel_tunnels", "N")
+                label = label.replace("N tunnels", f"{n} tunnels")
+            out.append(f"| {label} | {unit} | " + " | ".join(r.cell(key) for r in runs) + " |")
+        out.append("")
     idle_notes = []
-    for r in runs:
+    method = ""
+    for r in all_runs:
         idle = r.report.get("idle")
         if idle and idle.get("before") and idle.get("after"):
             b, a = idle["before"], idle["after"]
+            method = method or idle.get("method", "")
             pss = (f"{b['pss_kib']}→{a['pss_kib']} KiB PSS ({b['rss_kib']}→{a['rss_kib']} RSS)"
                    if "pss_kib" in b else f"{b['rss_kib']}→{a['rss_kib']} KiB RSS")
             idle_notes.append(f"{r.label}: {idle['opened']}/{idle['requested']} open, "
@@ -277,8 +369,63 @@ def markdown(runs, rows, meta):
                               f"{b['processes']}→{a['processes']} processes, "
                               f"{idle['alive']}/{idle['probed']} probed alive")
     if idle_notes:
-        out.append("Idle tunnels (" + runs[0].report.get("idle", {}).get("method", "") + "): "
+        out.append("Idle tunnels (" + method + "): "
                    + "; ".join(idle_notes) + ".")
+        out.append("")
+    features = meta.get("feature_costs") or []
+    if features:
+        out.append("What socksmith's features cost: socksmith-quiet with one feature on, beside"
+                   " socksmith-quiet (the same binary, log level and open-file limit, the feature"
+                   " off) from the same rounds; ratio = with / without.")
+        out.append("")
+        out.append("| feature | metric | unit | socksmith-quiet | with it | ratio | goal | |")
+        out.append("|---|---|---|---:|---:|---:|---|---|")
+        for row in features:
+            label, unit = labels.get(row["metric"], (row["metric"], ""))
+            if row["metric"].startswith("throughput_n"):
+                n = all_runs[0].report["settings"].get("parallel_tunnels", "N")
+                label = label.replace("N tunnels", f"{n} tunnels")
+            ratio = "–" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+            verdict = {None: "", True: "met", False: "**not met**"}[row["met"]]
+            out.append(f"| {row['feature']} ({row['variant']}) | {label} | {unit} |"
+                       f" {row['baseline_cell']} | {row['variant_cell']} | {ratio} |"
+                       f" {row['goal'] or '–'} | {verdict} |")
+        out.append("")
+    setups = meta.get("setup_notes") or []
+    for line in setups:
+        out.append(f"- {line}")
+    if setups:
+        out.append("")
+    blocklist = meta.get("blocklist")
+    if blocklist:
+        domains = blocklist.get("domains") or 0
+        out.append(f"Blocklist on its own (`crates/socksmith/examples/blocklist_bench.rs`, release,"
+                   f" pinned to the proxy's core): a generated hosts file of"
+                   f" {domains:,} domains loaded as the server loads it, then 1,000,000 lookups"
+                   f" (half subdomains of listed names, half unlisted names, mixed case).")
+        out.append("")
+        out.append("| blocklist | unit | median | goal | |")
+        out.append("|---|---|---:|---|---|")
+        rounds = meta.get("repeat") or 1
+        for key, label, unit in BLOCKLIST:
+            s = blocklist["figures"].get(key)
+            if not s:
+                continue
+            n = len(s["samples"])
+            cell = fmt(s["median"])
+            if n > 1 and s["median"]:
+                cell += f" ±{(s['max'] - s['min']) / 2 / abs(s['median']) * 100:.0f}%"
+            cell += f" n={n}" if n >= rounds else f" **n={n}/{rounds}**"
+            if any(label_ == "blocklist" for label_, _ in meta.get("failed_sections", [])):
+                cell += " †"
+            goal, passes = BLOCKLIST_GOALS.get(key, ("–", None))
+            verdict = "" if passes is None else ("met" if passes(s["median"]) else "**not met**")
+            out.append(f"| {label} | {unit} | {cell} | {goal} | {verdict} |")
+        out.append("")
+    size = meta.get("session_task_bytes")
+    if size is not None:
+        out.append(f"Session task future (release build, `cargo test --release -p socksmith --lib"
+                   f" session_task`): **{size} bytes** (the test's bound: {SESSION_TASK_BOUND}).")
         out.append("")
     if rows:
         out.append("| target (socksmith serve) | goal | measured | |")
@@ -408,7 +555,14 @@ def main():
                     help="rounds run: a median with fewer samples is marked")
     ap.add_argument("--socksmith-nofile", help="open-file limit `socksmith` was started with")
     ap.add_argument("--raised-nofile", help="open-file limit of the quiet run and the peers")
-    ap.add_argument("reports", nargs="+")
+    ap.add_argument("--notes", help="lines on how contenders were set up (fallbacks, skips)")
+    ap.add_argument("--session-size", type=int,
+                    help="bytes of the session task's future (release-mode test)")
+    ap.add_argument("--blocklist", action="append", default=[],
+                    help="JSON lines of the blocklist example, one file per round")
+    ap.add_argument("--loadavg", nargs=2, metavar=("START", "END"),
+                    help="/proc/loadavg's first three fields before and after the measurements")
+    ap.add_argument("reports", nargs="*")
     args = ap.parse_args()
     failed = load_failed(args.failed)
     runs = load(args.reports, failed, args.rounds or 1)
@@ -416,15 +570,28 @@ def main():
     if not args.rounds:
         for r in runs:
             r.rounds = max(r.report["repeat"], 1)
+    setup_notes = []
+    if args.notes:
+        with open(args.notes) as f:
+            setup_notes = [line.rstrip("\n") for line in f if line.strip()]
+    labels = {r.label for r in runs}
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": args.mode,
         "machine": machine(),
-        "repeat": args.rounds or max(r.report["repeat"] for r in runs),
+        "repeat": args.rounds or max((r.report["repeat"] for r in runs), default=1),
         "socksmith_nofile": args.socksmith_nofile,
         "raised_nofile": args.raised_nofile,
-        # Contenders whose every run failed have no report to hang the mark on.
-        "failed_only": {k: v for k, v in failed.items() if k not in {r.label for r in runs}},
+        "loadavg": args.loadavg,
+        "setup_notes": setup_notes,
+        "feature_costs": feature_costs(runs),
+        "blocklist": load_blocklist(args.blocklist),
+        "session_task_bytes": args.session_size,
+        # Contenders whose every run failed have no report to hang the mark on (the
+        # blocklist and session-size sections are listed here when one of theirs failed).
+        "failed_only": {k: v for k, v in failed.items() if k not in labels},
+        "failed_sections": [(k, f) for k, fs in failed.items()
+                            if k in ("blocklist", "session-size") for f in fs],
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
@@ -435,7 +602,7 @@ def main():
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(md)
     with open(os.path.join(args.out, "chart.svg"), "w") as f:
-        f.write(svg_chart(runs))
+        f.write(svg_chart([r for r in runs if r.label not in VARIANTS]))
     if args.readme:
         update_readme(args.readme, md)
     return 0

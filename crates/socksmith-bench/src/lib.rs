@@ -1,5 +1,6 @@
-//! The load generator behind `socksmith bench`: measures any SOCKS5 proxy (ours or not)
-//! against its own loopback targets, or the same load without a proxy ([`Route::Direct`]).
+//! The load generator behind `socksmith bench`: measures any SOCKS5 or HTTP CONNECT proxy
+//! (ours or not) against its own loopback targets, or the same load without a proxy
+//! ([`Route::Direct`]).
 //!
 //! [`run`] owns the order of the phases and turns their repeats into a [`Report`]; the load
 //! generators are in `phases`, the targets in [`targets`] (shared with the testkit), the

@@ -1,7 +1,9 @@
-//! How the load reaches a target: straight (`--direct`) or through one SOCKS5 proxy.
+//! How the load reaches a target: straight (`--direct`) or through one SOCKS5 or HTTP
+//! CONNECT proxy.
 //!
 //! The proxy URL is the client library's ([`socksmith::client::Proxy`], curl's semantics) and
-//! CONNECT is [`socksmith::client::Client::connect`]. UDP ASSOCIATE is driven here, on the
+//! CONNECT is [`socksmith::client::Client::connect`], for `socks5://` and `http://` alike, so
+//! the two protocols are measured with the same load. UDP ASSOCIATE is driven here, on the
 //! proxy's own handshake machine from `socksmith_proto`, because the bench must announce and
 //! own the UDP socket it batches datagrams on, and the library's association keeps its socket
 //! to itself. This module does not own the load loops (see `phases`).
@@ -61,9 +63,12 @@ pub enum RouteError {
     /// The URL did not parse (the client library's message).
     #[error(transparent)]
     Url(#[from] socksmith::client::UrlError),
-    /// Not a SOCKS5 proxy.
-    #[error("the bench measures SOCKS5 proxies: use socks5://[user:pass@]host:port, not {0}://")]
-    NotSocks5(&'static str),
+    /// Neither a SOCKS5 nor an HTTP proxy.
+    #[error(
+        "the bench measures SOCKS5 and HTTP CONNECT proxies: use socks5://[user:pass@]host:port \
+         or http://[user:pass@]host:port, not {0}://"
+    )]
+    Unsupported(&'static str),
     /// A host name: the bench's load loops never resolve.
     #[error("give the proxy as an IP address (the load loops never look names up), not {0}")]
     NotAnAddress(String),
@@ -77,11 +82,11 @@ pub enum RouteError {
 pub enum Route {
     /// No proxy: the loopback limit every ratio is read against.
     Direct,
-    /// Through one SOCKS5 proxy (shared: every load task clones the route).
+    /// Through one SOCKS5 or HTTP CONNECT proxy (shared: every load task clones the route).
     Proxy(Arc<ProxyRoute>),
 }
 
-/// A SOCKS5 proxy and the client that reaches it.
+/// A SOCKS5 or HTTP CONNECT proxy and the client that reaches it.
 #[derive(Debug, Clone)]
 pub struct ProxyRoute {
     proxy: Proxy,
@@ -90,13 +95,16 @@ pub struct ProxyRoute {
 }
 
 impl Route {
-    /// The route through the proxy at `url` (`socks5://` or `socks5h://`, credentials
-    /// allowed, the host an IP address).
+    /// The route through the proxy at `url` (`socks5://`, `socks5h://` or `http://`,
+    /// credentials allowed, the host an IP address).
     pub fn proxy(url: &str) -> Result<Route, RouteError> {
         let proxy: Proxy = url.parse()?;
         let protocol = proxy.protocol();
-        if !matches!(protocol, Protocol::Socks5 | Protocol::Socks5h) {
-            return Err(RouteError::NotSocks5(protocol.scheme()));
+        if !matches!(
+            protocol,
+            Protocol::Socks5 | Protocol::Socks5h | Protocol::Http
+        ) {
+            return Err(RouteError::Unsupported(protocol.scheme()));
         }
         let addr = proxy
             .socket_addr()
@@ -124,9 +132,14 @@ impl Route {
         }
     }
 
-    /// Whether the load authenticates (RFC 1929).
+    /// Whether the load authenticates (RFC 1929, or Basic for an HTTP proxy).
     pub fn authenticated(&self) -> bool {
         matches!(self, Route::Proxy(p) if p.proxy.user_info().is_some())
+    }
+
+    /// Whether the load goes through an HTTP proxy, which carries CONNECT only (no UDP).
+    pub fn is_http(&self) -> bool {
+        matches!(self, Route::Proxy(p) if p.proxy.protocol().is_http())
     }
 
     /// Opens a TCP tunnel to `target` with TCP_NODELAY on the client leg, within
@@ -251,12 +264,24 @@ mod tests {
     }
 
     #[test]
+    fn http_connect_proxies_are_routes_too() {
+        let route = Route::proxy("http://alice:secret@127.0.0.1:3128").expect("an HTTP URL");
+        assert_eq!(route.display(), "http://alice:***@127.0.0.1:3128");
+        assert!(route.authenticated());
+        assert!(route.is_http());
+        let socks = Route::proxy("socks5://127.0.0.1:1080").expect("a SOCKS5 URL");
+        assert!(!socks.is_http());
+        assert!(!Route::Direct.is_http());
+    }
+
+    #[test]
     fn other_protocols_and_names_are_refused_with_the_reason() {
         let err = Route::proxy("socks4://127.0.0.1:1080").expect_err("SOCKS4");
         assert!(err.to_string().contains("SOCKS5"), "{err}");
+        assert!(err.to_string().contains("socks4://"), "{err}");
         let err = Route::proxy("socks5://localhost:1080").expect_err("a name");
         assert!(err.to_string().contains("IP address"), "{err}");
-        let err = Route::proxy("http://127.0.0.1:1080").expect_err("not a proxy URL");
-        assert!(err.to_string().contains("http"), "{err}");
+        let err = Route::proxy("https://127.0.0.1:1080").expect_err("not a proxy URL");
+        assert!(err.to_string().contains("https"), "{err}");
     }
 }

@@ -46,7 +46,7 @@ pub enum Command {
     Forward(commands::forward::Args),
     /// Probe a proxy and report what it supports.
     Check(commands::check::Args),
-    /// Measure a SOCKS5 proxy: throughput, connection rate, latency, idle cost, UDP.
+    /// Measure a SOCKS5 or HTTP CONNECT proxy: throughput, connection rate, latency, idle cost, UDP.
     Bench(Box<commands::bench::Args>),
     /// Add a user to a users file (`serve --users FILE`), change their password, or remove them.
     Passwd(commands::passwd::Args),

@@ -56,8 +56,13 @@ pub struct UdpPlan {
 }
 
 /// Runs the UDP phase. `Ok(Err(why))` when the proxy refuses UDP ASSOCIATE (it does not offer
-/// it): the report shows that as "unsupported", not as a failure.
+/// it) or is an HTTP proxy: the report shows that as "unsupported", not as a failure.
 pub async fn udp(route: &Route, plan: UdpPlan) -> Result<Result<UdpRate, String>, TunnelError> {
+    if route.is_http() {
+        return Ok(Err(
+            "an HTTP proxy carries CONNECT only (no UDP ASSOCIATE)".into()
+        ));
+    }
     let mut legs = Vec::with_capacity(plan.associations);
     for _ in 0..plan.associations.max(1) {
         let socket = UdpSocket::bind(SocketAddr::new(plan.bind_ip, 0)).await?;

@@ -18,7 +18,8 @@ use crate::duration::{parse_duration, parse_positive_duration};
 /// Every phase is bounded in count and in time.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The proxy to measure: socks5://[user:pass@]IP:PORT (socks5h:// too).
+    /// The proxy to measure: socks5://[user:pass@]IP:PORT (socks5h:// too), or an HTTP
+    /// CONNECT proxy, http://[user:pass@]IP:PORT (no UDP phase: HTTP carries CONNECT only).
     #[arg(
         short = 'x',
         long,
