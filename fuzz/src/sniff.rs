@@ -19,7 +19,10 @@ fn check_settles<T: PartialEq + Debug>(data: &[u8], sniff: fn(&[u8]) -> T, need_
         end = (end + chunk).min(data.len());
         let answer = sniff(&data[..end]);
         if &answer != need_more {
-            assert_eq!(answer, whole, "answer at {end} bytes differs from all at once");
+            assert_eq!(
+                answer, whole,
+                "answer at {end} bytes differs from all at once"
+            );
             // Later prefixes, sampled at the same chunk size, agree.
             let mut later = end;
             while later < data.len() {
@@ -82,12 +85,18 @@ pub fn check_blocklist(data: &[u8]) {
             && word
                 .iter()
                 .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-            && word.split(|&b| b == b'.').all(|l| (1..=63).contains(&l.len()))
+            && word
+                .split(|&b| b == b'.')
+                .all(|l| (1..=63).contains(&l.len()))
             && word.len() <= 253
             && !word.eq_ignore_ascii_case(b"localhost")
             && std::str::from_utf8(word).map_or(true, |w| w.parse::<std::net::IpAddr>().is_err());
         if bare && !is_hosts_header(word) {
-            assert!(list.contains(word), "{:?} listed but not blocked", String::from_utf8_lossy(word));
+            assert!(
+                list.contains(word),
+                "{:?} listed but not blocked",
+                String::from_utf8_lossy(word)
+            );
         }
     }
 }

@@ -207,9 +207,14 @@ fn decode_v2(input: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderEr
     if let Some(len) = input.get(14..V2_FIXED_LEN) {
         let total = V2_FIXED_LEN + usize::from(u16::from_be_bytes([len[0], len[1]]));
         if total > MAX_HEADER_LEN {
-            return Err(ProxyHeaderError::TooLong {
-                max: MAX_HEADER_LEN,
-            });
+            // A bad signature, version or family is reported as such, as it was for a
+            // shorter prefix: the answer must not depend on how the bytes arrived.
+            return match ppp::v2::Header::try_from(&input[..V2_FIXED_LEN]) {
+                Err(e) if !e.is_incomplete() => Err(ProxyHeaderError::V2(e)),
+                _ => Err(ProxyHeaderError::TooLong {
+                    max: MAX_HEADER_LEN,
+                }),
+            };
         }
     }
     match ppp::v2::Header::try_from(input) {
@@ -638,6 +643,28 @@ mod tests {
                 max: MAX_HEADER_LEN
             })
         ));
+    }
+
+    #[test]
+    fn a_broken_fixed_part_with_a_huge_length_is_malformed_however_it_arrives() {
+        // Found by the proxy_header fuzz target: the length was checked before the signature
+        // and version, so all at once gave "too long" where a shorter prefix had already
+        // been refused as malformed.
+        let mut bad_signature = V2_SIGNATURE[..11].to_vec();
+        bad_signature.extend_from_slice(&[0x1f, 0x1f, 0x1f, 0x1f, 0x1f]);
+        let mut bad_version = V2_SIGNATURE.to_vec();
+        bad_version.extend_from_slice(&[0x31, 0x11, 0xFF, 0xFF]);
+        // The bytes it takes to see what is wrong: ppp checks the signature from the 12th
+        // byte on, the version only once the 16-byte fixed part is there.
+        for (input, first_bad) in [(bad_signature, 12), (bad_version, 16)] {
+            for end in first_bad..=input.len() {
+                assert!(
+                    matches!(decode(&input[..end]), Err(ProxyHeaderError::V2(_))),
+                    "{end} bytes of {input:02x?}: {:?}",
+                    decode(&input[..end])
+                );
+            }
+        }
     }
 
     #[test]
