@@ -166,18 +166,22 @@ fn decode_v1(input: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderEr
     if input.len() < PREFIX.len() && PREFIX.starts_with(input) {
         return Ok(None);
     }
-    let line_end = match input.iter().take(V1_MAX_LEN).position(|&b| b == b'\r') {
-        // "A receiver may reject an incomplete line which does not contain the CRLF
-        // sequence in the first 107 characters."
-        None if input.len() >= V1_MAX_LEN => {
-            return Err(ProxyHeaderError::TooLong { max: V1_MAX_LEN })
+    let line_end = if input.starts_with(PREFIX) {
+        match input.iter().take(V1_MAX_LEN).position(|&b| b == b'\r') {
+            // "A receiver may reject an incomplete line which does not contain the CRLF
+            // sequence in the first 107 characters."
+            None if input.len() >= V1_MAX_LEN => {
+                return Err(ProxyHeaderError::TooLong { max: V1_MAX_LEN })
+            }
+            None => return Ok(None),
+            // The CR is the last byte so far: its LF may be on the way.
+            Some(cr) if cr + 1 == input.len() => return Ok(None),
+            Some(cr) => cr + 2,
         }
-        None if input.starts_with(PREFIX) => return Ok(None),
-        // The CR is the last byte so far: its LF may be on the way.
-        Some(cr) if cr + 1 == input.len() => return Ok(None),
-        Some(cr) => cr + 2,
-        // Not "PROXY ": let the parser name what is wrong.
-        None => input.len(),
+    } else {
+        // Not "PROXY ": let the parser name what is wrong, whatever follows (waiting for
+        // a CR or counting to 107 here made the answer depend on how the bytes arrived).
+        input.len().min(V1_MAX_LEN)
     };
     let header = ppp::v1::Header::try_from(&input[..line_end]).map_err(ProxyHeaderError::V1)?;
     let addr = match header.addresses {
@@ -643,6 +647,24 @@ mod tests {
                 max: MAX_HEADER_LEN
             })
         ));
+    }
+
+    #[test]
+    fn a_line_not_starting_with_proxy_is_malformed_however_it_arrives() {
+        // Found by the proxy_header fuzz target: "P\xae\xb0\xa7\xaa\r" waited for an LF
+        // all at once, where its first two bytes had already been refused.
+        let mut long = b"PX".to_vec();
+        long.resize(200, b'x');
+        for input in [&b"P\xae\xb0\xa7\xaa\r"[..], b"PROX\r", &long] {
+            let first_bad = if input.starts_with(b"PROX") { 5 } else { 2 };
+            for end in first_bad..=input.len() {
+                assert!(
+                    matches!(decode(&input[..end]), Err(ProxyHeaderError::V1(_))),
+                    "{end} bytes of {input:02x?}: {:?}",
+                    decode(&input[..end])
+                );
+            }
+        }
     }
 
     #[test]
