@@ -1,6 +1,8 @@
 //! Checks shared by the fuzz targets: the properties every stream decoder must have, and
 //! drivers that push arbitrary bytes and decisions through the handshake machines.
 
+pub mod config;
+pub mod server;
 pub mod sniff;
 
 use socksmith_proto::{

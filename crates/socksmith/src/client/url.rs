@@ -19,7 +19,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{percent_decode_str, percent_encode, AsciiSet, CONTROLS};
 use socksmith_proto::{ClientVersion, Credentials};
 
 /// The port a proxy URL without one means, as in curl.
@@ -327,8 +327,9 @@ impl fmt::Display for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://", self.protocol)?;
         if let Some(info) = &self.user_info {
-            let user = String::from_utf8_lossy(&info.user);
-            write!(f, "{}", utf8_percent_encode(&user, USERINFO))?;
+            // The bytes themselves, not a lossy UTF-8 reading: a user name percent-decoded
+            // to bytes that are not UTF-8 prints back to the same name.
+            write!(f, "{}", percent_encode(&info.user, USERINFO))?;
             if info.password.is_some() {
                 f.write_str(":***")?;
             }
@@ -618,6 +619,15 @@ mod tests {
         assert!(!format!("{p:?}").contains("p@ss"));
         let creds = p.credentials().expect("valid").expect("some");
         assert_eq!(creds.password(), b"p@ss:w@rd");
+    }
+
+    #[test]
+    fn a_user_name_that_is_not_utf8_prints_back_to_itself() {
+        // Found by the config_values fuzz target: the name was printed through a lossy UTF-8
+        // conversion, so "%FF" came back as "%EF%BF%BD".
+        let p = parse_ok("socks5://%FF%00@h:1");
+        assert_eq!(p.to_string(), "socks5://%FF%00@h:1");
+        assert_eq!(parse_ok(&p.to_string()), p);
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub use egress::{
     Upstream,
 };
 pub use error::{LookupError, ServerError, SessionError};
+#[doc(hidden)]
+pub use http::fuzzing as http_fuzzing;
 pub use http::HttpError;
 pub use listener::{bind_listener, SessionLimits};
 pub use stats::{Stats, StatsSnapshot};

@@ -164,18 +164,22 @@ fn decode_v1(input: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderEr
     if input.len() < PREFIX.len() && PREFIX.starts_with(input) {
         return Ok(None);
     }
-    let line_end = match input.iter().take(V1_MAX_LEN).position(|&b| b == b'\r') {
-        // "A receiver may reject an incomplete line which does not contain the CRLF
-        // sequence in the first 107 characters."
-        None if input.len() >= V1_MAX_LEN => {
-            return Err(ProxyHeaderError::TooLong { max: V1_MAX_LEN })
+    let line_end = if input.starts_with(PREFIX) {
+        match input.iter().take(V1_MAX_LEN).position(|&b| b == b'\r') {
+            // "A receiver may reject an incomplete line which does not contain the CRLF
+            // sequence in the first 107 characters."
+            None if input.len() >= V1_MAX_LEN => {
+                return Err(ProxyHeaderError::TooLong { max: V1_MAX_LEN })
+            }
+            None => return Ok(None),
+            // The CR is the last byte so far: its LF may be on the way.
+            Some(cr) if cr + 1 == input.len() => return Ok(None),
+            Some(cr) => cr + 2,
         }
-        None if input.starts_with(PREFIX) => return Ok(None),
-        // The CR is the last byte so far: its LF may be on the way.
-        Some(cr) if cr + 1 == input.len() => return Ok(None),
-        Some(cr) => cr + 2,
-        // Not "PROXY ": let the parser name what is wrong.
-        None => input.len(),
+    } else {
+        // Not "PROXY ": let the parser name what is wrong, whatever follows (waiting for
+        // a CR or counting to 107 here made the answer depend on how the bytes arrived).
+        input.len().min(V1_MAX_LEN)
     };
     let header = ppp::v1::Header::try_from(&input[..line_end]).map_err(ProxyHeaderError::V1)?;
     let addr = match header.addresses {
@@ -205,9 +209,14 @@ fn decode_v2(input: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderEr
     if let Some(len) = input.get(14..V2_FIXED_LEN) {
         let total = V2_FIXED_LEN + usize::from(u16::from_be_bytes([len[0], len[1]]));
         if total > MAX_HEADER_LEN {
-            return Err(ProxyHeaderError::TooLong {
-                max: MAX_HEADER_LEN,
-            });
+            // A bad signature, version or family is reported as such, as it was for a
+            // shorter prefix: the answer must not depend on how the bytes arrived.
+            return match ppp::v2::Header::try_from(&input[..V2_FIXED_LEN]) {
+                Err(e) if !e.is_incomplete() => Err(ProxyHeaderError::V2(e)),
+                _ => Err(ProxyHeaderError::TooLong {
+                    max: MAX_HEADER_LEN,
+                }),
+            };
         }
     }
     match ppp::v2::Header::try_from(input) {
@@ -538,6 +547,46 @@ mod tests {
                 max: MAX_HEADER_LEN
             })
         ));
+    }
+
+    #[test]
+    fn a_line_not_starting_with_proxy_is_malformed_however_it_arrives() {
+        // Found by the proxy_header fuzz target: "P\xae\xb0\xa7\xaa\r" waited for an LF
+        // all at once, where its first two bytes had already been refused.
+        let mut long = b"PX".to_vec();
+        long.resize(200, b'x');
+        for input in [&b"P\xae\xb0\xa7\xaa\r"[..], b"PROX\r", &long] {
+            let first_bad = if input.starts_with(b"PROX") { 5 } else { 2 };
+            for end in first_bad..=input.len() {
+                assert!(
+                    matches!(decode(&input[..end]), Err(ProxyHeaderError::V1(_))),
+                    "{end} bytes of {input:02x?}: {:?}",
+                    decode(&input[..end])
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_fixed_part_with_a_huge_length_is_malformed_however_it_arrives() {
+        // Found by the proxy_header fuzz target: the length was checked before the signature
+        // and version, so all at once gave "too long" where a shorter prefix had already
+        // been refused as malformed.
+        let mut bad_signature = V2_SIGNATURE[..11].to_vec();
+        bad_signature.extend_from_slice(&[0x1f, 0x1f, 0x1f, 0x1f, 0x1f]);
+        let mut bad_version = V2_SIGNATURE.to_vec();
+        bad_version.extend_from_slice(&[0x31, 0x11, 0xFF, 0xFF]);
+        // The bytes it takes to see what is wrong: ppp checks the signature from the 12th
+        // byte on, the version only once the 16-byte fixed part is there.
+        for (input, first_bad) in [(bad_signature, 12), (bad_version, 16)] {
+            for end in first_bad..=input.len() {
+                assert!(
+                    matches!(decode(&input[..end]), Err(ProxyHeaderError::V2(_))),
+                    "{end} bytes of {input:02x?}: {:?}",
+                    decode(&input[..end])
+                );
+            }
+        }
     }
 
     #[test]

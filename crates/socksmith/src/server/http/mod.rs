@@ -39,6 +39,72 @@ use crate::server::stats::inc;
 use crate::server::Shared;
 use crate::session::Session;
 
+/// The sans-IO wire checks of HTTP proxy requests, public only so that the fuzz targets in
+/// `fuzz/` can reach them (the session is their only other caller): not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use socksmith_proto::{Credentials, TargetAddr};
+
+    use super::framing::Framer;
+    use super::head::{self, BodyLength};
+    use super::HttpError;
+
+    /// What the head checks made of a complete request head.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RequestHead {
+        /// The method is CONNECT.
+        pub connect: bool,
+        /// The request-target as sent.
+        pub target: String,
+        /// `Proxy-Authorization`, if sent.
+        pub proxy_authorization: Option<Vec<u8>>,
+        /// The body's `Content-Length` (0 without one); `None` for a chunked body.
+        pub content_length: Option<u64>,
+        /// Bytes the head takes, its final CRLF included.
+        pub len: usize,
+    }
+
+    /// The checks of the first request head of a connection: `Ok(None)` while incomplete.
+    pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
+        Ok(head::parse(buf)?.map(|h| RequestHead {
+            connect: h.connect,
+            target: h.target,
+            proxy_authorization: h.proxy_authorization,
+            content_length: match h.body {
+                BodyLength::Length(n) => Some(n),
+                BodyLength::Chunked => None,
+            },
+            len: h.len,
+        }))
+    }
+
+    /// The target of a CONNECT request-target (`host:port`, `[v6]:port`).
+    pub fn authority_target(authority: &str) -> Result<TargetAddr, HttpError> {
+        head::authority_target(authority)
+    }
+
+    /// The credentials of a `Proxy-Authorization: Basic` value.
+    pub fn basic_credentials(value: &[u8]) -> Option<Credentials> {
+        head::basic_credentials(value)
+    }
+
+    /// The guard that holds every request head of a connection back until it is checked.
+    #[derive(Debug)]
+    pub struct RequestFramer(Framer);
+
+    impl RequestFramer {
+        /// A framer that puts `marker` in place of a refused head.
+        pub fn new(marker: Vec<u8>) -> Self {
+            RequestFramer(Framer::new(marker))
+        }
+
+        /// Takes the client's next bytes and appends what may go on to hyper to `out`.
+        pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), HttpError> {
+            self.0.feed(input, out)
+        }
+    }
+}
+
 /// Why an HTTP proxy request was refused before it reached its target.
 /// [`HttpError::status`] is the status the client got.
 #[derive(Debug, thiserror::Error)]
