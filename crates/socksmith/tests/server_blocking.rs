@@ -321,3 +321,30 @@ async fn require_hostname_refuses_address_only_connects() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_http_connect_to_a_listed_name_gets_403_and_never_reaches_the_target() {
+    within(STEP, "http blocklist", async {
+        let echo = EchoServer::start().await;
+        let (server, _dir) = blocking_server(|_| {}).await;
+        let port = echo.addr().port();
+        for (host, status) in [("x.ads.example.com", "403"), ("notads.example.com", "200")] {
+            let mut s = TcpStream::connect(server.addr).await.expect("connect");
+            let head = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n");
+            s.write_all(head.as_bytes()).await.expect("send");
+            let mut answer = [0u8; 12];
+            s.read_exact(&mut answer).await.expect("status line");
+            let line = String::from_utf8_lossy(&answer).into_owned();
+            assert!(
+                line.starts_with("HTTP/1.1 ") && line.ends_with(status),
+                "{host}: {line}"
+            );
+        }
+        assert_eq!(
+            echo.accepted(),
+            1,
+            "only the allowed name reached the target"
+        );
+    })
+    .await;
+}
