@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::relay::TunnelStream;
 use crate::server::connection::{self, Accepted};
-use crate::server::per_client::PerClient;
+use crate::server::per_client::{ClientSlot, PerClient};
 use crate::server::stats::inc;
 use crate::server::{proxy_protocol, Server, ServerConfig};
 
@@ -67,6 +67,25 @@ fn open_file_limit() -> u64 {
 /// ENOBUFS); doubled on each further error up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+pin_project_lite::pin_project! {
+    /// A session future with its client's slot, given back when the task ends. A hand-written
+    /// wrapper, not an `async` block: a block that awaits a future it captured stores it twice
+    /// (the capture and the awaited copy), which doubled an idle tunnel's task.
+    struct Holding<F> {
+        #[pin]
+        session: F,
+        _slot: ClientSlot,
+    }
+}
+
+impl<F: Future> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        self.project().session.poll(cx)
+    }
+}
 
 /// What stands in front of the listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,10 +152,7 @@ pub(crate) async fn run(
                     // The configuration as of now: a reload during the wait applies.
                     let shared = server.current();
                     let session = connection::run(shared, TunnelStream::Tcp(stream), accepted);
-                    sessions.spawn(async move {
-                        let _slot = slot;
-                        session.await;
-                    });
+                    sessions.spawn(Holding { session, _slot: slot });
                 }
                 Err(e) if !out_of_resources(&e) => {
                     tracing::debug!(error = %e, "accept: connection lost before it was taken");
