@@ -10,14 +10,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use server_support::{v5_request, Running, STEP};
+use server_support::{udp_associate, v5_request, Running, STEP};
 use socksmith::policy::blocklist::{BlocklistConfig, BlocklistSet, ListSource};
 use socksmith::policy::{ClientFilter, IpNet};
 use socksmith::resolve::StaticResolver;
 use socksmith::server::ServerConfig;
-use socksmith_testkit::raw::{
-    socks5_greeting, socks5_request, udp_unwrap, udp_wrap, CMD_CONNECT, CMD_UDP_ASSOCIATE,
-};
+use socksmith_testkit::raw::{socks5_greeting, socks5_request, udp_unwrap, udp_wrap, CMD_CONNECT};
 use socksmith_testkit::{within, EchoServer, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -230,18 +228,7 @@ async fn dns_queries_for_listed_names_are_answered_nxdomain_and_never_forwarded(
         let resolver = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let resolver_addr = resolver.local_addr().expect("addr");
         let (server, _dir) = blocking_server(|_| {}).await;
-        let mut control = TcpStream::connect(server.addr).await.expect("connect");
-        assert_eq!(
-            socks5_greeting(&mut control, &[0]).await.expect("greeting"),
-            0
-        );
-        let any = Target::Ip("0.0.0.0:0".parse().expect("literal"));
-        let reply = socks5_request(&mut control, CMD_UDP_ASSOCIATE, &any)
-            .await
-            .expect("reply");
-        let Target::Ip(relay) = reply.addr else {
-            panic!("an address")
-        };
+        let (control, relay) = udp_associate(server.addr).await;
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
 
         let dns = Target::Ip("127.0.0.1:53".parse().expect("literal"));

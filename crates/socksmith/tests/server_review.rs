@@ -9,12 +9,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use server_support::{udp_exchange, v5_request, Running, STEP};
+use server_support::{udp_associate, udp_exchange, v5_request, Running, STEP};
 use socksmith::client::Client;
 use socksmith::policy::{IpNet, Rules};
 use socksmith::resolve::StaticResolver;
 use socksmith::server::ServerConfig;
-use socksmith_testkit::raw::{socks5_greeting, socks5_request, udp_wrap, CMD_UDP_ASSOCIATE};
+use socksmith_testkit::raw::{socks5_greeting, socks5_request, udp_wrap};
 use socksmith_testkit::{within, Target, UdpEchoServer};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -67,19 +67,7 @@ async fn udp_answers_from_a_denied_source_never_reach_the_client() {
         let target = UdpSocket::bind("127.0.0.1:0").await.expect("target");
         let target_addr = target.local_addr().expect("addr");
 
-        let mut control = TcpStream::connect(server.addr).await.expect("connect");
-        assert_eq!(
-            socks5_greeting(&mut control, &[0]).await.expect("greeting"),
-            0
-        );
-        let any = Target::Ip("0.0.0.0:0".parse().expect("literal"));
-        let reply = socks5_request(&mut control, CMD_UDP_ASSOCIATE, &any)
-            .await
-            .expect("reply");
-        assert_eq!(reply.code, 0);
-        let Target::Ip(relay) = reply.addr else {
-            panic!("an address")
-        };
+        let (control, relay) = udp_associate(server.addr).await;
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
         client
             .send_to(&udp_wrap(&Target::Ip(target_addr), b"hello"), relay)
@@ -153,18 +141,7 @@ async fn udp_round_trips_still_work_beside_the_sender_check() {
     within(STEP, "udp round trip", async {
         let echo = UdpEchoServer::start().await;
         let server = Running::start(ServerConfig::default()).await;
-        let mut control = TcpStream::connect(server.addr).await.expect("connect");
-        assert_eq!(
-            socks5_greeting(&mut control, &[0]).await.expect("greeting"),
-            0
-        );
-        let any = Target::Ip("0.0.0.0:0".parse().expect("literal"));
-        let reply = socks5_request(&mut control, CMD_UDP_ASSOCIATE, &any)
-            .await
-            .expect("reply");
-        let Target::Ip(relay) = reply.addr else {
-            panic!("an address")
-        };
+        let (_control, relay) = udp_associate(server.addr).await;
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("client");
         for i in 0..20u8 {
             let payload = [i; 100];

@@ -122,3 +122,15 @@ pub async fn v4_bind_any(proxy: SocketAddr) -> (TcpStream, [u8; 8]) {
     s.read_exact(&mut reply).await.expect("reply");
     (s, reply)
 }
+
+/// A SOCKS5 UDP ASSOCIATE (no authentication, any client port): the control connection,
+/// which keeps the association alive, and the relay's address.
+pub async fn udp_associate(proxy: SocketAddr) -> (TcpStream, SocketAddr) {
+    let any = Target::Ip("0.0.0.0:0".parse().expect("literal"));
+    let (control, code, relay) = v5_request(proxy, 3, &any).await;
+    assert_eq!(code, 0, "UDP ASSOCIATE succeeded");
+    let Target::Ip(relay) = relay else {
+        panic!("the relay is an address, got {relay}")
+    };
+    (control, relay)
+}
