@@ -193,6 +193,26 @@ async fn a_server_first_protocol_waits_at_most_the_sniff_window() {
 }
 
 #[tokio::test]
+async fn a_first_segment_of_a_few_bytes_that_could_start_a_request_is_not_waited_for() {
+    within(STEP, "short start", async {
+        let echo = EchoServer::start().await;
+        // A window far longer than the test's own deadline: waiting it out fails the test.
+        let (server, _dir) = blocking_server(|c| c.sniff_timeout = Duration::from_secs(600)).await;
+        // `G` could start `GET `, 0x16 0x03 a TLS record: alone, neither is waited for.
+        for start in [&b"G"[..], b"CONN", &[0x16, 0x03, 0x01]] {
+            let (mut s, code) = connect(server.addr, &Target::Ip(echo.addr())).await;
+            assert_eq!(code, 0);
+            s.set_nodelay(true).expect("nodelay");
+            s.write_all(start).await.expect("send");
+            let mut back = vec![0u8; start.len()];
+            s.read_exact(&mut back).await.expect("relayed at once");
+            assert_eq!(back, start);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn without_sniffing_an_address_target_is_relayed_at_once() {
     within(STEP, "no sniff", async {
         let echo = EchoServer::start().await;

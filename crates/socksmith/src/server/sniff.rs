@@ -10,7 +10,9 @@
 //! target first: nothing is lost, and zero-copy starts right after.
 //!
 //! A protocol where the server speaks first (SSH, SMTP) sends nothing: it waits for the
-//! window to close, then flows. Names inside an encrypted ClientHello (ECH) cannot be read;
+//! window to close, then flows. A client whose first segment is only a few bytes that merely
+//! *could* start a request (`G`, a lone 0x16) is not waited for either: see
+//! [`SHORTEST_SNIFFED_START`]. Names inside an encrypted ClientHello (ECH) cannot be read;
 //! that is the limit of any proxy.
 
 use socksmith_proto::sniff::{sniff_first_flight, tls::MAX_SNIFF_BYTES, FirstFlight};
@@ -21,6 +23,15 @@ use crate::policy::DenyReason;
 use crate::relay::TunnelStream;
 use crate::server::{admission, Shared};
 use crate::session::Session;
+
+/// An undecided first segment shorter than this is not sniffed further: the tunnel flows at
+/// once. Real TLS and HTTP clients write their whole first flight at once, so their first
+/// segment holds at least a record header and the handshake type (6 bytes) or a method and a
+/// space (`GET `, 4 bytes) and usually all of it; a ClientHello split over segments still
+/// starts with its record header. One to five bytes that happen to begin like a request (a
+/// `G`, a lone 0x16) come from interactive or binary protocols, which would otherwise wait
+/// the whole window for a name that never comes.
+pub(crate) const SHORTEST_SNIFFED_START: usize = 6;
 
 /// Whether this CONNECT is sniffed: an address target, a blocklist, sniffing on.
 pub(crate) fn wanted(shared: &Shared, session: &Session) -> bool {
@@ -39,8 +50,17 @@ pub(crate) async fn first_flight(
     pending: &mut Vec<u8>,
 ) -> Result<(), DenyReason> {
     let deadline = Instant::now() + shared.config.sniff_timeout;
+    // Whether `pending` holds only the client's first segment (or nothing yet).
+    let mut first_segment = true;
     loop {
         match sniff_first_flight(pending) {
+            FirstFlight::NeedMore
+                if first_segment
+                    && !pending.is_empty()
+                    && pending.len() < SHORTEST_SNIFFED_START =>
+            {
+                return Ok(())
+            }
             FirstFlight::NeedMore => {}
             FirstFlight::Name { name, protocol } => {
                 tracing::debug!(%name, ?protocol, "sniffed the name behind an address");
@@ -56,6 +76,7 @@ pub(crate) async fn first_flight(
         if pending.len() > MAX_SNIFF_BYTES {
             return Ok(());
         }
+        first_segment = pending.is_empty();
         pending.reserve(4096);
         match tokio::time::timeout_at(deadline, client.read_buf(pending)).await {
             Ok(Ok(n)) if n > 0 => {}
