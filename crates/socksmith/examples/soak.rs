@@ -6,17 +6,21 @@
 //! cargo run --release -p socksmith --example soak -- --seconds 120 --socksmith target/release/socksmith
 //! ```
 //!
-//! It starts two servers on 127.0.0.1:0 and [::1]:0, one open and one with a user, plus its own
-//! targets on loopback (TCP echo, a pseudo-random stream source that can also reset, UDP echo),
-//! and runs `--workers` tasks that each repeat a weighted mix of operations until the time is up:
-//! echo tunnels of 1 byte to 4 MiB with half-close over IPv4, IPv6 and names; short
+//! It starts three servers on 127.0.0.1:0 and [::1]:0 (one open, one with a user, one with a
+//! blocklist and first-flight sniffing), plus its own targets on loopback (TCP echo, a
+//! pseudo-random stream source that can also reset, UDP echo, an HTTP origin, and a trap that
+//! no byte may ever reach), and runs `--workers` tasks that each repeat a weighted mix of
+//! operations until the time is up: echo tunnels of 1 byte to 4 MiB with half-close over IPv4,
+//! IPv6 and names, through SOCKS4, 4a, 5, 5h and HTTP CONNECT (on the SOCKS port); short
 //! connect-close cycles; UDP round trips; the client resetting mid-download; the target
-//! resetting mid-download; garbage handshakes; refused ports; wrong passwords.
+//! resetting mid-download; garbage handshakes; refused ports; wrong passwords; absolute-form
+//! HTTP requests on keep-alive connections; and listed names, asked for by name or hidden
+//! behind an address in an HTTP `Host` header or a TLS ClientHello, which must be refused.
 //!
 //! Every few seconds it prints a line with the operations, bytes, unexpected errors and each
 //! server's descriptors and RSS; at the end a summary. It exits non-zero on any unexpected error
 //! (lost or altered bytes, a wrong refusal, an operation stuck for a minute, a server that
-//! died or logged a panic), when a server's descriptors do not come back to its idle count plus
+//! died or logged a panic, a byte that reached the trap), when a server's descriptors do not come back to its idle count plus
 //! [`FD_SLACK`] once the load stops, or when its RSS grew by more than [`RSS_GROWTH_LIMIT`]
 //! between the end of the warm-up and the end. Nothing leaves loopback.
 
@@ -28,8 +32,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use socksmith::client::{Client, HopErrorKind, MAX_UDP_HEADER_LEN};
+use socksmith::client::{Client, MAX_UDP_HEADER_LEN};
 use socksmith_proto::{ReplyCode, TargetAddr};
+use socksmith_testkit::raw::{socks5_auth, Credentials, RawError};
 use socksmith_testkit::socksmith::SocksmithServer;
 use socksmith_testkit::{EchoServer, UdpEchoServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,6 +53,12 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// The handshake deadline given to the servers (garbage that looks like a prefix waits for it).
 const HANDSHAKE_TIMEOUT: &str = "5s";
 const USER: &str = "soak";
+/// Where wrong passwords come from: other loopback addresses than every other client's, so
+/// that the login back-off (per address, by design) shows it spares the others. One address
+/// guesses persistently and is soon throttled past the handshake deadline; the rest take
+/// turns and stay within the free failures, so that most guesses are answered at once.
+const GUESSER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const TYPO_ADDRESSES: u8 = 200;
 const PASSWORD: &str = "soak-password";
 
 /// The operations of the mix, with their weights.
@@ -61,9 +72,11 @@ enum Op {
     Garbage,
     Refused,
     WrongPassword,
+    HttpRequest,
+    Blocked,
 }
 
-const MIX: [(Op, u32); 8] = [
+const MIX: [(Op, u32); 10] = [
     (Op::Echo, 30),
     (Op::ConnectClose, 20),
     (Op::Udp, 10),
@@ -72,6 +85,25 @@ const MIX: [(Op, u32); 8] = [
     (Op::Garbage, 10),
     (Op::Refused, 8),
     (Op::WrongPassword, 6),
+    (Op::HttpRequest, 8),
+    (Op::Blocked, 8),
+];
+
+/// The blocklist server's list: the names the captured requests below carry, plus filler
+/// so that lookups walk a list of a realistic size.
+/// One line in each format the lists come in: hosts, adblock, a bare domain.
+const LISTED: [&str; 3] = [
+    "0.0.0.0 ads.example.com",
+    "||www.blocked.test^",
+    "ads.soak.test",
+];
+const FILLER_NAMES: usize = 100_000;
+/// Captured first flights naming listed hosts: curl's request head, Python's and OpenSSL's
+/// ClientHellos.
+const LISTED_FIRST_FLIGHTS: [&[u8]; 3] = [
+    include_bytes!("../../socksmith-proto/tests/vectors/curl-get-ads.example.com.http"),
+    include_bytes!("../../socksmith-proto/tests/vectors/python-ssl-sni-ads.example.com.bin"),
+    include_bytes!("../../socksmith-proto/tests/vectors/openssl-s_client-sni-www.blocked.test.bin"),
 ];
 
 /// Echo sizes, from one byte to 4 MiB, with weights (big transfers are rarer).
@@ -187,6 +219,13 @@ struct Targets {
     /// The source: after a 17-byte request (mode, seed, length), mode 0 streams the seed's
     /// bytes until the reader goes; mode 1 sends `length` of them and resets the connection.
     source: SocketAddr,
+    /// An HTTP/1.1 origin: `GET /SEED/LENGTH` answers LENGTH bytes of SEED's stream, with
+    /// keep-alive.
+    origin: SocketAddr,
+    /// A target that only requests the blocklist refuses are sent to: it counts every byte it
+    /// receives, and any is an error.
+    trap: SocketAddr,
+    trap_bytes: Arc<AtomicU64>,
 }
 
 async fn start_targets() -> Result<Targets, String> {
@@ -218,13 +257,101 @@ async fn start_targets() -> Result<Targets, String> {
             tokio::spawn(serve_source(stream));
         }
     });
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(|e| format!("bind the HTTP origin: {e}"))?;
+    let origin = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_origin(stream));
+        }
+    });
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(|e| format!("bind the trap: {e}"))?;
+    let trap = listener.local_addr().map_err(|e| e.to_string())?;
+    let trap_bytes = Arc::new(AtomicU64::new(0));
+    let counter = trap_bytes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    counter.fetch_add(n as u64, Relaxed);
+                }
+            });
+        }
+    });
     Ok(Targets {
         echo_port,
         _echo: (echo4, echo6),
         udp4,
         udp6,
         source,
+        origin,
+        trap,
+        trap_bytes,
     })
+}
+
+/// Writes `len` bytes of `seed`'s stream, in the chunks [`StreamCheck`] expects.
+async fn write_stream(stream: &mut TcpStream, seed: u64, mut len: u64) -> std::io::Result<()> {
+    let mut rng = Rng::new(seed);
+    let mut chunk = vec![0; STREAM_CHUNK];
+    while len > 0 {
+        rng.fill(&mut chunk);
+        let n = (len as usize).min(STREAM_CHUNK);
+        stream.write_all(&chunk[..n]).await?;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// Serves `GET /SEED/LENGTH` requests, one after another, until the client goes.
+async fn serve_origin(mut stream: TcpStream) {
+    let mut head = Vec::new();
+    loop {
+        head.clear();
+        if read_head(&mut stream, &mut head).await.is_err() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&head);
+        let path = text.split(' ').nth(1).unwrap_or_default();
+        let mut parts = path.trim_start_matches('/').split('/');
+        let (Some(Ok(seed)), Some(Ok(len))) = (
+            parts.next().map(str::parse::<u64>),
+            parts.next().map(str::parse::<u64>),
+        ) else {
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            return;
+        };
+        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+        if stream.write_all(answer.as_bytes()).await.is_err()
+            || write_stream(&mut stream, seed, len).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Reads one HTTP head (through the blank line) into `head`, byte by byte: the bytes after it
+/// belong to the next message.
+async fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>) -> Result<(), String> {
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err("a head of over 16 KiB".to_owned());
+        }
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => return Err(format!("the end after {} bytes of a head", head.len())),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 async fn serve_source(mut stream: TcpStream) {
@@ -233,23 +360,22 @@ async fn serve_source(mut stream: TcpStream) {
         return;
     }
     let seed = u64::from_le_bytes(request[1..9].try_into().expect("8 bytes"));
-    let mut left = u64::from_le_bytes(request[9..17].try_into().expect("8 bytes"));
+    if request[0] == 1 {
+        let left = u64::from_le_bytes(request[9..17].try_into().expect("8 bytes"));
+        if write_stream(&mut stream, seed, left).await.is_ok() {
+            // A reset, not a FIN.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        }
+        return;
+    }
     let mut rng = Rng::new(seed);
     let mut chunk = vec![0; STREAM_CHUNK];
-    while request[0] == 0 || left > 0 {
+    loop {
         rng.fill(&mut chunk);
-        let n = if request[0] == 0 {
-            STREAM_CHUNK
-        } else {
-            (left as usize).min(STREAM_CHUNK)
-        };
-        if stream.write_all(&chunk[..n]).await.is_err() {
+        if stream.write_all(&chunk).await.is_err() {
             return;
         }
-        left = left.saturating_sub(n as u64);
     }
-    // Mode 1: a reset, not a FIN.
-    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
 }
 
 /// A `socksmith serve` under load, and what was measured of it.
@@ -308,6 +434,19 @@ async fn start_server(bin: &Path, name: &'static str, extra: &[&str]) -> Result<
     })
 }
 
+/// Writes the blocklist server's hosts file: [`LISTED`] and [`FILLER_NAMES`] more.
+fn write_blocklist(path: &Path) -> Result<(), String> {
+    let mut text = String::from("# socksmith soak\n127.0.0.1 localhost\n");
+    for line in LISTED {
+        text += line;
+        text.push('\n');
+    }
+    for i in 0..FILLER_NAMES {
+        text += &format!("0.0.0.0 filler-{i}.ads.invalid\n");
+    }
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
 fn count_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
@@ -330,7 +469,14 @@ struct Load {
     /// user server's v4 listener) × protocols.
     clients: Vec<(String, Client, bool)>,
     udp_clients: Vec<(Client, bool)>,
-    wrong_password: Client,
+    /// The user server's IPv4 listener, where [`GUESSER`] tries wrong passwords.
+    password_server: SocketAddr,
+    /// Clients of the blocklist server that send names (socks5h, socks4a, HTTP CONNECT).
+    blocking_by_name: Vec<(String, Client)>,
+    /// Clients of the blocklist server that send addresses (socks5, socks4): sniffed.
+    blocking_by_address: Vec<(String, Client)>,
+    /// Listeners that take absolute-form HTTP requests (every one: HTTP shares the port).
+    http_proxies: Vec<SocketAddr>,
     proxies: Vec<SocketAddr>,
     ops: Mutex<BTreeMap<Op, (u64, u64)>>,
     bytes: AtomicU64,
@@ -369,7 +515,9 @@ impl Load {
             Op::TargetReset => self.target_reset(rng).await,
             Op::Garbage => self.garbage(rng).await,
             Op::Refused => self.refused(rng).await,
-            Op::WrongPassword => self.wrong_password().await,
+            Op::WrongPassword => self.wrong_password(rng).await,
+            Op::HttpRequest => self.http_request(rng).await,
+            Op::Blocked => self.blocked(rng).await,
         }
     }
 
@@ -625,9 +773,10 @@ impl Load {
         };
         match client.connect(dead).await {
             Ok(_) => Err(format!("refused port via {name}: {dead} accepted")),
+            // SOCKS4 has one failure code, and HTTP says 502.
             Err(e)
                 if matches!(e.reply_code(), Some(ReplyCode::ConnectionRefused))
-                    || (name.starts_with("socks4") && e.reply_code().is_some()) =>
+                    || (!name.starts_with("socks5") && e.reply_code().is_some()) =>
             {
                 Ok(Done::Expected(0))
             }
@@ -635,15 +784,138 @@ impl Load {
         }
     }
 
-    /// A wrong password: refused by the RFC 1929 status.
-    async fn wrong_password(&self) -> Result<Done, String> {
-        let target = SocketAddr::from((Ipv4Addr::LOCALHOST, self.targets.echo_port));
-        match self.wrong_password.connect(target).await {
-            Ok(_) => Err("a wrong password was accepted".to_owned()),
-            Err(e) if matches!(e.kind(), Some(HopErrorKind::AuthenticationFailed { .. })) => {
+    /// A wrong password from [`GUESSER`] (one time in ten) or one of the addresses after it:
+    /// refused by the RFC 1929 status, or, once the address is throttled past the handshake
+    /// deadline, by closing the connection. The clients on 127.0.0.1 log in to the same server
+    /// meanwhile and must not be slowed.
+    async fn wrong_password(&self, rng: &mut Rng) -> Result<Done, String> {
+        let from = match rng.below(10) {
+            0 => GUESSER,
+            _ => {
+                let [a, b, c, d] = GUESSER.octets();
+                Ipv4Addr::new(a, b, c, d + 1 + rng.below(TYPO_ADDRESSES.into()) as u8)
+            }
+        };
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind((from, 0).into())
+            .map_err(|e| format!("wrong password: bind {from}: {e}"))?;
+        let mut stream = socket
+            .connect(self.password_server)
+            .await
+            .map_err(|e| format!("wrong password: connect: {e}"))?;
+        let wrong = Credentials::new(USER, "not-the-password");
+        match socks5_auth(&mut stream, Some(&wrong)).await {
+            Ok(()) => Err("a wrong password was accepted".to_owned()),
+            Err(RawError::AuthFailed(_) | RawError::Closed) => Ok(Done::Expected(0)),
+            Err(RawError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 Ok(Done::Expected(0))
             }
             Err(e) => Err(format!("wrong password: {e}")),
+        }
+    }
+
+    /// One to three absolute-form `GET http://origin/...` requests on one keep-alive
+    /// connection to a proxy port; every body byte checked.
+    async fn http_request(&self, rng: &mut Rng) -> Result<Done, String> {
+        let proxy = self.http_proxies[rng.below(self.http_proxies.len() as u64) as usize];
+        let origin = self.targets.origin;
+        let mut stream = TcpStream::connect(proxy)
+            .await
+            .map_err(|e| format!("HTTP via {proxy}: connect: {e}"))?;
+        let mut checked = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..1 + rng.below(3) {
+            let seed = rng.next();
+            let len = rng.below(300_000);
+            let request =
+                format!("GET http://{origin}/{seed}/{len} HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| format!("HTTP via {proxy}: write: {e}"))?;
+            let mut head = Vec::new();
+            read_head(&mut stream, &mut head)
+                .await
+                .map_err(|e| format!("HTTP via {proxy}: response head: {e}"))?;
+            let head = String::from_utf8_lossy(&head);
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<u64>().ok())?
+            });
+            if !head.starts_with("HTTP/1.1 200 ") || length != Some(len) {
+                return Err(format!(
+                    "HTTP via {proxy}: GET of {len} bytes answered {:?}",
+                    head.lines().take(8).collect::<Vec<_>>()
+                ));
+            }
+            let mut check = StreamCheck::new(seed);
+            while check.checked < len {
+                let want = ((len - check.checked) as usize).min(buf.len());
+                let n = stream
+                    .read(&mut buf[..want])
+                    .await
+                    .map_err(|e| format!("HTTP via {proxy}: body: {e}"))?;
+                if n == 0 {
+                    return Err(format!(
+                        "HTTP via {proxy}: the body ended after {} of {len} bytes",
+                        check.checked
+                    ));
+                }
+                check
+                    .check(&buf[..n])
+                    .map_err(|e| format!("HTTP via {proxy}: body: {e}"))?;
+            }
+            checked += len;
+        }
+        Ok(Done::Ok(checked))
+    }
+
+    /// A listed name, asked for by name (refused with 0x02, 0x5B or 403) or hidden behind an
+    /// address in a captured HTTP head or ClientHello (the tunnel closes, and the trap target
+    /// must never see a byte).
+    async fn blocked(&self, rng: &mut Rng) -> Result<Done, String> {
+        let trap = self.targets.trap;
+        if rng.below(2) == 0 {
+            let (name, client) =
+                &self.blocking_by_name[rng.below(self.blocking_by_name.len() as u64) as usize];
+            let host =
+                ["ads.soak.test", "x.ads.example.com", "WWW.Blocked.Test."][rng.below(3) as usize];
+            let target = TargetAddr::domain(host, trap.port()).map_err(|e| e.to_string())?;
+            return match client.connect(target).await {
+                Ok(_) => Err(format!("{host} via {name}: a listed name was let through")),
+                Err(e)
+                    if matches!(e.reply_code(), Some(ReplyCode::NotAllowed))
+                        || (name.starts_with("socks4") && e.reply_code().is_some()) =>
+                {
+                    Ok(Done::Expected(0))
+                }
+                Err(e) => Err(format!("{host} via {name}: {e}")),
+            };
+        }
+        let (name, client) =
+            &self.blocking_by_address[rng.below(self.blocking_by_address.len() as u64) as usize];
+        let flight = LISTED_FIRST_FLIGHTS[rng.below(LISTED_FIRST_FLIGHTS.len() as u64) as usize];
+        let mut stream = client
+            .connect(trap)
+            .await
+            .map_err(|e| format!("sniffed via {name}: connect: {e}"))?;
+        stream
+            .write_all(flight)
+            .await
+            .map_err(|e| format!("sniffed via {name}: write: {e}"))?;
+        let mut back = Vec::new();
+        match stream.read_to_end(&mut back).await {
+            Ok(_) if back.is_empty() => Ok(Done::Expected(flight.len() as u64)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                Ok(Done::Expected(flight.len() as u64))
+            }
+            Ok(_) => Err(format!(
+                "sniffed via {name}: {} bytes came back from the trap",
+                back.len()
+            )),
+            Err(e) => Err(format!("sniffed via {name}: read: {e}")),
         }
     }
 
@@ -755,17 +1027,40 @@ async fn soak(args: Args) -> Result<bool, String> {
     }
     let targets = start_targets().await?;
     let user = format!("{USER}:{PASSWORD}");
+    let list_dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+    let list = list_dir.path().join("soak.hosts");
+    write_blocklist(&list)?;
+    let list = list.to_str().ok_or("a temporary path that is not UTF-8")?;
     let mut servers = vec![
         start_server(&args.socksmith, "open", &[]).await?,
         start_server(&args.socksmith, "users", &["--user", &user]).await?,
+        start_server(&args.socksmith, "blocklist", &["--blocklist", list]).await?,
     ];
-    let (open, users) = (&servers[0], &servers[1]);
+    let (open, users, blocking) = (&servers[0], &servers[1], &servers[2]);
     let url = |s: &str| Client::from_url(s).map_err(|e| format!("{s}: {e}"));
     let mut clients = Vec::new();
     for (addr, v6) in [(open.v4, false), (open.v6, true)] {
-        for scheme in ["socks5h", "socks5", "socks4a", "socks4"] {
+        for scheme in ["socks5h", "socks5", "socks4a", "socks4", "http"] {
             clients.push((scheme.to_owned(), url(&format!("{scheme}://{addr}"))?, v6));
         }
+    }
+    // Allowed traffic through the blocklist server: names are looked up, and the first bytes
+    // behind an address are sniffed before they flow.
+    for (addr, v6) in [(blocking.v4, false), (blocking.v6, true)] {
+        for scheme in ["socks5h", "socks5", "socks4a", "socks4", "http"] {
+            let client = url(&format!("{scheme}://{addr}"))?;
+            clients.push((format!("{scheme} via the blocklist"), client, v6));
+        }
+    }
+    let mut blocking_by_name = Vec::new();
+    let mut blocking_by_address = Vec::new();
+    for scheme in ["socks5h", "socks4a", "http"] {
+        let client = url(&format!("{scheme}://{}", blocking.v4))?;
+        blocking_by_name.push((scheme.to_owned(), client));
+    }
+    for scheme in ["socks5", "socks4"] {
+        let client = url(&format!("{scheme}://{}", blocking.v6))?;
+        blocking_by_address.push((scheme.to_owned(), client));
     }
     for (addr, v6) in [(users.v4, false), (users.v6, true)] {
         for scheme in ["socks5h", "socks5"] {
@@ -781,8 +1076,16 @@ async fn soak(args: Args) -> Result<bool, String> {
             false,
         ),
     ];
-    let wrong_password = url(&format!("socks5://{USER}:not-the-password@{}", users.v4))?;
-    let proxies = vec![open.v4, open.v6, users.v4, users.v6];
+    let password_server = users.v4;
+    let proxies = vec![
+        open.v4,
+        open.v6,
+        users.v4,
+        users.v6,
+        blocking.v4,
+        blocking.v6,
+    ];
+    let http_proxies = vec![open.v4, open.v6, blocking.v4];
     for s in &servers {
         println!(
             "soak: {} server pid {} on {} and {}: idle {} descriptors, RSS {}",
@@ -805,7 +1108,10 @@ async fn soak(args: Args) -> Result<bool, String> {
         targets,
         clients,
         udp_clients,
-        wrong_password,
+        password_server,
+        blocking_by_name,
+        blocking_by_address,
+        http_proxies,
         proxies,
         ops: Mutex::new(BTreeMap::new()),
         bytes: AtomicU64::new(0),
@@ -903,6 +1209,12 @@ async fn soak(args: Args) -> Result<bool, String> {
         load.udp_resends.load(Relaxed),
         load.unexpected.load(Relaxed)
     );
+    let trapped = load.targets.trap_bytes.load(Relaxed);
+    println!("  blocked requests let {trapped} bytes reach their target");
+    if trapped > 0 {
+        ok = false;
+        println!("  FAIL: bytes of refused requests reached the trap target");
+    }
     if load.unexpected.load(Relaxed) > 0 {
         ok = false;
         println!("  FAIL: unexpected errors (the first ones):");
