@@ -519,6 +519,8 @@ async fn the_counts_carry_on_across_a_sighup_reload() {
     .await;
 }
 
+const MIB: usize = 1 << 20;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_sessions_lists_a_tunnel_while_it_is_open_and_not_after() {
     within(TEST_DEADLINE, "live sessions", async {
@@ -550,11 +552,38 @@ async fn api_sessions_lists_a_tunnel_while_it_is_open_and_not_after() {
             started.len() == 20 && started.ends_with('Z') && started.as_bytes()[10] == b'T',
             "RFC 3339 UTC: {started}"
         );
-        // Final-only: bytes are known when the tunnel ends.
+        // Bytes are reported in steps of 256 KiB: four are not one yet.
         assert_eq!(
             (live["bytes_up"].as_u64(), live["bytes_down"].as_u64()),
             (Some(0), Some(0))
         );
+
+        // A megabyte each way: the open row shows it while the tunnel stays open, behind by
+        // less than one step.
+        let data = socksmith_testkit::pattern(MIB);
+        let (mut reader, mut writer) = tunnel.split();
+        let mut back = vec![0; MIB];
+        let (sent, read) = tokio::join!(writer.write_all(&data), reader.read_exact(&mut back));
+        sent.expect("send a megabyte");
+        read.expect("its echo");
+        assert!(back == data, "the echo came back different");
+        let moved = 2 * (MIB as u64 + 4);
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let sessions = get(admin, "/api/sessions", None).await.json();
+            let row = &sessions["sessions"][0];
+            let reported =
+                row["bytes_up"].as_u64().unwrap_or(0) + row["bytes_down"].as_u64().unwrap_or(0);
+            assert!(reported <= moved, "{sessions}");
+            if reported + 256 * 1024 > moved {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the open tunnel's bytes did not show: {sessions}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
 
         drop(tunnel);
         let deadline = tokio::time::Instant::now() + STEP;
@@ -568,11 +597,11 @@ async fn api_sessions_lists_a_tunnel_while_it_is_open_and_not_after() {
             if gone && ended {
                 let finished = &summary["finished"][0];
                 assert_eq!(finished["target"], echo.addr().to_string(), "{summary}");
-                assert_eq!(finished["bytes_up"], 4, "{summary}");
-                assert_eq!(finished["bytes_down"], 4, "{summary}");
+                assert_eq!(finished["bytes_up"], MIB + 4, "{summary}");
+                assert_eq!(finished["bytes_down"], MIB + 4, "{summary}");
                 assert_eq!(finished["outcome"], "ok", "{summary}");
                 assert_eq!(finished["user"], "alice", "{summary}");
-                assert_eq!(summary["bytes_up"], 4, "{summary}");
+                assert_eq!(summary["bytes_up"], MIB + 4, "{summary}");
                 break;
             }
             assert!(

@@ -9,11 +9,11 @@ use std::time::SystemTime;
 
 use socksmith::policy::DenyReason;
 use socksmith::server::accounting::{Event, Finished};
-use socksmith::server::{Accounting, EgressError, SessionError, TunnelGuard};
+use socksmith::server::{Accounting, EgressError, SessionError, Traffic, TunnelGuard};
 use socksmith::session::Session;
 use socksmith::Command;
 
-use super::live::{rfc3339, FinishedTunnel, Live, Refusal};
+use super::live::{rfc3339, FinishedTunnel, Live, OpenTunnel, Refusal};
 use super::metrics::{command_label, Metrics};
 
 /// Feeds the metrics and the live table. Cheap to clone.
@@ -94,15 +94,15 @@ fn is_tunnel(command: Command) -> bool {
 impl Accounting for AdminAccounting {
     /// Called for tunnels only ([`is_tunnel`]).
     fn open(&self, session: &Session) -> Result<Option<Box<dyn TunnelGuard>>, DenyReason> {
-        let id = self.live.open(
+        let tunnel = self.live.open(
             session.client,
             session.user.clone(),
             command_label(session.command),
-            session.target.to_string(),
+            session.target.clone(),
         );
         Ok(Some(Box::new(LiveGuard {
             live: Arc::clone(&self.live),
-            id,
+            tunnel,
         })))
     }
 
@@ -121,17 +121,22 @@ impl Accounting for AdminAccounting {
     }
 }
 
-/// One row of the live table, removed when the server drops the guard at the tunnel's end.
+/// One row of the live table: it takes the bytes as the relay reports them, and is removed
+/// when the server drops the guard at the tunnel's end.
 struct LiveGuard {
     live: Arc<Live>,
-    id: u64,
+    tunnel: Arc<OpenTunnel>,
 }
 
-impl TunnelGuard for LiveGuard {}
+impl TunnelGuard for LiveGuard {
+    fn progress(&self, traffic: Traffic) {
+        self.tunnel.set_traffic(traffic);
+    }
+}
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.live.close(self.id);
+        self.live.close(self.tunnel.id());
     }
 }
 

@@ -2,19 +2,21 @@
 //! the last refusals with their reasons, the last finished tunnels, and the throughput of the
 //! last minutes.
 //!
-//! The table is a `Mutex<HashMap>` touched twice per tunnel (open, end), never per byte. The
-//! server tells a tunnel's bytes only when it ends, so a live entry's `bytes_up`/`bytes_down`
-//! stay 0 until then ("final-only"); the finished entries (with their outcome) and the
-//! throughput carry the real counts. This module keeps the data; `admin::http` turns it into JSON.
+//! The table is a `Mutex<HashMap>` touched twice per tunnel (open, end), never per byte. Each
+//! entry is shared with its tunnel's guard, which stores the bytes the relay reports every
+//! `PROGRESS_STEP` (a few atomic stores, no lock), so a long transfer shows as it goes. An
+//! entry keeps the raw facts (about 200 bytes); the strings the page shows are made when it
+//! asks. This module keeps the data; `admin::http` turns it into JSON.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use socksmith::server::Traffic;
+use socksmith::TargetAddr;
 
 /// Refusals and finished tunnels kept for the page.
 const RECENT: usize = 50;
@@ -25,7 +27,7 @@ const SAMPLES: usize = 120;
 /// How often the throughput is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
-/// One tunnel, as `/api/sessions` lists it.
+/// One tunnel, as `/api/sessions` lists it (built when asked, from an [`OpenTunnel`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveSession {
     /// A number unique in this process's life.
@@ -40,12 +42,53 @@ pub struct LiveSession {
     pub target: String,
     /// When it opened, RFC 3339 in UTC.
     pub started: String,
-    /// Client to target; final-only (0 while the tunnel relays).
+    /// Client to target so far (updated every `PROGRESS_STEP` bytes; UDP: at the end).
     pub bytes_up: u64,
-    /// Target to client; final-only (0 while the tunnel relays).
+    /// Target to client so far.
     pub bytes_down: u64,
     #[serde(skip)]
     opened: SystemTime,
+}
+
+/// What the table keeps of an open tunnel, shared with the tunnel's guard, which stores the
+/// bytes as the relay reports them. Strings for the page are made only when it asks.
+#[derive(Debug)]
+pub struct OpenTunnel {
+    id: u64,
+    client: SocketAddr,
+    user: Option<String>,
+    command: &'static str,
+    target: TargetAddr,
+    opened: SystemTime,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl OpenTunnel {
+    /// Its id in the table.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The bytes moved so far (totals).
+    pub fn set_traffic(&self, traffic: Traffic) {
+        self.up.store(traffic.up, Ordering::Relaxed);
+        self.down.store(traffic.down, Ordering::Relaxed);
+    }
+
+    fn row(&self) -> LiveSession {
+        LiveSession {
+            id: self.id,
+            client: self.client,
+            user: self.user.clone(),
+            command: self.command,
+            target: self.target.to_string(),
+            started: rfc3339(self.opened),
+            bytes_up: self.up.load(Ordering::Relaxed),
+            bytes_down: self.down.load(Ordering::Relaxed),
+            opened: self.opened,
+        }
+    }
 }
 
 /// A tunnel that ended, as the page's "recently finished" list shows it.
@@ -109,7 +152,7 @@ pub struct Sample {
 #[derive(Debug, Default)]
 pub struct Live {
     next_id: AtomicU64,
-    sessions: Mutex<HashMap<u64, LiveSession>>,
+    sessions: Mutex<HashMap<u64, Arc<OpenTunnel>>>,
     finished: Mutex<VecDeque<FinishedTunnel>>,
     refusals: Mutex<VecDeque<Refusal>>,
     samples: Mutex<Samples>,
@@ -139,31 +182,27 @@ fn push_bounded<T>(list: &mut VecDeque<T>, item: T) {
 }
 
 impl Live {
-    /// Adds a tunnel; the id to end it with.
+    /// Adds a tunnel; its entry, for its guard to report bytes to and end it with.
     pub fn open(
         &self,
         client: SocketAddr,
         user: Option<String>,
         command: &'static str,
-        target: String,
-    ) -> u64 {
+        target: TargetAddr,
+    ) -> Arc<OpenTunnel> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let opened = SystemTime::now();
-        lock(&self.sessions).insert(
+        let tunnel = Arc::new(OpenTunnel {
             id,
-            LiveSession {
-                id,
-                client,
-                user,
-                command,
-                target,
-                started: rfc3339(opened),
-                bytes_up: 0,
-                bytes_down: 0,
-                opened,
-            },
-        );
-        id
+            client,
+            user,
+            command,
+            target,
+            opened: SystemTime::now(),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+        });
+        lock(&self.sessions).insert(id, Arc::clone(&tunnel));
+        tunnel
     }
 
     /// Removes tunnel `id` (again: nothing happens).
@@ -183,7 +222,8 @@ impl Live {
 
     /// The open tunnels, oldest first.
     pub fn sessions(&self) -> Vec<LiveSession> {
-        let mut list: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        let open: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        let mut list: Vec<_> = open.iter().map(|t| t.row()).collect();
         list.sort_by_key(|s| (s.opened, s.id));
         list
     }
@@ -251,22 +291,26 @@ mod tests {
     #[test]
     fn a_closed_tunnel_leaves_the_table() {
         let live = Live::default();
-        let a = live.open(
-            client(),
-            Some("alice".into()),
-            "connect",
-            "a.test:443".into(),
-        );
-        let b = live.open(client(), None, "bind", "0.0.0.0:0".into());
+        let target = TargetAddr::domain("a.test", 443).expect("a valid name");
+        let a = live.open(client(), Some("alice".into()), "connect", target);
+        let b = live.open(client(), None, "bind", TargetAddr::Ip(client()));
         let open = live.sessions();
         assert_eq!(open.len(), 2);
         assert_eq!(open[0].user.as_deref(), Some("alice"));
-        live.close(a);
-        live.close(a);
+        assert_eq!(open[0].target, "a.test:443");
+        assert_eq!((open[0].bytes_up, open[0].bytes_down), (0, 0));
+        a.set_traffic(Traffic {
+            up: 300_000,
+            down: 7,
+        });
+        let open = live.sessions();
+        assert_eq!((open[0].bytes_up, open[0].bytes_down), (300_000, 7));
+        live.close(a.id());
+        live.close(a.id());
         let open = live.sessions();
         assert_eq!(open.len(), 1);
-        assert_eq!(open[0].id, b);
-        live.close(b);
+        assert_eq!(open[0].id, b.id());
+        live.close(b.id());
         assert!(live.sessions().is_empty());
     }
 

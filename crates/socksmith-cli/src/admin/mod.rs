@@ -6,9 +6,10 @@
 //! - `metrics`: the Prometheus families, with the library's own counters from `stats`; `live`: the live table, recent refusals, throughput;
 //! - `http`: routes, the bearer token, the accept loop; `page.html`: the status page.
 //!
-//! Byte counts are final-only: the SOCKS server tells a tunnel's bytes when it ends (no
-//! counting per byte on the relay), so `socksmith_bytes_total`, the throughput chart and the
-//! finished list move when tunnels end, and a live row's `bytes_up`/`bytes_down` stay 0.
+//! Byte counts move in steps: the relay books a tunnel's bytes every `PROGRESS_STEP` (256 KiB)
+//! and when it ends (no counting per byte), so `socksmith_bytes_total`, the throughput chart
+//! and a live row's `bytes_up`/`bytes_down` follow a long transfer as it goes. UDP
+//! associations report their bytes when they end.
 //!
 //! An address other machines can reach is refused unless a token is set: the page and the
 //! API show who uses the proxy and for what.

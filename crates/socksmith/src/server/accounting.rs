@@ -48,12 +48,23 @@ pub trait Accounting: Send + Sync + fmt::Debug {
 
 /// Held by the server for one tunnel's life (drop it to free a limit's slot).
 pub trait TunnelGuard: Send + Sync {
+    /// A relaying CONNECT or BIND tunnel has moved `traffic` so far (totals, not
+    /// increments). Called in steps of about [`PROGRESS_STEP`] bytes, never per packet, so that
+    /// live views can show a long transfer as it goes; not called for UDP associations.
+    fn progress(&self, traffic: Traffic) {
+        let _ = traffic;
+    }
+
     /// The tunnel ended having moved `traffic`. Called once, before the guard is dropped; a
     /// tunnel cut at shutdown is finished too.
     fn finish(&mut self, traffic: Traffic) {
         let _ = traffic;
     }
 }
+
+/// How many bytes (both directions together) a relaying tunnel moves between two
+/// [`TunnelGuard::progress`] calls and two updates of the server's byte counters.
+pub const PROGRESS_STEP: u64 = 256 * 1024;
 
 /// Several accountings as one (limits and metrics, say, which the configuration's single
 /// [`ServerConfig::accounting`](crate::server::ServerConfig::accounting) could not hold side by
@@ -106,6 +117,12 @@ impl Accounting for AccountingList {
 struct Guards(Vec<Box<dyn TunnelGuard>>);
 
 impl TunnelGuard for Guards {
+    fn progress(&self, traffic: Traffic) {
+        for guard in &self.0 {
+            guard.progress(traffic);
+        }
+    }
+
     fn finish(&mut self, traffic: Traffic) {
         for guard in &mut self.0 {
             guard.finish(traffic);

@@ -13,17 +13,17 @@ use socksmith_proto::ReplyCode;
 use tokio::io::AsyncReadExt;
 
 use crate::relay::TunnelStream;
-use crate::server::accounting::Traffic;
 use crate::server::connect::{rate_limited, tunnel};
 use crate::server::connection::Request;
 use crate::server::egress::{EgressError, EgressFuture};
 use crate::server::error::SessionError;
+use crate::server::log::Meter;
 
 /// Bytes the client may send while waiting for the peer; kept for the peer. Past this the
 /// server stops reading the client until the peer is there.
 const MAX_EARLY_BYTES: usize = 16 * 1024;
 
-pub(crate) async fn bind(request: Request<'_>, traffic: &mut Traffic) -> Result<(), SessionError> {
+pub(crate) async fn bind(request: Request<'_>, meter: &mut Meter) -> Result<(), SessionError> {
     let config = &request.shared.config;
     let limit = config.bind_timeout;
     // A backstop over whatever the egress does: a peer's name lookup, a chain's handshakes.
@@ -69,7 +69,7 @@ pub(crate) async fn bind(request: Request<'_>, traffic: &mut Traffic) -> Result<
         .await?;
     drop(replier);
     let client = rate_limited(shared, session, client);
-    tunnel(shared, client, peer, &pending, traffic).await
+    tunnel(shared, client, peer, &pending, meter).await
 }
 
 /// Waits for the egress's peer; reads (and keeps) what the client sends meanwhile, and fails

@@ -4,16 +4,17 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use socksmith_proto::ReplyCode;
 use tokio::time::Instant;
 
 use crate::relay::{relay_streams, RateLimited, Relay, TunnelStream};
-use crate::server::accounting::{Event, Traffic};
+use crate::server::accounting::{Event, Traffic, PROGRESS_STEP};
 use crate::server::connection::Request;
 use crate::server::egress::{Connected, EgressError};
 use crate::server::error::SessionError;
+use crate::server::log::Meter;
 use crate::server::stats::{add, inc, Gauge, Stats};
 use crate::server::{sniff, Shared};
 use crate::session::Session;
@@ -119,14 +120,14 @@ pub(crate) fn tunnel<'a>(
     client: TunnelStream,
     target: TunnelStream,
     pending: impl Into<Cow<'a, [u8]>>,
-    traffic: &'a mut Traffic,
+    meter: &'a mut Meter,
 ) -> impl Future<Output = Result<(), SessionError>> + Send + 'a {
     let stats = &*shared.stats;
     inc(&stats.tunnels_total);
     Booked {
         relaying: relay_streams(client, target, pending.into(), &shared.relay),
         stats,
-        traffic,
+        meter,
         booked: false,
         _active: Gauge::up(&stats.tunnels_active),
     }
@@ -136,26 +137,21 @@ pub(crate) fn tunnel<'a>(
 pub(crate) fn relay_tunnel<'a>(
     shared: &'a Shared,
     opened: Tunnel,
-    traffic: &'a mut Traffic,
+    meter: &'a mut Meter,
 ) -> impl Future<Output = Result<(), SessionError>> + Send + 'a {
-    tunnel(
-        shared,
-        opened.client,
-        opened.target,
-        opened.pending,
-        traffic,
-    )
+    tunnel(shared, opened.client, opened.target, opened.pending, meter)
 }
 
 pin_project_lite::pin_project! {
-    /// A relay that books its outcome (the server's counters, the session's traffic) when it
-    /// ends, and counts as an active tunnel until then. Cut before its end (at shutdown),
-    /// it books the bytes moved so far.
+    /// A relay that books its bytes (into the server's counters and the session's meter)
+    /// every [`PROGRESS_STEP`] and when it ends, telling the accounting's guard, and counts
+    /// as an active tunnel until then. Cut before its end (at shutdown), it books the bytes
+    /// moved so far.
     struct Booked<'a> {
         #[pin]
         relaying: Relay<'a>,
         stats: &'a Stats,
-        traffic: &'a mut Traffic,
+        meter: &'a mut Meter,
         booked: bool,
         _active: Gauge<'a>,
     }
@@ -165,30 +161,44 @@ pin_project_lite::pin_project! {
             let this = this.project();
             if !*this.booked {
                 let (up, down) = this.relaying.moved();
-                book(this.stats, this.traffic, up, down);
+                book(this.stats, this.meter, up, down);
             }
         }
     }
 }
 
-/// Adds a tunnel's bytes to the counters and the session's traffic.
-fn book(stats: &Stats, traffic: &mut Traffic, up: u64, down: u64) {
-    traffic.up = up;
-    traffic.down = down;
-    add(&stats.bytes_client_to_target, up);
-    add(&stats.bytes_target_to_client, down);
+/// Books a tunnel's totals so far: what the meter has not seen yet goes to the server's
+/// counters, and the meter keeps the totals.
+fn book(stats: &Stats, meter: &mut Meter, up: u64, down: u64) {
+    let seen = meter.traffic;
+    add(&stats.bytes_client_to_target, up.saturating_sub(seen.up));
+    add(
+        &stats.bytes_target_to_client,
+        down.saturating_sub(seen.down),
+    );
+    meter.traffic = Traffic { up, down };
 }
 
 impl Future for Booked<'_> {
     type Output = Result<(), SessionError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let outcome = ready!(this.relaying.poll(cx));
+        let mut this = self.project();
+        let Poll::Ready(outcome) = this.relaying.as_mut().poll(cx) else {
+            let (up, down) = this.relaying.moved();
+            let seen = this.meter.traffic;
+            if up + down >= seen.up + seen.down + PROGRESS_STEP {
+                book(this.stats, this.meter, up, down);
+                if let Some(guard) = &this.meter.guard {
+                    guard.progress(this.meter.traffic);
+                }
+            }
+            return Poll::Pending;
+        };
         *this.booked = true;
         book(
             this.stats,
-            this.traffic,
+            this.meter,
             outcome.client_to_target,
             outcome.target_to_client,
         );

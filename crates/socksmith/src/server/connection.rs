@@ -178,7 +178,7 @@ pub(crate) fn run(
             end,
             finished: false,
         };
-        let result = connect::relay_tunnel(closing.shared, tunnel, &mut closing.end.traffic).await;
+        let result = connect::relay_tunnel(closing.shared, tunnel, &mut closing.end.meter).await;
         closing.finish(result.as_ref().err());
     }
 }
@@ -312,12 +312,7 @@ async fn serve(
         (None, _) => None,
     };
     // The session lives in `end`, where the log line finds it; no copy is made.
-    let End {
-        session,
-        traffic,
-        guard,
-        ..
-    } = end;
+    let End { session, meter, .. } = end;
     let session = &*session.insert(Session {
         client: peer,
         local,
@@ -341,7 +336,7 @@ async fn serve(
         pending,
     };
     match admission::admit(shared, session) {
-        Ok(opened) => *guard = opened,
+        Ok(opened) => meter.guard = opened,
         Err(reason) => {
             let refused = SessionError::Denied(reason);
             return Err(request.replier.refuse(&mut request.client, refused).await);
@@ -356,11 +351,11 @@ async fn serve(
             Ok(None)
         }
         Command::Bind => {
-            Box::pin(bind::bind(request, traffic)).await?;
+            Box::pin(bind::bind(request, meter)).await?;
             Ok(None)
         }
         Command::UdpAssociate => {
-            Box::pin(udp::associate(request, traffic)).await?;
+            Box::pin(udp::associate(request, &mut meter.traffic)).await?;
             Ok(None)
         }
         Command::Unknown(_) => {

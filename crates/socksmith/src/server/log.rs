@@ -30,6 +30,14 @@ pub(crate) struct End {
     pub(crate) replied: bool,
     pub(crate) user: Option<String>,
     pub(crate) session: Option<Session>,
+    pub(crate) meter: Meter,
+}
+
+/// A tunnel's bytes and the accounting's guard that hears them: one place, so that the relay
+/// reaches both through one reference.
+#[derive(Default)]
+pub(crate) struct Meter {
+    /// Moved so far (the relay updates it in steps, and with the totals at the end).
     pub(crate) traffic: Traffic,
     /// The accounting's hold on the tunnel, released when the session ends.
     pub(crate) guard: Option<Box<dyn TunnelGuard>>,
@@ -48,15 +56,15 @@ impl End {
             return;
         }
         self.log(peer, elapsed, error);
-        if let Some(mut guard) = self.guard.take() {
-            guard.finish(self.traffic);
+        if let Some(mut guard) = self.meter.guard.take() {
+            guard.finish(self.meter.traffic);
         }
         if let Some(accounting) = &shared.config.accounting {
             accounting.record(&Event::Finished(&Finished {
                 client: peer,
                 version: self.version,
                 session: self.session.as_ref(),
-                traffic: self.traffic,
+                traffic: self.meter.traffic,
                 duration: elapsed,
                 error,
             }));
@@ -86,8 +94,8 @@ impl End {
                 version = %version,
                 command = %s.command,
                 destination = %s.target,
-                bytes_up = self.traffic.up,
-                bytes_down = self.traffic.down,
+                bytes_up = self.meter.traffic.up,
+                bytes_down = self.meter.traffic.down,
                 duration_ms = elapsed.as_millis() as u64,
                 outcome = %outcome,
                 "session finished"

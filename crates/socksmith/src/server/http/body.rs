@@ -76,8 +76,8 @@ impl Logged {
         let stats = &finish.shared.stats;
         add(&stats.bytes_client_to_target, up);
         add(&stats.bytes_target_to_client, self.down);
-        finish.end.traffic.up = up;
-        finish.end.traffic.down = self.down;
+        finish.end.meter.traffic.up = up;
+        finish.end.meter.traffic.down = self.down;
         let Finish {
             shared,
             peer,

@@ -41,7 +41,7 @@ use crate::server::http::guarded::Guarded;
 use crate::server::http::{
     admit, authenticate, head, http_session, reason_line, status_of, HttpError,
 };
-use crate::server::log::End;
+use crate::server::log::{End, Meter};
 use crate::server::stats::inc;
 use crate::server::{Connected, Shared};
 use crate::session::Session;
@@ -135,7 +135,7 @@ pub(super) async fn serve(
     let client = guarded.inner;
     end.silent = false;
     end.session = Some(pending.session);
-    end.guard = pending.guard;
+    end.meter.guard = pending.guard;
     Ok(Some(Tunnel {
         client,
         target: pending.target.stream,
@@ -255,9 +255,9 @@ impl ConnectionState {
                 .map(HeaderValue::as_bytes),
         )
         .await?;
-        let End { session, guard, .. } = end;
+        let End { session, meter, .. } = end;
         let session = &*session.insert(http_session(self.peer, self.local, user, target));
-        *guard = admit(shared, session)?;
+        meter.guard = admit(shared, session)?;
 
         let mut sender = self.origin(session).await?;
         strip_hop_by_hop(&mut parts.headers);
@@ -385,7 +385,10 @@ impl ConnectionState {
                 let mut end = End {
                     http: true,
                     session: Some(session),
-                    guard,
+                    meter: Meter {
+                        guard,
+                        ..Meter::default()
+                    },
                     ..End::default()
                 };
                 end.finish(shared, self.peer, std::time::Duration::ZERO, Some(&e));

@@ -360,10 +360,10 @@ async fn open_connect(
     )
     .await
     .map_err(|_| SessionError::HandshakeTimeout(shared.config.handshake_timeout))??;
-    let End { session, guard, .. } = end;
+    let End { session, meter, .. } = end;
     let session = &*session.insert(http_session(peer, local, user, target));
     record_span(session);
-    *guard = admit(shared, session)?;
+    meter.guard = admit(shared, session)?;
     connect::dial(shared, session)
         .await
         .map_err(SessionError::Egress)
