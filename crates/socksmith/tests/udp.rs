@@ -12,11 +12,14 @@ mod server_support;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use server_support::{udp_associate, Running, STEP};
 use socksmith::policy::{IpNet, Rules};
-use socksmith::server::ServerConfig;
+use socksmith::server::{
+    Connected, Direct, Egress, EgressFuture, EgressRequest, ServerConfig, UdpEgress,
+};
 use socksmith_testkit::raw::{udp_unwrap, udp_wrap};
 use socksmith_testkit::{within, Target};
 use tokio::net::UdpSocket;
@@ -395,6 +398,130 @@ async fn answers_to_the_client_leave_in_gso_runs_the_client_sees_as_datagrams() 
             "the relay sent the burst's answers as a GSO run"
         );
         drop(control);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_targets_gso_burst_reaches_the_client_as_datagrams_with_their_headers() {
+    within(STEP, "GRO at the egress", async {
+        let server = Running::start(ServerConfig::default()).await;
+        let (client, relay, target, _control) = association_and_target(&server).await;
+        let to = Target::Ip(target.local_addr().expect("addr"));
+        client
+            .send_to(&udp_wrap(&to, b"open"), relay)
+            .await
+            .expect("send");
+        let egress = receive(&target, 1).await[0].1;
+        let target = target.into_std().expect("std socket");
+
+        // Ten 100-byte answers and a 30-byte one in one GSO send; then two bursts of 64
+        // tiny ones (the most one send carries: a full buffer of headers to write in front,
+        // and more answers than the relay sends on at once).
+        let mut burst = Vec::new();
+        for seq in 0..10 {
+            burst.extend_from_slice(&payload(seq, 100));
+        }
+        burst.extend_from_slice(&payload(10, 30));
+        send_gso(&target, &burst, 100, egress);
+        let mut expected: Vec<Vec<u8>> = (0..10).map(|seq| payload(seq, 100)).collect();
+        expected.push(payload(10, 30));
+        for round in 0..2 {
+            let tiny: Vec<u8> = (0..64)
+                .flat_map(|seq| payload(100 + round * 64 + seq, 8))
+                .collect();
+            send_gso(&target, &tiny, 8, egress);
+            expected.extend((0..64).map(|seq| payload(100 + round * 64 + seq, 8)));
+        }
+
+        let answers = receive_answers(&client, expected.len()).await;
+        for (seq, ((source, data), want)) in answers.iter().zip(&expected).enumerate() {
+            assert_eq!(source, &to, "answer {seq} names the target");
+            assert_eq!(data, want, "answer {seq} whole and in order");
+        }
+        let stats = server
+            .stats_when(|s| s.udp_datagrams_target_to_client >= expected.len() as u64)
+            .await;
+        assert_eq!(stats.udp_datagrams_target_to_client, expected.len() as u64);
+    })
+    .await;
+}
+
+/// An egress as a user writes one: UDP through `Direct`'s, with only the single-datagram
+/// methods delegated (the batch ones are the trait's defaults).
+#[derive(Debug)]
+struct OneAtATime(Direct);
+
+struct OneAtATimeUdp(Box<dyn UdpEgress>);
+
+impl UdpEgress for OneAtATimeUdp {
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        payload: &[u8],
+        dest: &socksmith_proto::TargetAddr,
+    ) -> Poll<std::io::Result<()>> {
+        self.0.poll_send_to(cx, payload, dest)
+    }
+
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<(usize, socksmith_proto::TargetAddr)>> {
+        self.0.poll_recv_from(cx, buf)
+    }
+}
+
+impl Egress for OneAtATime {
+    fn connect<'a>(&'a self, request: EgressRequest<'a>) -> EgressFuture<'a, Connected> {
+        self.0.connect(request)
+    }
+
+    fn udp_associate<'a>(
+        &'a self,
+        request: EgressRequest<'a>,
+    ) -> EgressFuture<'a, Box<dyn UdpEgress>> {
+        Box::pin(async move {
+            let inner = self.0.udp_associate(request).await?;
+            Ok(Box::new(OneAtATimeUdp(inner)) as Box<dyn UdpEgress>)
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_egress_with_only_the_single_datagram_methods_still_gets_every_answer() {
+    within(STEP, "single-datagram egress", async {
+        let mut config = ServerConfig::default();
+        config.egress = Some(Arc::new(OneAtATime(Direct::new(
+            Arc::new(socksmith::resolve::StaticResolver::new()),
+            STEP,
+            STEP,
+        ))));
+        let server = Running::start(config).await;
+        let (client, relay, target, _control) = association_and_target(&server).await;
+        let to = Target::Ip(target.local_addr().expect("addr"));
+        for seq in 0..40 {
+            client
+                .send_to(&udp_wrap(&to, &payload(seq, 50)), relay)
+                .await
+                .expect("send");
+        }
+        let arrived = receive(&target, 40).await;
+        for (seq, (data, _)) in arrived.iter().enumerate() {
+            assert_eq!(data, &payload(seq, 50), "datagram {seq}");
+        }
+        // A GSO burst from the target: `Direct`'s single receive must not hand over the
+        // answers coalesced (it turns GRO off), so each reaches the client on its own.
+        let egress = arrived[0].1;
+        let target = target.into_std().expect("std socket");
+        let burst: Vec<u8> = (0..8).flat_map(|seq| payload(seq + 60, 40)).collect();
+        send_gso(&target, &burst, 40, egress);
+        let answers = receive_answers(&client, 8).await;
+        for (seq, (source, data)) in answers.iter().enumerate() {
+            assert_eq!(source, &to);
+            assert_eq!(data, &payload(seq + 60, 40), "answer {seq}");
+        }
     })
     .await;
 }

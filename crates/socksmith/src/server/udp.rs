@@ -62,8 +62,13 @@ use crate::sys::udp::{gso_run, BatchSocket, LazyZeroed, RecvMeta, BATCH};
 /// an IP address, up to a 255-byte name for a source an upstream relay reports.
 const HEADER_ROOM: usize = MAX_UDP_HEADER_LEN;
 
-/// One slot of the batch area: the largest UDP payload plus the header room.
-const SLOT: usize = 65536 + HEADER_ROOM;
+/// Room kept in front of the answers a receive buffer holds: with GRO, up to 64 answers from
+/// one IP address come in one buffer, and each gets a header of at most 22 bytes; the room
+/// lets them all be written in place (see [`Association::target_batch`]).
+const ANSWER_ROOM: usize = 64 * 22;
+
+/// One slot of the batch area: the largest UDP payload plus the room in front of answers.
+const SLOT: usize = 65536 + ANSWER_ROOM;
 
 /// Client datagrams handed to the egress in one call at most (a GRO buffer may hold 64).
 const SEND_BATCH: usize = 64;
@@ -79,8 +84,9 @@ struct Batch {
     area: LazyZeroed,
     /// What each receive from the client filled in.
     from_client: [RecvMeta; BATCH],
-    /// The length and sender of each answer the egress received.
-    answers: Vec<(usize, TargetAddr)>,
+    /// What each receive buffer of the egress holds: its length, the size of each answer in
+    /// it (all but the last), and their sender.
+    answers: Vec<(usize, usize, TargetAddr)>,
     /// The length and checked destination of each client payload packed for the egress.
     outgoing: Vec<(usize, TargetAddr)>,
     /// The length of each answer packed for the client (header included), and its payload's.
@@ -92,9 +98,9 @@ impl Batch {
         Ok(Box::new(Batch {
             area: LazyZeroed::new(BATCH * SLOT)?,
             from_client: [RecvMeta::default(); BATCH],
-            answers: vec![(0, NOBODY); BATCH],
+            answers: vec![(0, 0, NOBODY); BATCH],
             outgoing: Vec::with_capacity(SEND_BATCH),
-            to_client: Vec::with_capacity(BATCH),
+            to_client: Vec::with_capacity(SEND_BATCH),
         }))
     }
 }
@@ -453,10 +459,11 @@ impl Association<'_> {
         true
     }
 
-    /// `n` answers from the egress (each payload in its slot after the header room): those
-    /// from a source the policy allows get the header with their sender written in front, are
-    /// packed at the front of the area and sent to the client in order, same-size runs with
-    /// one system call. Returns whether any was passed on.
+    /// `n` receive buffers from the egress (each in its slot after the answer room, holding
+    /// one answer or, with GRO, several from one sender): the answers from a source the
+    /// policy allows get the header with their sender written in front, are packed at the
+    /// front of the area and sent to the client in order, same-size runs with one system
+    /// call. Returns whether any was passed on.
     async fn target_batch(&mut self, batch: &mut Batch, n: usize) -> bool {
         let stats = &self.shared.stats;
         let Some(to) = self.client.client() else {
@@ -473,14 +480,23 @@ impl Association<'_> {
         } = batch;
         let area = area.as_mut_slice();
         to_client.clear();
-        // Where the next answer goes. An answer with its header is at most a slot long, and
-        // it starts in its own slot (the header fills some of the room), so the packed ones
-        // never reach past the start of the answer being moved.
+        let mut passed = false;
+        // Where the next answer goes, its header first. The packed answers must never reach
+        // the bytes of an answer not yet moved: before each one, if its header would, what is
+        // packed is sent first (which, with the room in front of every buffer, happens only
+        // for a buffer of many answers with long headers).
         let mut packed = 0;
-        for (i, (len, from)) in answers.iter_mut().take(n).enumerate() {
+        for (i, (len, segment, from)) in answers.iter_mut().take(n).enumerate() {
             let from = std::mem::replace(from, NOBODY);
+            // An egress cannot have put more than its buffer held.
+            let len = (*len).min(SLOT - ANSWER_ROOM);
+            let segment = match *segment {
+                0 => len.max(1),
+                segment => segment,
+            };
+            let count = len.div_ceil(segment).max(1);
             if let Decision::Deny(reason) = policy.check_udp_destination(self.session, &from) {
-                inc(&stats.udp_foreign_dropped);
+                add(&stats.udp_foreign_dropped, count as u64);
                 tracing::debug!(%from, %reason, "UDP: answer from a denied source dropped");
                 continue;
             }
@@ -490,26 +506,51 @@ impl Association<'_> {
                 target: from,
             }
             .encode(&mut self.header);
-            let room = i * SLOT + HEADER_ROOM;
-            let start = room - self.header.len();
-            area.get_mut(start..room)
-                .expect("any header fits the header room")
-                .copy_from_slice(&self.header);
-            // An egress cannot have put more than its buffer held.
-            let len = (*len).min(SLOT - HEADER_ROOM);
-            let end = room + len;
-            area.copy_within(start..end, packed);
-            packed += end - start;
-            to_client.push((end - start, len));
+            let header = self.header.len();
+            let buffer = i * SLOT + ANSWER_ROOM;
+            let mut start = 0;
+            loop {
+                let end = (start + segment).min(len);
+                let payload = buffer + start..buffer + end;
+                start = end;
+                if packed + header > payload.start || to_client.len() == SEND_BATCH {
+                    passed |= self.send_to_client(area, to_client, to).await;
+                    to_client.clear();
+                    packed = 0;
+                }
+                area.get_mut(packed..packed + header)
+                    .expect("the header goes before its payload")
+                    .copy_from_slice(&self.header);
+                let payload_len = payload.len();
+                area.copy_within(payload, packed + header);
+                packed += header + payload_len;
+                to_client.push((header + payload_len, payload_len));
+                if start >= len {
+                    break;
+                }
+            }
         }
+        passed |= self.send_to_client(area, to_client, to).await;
+        passed
+    }
+
+    /// Sends the answers packed at the front of `area` (each one's length with its header,
+    /// then its payload's, in `packed`) to the client, in order, same-size runs with one
+    /// system call, and counts them. Returns whether any was sent.
+    async fn send_to_client(
+        &mut self,
+        area: &[u8],
+        packed: &[(usize, usize)],
+        to: SocketAddr,
+    ) -> bool {
+        let stats = &self.shared.stats;
         let mut passed = false;
         let mut offset = 0;
         let mut done = 0;
-        while done < to_client.len() {
-            let rest = &to_client[done..];
+        while let Some(rest) = packed.get(done..).filter(|rest| !rest.is_empty()) {
             let run = gso_run(rest.iter().map(|(len, _)| *len), self.socket.max_segments());
             let mut sent = self
-                .send_to_client(area, offset, &rest[..run], to)
+                .send_run(area, offset, &rest[..run], to)
                 .await
                 .map(|()| run);
             if sent.is_err() && run > 1 {
@@ -517,7 +558,7 @@ impl Association<'_> {
                 // segments): one by one, and `quinn-udp` has stopped offering GSO where the
                 // device cannot do it.
                 sent = self
-                    .send_to_client(area, offset, &rest[..1], to)
+                    .send_run(area, offset, &rest[..1], to)
                     .await
                     .map(|()| 1);
             }
@@ -543,7 +584,7 @@ impl Association<'_> {
 
     /// Sends the answers `run` (lengths with headers, then payloads) packed at `area[offset..]`
     /// to the client with one system call.
-    async fn send_to_client(
+    async fn send_run(
         &self,
         area: &[u8],
         offset: usize,
@@ -674,7 +715,7 @@ fn poll_wake(
                 }
             }
         }
-        let mut bufs = slots(area, HEADER_ROOM);
+        let mut bufs = slots(area, ANSWER_ROOM);
         if let Poll::Ready(result) = egress.poll_recv_batch(cx, &mut bufs, &mut batch.answers) {
             match result {
                 Ok(n @ 1..) => return Poll::Ready(Wake::FromTarget(n.min(BATCH))),

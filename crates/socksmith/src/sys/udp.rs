@@ -12,8 +12,8 @@
 //! `setsockopt(2)`, which no crate offers for these options; hence the `unsafe` here): it
 //! forbids IP fragmentation (a 4 KiB DNS answer to a client behind a 1,500-byte link would
 //! fail with `EMSGSIZE` instead of leaving in fragments, as it does from a plain socket), and
-//! it turns GRO on, which a socket whose datagrams get a header written in front of each
-//! (the target side) must not have.
+//! it asks for the destination address and TOS byte of every datagram received, which the
+//! relay does not use. GRO, which it turns on, stays on where the reader splits buffers.
 //!
 //! [`LazyZeroed`] is the memory a batch lands in: every slot must hold the largest datagram
 //! (64 KiB), but an anonymous mapping is backed by the kernel only where it is written, so a
@@ -61,6 +61,7 @@ impl BatchSocket {
         let defaults = options::Fragmentation::read(&socket);
         let state = UdpSocketState::new((&socket).into())?;
         defaults.restore(&socket)?;
+        options::no_ancillary_data(&socket, socket.local_addr()?.is_ipv4())?;
         if !gro {
             options::disable_gro(&socket)?;
         }
@@ -69,6 +70,11 @@ impl BatchSocket {
             io: UdpSocket::from_std(socket)?,
             state,
         })
+    }
+
+    /// Turns GRO off from now on: each buffer then holds one datagram.
+    pub(crate) fn disable_gro(&self) -> io::Result<()> {
+        options::disable_gro(&self.io)
     }
 
     /// The plain socket, for a single datagram and the local address.
@@ -300,6 +306,25 @@ mod options {
         }
     }
 
+    /// Turns off the destination address and TOS byte that `quinn-udp` asks the kernel to
+    /// attach to every datagram received: the relay uses neither, and each costs the kernel
+    /// a control message per datagram.
+    pub(super) fn no_ancillary_data(socket: &impl AsFd, ipv4: bool) -> io::Result<()> {
+        let fd = socket.as_fd();
+        if ipv4 {
+            set(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 0)?;
+            set(fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 0)?;
+        } else {
+            set(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 0)?;
+            set(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 0)?;
+            // A dual-stack socket also had them on for IPv4-mapped peers; a v6-only one
+            // refuses the IPv4 options, which is as good as off.
+            let _ = set(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 0);
+            let _ = set(fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 0);
+        }
+        Ok(())
+    }
+
     /// Turns UDP GRO off: one datagram per receive buffer.
     pub(super) fn disable_gro(socket: &impl AsFd) -> io::Result<()> {
         match set(socket.as_fd(), libc::SOL_UDP, libc::UDP_GRO, 0) {
@@ -372,6 +397,10 @@ mod options {
     }
 
     pub(super) fn disable_gro(_socket: &impl AsFd) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn no_ancillary_data(_socket: &impl AsFd, _ipv4: bool) -> io::Result<()> {
         Ok(())
     }
 }

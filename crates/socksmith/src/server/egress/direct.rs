@@ -2,6 +2,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -254,13 +255,16 @@ impl PendingBind for DirectBind {
 /// The target side of a UDP association on this host: one socket per address family, bound
 /// on first use (to the source address for its family, if one is set). Datagrams go and come
 /// in batches ([`BatchSocket`]): a run of same-size datagrams to one target leaves with one
-/// system call (GSO), and one call takes every answer waiting (`recvmmsg`). GRO stays off:
-/// the relay writes a header in front of each answer, so each must have its own buffer.
+/// system call (GSO), and one call takes every answer waiting (`recvmmsg`), a target's GSO
+/// burst in one buffer (GRO). A caller of [`UdpEgress::poll_recv_from`] wants one answer
+/// per call, so GRO goes off for good once it is called.
 #[derive(Default)]
 struct DirectUdp {
     v4: OnceLock<BatchSocket>,
     v6: OnceLock<BatchSocket>,
     source: TcpConnector,
+    /// Set by the first [`UdpEgress::poll_recv_from`]: no GRO from then on.
+    one_per_buffer: AtomicBool,
 }
 
 impl DirectUdp {
@@ -279,7 +283,8 @@ impl DirectUdp {
             return Ok(socket);
         }
         let socket = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
-        let _ = slot.set(BatchSocket::new(socket, false)?);
+        let gro = !self.one_per_buffer.load(Ordering::Relaxed);
+        let _ = slot.set(BatchSocket::new(socket, gro)?);
         Ok(slot.get().expect("just set"))
     }
 }
@@ -370,12 +375,19 @@ impl UdpEgress for DirectUdp {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, TargetAddr)>> {
+        if !self.one_per_buffer.swap(true, Ordering::Relaxed) {
+            // Sockets are made by the first send, and answers come only after it: a caller
+            // that receives one at a time from the start never sees a coalesced buffer.
+            for socket in [self.v4.get(), self.v6.get()].into_iter().flatten() {
+                socket.disable_gro()?;
+            }
+        }
         let mut bufs = [IoSliceMut::new(buf)];
-        let mut received = [(0, TargetAddr::Ip(SocketAddr::from(([0, 0, 0, 0], 0))))];
+        let mut received = [(0, 0, TargetAddr::Ip(SocketAddr::from(([0, 0, 0, 0], 0))))];
         match self.poll_recv_batch(cx, &mut bufs, &mut received) {
             Poll::Ready(Ok(_)) => {
-                let [answer] = received;
-                Poll::Ready(Ok(answer))
+                let [(len, _, from)] = received;
+                Poll::Ready(Ok((len, from)))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
@@ -386,7 +398,7 @@ impl UdpEgress for DirectUdp {
         &self,
         cx: &mut Context<'_>,
         bufs: &mut [IoSliceMut<'_>],
-        received: &mut [(usize, TargetAddr)],
+        received: &mut [(usize, usize, TargetAddr)],
     ) -> Poll<io::Result<usize>> {
         let most = bufs.len().min(received.len()).min(BATCH);
         let mut meta = [RecvMeta::default(); BATCH];
@@ -397,10 +409,8 @@ impl UdpEgress for DirectUdp {
             };
             let n = result?;
             for (slot, meta) in received.iter_mut().zip(&meta[..n]) {
-                // GRO is off on these sockets, so a buffer holds one datagram (`stride` is
-                // its length).
                 let from = SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port());
-                *slot = (meta.len, TargetAddr::Ip(from));
+                *slot = (meta.len, meta.stride, TargetAddr::Ip(from));
             }
             return Poll::Ready(Ok(n));
         }

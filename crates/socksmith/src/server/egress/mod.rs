@@ -155,24 +155,27 @@ pub trait UdpEgress: Send + Sync {
         Poll::Ready(Ok(sent))
     }
 
-    /// Receives several answers: `Ready(Ok(n))` has put one answer's payload at the start of
-    /// each of the first `n` (at least one) of `bufs` and its length and sender in the same
-    /// place of `received`. At most `bufs.len().min(received.len())` answers.
+    /// Receives several answers: `Ready(Ok(n))` has filled the first `n` (at least one) of
+    /// `bufs`, each with one answer's payload or, when the kernel coalesced them (UDP GRO),
+    /// several answers from one sender back to back, and put `(len, size, from)` in the
+    /// same place of `received`: the bytes in that buffer, the size of each answer in it (all
+    /// but the last, which may be shorter; `len` for a single answer) and their sender. At
+    /// most `bufs.len().min(received.len())` buffers.
     ///
     /// By default one [`UdpEgress::poll_recv_from`] into the first buffer; [`Direct`] takes
-    /// whatever its socket holds with one system call (`recvmmsg`).
+    /// whatever its socket holds with one system call (`recvmmsg`, with GRO).
     fn poll_recv_batch(
         &self,
         cx: &mut Context<'_>,
         bufs: &mut [IoSliceMut<'_>],
-        received: &mut [(usize, TargetAddr)],
+        received: &mut [(usize, usize, TargetAddr)],
     ) -> Poll<io::Result<usize>> {
         let (Some(buf), Some(slot)) = (bufs.first_mut(), received.first_mut()) else {
             return Poll::Ready(Ok(0));
         };
         match self.poll_recv_from(cx, buf) {
-            Poll::Ready(Ok(answer)) => {
-                *slot = answer;
+            Poll::Ready(Ok((len, from))) => {
+                *slot = (len, len, from);
                 Poll::Ready(Ok(1))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
