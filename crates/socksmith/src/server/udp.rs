@@ -21,15 +21,16 @@
 //! `recvmmsg(2)` takes up to 32 waiting datagrams from the client (and UDP GRO may hand over
 //! several same-size ones from the client in one buffer, split here at their stride), and
 //! the egress takes whatever answers are waiting with one call too
-//! ([`UdpEgress::poll_recv_batch`]). Each datagram is still checked on its own as above, and
+//! ([`UdpEgress::poll_recv_batch`]; the direct egress with GRO, so a target's GSO burst
+//! comes in one buffer and is split here, each answer getting its own header). Each datagram is still checked on its own as above, and
 //! what passes is packed back to back in place and sent on as a batch: to the egress
 //! ([`UdpEgress::poll_send_batch`]; the direct egress sends a run of same-size datagrams to
 //! one target with one `sendmsg(2)`, cut by the kernel: UDP GSO), and to the client, whose
 //! answers all go to one address, in runs of same-size datagrams the same way. Order is kept
 //! in each direction.
 //!
-//! One batch area serves both directions: 32 slots, each room for the largest datagram (and
-//! for the header in front of an answer). It is allocated when the first datagram arrives (an
+//! One batch area serves both directions: 32 slots, each room for the largest datagram and
+//! for the headers in front of the answers one buffer can hold. It is allocated when the first datagram arrives (an
 //! idle association costs none) from memory the kernel backs only where datagrams are written
 //! (a relay of 512-byte datagrams touches a page or two per slot); nothing is allocated per
 //! datagram.
