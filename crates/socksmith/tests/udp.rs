@@ -10,7 +10,7 @@
 mod server_support;
 
 use std::io::IoSliceMut;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -522,6 +522,49 @@ async fn an_egress_with_only_the_single_datagram_methods_still_gets_every_answer
             assert_eq!(source, &to);
             assert_eq!(data, &payload(seq + 60, 40), "answer {seq}");
         }
+    })
+    .await;
+}
+
+/// Names starting with `slow` take until the resolve timeout; others are loopback.
+#[derive(Debug)]
+struct SlowNames;
+
+impl socksmith::resolve::Resolve for SlowNames {
+    fn lookup_name<'a>(&'a self, name: &'a str) -> socksmith::resolve::Lookup<'a, Vec<IpAddr>> {
+        Box::pin(async move {
+            if name.starts_with("slow") {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        })
+    }
+
+    fn lookup_addr(&self, _ip: IpAddr) -> socksmith::resolve::Lookup<'_, String> {
+        Box::pin(async { Ok("localhost".to_owned()) })
+    }
+}
+
+#[tokio::test]
+async fn datagrams_ahead_of_a_slow_name_in_a_batch_do_not_wait_for_its_lookup() {
+    within(STEP, "lookup in a batch", async {
+        let mut config = ServerConfig::default();
+        config.resolver = Arc::new(SlowNames);
+        config.resolve_timeout = STEP * 3;
+        let server = Running::start(config).await;
+        let (client, relay, target, _control) = association_and_target(&server).await;
+        let to = Target::Ip(target.local_addr().expect("addr"));
+        let slow = Target::Domain("slow.test".into(), 9);
+        // One batch: two for the target, one to a name that takes 30 s to resolve.
+        for (seq, dest) in [&to, &to, &slow].into_iter().enumerate() {
+            client
+                .send_to(&udp_wrap(dest, &payload(seq, 64)), relay)
+                .await
+                .expect("send");
+        }
+        let arrived = receive(&target, 2).await;
+        assert_eq!(arrived[0].0, payload(0, 64));
+        assert_eq!(arrived[1].0, payload(1, 64));
     })
     .await;
 }

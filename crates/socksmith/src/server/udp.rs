@@ -106,6 +106,15 @@ impl Batch {
     }
 }
 
+/// Client payloads packed at the front of the area and not yet sent: a datagram that must
+/// wait (for a name lookup) sends them first, so that they do not wait with it.
+struct Waiting<'b> {
+    /// Their payloads, back to back.
+    payloads: &'b [u8],
+    /// Each one's length and destination.
+    outgoing: &'b mut Vec<(usize, TargetAddr)>,
+}
+
 /// `area` cut into its slots, each less the first `skip` bytes, as receive buffers.
 fn slots(area: &mut [u8], skip: usize) -> [IoSliceMut<'_>; BATCH] {
     let mut slots = area.chunks_exact_mut(SLOT);
@@ -321,7 +330,16 @@ impl Association<'_> {
                     let datagram = area
                         .get(range.clone())
                         .expect("a datagram lies in its slot");
-                    if let Some((used, dest)) = self.forward(egress, datagram).await {
+                    let waiting = Waiting {
+                        payloads: area.get(..packed).expect("packed within the area"),
+                        outgoing,
+                    };
+                    let forwarded = self.forward(egress, datagram, waiting).await;
+                    if outgoing.is_empty() {
+                        // Sent while this datagram's destination was looked up.
+                        packed = 0;
+                    }
+                    if let Some((used, dest)) = forwarded {
                         let payload = range.start + used..range.end;
                         let payload_len = payload.len();
                         area.copy_within(payload, packed);
@@ -392,6 +410,7 @@ impl Association<'_> {
         &mut self,
         egress: &dyn UdpEgress,
         datagram: &[u8],
+        waiting: Waiting<'_>,
     ) -> Option<(usize, TargetAddr)> {
         let stats = &self.shared.stats;
         let (header, used) = match UdpHeader::decode(datagram) {
@@ -413,7 +432,7 @@ impl Association<'_> {
         if self.answer_listed_dns_query(&header.target, payload).await {
             return None;
         }
-        let Some(dest) = self.destination(egress, &header.target).await else {
+        let Some(dest) = self.destination(egress, &header.target, waiting).await else {
             inc(&stats.udp_invalid_dropped);
             return None;
         };
@@ -611,6 +630,7 @@ impl Association<'_> {
         &mut self,
         egress: &dyn UdpEgress,
         target: &TargetAddr,
+        waiting: Waiting<'_>,
     ) -> Option<TargetAddr> {
         let policy = &*self.shared.config.policy;
         if let Decision::Deny(reason) = policy.check_udp_destination(self.session, target) {
@@ -630,6 +650,12 @@ impl Association<'_> {
         let ip = match &self.last_name {
             Some((last, ip)) if last == target => *ip,
             _ => {
+                // The datagrams before this one do not wait for its lookup.
+                if !waiting.outgoing.is_empty() {
+                    self.send_to_targets(egress, waiting.payloads, waiting.outgoing)
+                        .await;
+                    waiting.outgoing.clear();
+                }
                 let config = &self.shared.config;
                 let request = EgressRequest {
                     session: self.session,
