@@ -15,13 +15,29 @@
 //!
 //! The association ends when the control connection closes or errors, when the egress side
 //! ends on its own, or after [`crate::server::ServerConfig::udp_idle_timeout`] without a
-//! datagram from the client. One buffer of 64 KiB, allocated when the first datagram arrives
-//! (an idle association costs none), serves both directions; nothing is allocated per
+//! datagram from the client.
+//!
+//! Datagrams move in batches, each side's system calls taking many at once: one
+//! `recvmmsg(2)` takes up to 32 waiting datagrams from the client (and UDP GRO may hand over
+//! several same-size ones from the client in one buffer, split here at their stride), and
+//! the egress takes whatever answers are waiting with one call too
+//! ([`UdpEgress::poll_recv_batch`]; the direct egress with GRO, so a target's GSO burst
+//! comes in one buffer and is split here, each answer getting its own header). Each datagram is still checked on its own as above, and
+//! what passes is packed back to back in place and sent on as a batch: to the egress
+//! ([`UdpEgress::poll_send_batch`]; the direct egress sends a run of same-size datagrams to
+//! one target with one `sendmsg(2)`, cut by the kernel: UDP GSO), and to the client, whose
+//! answers all go to one address, in runs of same-size datagrams the same way. Order is kept
+//! in each direction.
+//!
+//! One batch area serves both directions: 32 slots, each room for the largest datagram and
+//! for the headers in front of the answers one buffer can hold. It is allocated when the first datagram arrives (an
+//! idle association costs none) from memory the kernel backs only where datagrams are written
+//! (a relay of 512-byte datagrams touches a page or two per slot); nothing is allocated per
 //! datagram.
 
 use std::future::{poll_fn, Future};
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,7 +45,6 @@ use std::time::Duration;
 use socksmith_proto::sniff::{DnsQuery, DnsRcode};
 use socksmith_proto::{ReplyCode, TargetAddr, UdpClientFilter, UdpHeader};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::UdpSocket;
 use tokio::time::{Instant, Sleep};
 
 use crate::client::MAX_UDP_HEADER_LEN;
@@ -39,16 +54,78 @@ use crate::server::accounting::{Event, Traffic};
 use crate::server::connection::Request;
 use crate::server::egress::{EgressError, EgressRequest, UdpEgress};
 use crate::server::error::SessionError;
-use crate::server::stats::inc;
+use crate::server::stats::{add, inc};
 use crate::server::{admission, Shared};
 use crate::session::Session;
+use crate::sys::udp::{gso_run, BatchSocket, LazyZeroed, RecvMeta, BATCH};
 
 /// Room kept in front of a target's answer for the SOCKS header: 3 + 1 + 16 + 2 bytes for
 /// an IP address, up to a 255-byte name for a source an upstream relay reports.
 const HEADER_ROOM: usize = MAX_UDP_HEADER_LEN;
 
-/// The largest UDP payload plus the header room.
-const BUFFER: usize = 65536 + HEADER_ROOM;
+/// Room kept in front of the answers a receive buffer holds: with GRO, up to 64 answers from
+/// one IP address come in one buffer, and each gets a header of at most 22 bytes; the room
+/// lets them all be written in place (see [`Association::target_batch`]).
+const ANSWER_ROOM: usize = 64 * 22;
+
+/// One slot of the batch area: the largest UDP payload plus the room in front of answers.
+const SLOT: usize = 65536 + ANSWER_ROOM;
+
+/// Client datagrams handed to the egress in one call at most (a GRO buffer may hold 64).
+const SEND_BATCH: usize = 64;
+
+/// Where an answer's sender is not known yet: a placeholder, never sent.
+const NOBODY: TargetAddr = TargetAddr::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+
+/// The memory datagrams move through, allocated with the first datagram (boxed, so that the
+/// association's future stays small while it waits).
+struct Batch {
+    /// [`BATCH`] slots of [`SLOT`] bytes: received datagrams, then (packed in place) the ones
+    /// to send on.
+    area: LazyZeroed,
+    /// What each receive from the client filled in.
+    from_client: [RecvMeta; BATCH],
+    /// What each receive buffer of the egress holds: its length, the size of each answer in
+    /// it (all but the last), and their sender.
+    answers: Vec<(usize, usize, TargetAddr)>,
+    /// The length and checked destination of each client payload packed for the egress.
+    outgoing: Vec<(usize, TargetAddr)>,
+    /// The length of each answer packed for the client (header included), and its payload's.
+    to_client: Vec<(usize, usize)>,
+}
+
+impl Batch {
+    fn new() -> io::Result<Box<Batch>> {
+        Ok(Box::new(Batch {
+            area: LazyZeroed::new(BATCH * SLOT)?,
+            from_client: [RecvMeta::default(); BATCH],
+            answers: vec![(0, 0, NOBODY); BATCH],
+            outgoing: Vec::with_capacity(SEND_BATCH),
+            to_client: Vec::with_capacity(SEND_BATCH),
+        }))
+    }
+}
+
+/// Client payloads packed at the front of the area and not yet sent: a datagram that must
+/// wait (for a name lookup) sends them first, so that they do not wait with it.
+struct Waiting<'b> {
+    /// Their payloads, back to back.
+    payloads: &'b [u8],
+    /// Each one's length and destination.
+    outgoing: &'b mut Vec<(usize, TargetAddr)>,
+}
+
+/// `area` cut into its slots, each less the first `skip` bytes, as receive buffers.
+fn slots(area: &mut [u8], skip: usize) -> [IoSliceMut<'_>; BATCH] {
+    let mut slots = area.chunks_exact_mut(SLOT);
+    std::array::from_fn(|_| {
+        let slot = slots.next().expect("the area holds BATCH slots");
+        IoSliceMut::new(
+            slot.get_mut(skip..)
+                .expect("a slot is longer than the skip"),
+        )
+    })
+}
 
 pub(crate) async fn associate(
     request: Request<'_>,
@@ -77,7 +154,9 @@ pub(crate) async fn associate(
         Err(e) => return Err(replier.refuse(&mut client, e.into()).await),
     };
     let relay_ip = session.local.ip().to_canonical();
-    let socket = match UdpSocket::bind(SocketAddr::new(relay_ip, 0)).await {
+    let bound = std::net::UdpSocket::bind(SocketAddr::new(relay_ip, 0));
+    // GRO on: a client's same-size datagrams may come in one buffer, split by the stride.
+    let socket = match bound.and_then(|socket| BatchSocket::new(socket, true)) {
         Ok(s) => s,
         Err(source) => {
             let e = SessionError::Socket {
@@ -87,10 +166,13 @@ pub(crate) async fn associate(
             return Err(replier.refuse(&mut client, e).await);
         }
     };
-    let relay_addr = socket.local_addr().map_err(|source| SessionError::Socket {
-        what: "UDP relay address",
-        source,
-    })?;
+    let relay_addr = socket
+        .socket()
+        .local_addr()
+        .map_err(|source| SessionError::Socket {
+            what: "UDP relay address",
+            source,
+        })?;
     // Behind NAT, the address the client can reach is not the socket's own.
     let relay_addr = match shared.config.udp_advertise {
         Some(ip) => SocketAddr::new(ip, relay_addr.port()),
@@ -135,7 +217,7 @@ struct Association<'a> {
     /// the first datagram).
     client: UdpClientFilter,
     /// The client side: the address in the reply.
-    socket: UdpSocket,
+    socket: BatchSocket,
     /// Reused to encode the header of answers.
     header: Vec<u8>,
     /// The last name a datagram was sent to and its address: a client talking to one
@@ -146,10 +228,13 @@ struct Association<'a> {
 }
 
 enum Wake {
-    FromClient(usize, SocketAddr),
-    FromTarget(usize, TargetAddr),
+    /// This many buffers came from the client side.
+    FromClient(usize),
+    /// This many answers came from the egress.
+    FromTarget(usize),
     ControlClosed(Option<io::Error>),
     EgressClosed(io::Error),
+    NoMemory(io::Error),
     Idle,
 }
 
@@ -161,7 +246,7 @@ impl Association<'_> {
     ) -> Result<(), SessionError> {
         let idle = self.shared.config.udp_idle_timeout;
         // Allocated when the first datagram is there (see `poll_wake`).
-        let mut buf = Vec::new();
+        let mut batch: Option<Box<Batch>> = None;
         let sleep = tokio::time::sleep(idle);
         tokio::pin!(sleep);
         let mut egress_closed = egress.closed();
@@ -170,84 +255,188 @@ impl Association<'_> {
                 if let Poll::Ready(e) = egress_closed.as_mut().poll(cx) {
                     return Poll::Ready(Wake::EgressClosed(e));
                 }
-                poll_wake(cx, &self.socket, egress, control, &mut buf, sleep.as_mut())
+                poll_wake(
+                    cx,
+                    &self.socket,
+                    egress,
+                    control,
+                    &mut batch,
+                    sleep.as_mut(),
+                )
             })
             .await;
-            match wake {
-                Wake::FromClient(n, from) => {
-                    let datagram = buf.get(..n).expect("recv_from reports at most the buffer");
-                    if self.client_datagram(egress, datagram, from).await {
-                        sleep.as_mut().reset(deadline_in(idle));
-                    }
+            let alive = match wake {
+                Wake::FromClient(n) => {
+                    let batch = batch.as_deref_mut().expect("datagrams came into the batch");
+                    self.client_batch(egress, batch, n).await
                 }
-                Wake::FromTarget(n, from) => {
-                    if self.target_datagram(&mut buf, n, from).await {
-                        sleep.as_mut().reset(deadline_in(idle));
-                    }
+                Wake::FromTarget(n) => {
+                    let batch = batch.as_deref_mut().expect("answers came into the batch");
+                    self.target_batch(batch, n).await
                 }
                 Wake::ControlClosed(None) => return Ok(()),
                 Wake::ControlClosed(Some(e)) => return Err(SessionError::ClientIo(e)),
                 Wake::EgressClosed(e) => return Err(SessionError::EgressClosed(e)),
+                Wake::NoMemory(source) => {
+                    return Err(SessionError::Socket {
+                        what: "UDP batch memory",
+                        source,
+                    })
+                }
                 Wake::Idle => return Err(SessionError::UdpIdle(idle)),
+            };
+            if alive {
+                sleep.as_mut().reset(deadline_in(idle));
             }
         }
     }
 
-    /// A datagram on the client side: check its source, then [`Self::forward`]. Returns
-    /// whether it came from the client: only those keep the association alive, so a stranger
-    /// spraying the relay port cannot hold it open.
-    async fn client_datagram(
+    /// `n` receive buffers from the client side: each datagram in them (one per buffer, or
+    /// several at the stride with GRO) has its source checked, then is unwrapped and checked
+    /// ([`Self::forward`]); the payloads that pass are packed at the front of the area and
+    /// sent on in order. Returns whether any came from the client: only those keep the
+    /// association alive, so a stranger spraying the relay port cannot hold it open.
+    async fn client_batch(&mut self, egress: &dyn UdpEgress, batch: &mut Batch, n: usize) -> bool {
+        let stats = &self.shared.stats;
+        let Batch {
+            area,
+            from_client,
+            outgoing,
+            ..
+        } = batch;
+        let area = area.as_mut_slice();
+        outgoing.clear();
+        // Where the next payload goes. Each payload is no longer than its datagram, and the
+        // datagrams lie in order, so the packed payloads never reach past the start of the
+        // datagram being read: packing in place overwrites only what was already read.
+        let mut packed = 0;
+        let mut alive = false;
+        for (i, meta) in from_client.iter().take(n).enumerate() {
+            let slot = i * SLOT;
+            let len = meta.len.min(SLOT);
+            let mut start = 0;
+            loop {
+                let end = match meta.stride {
+                    0 => len,
+                    stride => (start + stride).min(len),
+                };
+                let range = slot + start..slot + end;
+                start = end;
+                if !self.client.admit(meta.addr) {
+                    inc(&stats.udp_foreign_dropped);
+                    tracing::debug!(from = %meta.addr, client = %self.session.client, "UDP: datagram from another source dropped");
+                } else {
+                    alive = true;
+                    let datagram = area
+                        .get(range.clone())
+                        .expect("a datagram lies in its slot");
+                    let waiting = Waiting {
+                        payloads: area.get(..packed).expect("packed within the area"),
+                        outgoing,
+                    };
+                    let forwarded = self.forward(egress, datagram, waiting).await;
+                    if outgoing.is_empty() {
+                        // Sent while this datagram's destination was looked up.
+                        packed = 0;
+                    }
+                    if let Some((used, dest)) = forwarded {
+                        let payload = range.start + used..range.end;
+                        let payload_len = payload.len();
+                        area.copy_within(payload, packed);
+                        packed += payload_len;
+                        outgoing.push((payload_len, dest));
+                        if outgoing.len() == SEND_BATCH {
+                            let payloads = area.get(..packed).expect("packed within the area");
+                            self.send_to_targets(egress, payloads, outgoing).await;
+                            outgoing.clear();
+                            packed = 0;
+                        }
+                    }
+                }
+                if start >= len {
+                    break;
+                }
+            }
+        }
+        let payloads = area.get(..packed).expect("packed within the area");
+        self.send_to_targets(egress, payloads, outgoing).await;
+        alive
+    }
+
+    /// Hands `outgoing` (payloads back to back in `payloads`) to the egress, in order, and
+    /// counts what went and what failed.
+    async fn send_to_targets(
+        &mut self,
+        egress: &dyn UdpEgress,
+        payloads: &[u8],
+        outgoing: &[(usize, TargetAddr)],
+    ) {
+        let stats = &self.shared.stats;
+        let mut done = 0;
+        let mut offset = 0;
+        while let Some(rest) = outgoing.get(done..).filter(|rest| !rest.is_empty()) {
+            let from = payloads
+                .get(offset..)
+                .expect("the lengths add up to the payloads");
+            match poll_fn(|cx| egress.poll_send_batch(cx, from, rest)).await {
+                Ok(sent @ 1..) => {
+                    let sent = sent.min(rest.len());
+                    let bytes: usize = rest.iter().take(sent).map(|(len, _)| len).sum();
+                    add(&stats.udp_datagrams_client_to_target, sent as u64);
+                    self.traffic.up += bytes as u64;
+                    done += sent;
+                    offset += bytes;
+                }
+                Ok(0) => {
+                    // An egress that takes nothing and reports no error would be asked forever.
+                    add(&stats.udp_invalid_dropped, rest.len() as u64);
+                    tracing::debug!(dropped = rest.len(), "UDP: the egress took none of a batch");
+                    return;
+                }
+                Err(e) => {
+                    let (len, dest) = &rest[0];
+                    inc(&stats.udp_invalid_dropped);
+                    tracing::debug!(%dest, error = %e, "UDP: send to target failed");
+                    done += 1;
+                    offset += len;
+                }
+            }
+        }
+    }
+
+    /// A client's datagram: unwrap and check it. Returns where its payload starts and where it
+    /// goes, or `None` when it was dropped or answered here.
+    async fn forward(
         &mut self,
         egress: &dyn UdpEgress,
         datagram: &[u8],
-        from: SocketAddr,
-    ) -> bool {
-        let stats = &self.shared.stats;
-        if !self.client.admit(from) {
-            inc(&stats.udp_foreign_dropped);
-            tracing::debug!(%from, client = %self.session.client, "UDP: datagram from another source dropped");
-            return false;
-        }
-        self.forward(egress, datagram).await;
-        true
-    }
-
-    /// A client's datagram: unwrap, check, send on.
-    async fn forward(&mut self, egress: &dyn UdpEgress, datagram: &[u8]) {
+        waiting: Waiting<'_>,
+    ) -> Option<(usize, TargetAddr)> {
         let stats = &self.shared.stats;
         let (header, used) = match UdpHeader::decode(datagram) {
             Ok(decoded) => decoded,
             Err(e) => {
                 inc(&stats.udp_invalid_dropped);
                 tracing::debug!(client = %self.session.client, error = %e, "UDP: bad datagram dropped");
-                return;
+                return None;
             }
         };
         if header.frag != 0 {
             inc(&stats.udp_frag_dropped);
             tracing::debug!(client = %self.session.client, frag = header.frag, "UDP: fragment dropped (no reassembly)");
-            return;
+            return None;
         }
         let payload = datagram
             .get(used..)
             .expect("decode reports at most the datagram");
         if self.answer_listed_dns_query(&header.target, payload).await {
-            return;
+            return None;
         }
-        let Some(dest) = self.destination(egress, &header.target).await else {
+        let Some(dest) = self.destination(egress, &header.target, waiting).await else {
             inc(&stats.udp_invalid_dropped);
-            return;
+            return None;
         };
-        match poll_fn(|cx| egress.poll_send_to(cx, payload, &dest)).await {
-            Ok(()) => {
-                inc(&stats.udp_datagrams_client_to_target);
-                self.traffic.up += payload.len() as u64;
-            }
-            Err(e) => {
-                inc(&stats.udp_invalid_dropped);
-                tracing::debug!(%dest, error = %e, "UDP: send to target failed");
-            }
-        }
+        Some((used, dest))
     }
 
     /// With a blocklist, a DNS query (to port 53) for a listed name is answered here with
@@ -284,51 +473,154 @@ impl Association<'_> {
         }
         .encode(&mut datagram);
         query.encode_response(rcode, &mut datagram);
-        if let Err(e) = self.socket.send_to(&datagram, to).await {
+        if let Err(e) = self.socket.socket().send_to(&datagram, to).await {
             tracing::debug!(%to, error = %e, "UDP: send of a DNS refusal to the client failed");
         }
         true
     }
 
-    /// An answer from a target (its payload at `buf[HEADER_ROOM..][..n]`): wrap it with the
-    /// sender's address and pass it to the client. Returns whether it was passed on.
-    async fn target_datagram(&mut self, buf: &mut [u8], n: usize, from: TargetAddr) -> bool {
+    /// `n` receive buffers from the egress (each in its slot after the answer room, holding
+    /// one answer or, with GRO, several from one sender): the answers from a source the
+    /// policy allows get the header with their sender written in front, are packed at the
+    /// front of the area and sent to the client in order, same-size runs with one system
+    /// call. Returns whether any was passed on.
+    async fn target_batch(&mut self, batch: &mut Batch, n: usize) -> bool {
         let stats = &self.shared.stats;
         let Some(to) = self.client.client() else {
             // Nothing was sent yet, so nothing can be an answer.
-            inc(&stats.udp_foreign_dropped);
+            add(&stats.udp_foreign_dropped, n as u64);
             return false;
         };
         let policy = &*self.shared.config.policy;
-        if let Decision::Deny(reason) = policy.check_udp_destination(self.session, &from) {
-            inc(&stats.udp_foreign_dropped);
-            tracing::debug!(%from, %reason, "UDP: answer from a denied source dropped");
-            return false;
-        }
-        self.header.clear();
-        UdpHeader {
-            frag: 0,
-            target: from,
-        }
-        .encode(&mut self.header);
-        let start = HEADER_ROOM - self.header.len();
-        buf.get_mut(start..HEADER_ROOM)
-            .expect("any header fits the header room")
-            .copy_from_slice(&self.header);
-        let datagram = buf
-            .get(start..HEADER_ROOM + n)
-            .expect("recv_from reports at most the room");
-        match self.socket.send_to(datagram, to).await {
-            Ok(_) => {
-                inc(&stats.udp_datagrams_target_to_client);
-                self.traffic.down += n as u64;
-                true
+        let Batch {
+            area,
+            answers,
+            to_client,
+            ..
+        } = batch;
+        let area = area.as_mut_slice();
+        to_client.clear();
+        let mut passed = false;
+        // Where the next answer goes, its header first. The packed answers must never reach
+        // the bytes of an answer not yet moved: before each one, if its header would, what is
+        // packed is sent first (which, with the room in front of every buffer, happens only
+        // for a buffer of many answers with long headers).
+        let mut packed = 0;
+        for (i, (len, segment, from)) in answers.iter_mut().take(n).enumerate() {
+            let from = std::mem::replace(from, NOBODY);
+            // An egress cannot have put more than its buffer held.
+            let len = (*len).min(SLOT - ANSWER_ROOM);
+            let segment = match *segment {
+                0 => len.max(1),
+                segment => segment,
+            };
+            let count = len.div_ceil(segment).max(1);
+            if let Decision::Deny(reason) = policy.check_udp_destination(self.session, &from) {
+                add(&stats.udp_foreign_dropped, count as u64);
+                tracing::debug!(%from, %reason, "UDP: answer from a denied source dropped");
+                continue;
             }
-            Err(e) => {
-                tracing::debug!(%to, error = %e, "UDP: send to client failed");
-                false
+            self.header.clear();
+            UdpHeader {
+                frag: 0,
+                target: from,
+            }
+            .encode(&mut self.header);
+            let header = self.header.len();
+            let buffer = i * SLOT + ANSWER_ROOM;
+            let mut start = 0;
+            loop {
+                let end = (start + segment).min(len);
+                let payload = buffer + start..buffer + end;
+                start = end;
+                if packed + header > payload.start || to_client.len() == SEND_BATCH {
+                    passed |= self.send_to_client(area, to_client, to).await;
+                    to_client.clear();
+                    packed = 0;
+                }
+                area.get_mut(packed..packed + header)
+                    .expect("the header goes before its payload")
+                    .copy_from_slice(&self.header);
+                let payload_len = payload.len();
+                area.copy_within(payload, packed + header);
+                packed += header + payload_len;
+                to_client.push((header + payload_len, payload_len));
+                if start >= len {
+                    break;
+                }
             }
         }
+        passed |= self.send_to_client(area, to_client, to).await;
+        passed
+    }
+
+    /// Sends the answers packed at the front of `area` (each one's length with its header,
+    /// then its payload's, in `packed`) to the client, in order, same-size runs with one
+    /// system call, and counts them. Returns whether any was sent.
+    async fn send_to_client(
+        &mut self,
+        area: &[u8],
+        packed: &[(usize, usize)],
+        to: SocketAddr,
+    ) -> bool {
+        let stats = &self.shared.stats;
+        let mut passed = false;
+        let mut offset = 0;
+        let mut done = 0;
+        while let Some(rest) = packed.get(done..).filter(|rest| !rest.is_empty()) {
+            let run = gso_run(rest.iter().map(|(len, _)| *len), self.socket.max_segments());
+            let mut sent = self
+                .send_run(area, offset, &rest[..run], to)
+                .await
+                .map(|()| run);
+            if sent.is_err() && run > 1 {
+                // The kernel refused the GSO send (a device without it, a path MTU below the
+                // segments): one by one, and `quinn-udp` has stopped offering GSO where the
+                // device cannot do it.
+                sent = self
+                    .send_run(area, offset, &rest[..1], to)
+                    .await
+                    .map(|()| 1);
+            }
+            match sent {
+                Ok(sent) => {
+                    let run = &rest[..sent];
+                    add(&stats.udp_datagrams_target_to_client, sent as u64);
+                    self.traffic.down +=
+                        run.iter().map(|(_, payload)| *payload as u64).sum::<u64>();
+                    offset += run.iter().map(|(len, _)| len).sum::<usize>();
+                    done += sent;
+                    passed = true;
+                }
+                Err(e) => {
+                    tracing::debug!(%to, error = %e, "UDP: send to client failed");
+                    offset += rest[0].0;
+                    done += 1;
+                }
+            }
+        }
+        passed
+    }
+
+    /// Sends the answers `run` (lengths with headers, then payloads) packed at `area[offset..]`
+    /// to the client with one system call.
+    async fn send_run(
+        &self,
+        area: &[u8],
+        offset: usize,
+        run: &[(usize, usize)],
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        let bytes: usize = run.iter().map(|(len, _)| len).sum();
+        let contents = area
+            .get(offset..offset + bytes)
+            .expect("packed within the area");
+        let segment = match run {
+            [_] => None,
+            [(len, _), ..] => Some(*len),
+            [] => return Ok(()),
+        };
+        poll_fn(|cx| self.socket.poll_send(cx, contents, segment, to)).await
     }
 
     /// Where a datagram goes, checked with the policy: an IP, or a name resolved through
@@ -338,6 +630,7 @@ impl Association<'_> {
         &mut self,
         egress: &dyn UdpEgress,
         target: &TargetAddr,
+        waiting: Waiting<'_>,
     ) -> Option<TargetAddr> {
         let policy = &*self.shared.config.policy;
         if let Decision::Deny(reason) = policy.check_udp_destination(self.session, target) {
@@ -357,6 +650,12 @@ impl Association<'_> {
         let ip = match &self.last_name {
             Some((last, ip)) if last == target => *ip,
             _ => {
+                // The datagrams before this one do not wait for its lookup.
+                if !waiting.outgoing.is_empty() {
+                    self.send_to_targets(egress, waiting.payloads, waiting.outgoing)
+                        .await;
+                    waiting.outgoing.clear();
+                }
                 let config = &self.shared.config;
                 let request = EgressRequest {
                     session: self.session,
@@ -392,14 +691,14 @@ impl Association<'_> {
     }
 }
 
-/// What woke the association: the control connection, a datagram on either side, the idle
+/// What woke the association: the control connection, datagrams on either side, the idle
 /// timer.
 fn poll_wake(
     cx: &mut Context<'_>,
-    socket: &UdpSocket,
+    socket: &BatchSocket,
     egress: &dyn UdpEgress,
     control: &mut TunnelStream,
-    buf: &mut Vec<u8>,
+    batch: &mut Option<Box<Batch>>,
     sleep: Pin<&mut Sleep>,
 ) -> Poll<Wake> {
     // The control connection carries nothing after the reply: any byte is read and ignored,
@@ -421,31 +720,37 @@ fn poll_wake(
             Poll::Pending => break,
         }
     }
-    // The buffer is allocated once the first datagram is there: an association that never
-    // carries one does not cost 64 KiB. The egress can answer only after a client datagram,
-    // so it always finds it allocated.
-    if buf.is_empty() && socket.poll_recv_ready(cx).is_ready() {
-        buf.resize(BUFFER, 0);
-    }
-    if !buf.is_empty() {
-        let mut rb = ReadBuf::new(buf);
-        if let Poll::Ready(result) = socket.poll_recv_from(cx, &mut rb) {
-            if let Ok(from) = result {
-                return Poll::Ready(Wake::FromClient(rb.filled().len(), from));
-            }
-            // An ICMP error from an earlier send; nothing to do but go on.
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+    // The batch area is allocated once the first datagram is there: an association that
+    // never carries one costs none of it. The egress can answer only after a client
+    // datagram, so it always finds it allocated.
+    if batch.is_none() && socket.poll_recv_ready(cx).is_ready() {
+        match Batch::new() {
+            Ok(new) => *batch = Some(new),
+            Err(e) => return Poll::Ready(Wake::NoMemory(e)),
         }
-        let room = buf
-            .get_mut(HEADER_ROOM..)
-            .expect("the buffer is longer than the header room");
-        if let Poll::Ready(result) = egress.poll_recv_from(cx, room) {
-            if let Ok((n, from)) = result {
-                return Poll::Ready(Wake::FromTarget(n, from));
+    }
+    if let Some(batch) = batch.as_deref_mut() {
+        let area = batch.area.as_mut_slice();
+        let mut bufs = slots(area, 0);
+        if let Poll::Ready(result) = socket.poll_recv(cx, &mut bufs, &mut batch.from_client) {
+            match result {
+                Ok(n @ 1..) => return Poll::Ready(Wake::FromClient(n)),
+                // An ICMP error from an earlier send; nothing to do but go on.
+                Ok(0) | Err(_) => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+        }
+        let mut bufs = slots(area, ANSWER_ROOM);
+        if let Poll::Ready(result) = egress.poll_recv_batch(cx, &mut bufs, &mut batch.answers) {
+            match result {
+                Ok(n @ 1..) => return Poll::Ready(Wake::FromTarget(n.min(BATCH))),
+                Ok(0) | Err(_) => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
         }
     }
     match sleep.poll(cx) {

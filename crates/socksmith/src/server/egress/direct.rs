@@ -1,14 +1,14 @@
 //! [`Direct`]: the egress that does everything from this host.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socksmith_proto::{DomainName, TargetAddr};
-use tokio::io::ReadBuf;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use crate::dial::{dial_with, DialError, DialOptions, TcpConnector};
 use crate::relay::TunnelStream;
@@ -18,6 +18,7 @@ use crate::server::egress::{
     UdpEgress,
 };
 use crate::server::per_client::PerClient;
+use crate::sys::udp::{gso_run, BatchSocket, RecvMeta, BATCH};
 
 /// Does everything from this host: a name is resolved (IP literals, also when sent as a name,
 /// skip the resolver), each address is checked with [`crate::policy::Policy::check_address`],
@@ -252,16 +253,22 @@ impl PendingBind for DirectBind {
 }
 
 /// The target side of a UDP association on this host: one socket per address family, bound
-/// on first use (to the source address for its family, if one is set).
+/// on first use (to the source address for its family, if one is set). Datagrams go and come
+/// in batches ([`BatchSocket`]): a run of same-size datagrams to one target leaves with one
+/// system call (GSO), and one call takes every answer waiting (`recvmmsg`), a target's GSO
+/// burst in one buffer (GRO). A caller of [`UdpEgress::poll_recv_from`] wants one answer
+/// per call, so GRO goes off for good once it is called.
 #[derive(Default)]
 struct DirectUdp {
-    v4: OnceLock<UdpSocket>,
-    v6: OnceLock<UdpSocket>,
+    v4: OnceLock<BatchSocket>,
+    v6: OnceLock<BatchSocket>,
     source: TcpConnector,
+    /// Set by the first [`UdpEgress::poll_recv_from`]: no GRO from then on.
+    one_per_buffer: AtomicBool,
 }
 
 impl DirectUdp {
-    fn socket(&self, ip: IpAddr) -> io::Result<&UdpSocket> {
+    fn socket(&self, ip: IpAddr) -> io::Result<&BatchSocket> {
         let (slot, any) = match ip {
             IpAddr::V4(_) => (
                 &self.v4,
@@ -276,9 +283,21 @@ impl DirectUdp {
             return Ok(socket);
         }
         let socket = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
-        socket.set_nonblocking(true)?;
-        let _ = slot.set(UdpSocket::from_std(socket)?);
+        let gro = !self.one_per_buffer.load(Ordering::Relaxed);
+        let _ = slot.set(BatchSocket::new(socket, gro)?);
         Ok(slot.get().expect("just set"))
+    }
+}
+
+/// The address a datagram for `dest` goes to: the direct egress sends to addresses only (the
+/// association resolves names first).
+fn direct_addr(dest: &TargetAddr) -> io::Result<SocketAddr> {
+    match dest {
+        TargetAddr::Ip(addr) => Ok(*addr),
+        TargetAddr::Domain(..) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the direct egress sends to addresses only",
+        )),
     }
 }
 
@@ -289,17 +308,66 @@ impl UdpEgress for DirectUdp {
         payload: &[u8],
         dest: &TargetAddr,
     ) -> Poll<io::Result<()>> {
-        let TargetAddr::Ip(addr) = dest else {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the direct egress sends to addresses only",
-            )));
-        };
-        let socket = match self.socket(addr.ip()) {
-            Ok(socket) => socket,
-            Err(e) => return Poll::Ready(Err(e)),
-        };
-        socket.poll_send_to(cx, payload, *addr).map_ok(|_| ())
+        let addr = direct_addr(dest)?;
+        self.socket(addr.ip())?.poll_send(cx, payload, None, addr)
+    }
+
+    fn poll_send_batch(
+        &self,
+        cx: &mut Context<'_>,
+        payloads: &[u8],
+        datagrams: &[(usize, TargetAddr)],
+    ) -> Poll<io::Result<usize>> {
+        let mut sent = 0;
+        let mut offset = 0;
+        while let Some((_, dest)) = datagrams.get(sent) {
+            let step = (|| {
+                let addr = direct_addr(dest)?;
+                let socket = self.socket(addr.ip())?;
+                let same_dest = datagrams[sent..]
+                    .iter()
+                    .take_while(|(_, d)| d == dest)
+                    .map(|(len, _)| *len);
+                let run = gso_run(same_dest, socket.max_segments());
+                let bytes: usize = datagrams[sent..sent + run].iter().map(|(len, _)| len).sum();
+                let contents = payloads.get(offset..offset + bytes).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a datagram's length runs past the payloads",
+                    )
+                })?;
+                let segment = (run > 1).then_some(datagrams[sent].0);
+                Ok::<_, io::Error>((socket.poll_send(cx, contents, segment, addr), run, bytes))
+            })();
+            match step {
+                Ok((Poll::Ready(Ok(())), run, bytes)) => {
+                    sent += run;
+                    offset += bytes;
+                }
+                // The kernel refused the GSO send (a device without it, a path MTU below the
+                // segments): this datagram alone, and `quinn-udp` has stopped offering GSO
+                // where the device cannot do it.
+                Ok((Poll::Ready(Err(_)), run, _)) if run > 1 => {
+                    let (len, _) = &datagrams[sent];
+                    match self.poll_send_to(cx, &payloads[offset..offset + len], dest) {
+                        Poll::Ready(Ok(())) => {
+                            sent += 1;
+                            offset += len;
+                        }
+                        Poll::Ready(Err(e)) if sent == 0 => return Poll::Ready(Err(e)),
+                        Poll::Pending if sent == 0 => return Poll::Pending,
+                        Poll::Ready(Err(_)) | Poll::Pending => break,
+                    }
+                }
+                Ok((Poll::Ready(Err(e)), ..)) | Err(e) if sent == 0 => {
+                    return Poll::Ready(Err(e));
+                }
+                Ok((Poll::Pending, ..)) if sent == 0 => return Poll::Pending,
+                // What stopped this run comes back with the next call, which starts here.
+                Ok(_) | Err(_) => break,
+            }
+        }
+        Poll::Ready(Ok(sent))
     }
 
     fn poll_recv_from(
@@ -307,13 +375,44 @@ impl UdpEgress for DirectUdp {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, TargetAddr)>> {
-        for socket in [self.v4.get(), self.v6.get()].into_iter().flatten() {
-            let mut rb = ReadBuf::new(buf);
-            if let Poll::Ready(result) = socket.poll_recv_from(cx, &mut rb) {
-                let from = result?;
-                let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-                return Poll::Ready(Ok((rb.filled().len(), TargetAddr::Ip(from))));
+        if !self.one_per_buffer.swap(true, Ordering::Relaxed) {
+            // Sockets are made by the first send, and answers come only after it: a caller
+            // that receives one at a time from the start never sees a coalesced buffer.
+            for socket in [self.v4.get(), self.v6.get()].into_iter().flatten() {
+                socket.disable_gro()?;
             }
+        }
+        let mut bufs = [IoSliceMut::new(buf)];
+        let mut received = [(0, 0, TargetAddr::Ip(SocketAddr::from(([0, 0, 0, 0], 0))))];
+        match self.poll_recv_batch(cx, &mut bufs, &mut received) {
+            Poll::Ready(Ok(_)) => {
+                let [(len, _, from)] = received;
+                Poll::Ready(Ok((len, from)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        received: &mut [(usize, usize, TargetAddr)],
+    ) -> Poll<io::Result<usize>> {
+        let most = bufs.len().min(received.len()).min(BATCH);
+        let mut meta = [RecvMeta::default(); BATCH];
+        for socket in [self.v4.get(), self.v6.get()].into_iter().flatten() {
+            let Poll::Ready(result) = socket.poll_recv(cx, &mut bufs[..most], &mut meta[..most])
+            else {
+                continue;
+            };
+            let n = result?;
+            for (slot, meta) in received.iter_mut().zip(&meta[..n]) {
+                let from = SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port());
+                *slot = (meta.len, meta.stride, TargetAddr::Ip(from));
+            }
+            return Poll::Ready(Ok(n));
         }
         Poll::Pending
     }

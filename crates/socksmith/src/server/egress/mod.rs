@@ -24,7 +24,7 @@ pub use upstream::Upstream;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -99,7 +99,8 @@ pub trait PendingBind: Send {
 ///
 /// Called in the association's loop for every datagram, so sending and receiving are polls
 /// (no allocation per datagram); whatever needs waiting (a name lookup) happens before,
-/// through [`Egress::resolve`].
+/// through [`Egress::resolve`]. Only the single-datagram methods must be written; the batch
+/// ones, which the association calls, fall back on them.
 pub trait UdpEgress: Send + Sync {
     /// Sends `payload` to `dest`: an address the policy allowed, or a name when
     /// [`UdpEgress::resolves_names`] says names go on as they are.
@@ -116,6 +117,71 @@ pub trait UdpEgress: Send + Sync {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, TargetAddr)>>;
+
+    /// Sends several datagrams, in order: their payloads lie back to back in `payloads`, and
+    /// `datagrams` gives each one's length and destination (as for
+    /// [`UdpEgress::poll_send_to`]). `Ready(Ok(n))`: the first `n` (at least one) are sent;
+    /// `Ready(Err(_))`: the first could not be sent, and the caller drops it and goes on with
+    /// the rest. `Pending` only when none was sent.
+    ///
+    /// By default one [`UdpEgress::poll_send_to`] per datagram, so an egress that implements
+    /// only that works unchanged; [`Direct`] sends a run of same-size datagrams to one
+    /// destination with one system call (UDP GSO).
+    fn poll_send_batch(
+        &self,
+        cx: &mut Context<'_>,
+        payloads: &[u8],
+        datagrams: &[(usize, TargetAddr)],
+    ) -> Poll<io::Result<usize>> {
+        let mut sent = 0;
+        let mut offset = 0;
+        for (len, dest) in datagrams {
+            let Some(payload) = payloads.get(offset..offset + len) else {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a datagram's length runs past the payloads",
+                )));
+            };
+            match self.poll_send_to(cx, payload, dest) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) if sent == 0 => return Poll::Ready(Err(e)),
+                Poll::Pending if sent == 0 => return Poll::Pending,
+                // The error (or the wait) comes back with the next call, which starts here.
+                Poll::Ready(Err(_)) | Poll::Pending => break,
+            }
+            sent += 1;
+            offset += len;
+        }
+        Poll::Ready(Ok(sent))
+    }
+
+    /// Receives several answers: `Ready(Ok(n))` has filled the first `n` (at least one) of
+    /// `bufs`, each with one answer's payload or, when the kernel coalesced them (UDP GRO),
+    /// several answers from one sender back to back, and put `(len, size, from)` in the
+    /// same place of `received`: the bytes in that buffer, the size of each answer in it (all
+    /// but the last, which may be shorter; `len` for a single answer) and their sender. At
+    /// most `bufs.len().min(received.len())` buffers.
+    ///
+    /// By default one [`UdpEgress::poll_recv_from`] into the first buffer; [`Direct`] takes
+    /// whatever its socket holds with one system call (`recvmmsg`, with GRO).
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        received: &mut [(usize, usize, TargetAddr)],
+    ) -> Poll<io::Result<usize>> {
+        let (Some(buf), Some(slot)) = (bufs.first_mut(), received.first_mut()) else {
+            return Poll::Ready(Ok(0));
+        };
+        match self.poll_recv_from(cx, buf) {
+            Poll::Ready(Ok((len, from))) => {
+                *slot = (len, len, from);
+                Poll::Ready(Ok(1))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 
     /// Whether a destination name is sent on as a name (the far end resolves it). `false`
     /// (the default): the session resolves names with [`Egress::resolve`] and checks each
