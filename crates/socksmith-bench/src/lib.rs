@@ -229,7 +229,7 @@ pub async fn run(settings: &Settings, progress: &dyn Fn(&str)) -> Result<Report,
                 warmup: s.warmup,
                 window: s.duration,
             };
-            let r = phases::connection_rate(route, targets.echo, plan).await;
+            let r = phases::connection_rate(route, &targets.echo_pool, plan).await;
             say(&format!(
                 "{tag} connection rate: {:.0} tunnels/s, handshake p50 {:.0} us, p99 {:.0} us, \
                  {} errors{}",

@@ -25,6 +25,12 @@ pub const BULK_CHUNK: usize = payload::MAX_SLICE;
 /// Accept backlog of the bench's listeners: connection-rate and idle bursts arrive fast.
 const BACKLOG: u32 = 4096;
 
+/// Echo listeners of the connection-rate phase: its cycles go to them in turn, so that the
+/// 4-tuples of a proxy's connections to the targets spread over this many destination ports
+/// (a closed connection's tuple stays in TIME_WAIT for a minute; see
+/// [`crate::route::connect_from`]).
+pub const ECHO_POOL: usize = 16;
+
 /// A running target's task: aborted when dropped. The accept loop owns its connections' tasks
 /// in a `JoinSet`, so they go with it.
 #[derive(Debug)]
@@ -63,9 +69,20 @@ where
 }
 
 /// Echoes a TCP connection: sends back what it reads; on EOF shuts down its write half.
-pub async fn echo(mut stream: TcpStream) {
+pub async fn echo(stream: TcpStream) {
     // Small on purpose: the bench's idle phase parks 10,000 of these in its own process.
-    let mut buf = [0u8; 2048];
+    echo_with::<2048>(stream).await;
+}
+
+/// [`echo`] for the connection-rate phase's short cycles: the task (and its buffer) is
+/// allocated once per connection, and a small one comes from the allocator's per-thread
+/// cache (glibc's ends at 1,032 bytes) instead of its shared bins.
+pub async fn short_echo(stream: TcpStream) {
+    echo_with::<256>(stream).await;
+}
+
+async fn echo_with<const BUF: usize>(mut stream: TcpStream) {
+    let mut buf = [0u8; BUF];
     while let Ok(n) = stream.read(&mut buf).await {
         let Some(data) = buf.get(..n).filter(|d| !d.is_empty()) else {
             let _ = stream.shutdown().await;
@@ -198,11 +215,13 @@ pub struct Targets {
     pub source: SocketAddr,
     /// Sends back whatever arrives (TCP).
     pub echo: SocketAddr,
+    /// [`ECHO_POOL`] more TCP echoes, for the connection-rate phase.
+    pub echo_pool: Vec<SocketAddr>,
     /// Sends every datagram back to its sender (UDP).
     pub udp_echo: SocketAddr,
     /// The sink's counts.
     pub sunk: Arc<SinkCounters>,
-    _tasks: [TargetTask; 4],
+    _tasks: Vec<TargetTask>,
 }
 
 impl Targets {
@@ -219,7 +238,7 @@ impl Targets {
             udp.local_addr()?,
         );
         let counters = Arc::clone(&sunk);
-        let tasks = [
+        let mut tasks = vec![
             serve_tcp(
                 sink,
                 |_| {},
@@ -229,10 +248,17 @@ impl Targets {
             serve_tcp(echo_listener, |_| {}, echo),
             serve_udp_echo(udp, |_| {}),
         ];
+        let mut echo_pool = Vec::with_capacity(ECHO_POOL);
+        for _ in 0..ECHO_POOL {
+            let listener = listen(any)?;
+            echo_pool.push(listener.local_addr()?);
+            tasks.push(serve_tcp(listener, |_| {}, short_echo));
+        }
         Ok(Targets {
             sink: addrs.0,
             source: addrs.1,
             echo: addrs.2,
+            echo_pool,
             udp_echo: addrs.3,
             sunk,
             _tasks: tasks,

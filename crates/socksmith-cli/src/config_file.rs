@@ -16,6 +16,8 @@
 //!                              # local clients); the old name `allow_loopback` still works
 //! deny = ["10.0.0.0/8"]        # refuse targets in these prefixes (reply 0x02)
 //! max_sessions = 10000
+//! threads = 4                  # threads serving connections (default: one per core; 1: one
+//!                              # thread for everything); fixed at start
 //! # every tunnel through these parent proxies, first hop first (curl's URL forms)
 //! upstream = ["socks5h://user:pass@127.0.0.1:1081"]
 //!
@@ -132,6 +134,8 @@ pub struct FileConfig {
     pub max_sessions: Option<usize>,
     /// Most sessions at once from one client address.
     pub max_sessions_per_client: Option<usize>,
+    /// `--threads`: threads serving connections.
+    pub threads: Option<usize>,
     /// Parent proxy URLs, first hop first. They may hold passwords: a type error never
     /// shows the value.
     #[serde(default, deserialize_with = "secret_strings")]
@@ -339,6 +343,8 @@ pub struct ServeSettings {
     pub admin: Option<SocketAddr>,
     /// Its bearer token.
     pub admin_token: Option<AdminToken>,
+    /// Threads serving connections; `None`: one per core the process may use.
+    pub threads: Option<usize>,
     /// No per-session log lines.
     pub quiet: bool,
     /// Every connection starts with a PROXY protocol header.
@@ -383,6 +389,7 @@ impl ServeSettings {
             upstream,
             admin: _,
             admin_token: _,
+            threads: _,
             quiet: _,
             proxy_protocol,
             users_file: _,
@@ -579,6 +586,12 @@ impl TryFrom<FileConfig> for ServeSettings {
             ));
         }
         server.max_sessions_per_client = file.max_sessions_per_client;
+        if let Some(0) = file.threads {
+            return Err(ConfigError::new(
+                "threads",
+                "must be at least 1 (1 serves everything on one thread)",
+            ));
+        }
         let upstream = file
             .upstream
             .unwrap_or_default()
@@ -787,6 +800,7 @@ impl TryFrom<FileConfig> for ServeSettings {
             limits,
             admin,
             admin_token,
+            threads: file.threads,
             deny,
             allow_link_local: file.allow_link_local.unwrap_or(false),
             allow_loopback,

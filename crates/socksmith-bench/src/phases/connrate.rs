@@ -1,7 +1,7 @@
 //! Connection rate: many short tunnels, each a connect, a handshake, a CONNECT, a one-byte
 //! round trip and a close, with a fixed number of cycles always in flight.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,15 +46,46 @@ pub struct ConnRatePlan {
     pub window: Duration,
 }
 
-/// Runs the connection-rate phase against the echo target.
-pub async fn connection_rate(route: &Route, echo: SocketAddr, plan: ConnRatePlan) -> ConnRate {
+/// Loopback source addresses the phase spreads its connections over (127.0.0.1 and up).
+const SOURCES: u8 = 64;
+
+/// The local address of cycle `cycle` towards `dest`: one of [`SOURCES`] loopback addresses
+/// when `dest` is an IPv4 loopback address (all of 127.0.0.0/8 is this machine's), else
+/// none (IPv6 has one loopback address: the kernel picks).
+fn source_for(dest: IpAddr, cycle: u64) -> Option<IpAddr> {
+    match dest {
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            let host = 1 + (cycle % u64::from(SOURCES)) as u8;
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)))
+        }
+        _ => None,
+    }
+}
+
+/// Runs the connection-rate phase against the echo targets: cycle `i` goes to
+/// `echoes[i % len]`, so that the proxy's own connections to the targets are spread over
+/// several destination ports too (see [`crate::route::connect_from`] for why one is not
+/// enough at these rates). `echoes` must not be empty.
+pub async fn connection_rate(route: &Route, echoes: &[SocketAddr], plan: ConnRatePlan) -> ConnRate {
+    if echoes.is_empty() {
+        return ConnRate {
+            first_error: Some("no echo target to connect to".into()),
+            ..ConnRate::default()
+        };
+    }
+    let echoes: Arc<[SocketAddr]> = echoes.into();
+    // Where the load's own connections go: the proxy, or the targets themselves.
+    let first_hop = route
+        .proxy_addr()
+        .or_else(|| echoes.first().copied())
+        .map(|a| a.ip());
     let measured = Arc::new(AtomicU64::new(0));
     let measure_from = Instant::now() + plan.warmup;
     let deadline = measure_from + plan.window;
     let per_worker = (plan.max as usize / plan.concurrency.max(1)).clamp(16, 1 << 16);
     let mut workers = JoinSet::new();
     for worker in 0..plan.concurrency {
-        let (route, measured) = (route.clone(), Arc::clone(&measured));
+        let (route, measured, echoes) = (route.clone(), Arc::clone(&measured), Arc::clone(&echoes));
         workers.spawn(async move {
             let mut latencies_us = Vec::with_capacity(per_worker);
             let (mut errors, mut first_error) = (0u64, None);
@@ -68,7 +99,9 @@ pub async fn connection_rate(route: &Route, echo: SocketAddr, plan: ConnRatePlan
                 if counted && measured.fetch_add(1, Ordering::Relaxed) >= plan.max {
                     break;
                 }
-                match one_cycle(&route, echo, t, cycle).await {
+                let echo = echoes[(cycle % echoes.len() as u64) as usize]; // not empty: checked
+                let source = first_hop.and_then(|ip| source_for(ip, cycle));
+                match one_cycle(&route, echo, source, t, cycle).await {
                     Ok(handshake) if counted => latencies_us.push(handshake.as_micros() as u64),
                     Ok(_) => {}
                     Err(e) => {
@@ -113,12 +146,13 @@ pub async fn connection_rate(route: &Route, echo: SocketAddr, plan: ConnRatePlan
 async fn one_cycle(
     route: &Route,
     echo: SocketAddr,
+    source: Option<IpAddr>,
     t: Instant,
     cycle: u64,
 ) -> Result<Duration, TunnelError> {
     let limit = HANDSHAKE_TIMEOUT + IO_TIMEOUT;
     let work = async {
-        let (mut tunnel, _) = route.open_unbounded(echo).await?;
+        let (mut tunnel, _) = route.open_from(echo, source).await?;
         let handshake = t.elapsed();
         let sent = payload::at(cycle, 1);
         let mut byte = [0u8];
@@ -132,4 +166,52 @@ async fn one_cycle(
     tokio::time::timeout(limit, work)
         .await
         .map_err(|_| TunnelError::Timeout(limit))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::{Targets, ECHO_POOL};
+
+    #[test]
+    fn ipv4_loopback_cycles_spread_over_loopback_sources_and_others_do_not() {
+        let lo: IpAddr = "127.0.0.1".parse().expect("an address");
+        let sources: std::collections::HashSet<_> =
+            (0..1000).filter_map(|c| source_for(lo, c)).collect();
+        assert_eq!(sources.len(), usize::from(SOURCES));
+        assert!(sources.iter().all(IpAddr::is_loopback));
+        assert_eq!(source_for("::1".parse().expect("an address"), 7), None);
+        assert_eq!(source_for("10.0.0.1".parse().expect("an address"), 7), None);
+    }
+
+    #[tokio::test]
+    async fn direct_cycles_complete_over_every_echo_of_the_pool() {
+        let targets = Targets::start("127.0.0.1".parse().expect("an address"))
+            .await
+            .expect("targets");
+        assert_eq!(targets.echo_pool.len(), ECHO_POOL);
+        let plan = ConnRatePlan {
+            concurrency: 8,
+            max: 400,
+            warmup: Duration::ZERO,
+            window: Duration::from_secs(5),
+        };
+        let r = connection_rate(&Route::Direct, &targets.echo_pool, plan).await;
+        assert_eq!((r.errors, r.first_error), (0, None));
+        assert!(r.completed >= 400, "{} cycles completed", r.completed);
+        assert!(r.per_sec > 0.0);
+    }
+
+    #[tokio::test]
+    async fn no_echo_target_is_an_error_not_a_panic() {
+        let plan = ConnRatePlan {
+            concurrency: 1,
+            max: 1,
+            warmup: Duration::ZERO,
+            window: Duration::from_millis(10),
+        };
+        let r = connection_rate(&Route::Direct, &[], plan).await;
+        assert_eq!(r.completed, 0);
+        assert!(r.first_error.is_some());
+    }
 }

@@ -31,7 +31,20 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// Builds the tokio runtime every subcommand runs on: one worker per core the process may use
 /// (`taskset` and cgroup limits are honoured by `available_parallelism`).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    runtime_with(None)
+}
+
+/// [`runtime`] with `threads` workers instead (`serve --threads`); one is a current-thread
+/// runtime: no work-stealing, no cross-thread wake-ups.
+///
+/// Why one multi-thread runtime and not one current-thread runtime per core, each with its
+/// own `SO_REUSEPORT` listener: measured on 2 cores (bench/README.md, "Threads"), the
+/// reuseport design did not serve more connections per second, and a multi-thread runtime
+/// keeps one accept loop, one session limit and one reload path.
+pub fn runtime_with(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let workers = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
     let runtime = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

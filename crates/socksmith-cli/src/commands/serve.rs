@@ -216,6 +216,12 @@ pub struct Args {
           env = "SOCKSMITH_MAX_SESSIONS_PER_CLIENT")]
     pub max_sessions_per_client: Option<u64>,
 
+    /// Threads serving connections. Default: one per core this process may use (taskset and
+    /// cgroup limits count). 1 runs everything on one thread (a current-thread runtime): the
+    /// lightest for a small proxy. Fixed at start (a reload does not change it).
+    #[arg(long, value_name = "N", value_parser = parse_threads, env = "SOCKSMITH_THREADS")]
+    pub threads: Option<usize>,
+
     /// Send every tunnel through this parent proxy instead of connecting directly. Repeat for
     /// a chain, first hop first. curl's URL forms: socks4://, socks4a://, socks5:// or
     /// socks5h://[USER[:PASSWORD]@]HOST[:PORT] (port 1080 by default). With socks5h and
@@ -360,6 +366,19 @@ pub struct Args {
     pub admin_token: Option<AdminToken>,
 }
 
+/// `--threads N`: at least 1, and a count a machine could run (at most 1024).
+fn parse_threads(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (1 serves everything on one thread)".into()),
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        Ok(_) => Err(format!("at most {MAX_THREADS}")),
+        Err(_) => Err("not a number of threads (a whole number, 1 or more)".into()),
+    }
+}
+
+/// The most `--threads` accepts: far above any core count, low enough to catch a typo.
+const MAX_THREADS: usize = 1024;
+
 /// A `--user NAME:PASSWORD` value, split later (so that an error never echoes it); `Debug`
 /// shows the name only.
 #[derive(Clone)]
@@ -422,7 +441,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     logging::set_quiet(settings.quiet);
     raise_open_file_limit();
-    let runtime = super::runtime()?;
+    let runtime = super::runtime_with(settings.threads)?;
     runtime.block_on(serve(args, settings, &mut inherited, admin))
 }
 
@@ -744,6 +763,9 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
     }
     if args.admin.is_some() {
         s.admin = args.admin;
+    }
+    if args.threads.is_some() {
+        s.threads = args.threads;
     }
     if args.admin_token.is_some() {
         s.admin_token = args.admin_token.clone();
