@@ -56,6 +56,8 @@ pub(crate) struct Accepted {
     /// The server's address the client reached; `None`: the stream's own (TCP), else
     /// loopback.
     pub(crate) local: Option<SocketAddr>,
+    /// `TCP_NODELAY` is already set (inherited from the listener).
+    pub(crate) nodelay_set: bool,
     /// Bytes already read from the stream, handled as if read first.
     pub(crate) already_read: Vec<u8>,
 }
@@ -253,6 +255,7 @@ async fn serve(
     let Accepted {
         peer,
         local,
+        nodelay_set,
         already_read,
     } = accepted;
     if !shared.config.allow_from.allows(peer.ip()) {
@@ -261,13 +264,13 @@ async fn serve(
         inc(&shared.stats.clients_not_allowed);
         return Err(SessionError::ClientNotAllowed);
     }
+    if let (TunnelStream::Tcp(tcp), false) = (&client, nodelay_set) {
+        // Interactive protocols run through tunnels: never delay small writes.
+        tcp.set_nodelay(true).map_err(SessionError::ClientIo)?;
+    }
     let local = match (&client, local) {
         (_, Some(local)) => local,
-        (TunnelStream::Tcp(tcp), None) => {
-            // Interactive protocols run through tunnels: never delay small writes.
-            tcp.set_nodelay(true).map_err(SessionError::ClientIo)?;
-            tcp.local_addr().map_err(SessionError::ClientIo)?
-        }
+        (TunnelStream::Tcp(tcp), None) => tcp.local_addr().map_err(SessionError::ClientIo)?,
         (TunnelStream::Other(_), None) => local_fallback(peer),
     };
     // One port for both: the first byte tells SOCKS (0x04, 0x05) from HTTP.
@@ -611,6 +614,7 @@ mod tests {
         let accepted = Accepted {
             peer,
             local: None,
+            nodelay_set: false,
             already_read: Vec::new(),
         };
         let task = run(

@@ -263,6 +263,7 @@ impl Server {
             connection::Accepted {
                 peer,
                 local: None,
+                nodelay_set: false,
                 already_read,
             },
         )
