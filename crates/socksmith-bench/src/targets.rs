@@ -1,6 +1,7 @@
-//! Loopback targets for a proxy to reach, written once for the bench and the testkit's tests:
-//! the accept loop, a TCP echo, a UDP echo (batched), and the bench's own set of them
-//! ([`Targets`]: a checking sink, a pattern source, a TCP echo and a UDP echo).
+//! Loopback targets for a proxy to reach, written once for the bench, the testkit's tests and
+//! `socksmith check`: the accept loop, a TCP echo, a UDP echo (batched), the bench's own set of
+//! them ([`Targets`]: a checking sink, a pattern source, a TCP echo and a UDP echo), and
+//! `check`'s ([`LoopbackEchoes`]).
 //!
 //! Everything binds where its caller says (the bench refuses anything but loopback), runs as
 //! tokio tasks of the caller's runtime and stops when its handle is dropped, connections too.
@@ -12,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use socksmith::client::probe::LoopbackTargets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
@@ -182,6 +184,58 @@ async fn echo_with_gso(
         }
     }
     Some(true)
+}
+
+/// The echo servers `socksmith check` probes a proxy on this machine with: a TCP echo on
+/// 127.0.0.1 and, when this host has ::1, on ::1 with the same port (so that `localhost`
+/// reaches one whichever address the proxy picks), and a UDP echo on 127.0.0.1. They stop
+/// when dropped.
+#[derive(Debug)]
+pub struct LoopbackEchoes {
+    /// Where they are.
+    pub targets: LoopbackTargets,
+    _tasks: Vec<TargetTask>,
+}
+
+impl LoopbackEchoes {
+    /// Starts them on free ports.
+    pub async fn start() -> io::Result<Self> {
+        let (v4, v6) = listen_pair().await?;
+        let tcp_v4 = v4.local_addr()?;
+        let tcp_v6 = v6.as_ref().map(TcpListener::local_addr).transpose()?;
+        let udp = UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let udp_v4 = udp.local_addr()?;
+        let mut tasks = vec![serve_tcp(v4, |_| {}, echo), serve_udp_echo(udp, |_| {})];
+        if let Some(v6) = v6 {
+            tasks.push(serve_tcp(v6, |_| {}, echo));
+        }
+        Ok(LoopbackEchoes {
+            targets: LoopbackTargets {
+                tcp_v4,
+                tcp_v6,
+                udp_v4,
+            },
+            _tasks: tasks,
+        })
+    }
+}
+
+/// TCP listeners on 127.0.0.1 and ::1 with one port. The IPv6 one is `None` when this host
+/// has no ::1; a port taken on ::1 is retried a few times with another one.
+async fn listen_pair() -> io::Result<(TcpListener, Option<TcpListener>)> {
+    let v4_any = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+    let mut last_v4 = None;
+    for _ in 0..16 {
+        let v4 = listen(v4_any)?;
+        let port = v4.local_addr()?.port();
+        match listen(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))) {
+            Ok(v6) => return Ok((v4, Some(v6))),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_v4 = Some(v4),
+            Err(_) => return Ok((v4, None)),
+        }
+    }
+    let v4 = last_v4.ok_or_else(|| io::Error::other("no free port pair on loopback"))?;
+    Ok((v4, None))
 }
 
 /// A TCP listener on `addr` with a deep backlog and `TCP_NODELAY` set once, for every

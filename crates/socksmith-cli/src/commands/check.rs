@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::json;
 use socksmith::client::parse_target;
-use socksmith::client::probe::{self, Finding, LoopbackTargets, ProbeReport, ProbeTargets};
+use socksmith::client::probe::{self, Finding, ProbeReport, ProbeTargets};
+use socksmith_bench::targets::LoopbackEchoes;
 
 use super::connect::ChainArgs;
 use super::exit_status::{self, Failure, Usage, EXIT_STATUS_HELP};
@@ -60,10 +61,10 @@ fn check(args: Args) -> anyhow::Result<ExitCode> {
         match given {
             Some(t) => Ok::<_, anyhow::Error>(probe::probe(&client, &ProbeTargets::Given(t)).await),
             None => {
-                let targets = LoopbackTargets::start()
+                let echoes = LoopbackEchoes::start()
                     .await
                     .context("starting the loopback echo targets")?;
-                Ok(probe::probe(&client, &ProbeTargets::Loopback(&targets)).await)
+                Ok(probe::probe(&client, &ProbeTargets::Loopback(&echoes.targets)).await)
             }
         }
     })?;

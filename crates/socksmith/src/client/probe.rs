@@ -3,8 +3,8 @@
 //! ASSOCIATE and Tor's RESOLVE, each with the time the handshake took.
 //!
 //! Every probe is a real request through the proxy (reached through the hops before it, if
-//! any) to targets the caller chooses: [`LoopbackTargets`] starts echo servers on 127.0.0.1
-//! and ::1 for a proxy on this machine, and a [`ProbeTargets::Given`] target serves a remote
+//! any) to targets the caller chooses: [`LoopbackTargets`] names echo servers on 127.0.0.1
+//! and ::1 for a proxy on this machine (the caller runs them), and a [`ProbeTargets::Given`] target serves a remote
 //! proxy (then round trips, BIND peers and datagrams are not tested, only the proxy's
 //! answers). The probes never connect anywhere but the proxy and those targets; a BIND
 //! listening address is only connected to when it is on loopback or is the proxy's own
@@ -20,13 +20,12 @@
 //! carries nothing but CONNECT, so the SOCKS rows say so without sending anything.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use socksmith_proto::{AuthMethod, Greeting, MethodChoice, TargetAddr};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use super::builder::{Client, Timeouts};
@@ -202,90 +201,16 @@ impl ProbeReport {
 
 /// Echo servers on loopback for probing a proxy on this machine: TCP on 127.0.0.1 and (when
 /// this host has IPv6) on ::1 with the same port, so that `localhost` reaches one of them
-/// whichever address the proxy picks, and UDP on 127.0.0.1. They stop when dropped.
-#[derive(Debug)]
+/// whichever address the proxy picks, and UDP on 127.0.0.1. The caller runs them (`socksmith
+/// check` uses the bench's targets, written once for the bench, the tests and this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoopbackTargets {
-    tcp_v4: SocketAddr,
-    tcp_v6: Option<SocketAddr>,
-    udp_v4: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl LoopbackTargets {
-    /// Starts the echo servers on free ports.
-    pub async fn start() -> std::io::Result<Self> {
-        let (v4, v6) = bind_pair().await?;
-        let tcp_v4 = v4.local_addr()?;
-        let tcp_v6 = v6.as_ref().map(TcpListener::local_addr).transpose()?;
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let udp_v4 = udp.local_addr()?;
-        let mut tasks = vec![tokio::spawn(tcp_echo(v4)), tokio::spawn(udp_echo(udp))];
-        if let Some(v6) = v6 {
-            tasks.push(tokio::spawn(tcp_echo(v6)));
-        }
-        Ok(LoopbackTargets {
-            tcp_v4,
-            tcp_v6,
-            udp_v4,
-            tasks,
-        })
-    }
-
     /// The IPv4 TCP echo server.
-    pub fn tcp_v4(&self) -> SocketAddr {
-        self.tcp_v4
-    }
-
-    /// The IPv6 TCP echo server, if this host has ::1.
-    pub fn tcp_v6(&self) -> Option<SocketAddr> {
-        self.tcp_v6
-    }
-
+    pub tcp_v4: SocketAddr,
+    /// The IPv6 TCP echo server on the same port, if this host has ::1.
+    pub tcp_v6: Option<SocketAddr>,
     /// The UDP echo server.
-    pub fn udp_v4(&self) -> SocketAddr {
-        self.udp_v4
-    }
-}
-
-impl Drop for LoopbackTargets {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-/// TCP listeners on 127.0.0.1 and ::1 with one port. The IPv6 one is `None` when this host
-/// has no ::1; a port taken on ::1 is retried a few times with another one.
-async fn bind_pair() -> std::io::Result<(TcpListener, Option<TcpListener>)> {
-    let mut last_v4 = None;
-    for _ in 0..16 {
-        let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let port = v4.local_addr()?.port();
-        match TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
-            Ok(v6) => return Ok((v4, Some(v6))),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last_v4 = Some(v4),
-            Err(_) => return Ok((v4, None)),
-        }
-    }
-    let v4 = last_v4.ok_or_else(|| std::io::Error::other("no free port pair on loopback"))?;
-    Ok((v4, None))
-}
-
-async fn tcp_echo(listener: TcpListener) {
-    while let Ok((mut conn, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            let (mut r, mut w) = conn.split();
-            let _ = tokio::io::copy(&mut r, &mut w).await;
-        });
-    }
-}
-
-async fn udp_echo(socket: UdpSocket) {
-    let mut buf = vec![0u8; 65536];
-    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-        let _ = socket.send_to(buf.get(..n).unwrap_or_default(), from).await;
-    }
+    pub udp_v4: SocketAddr,
 }
 
 /// Where the probes go.
@@ -434,11 +359,11 @@ impl Prober<'_> {
     fn connect_targets(&self) -> (Option<TargetAddr>, Option<TargetAddr>, Option<TargetAddr>) {
         match self.targets {
             ProbeTargets::Loopback(t) => (
-                Some(TargetAddr::Ip(t.tcp_v4())),
-                t.tcp_v6().map(TargetAddr::Ip),
+                Some(TargetAddr::Ip(t.tcp_v4)),
+                t.tcp_v6.map(TargetAddr::Ip),
                 // Both echo servers share the port, so whichever address "localhost" gives
                 // the proxy, it reaches one.
-                TargetAddr::domain("localhost", t.tcp_v4().port()).ok(),
+                TargetAddr::domain("localhost", t.tcp_v4.port()).ok(),
             ),
             ProbeTargets::Given(t) => match t.ip_literal() {
                 Some(a @ SocketAddr::V4(_)) => (Some(TargetAddr::Ip(a)), None, None),
@@ -792,7 +717,7 @@ impl Prober<'_> {
         let round_trip = async {
             // Datagrams may be lost even on loopback: a few tries.
             for _ in 0..3 {
-                assoc.send_to(PROBE_BYTES, t.udp_v4()).await?;
+                assoc.send_to(PROBE_BYTES, t.udp_v4).await?;
                 let mut buf = vec![0u8; 2048];
                 let got = timeout(limit / 3, assoc.recv_from(&mut buf)).await;
                 if let Ok(Ok((n, from))) = got {
