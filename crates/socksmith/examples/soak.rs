@@ -248,41 +248,20 @@ async fn start_targets() -> Result<Targets, String> {
     let udp6 = UdpEchoServer::bind((Ipv6Addr::LOCALHOST, 0).into())
         .await
         .map_err(|e| format!("bind UDP echo on ::1: {e}"))?;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .map_err(|e| format!("bind the source: {e}"))?;
-    let source = listener.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve_source(stream));
-        }
-    });
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .map_err(|e| format!("bind the HTTP origin: {e}"))?;
-    let origin = listener.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve_origin(stream));
-        }
-    });
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .map_err(|e| format!("bind the trap: {e}"))?;
-    let trap = listener.local_addr().map_err(|e| e.to_string())?;
+    let source = serve_tcp("the source", serve_source).await?;
+    let origin = serve_tcp("the HTTP origin", serve_origin).await?;
     let trap_bytes = Arc::new(AtomicU64::new(0));
     let counter = trap_bytes.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = stream.read(&mut buf).await {
-                    counter.fetch_add(n as u64, Relaxed);
-                }
-            });
+    let trap = serve_tcp("the trap", move |mut stream| {
+        let counter = counter.clone();
+        async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                counter.fetch_add(n as u64, Relaxed);
+            }
         }
-    });
+    })
+    .await?;
     Ok(Targets {
         echo_port,
         _echo: (echo4, echo6),
@@ -293,6 +272,24 @@ async fn start_targets() -> Result<Targets, String> {
         trap,
         trap_bytes,
     })
+}
+
+/// A loopback TCP target (`what`, for the error) that runs `handle` for every connection.
+async fn serve_tcp<F, Fut>(what: &str, handle: F) -> Result<SocketAddr, String>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(|e| format!("bind {what}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    Ok(addr)
 }
 
 /// Writes `len` bytes of `seed`'s stream, in the chunks [`StreamCheck`] expects.
