@@ -575,12 +575,17 @@ async fn api_sessions_lists_a_tunnel_while_it_is_open_and_not_after() {
             let reported =
                 row["bytes_up"].as_u64().unwrap_or(0) + row["bytes_down"].as_u64().unwrap_or(0);
             assert!(reported <= moved, "{sessions}");
-            if reported + 256 * 1024 > moved {
+            // `socksmith_bytes_total` (the summary's totals) moves in the same steps.
+            let summary = get(admin, "/api/summary", None).await.json();
+            let counted = summary["bytes_up"].as_u64().unwrap_or(0)
+                + summary["bytes_down"].as_u64().unwrap_or(0);
+            assert!(counted <= moved, "{summary}");
+            if reported + 256 * 1024 > moved && counted + 256 * 1024 > moved {
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the open tunnel's bytes did not show: {sessions}"
+                "the open tunnel's bytes did not show: {sessions}, {summary}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

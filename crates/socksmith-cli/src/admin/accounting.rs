@@ -101,7 +101,7 @@ impl Accounting for AdminAccounting {
             session.target.clone(),
         );
         Ok(Some(Box::new(LiveGuard {
-            live: Arc::clone(&self.live),
+            accounting: self.clone(),
             tunnel,
         })))
     }
@@ -121,22 +121,28 @@ impl Accounting for AdminAccounting {
     }
 }
 
-/// One row of the live table: it takes the bytes as the relay reports them, and is removed
-/// when the server drops the guard at the tunnel's end.
+/// One row of the live table: it takes the bytes as the relay reports them (and adds what is
+/// new to `socksmith_bytes_total`), and is removed when the server drops the guard at the
+/// tunnel's end.
 struct LiveGuard {
-    live: Arc<Live>,
+    accounting: AdminAccounting,
     tunnel: Arc<OpenTunnel>,
 }
 
 impl TunnelGuard for LiveGuard {
     fn progress(&self, traffic: Traffic) {
-        self.tunnel.set_traffic(traffic);
+        let new = self.tunnel.report(traffic);
+        self.accounting.metrics.add_traffic(new);
+    }
+
+    fn finish(&mut self, traffic: Traffic) {
+        self.progress(traffic);
     }
 }
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.live.close(self.tunnel.id());
+        self.accounting.live.close(self.tunnel.id());
     }
 }
 

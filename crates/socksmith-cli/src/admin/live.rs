@@ -70,10 +70,14 @@ impl OpenTunnel {
         self.id
     }
 
-    /// The bytes moved so far (totals).
-    pub fn set_traffic(&self, traffic: Traffic) {
-        self.up.store(traffic.up, Ordering::Relaxed);
-        self.down.store(traffic.down, Ordering::Relaxed);
+    /// Takes the bytes moved so far (totals); says how many are new since the last report.
+    pub fn report(&self, traffic: Traffic) -> Traffic {
+        let up = self.up.swap(traffic.up, Ordering::Relaxed);
+        let down = self.down.swap(traffic.down, Ordering::Relaxed);
+        Traffic {
+            up: traffic.up.saturating_sub(up),
+            down: traffic.down.saturating_sub(down),
+        }
     }
 
     fn row(&self) -> LiveSession {
@@ -299,10 +303,12 @@ mod tests {
         assert_eq!(open[0].user.as_deref(), Some("alice"));
         assert_eq!(open[0].target, "a.test:443");
         assert_eq!((open[0].bytes_up, open[0].bytes_down), (0, 0));
-        a.set_traffic(Traffic {
+        let new = Traffic {
             up: 300_000,
             down: 7,
-        });
+        };
+        assert_eq!(a.report(new), new);
+        assert_eq!(a.report(new), Traffic::default(), "nothing new");
         let open = live.sessions();
         assert_eq!((open[0].bytes_up, open[0].bytes_down), (300_000, 7));
         live.close(a.id());

@@ -6,8 +6,9 @@
 //! registered when [`Metrics::new`] runs, so a scrape right after start shows them all, the
 //! unlabelled ones and the known label values at zero.
 //!
-//! Counting is off the relay's hot path: the server reports bytes once, when a tunnel ends,
-//! so `socksmith_bytes_total` grows in one step per tunnel (an atomic add), never per byte.
+//! Counting is off the relay's hot path: a tunnel's guard reports its bytes every
+//! `PROGRESS_STEP` (256 KiB) and when it ends (see `admin::accounting`), so
+//! `socksmith_bytes_total` grows in coarse steps (an atomic add each), never per byte.
 
 use std::sync::Arc;
 
@@ -238,10 +239,10 @@ impl Metrics {
                 outcome: finished.outcome(),
             })
             .inc();
-        self.add_traffic(finished.traffic);
     }
 
-    fn add_traffic(&self, traffic: Traffic) {
+    /// Bytes a tunnel moved since it last reported.
+    pub fn add_traffic(&self, traffic: Traffic) {
         if traffic.up > 0 {
             self.bytes
                 .get_or_create(&DirectionLabels { direction: "up" })
