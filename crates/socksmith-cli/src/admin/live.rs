@@ -95,7 +95,8 @@ impl OpenTunnel {
     }
 }
 
-/// A tunnel that ended, as the page's "recently finished" list shows it.
+/// A tunnel that ended, as the page's "recently finished" list shows it. Kept as raw facts
+/// (every tunnel's end makes one; strings are made only when the page asks).
 #[derive(Debug, Clone, Serialize)]
 pub struct FinishedTunnel {
     /// The client's address.
@@ -105,9 +106,11 @@ pub struct FinishedTunnel {
     /// `connect`, `bind` or `udp_associate`.
     pub command: &'static str,
     /// The target as the client sent it.
-    pub target: String,
+    #[serde(serialize_with = "as_text")]
+    pub target: TargetAddr,
     /// When the session started, RFC 3339 in UTC.
-    pub started: String,
+    #[serde(serialize_with = "as_rfc3339")]
+    pub started: SystemTime,
     /// How long the session lasted, in milliseconds.
     pub duration_ms: u64,
     /// Client to target.
@@ -176,6 +179,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// RFC 3339 in UTC, to the second.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn as_text<S: serde::Serializer>(value: &TargetAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn as_rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_seconds(*t))
 }
 
 fn push_bounded<T>(list: &mut VecDeque<T>, item: T) {
@@ -282,8 +293,8 @@ mod tests {
             client: client(),
             user: None,
             command: "connect",
-            target,
-            started: rfc3339(SystemTime::UNIX_EPOCH),
+            target: TargetAddr::domain(target.as_str(), 1).expect("a valid name"),
+            started: SystemTime::UNIX_EPOCH,
             duration_ms: 5,
             bytes_up: 1,
             bytes_down: 2,
@@ -324,11 +335,14 @@ mod tests {
     fn recent_lists_keep_the_newest_and_stay_bounded() {
         let live = Live::default();
         for i in 0..(RECENT + 5) {
-            live.finished_tunnel(ended(format!("t{i}:1")));
+            live.finished_tunnel(ended(format!("t{i}")));
         }
         let done = live.finished();
         assert_eq!(done.len(), RECENT);
-        assert_eq!(done[0].target, format!("t{}:1", RECENT + 4));
+        assert_eq!(done[0].target.to_string(), format!("t{}:1", RECENT + 4));
+        let row = serde_json::to_value(&done[0]).expect("serializes");
+        assert_eq!(row["target"], format!("t{}:1", RECENT + 4));
+        assert_eq!(row["started"], "1970-01-01T00:00:00Z");
     }
 
     #[test]
