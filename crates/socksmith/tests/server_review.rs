@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use server_support::{udp_associate, udp_exchange, v5_request, Running, STEP};
+use server_support::{udp_associate, udp_exchange, v5_request, Running, SlowNames, STEP};
 use socksmith::client::Client;
 use socksmith::policy::{IpNet, Rules};
 use socksmith::resolve::StaticResolver;
@@ -152,25 +152,6 @@ async fn udp_round_trips_still_work_beside_the_sender_check() {
         }
     })
     .await;
-}
-
-/// Names starting with `slow` never resolve (until the resolve timeout); others are loopback.
-#[derive(Debug)]
-struct SlowNames;
-
-impl socksmith::resolve::Resolve for SlowNames {
-    fn lookup_name<'a>(&'a self, name: &'a str) -> socksmith::resolve::Lookup<'a, Vec<IpAddr>> {
-        Box::pin(async move {
-            if name.starts_with("slow") {
-                std::future::pending::<()>().await;
-            }
-            Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
-        })
-    }
-
-    fn lookup_addr(&self, _ip: IpAddr) -> socksmith::resolve::Lookup<'_, String> {
-        Box::pin(async { Ok("localhost".to_owned()) })
-    }
 }
 
 #[tokio::test]

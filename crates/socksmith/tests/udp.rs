@@ -10,12 +10,12 @@
 mod server_support;
 
 use std::io::IoSliceMut;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
-use server_support::{udp_associate, Running, STEP};
+use server_support::{udp_associate, Running, SlowNames, STEP};
 use socksmith::policy::{IpNet, Rules};
 use socksmith::server::{
     Connected, Direct, Egress, EgressFuture, EgressRequest, ServerConfig, UdpEgress,
@@ -524,25 +524,6 @@ async fn an_egress_with_only_the_single_datagram_methods_still_gets_every_answer
         }
     })
     .await;
-}
-
-/// Names starting with `slow` take until the resolve timeout; others are loopback.
-#[derive(Debug)]
-struct SlowNames;
-
-impl socksmith::resolve::Resolve for SlowNames {
-    fn lookup_name<'a>(&'a self, name: &'a str) -> socksmith::resolve::Lookup<'a, Vec<IpAddr>> {
-        Box::pin(async move {
-            if name.starts_with("slow") {
-                std::future::pending::<()>().await;
-            }
-            Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
-        })
-    }
-
-    fn lookup_addr(&self, _ip: IpAddr) -> socksmith::resolve::Lookup<'_, String> {
-        Box::pin(async { Ok("localhost".to_owned()) })
-    }
 }
 
 #[tokio::test]

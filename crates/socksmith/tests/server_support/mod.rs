@@ -1,9 +1,10 @@
 //! Helpers shared by the `server_*` integration tests: a library [`Server`] running on a
-//! loopback listener, raw SOCKS5 requests to it, and UDP datagrams through its relay.
+//! loopback listener, raw SOCKS5 requests to it, UDP datagrams through its relay, and a
+//! resolver with names that never resolve ([`SlowNames`]).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use socksmith::server::{Server, ServerConfig, ServerError, StatsSnapshot};
@@ -133,4 +134,23 @@ pub async fn udp_associate(proxy: SocketAddr) -> (TcpStream, SocketAddr) {
         panic!("the relay is an address, got {relay}")
     };
     (control, relay)
+}
+
+/// Names starting with `slow` never resolve (until the resolve timeout); others are loopback.
+#[derive(Debug)]
+pub struct SlowNames;
+
+impl socksmith::resolve::Resolve for SlowNames {
+    fn lookup_name<'a>(&'a self, name: &'a str) -> socksmith::resolve::Lookup<'a, Vec<IpAddr>> {
+        Box::pin(async move {
+            if name.starts_with("slow") {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        })
+    }
+
+    fn lookup_addr(&self, _ip: IpAddr) -> socksmith::resolve::Lookup<'_, String> {
+        Box::pin(async { Ok("localhost".to_owned()) })
+    }
 }
