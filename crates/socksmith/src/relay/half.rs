@@ -29,12 +29,15 @@ pub(super) enum HalfError {
 }
 
 /// The state of one direction.
+///
+/// Every idle tunnel keeps two of these in its task, so the fields are packed: offsets into
+/// the held buffer are `u32` (it holds one chunk), and how much of the caller's pending bytes
+/// went out needs no field of its own (they go before anything else, so it is `bytes` until
+/// they are all written).
 #[derive(Debug, Default)]
 pub(super) struct Half {
-    /// Bytes written to the destination.
+    /// Bytes written to the destination, the caller's pending bytes first.
     pub(super) bytes: u64,
-    /// How much of the caller's pending bytes have been written.
-    pending_written: usize,
     /// The source reached end of stream.
     pub(super) read_eof: bool,
     /// End of stream was passed on: nothing more to do.
@@ -47,8 +50,15 @@ pub(super) struct Half {
     pub(super) close_sends_fin: bool,
     /// Bytes read but not written yet, at `held[start..end]`; `None` when there are none.
     held: Option<Box<[u8]>>,
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
+}
+
+/// A position in a held buffer, which is at most one [`CHUNK`] long.
+fn offset(n: usize) -> u32 {
+    const _: () = assert!(CHUNK <= u32::MAX as usize);
+    debug_assert!(n <= CHUNK);
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl Half {
@@ -70,15 +80,14 @@ impl Half {
     where
         W: AsyncWrite + ?Sized,
     {
-        while let Some(rest) = pending
-            .get(self.pending_written..)
-            .filter(|r| !r.is_empty())
-        {
+        // Nothing else is written before the pending bytes, so `bytes` counts how many of them
+        // are through.
+        let written = |half: &Half| usize::try_from(half.bytes).unwrap_or(usize::MAX);
+        while let Some(rest) = pending.get(written(self)..).filter(|r| !r.is_empty()) {
             let n = ready!(dst.as_mut().poll_write(cx, rest)).map_err(HalfError::Write)?;
             if n == 0 {
                 return Poll::Ready(Err(write_zero()));
             }
-            self.pending_written += n;
             self.bytes += n as u64;
             self.need_flush = true;
         }
@@ -134,7 +143,7 @@ impl Half {
                         let n = buf.filled().len();
                         self.read_eof = n == 0;
                         self.start = 0;
-                        self.end = n;
+                        self.end = offset(n);
                         if stop_when_full && n == buf.capacity() {
                             return Poll::Ready(Ok(()));
                         }
@@ -209,7 +218,7 @@ impl Half {
             buf.resize(buf.capacity(), 0);
             self.held = Some(buf.into_boxed_slice());
             self.start = 0;
-            self.end = rest.len();
+            self.end = offset(rest.len());
         }
         Ok(())
     }
@@ -239,12 +248,12 @@ impl Half {
     {
         if let Some(buf) = self.held.as_deref() {
             while self.start < self.end {
-                let n = ready!(dst.as_mut().poll_write(cx, &buf[self.start..self.end]))
-                    .map_err(HalfError::Write)?;
+                let held = &buf[self.start as usize..self.end as usize];
+                let n = ready!(dst.as_mut().poll_write(cx, held)).map_err(HalfError::Write)?;
                 if n == 0 {
                     return Poll::Ready(Err(write_zero()));
                 }
-                self.start += n;
+                self.start += offset(n);
                 self.bytes += n as u64;
                 self.need_flush = true;
             }

@@ -148,6 +148,11 @@ impl AsyncRead for TcpSource<'_> {
     }
 }
 
+/// A count of bytes in a pipe, which never holds more than its capacity, an `int`.
+fn pipe_bytes(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// What one `splice(2)` from a socket into an (empty) pipe did.
 enum SpliceIn {
     /// Moved this many bytes.
@@ -186,8 +191,8 @@ struct SpliceHalf {
     half: Half,
     /// The pipe lent for the current burst.
     pipe: Option<Pipe>,
-    /// Bytes in `pipe` not yet written to the destination.
-    in_pipe: usize,
+    /// Bytes in `pipe` not yet written to the destination (a pipe's capacity is an `int`).
+    in_pipe: u32,
     /// Zero-copy is off, or no pipe could be had: this direction copies through user space.
     copying: bool,
     /// A read filled a whole chunk: this direction carries bulk data and splices from now on.
@@ -231,7 +236,7 @@ impl SpliceHalf {
                 let pipe = self.pipe.as_ref().expect("bytes in the pipe imply a pipe");
                 ready!(dst.poll_write_ready(cx)).map_err(HalfError::Write)?;
                 let out = dst.try_io(Interest::WRITABLE, || {
-                    splice_out(pipe, dst.as_fd(), self.in_pipe)
+                    splice_out(pipe, dst.as_fd(), self.in_pipe as usize)
                 });
                 match out {
                     Ok(0) => {
@@ -241,7 +246,7 @@ impl SpliceHalf {
                         ))))
                     }
                     Ok(n) => {
-                        self.in_pipe -= n;
+                        self.in_pipe -= pipe_bytes(n);
                         self.half.bytes += n as u64;
                     }
                     // Readiness was cleared: the next poll_write_ready waits for the socket.
@@ -285,7 +290,7 @@ impl SpliceHalf {
             let pipe = self.pipe.as_ref().expect("a pipe was just taken");
             let read = src.try_io(Interest::READABLE, || splice_in_or_stop(src, pipe));
             match read {
-                Ok(SpliceIn::Moved(n)) => self.in_pipe = n,
+                Ok(SpliceIn::Moved(n)) => self.in_pipe = pipe_bytes(n),
                 // splice(2) stops in front of TCP urgent data: it moves nothing and says 0 (when
                 // a FIN follows) or EAGAIN, where read(2) steps over the mark. Either way the
                 // socket's readiness is still set (try_io only clears it on WouldBlock), so a

@@ -15,7 +15,7 @@ use crate::server::connection::Request;
 use crate::server::egress::{Connected, EgressError};
 use crate::server::error::SessionError;
 use crate::server::log::Meter;
-use crate::server::stats::{add, inc, Gauge, Stats};
+use crate::server::stats::{self, add, inc, Stats};
 use crate::server::{sniff, Shared};
 use crate::session::Session;
 
@@ -124,12 +124,13 @@ pub(crate) fn tunnel<'a>(
 ) -> impl Future<Output = Result<(), SessionError>> + Send + 'a {
     let stats = &*shared.stats;
     inc(&stats.tunnels_total);
+    // Brought down when `Booked` is dropped.
+    inc(&stats.tunnels_active);
     Booked {
         relaying: relay_streams(client, target, pending.into(), &shared.relay),
         stats,
         meter,
         booked: false,
-        _active: Gauge::up(&stats.tunnels_active),
     }
 }
 
@@ -145,7 +146,7 @@ pub(crate) fn relay_tunnel<'a>(
 pin_project_lite::pin_project! {
     /// A relay that books its bytes (into the server's counters and the session's meter)
     /// every [`PROGRESS_STEP`] and when it ends, telling the accounting's guard, and counts
-    /// as an active tunnel until then. Cut before its end (at shutdown), it books the bytes
+    /// as an active tunnel until dropped. Cut before its end (at shutdown), it books the bytes
     /// moved so far.
     struct Booked<'a> {
         #[pin]
@@ -153,7 +154,6 @@ pin_project_lite::pin_project! {
         stats: &'a Stats,
         meter: &'a mut Meter,
         booked: bool,
-        _active: Gauge<'a>,
     }
 
     impl PinnedDrop for Booked<'_> {
@@ -163,6 +163,7 @@ pin_project_lite::pin_project! {
                 let (up, down) = this.relaying.moved();
                 book(this.stats, this.meter, up, down);
             }
+            stats::down(&this.stats.tunnels_active);
         }
     }
 }

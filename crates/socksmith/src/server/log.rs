@@ -17,8 +17,11 @@ use crate::server::Shared;
 use crate::session::Session;
 
 /// What the log line needs, filled in as the session goes.
-#[derive(Default)]
+///
+/// A relaying tunnel's task keeps one for the tunnel's whole life, so nothing in it is kept
+/// twice: the client's address is the session's once the request is known.
 pub(crate) struct End {
+    who: Who,
     pub(crate) version: Option<Version>,
     /// The client speaks HTTP (the log says `version=HTTP`).
     pub(crate) http: bool,
@@ -28,9 +31,19 @@ pub(crate) struct End {
     /// The handshake ended with a reply to the client (0xFF, an authentication failure,
     /// 0x5B, an error reply): linger before closing.
     pub(crate) replied: bool,
-    pub(crate) user: Option<String>,
-    pub(crate) session: Option<Session>,
     pub(crate) meter: Meter,
+}
+
+/// Whom a session serves.
+enum Who {
+    /// Before the request: the client, and the name it authenticated with (or the mark of a
+    /// name that failed), if it did.
+    Client {
+        peer: SocketAddr,
+        user: Option<String>,
+    },
+    /// The request, which names the client and its user.
+    Session(Session),
 }
 
 /// A tunnel's bytes and the accounting's guard that hears them: one place, so that the relay
@@ -44,17 +57,88 @@ pub(crate) struct Meter {
 }
 
 impl End {
+    /// A session of the client at `peer`, nothing known of it yet.
+    pub(crate) fn new(peer: SocketAddr) -> End {
+        End {
+            who: Who::Client { peer, user: None },
+            version: None,
+            http: false,
+            silent: false,
+            replied: false,
+            meter: Meter::default(),
+        }
+    }
+
+    /// An HTTP client's session.
+    pub(crate) fn http(peer: SocketAddr) -> End {
+        End {
+            http: true,
+            ..End::new(peer)
+        }
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        match &self.who {
+            Who::Client { peer, .. } => *peer,
+            Who::Session(session) => session.client,
+        }
+    }
+
+    /// The request, once known.
+    pub(crate) fn session(&self) -> Option<&Session> {
+        match &self.who {
+            Who::Client { .. } => None,
+            Who::Session(session) => Some(session),
+        }
+    }
+
+    /// The user: the session's, or before the request, the name the client authenticated
+    /// with (or the mark of one that failed).
+    pub(crate) fn user(&self) -> Option<&str> {
+        match &self.who {
+            Who::Client { user, .. } => user.as_deref(),
+            Who::Session(session) => session.user.as_deref(),
+        }
+    }
+
+    /// Records the name the client authenticated with, before its request.
+    pub(crate) fn set_user(&mut self, name: String) {
+        match &mut self.who {
+            Who::Client { user, .. } => *user = Some(name),
+            Who::Session(_) => debug_assert!(false, "the user is set before the request"),
+        }
+    }
+
+    /// Takes the name recorded with [`End::set_user`], for the session about to begin.
+    pub(crate) fn take_user(&mut self) -> Option<String> {
+        match &mut self.who {
+            Who::Client { user, .. } => user.take(),
+            Who::Session(_) => None,
+        }
+    }
+
+    /// Records the request (it names the client from now on) and lends it back with the
+    /// meter, both living here for the log line: no copy is made.
+    pub(crate) fn begin(&mut self, session: Session) -> (&Session, &mut Meter) {
+        self.who = Who::Session(session);
+        let Who::Session(session) = &self.who else {
+            unreachable!("just set")
+        };
+        (session, &mut self.meter)
+    }
+
     /// Writes the log line, settles the tunnel's guard and tells the accounting.
     pub(crate) fn finish(
         &mut self,
         shared: &Shared,
-        peer: SocketAddr,
         elapsed: Duration,
         error: Option<&SessionError>,
     ) {
         if self.silent && error.is_none() {
             return;
         }
+        let peer = self.peer();
         self.log(peer, elapsed, error);
         if let Some(mut guard) = self.meter.guard.take() {
             guard.finish(self.meter.traffic);
@@ -63,7 +147,7 @@ impl End {
             accounting.record(&Event::Finished(&Finished {
                 client: peer,
                 version: self.version,
-                session: self.session.as_ref(),
+                session: self.session(),
                 traffic: self.meter.traffic,
                 duration: elapsed,
                 error,
@@ -82,12 +166,8 @@ impl End {
             (false, Some(Version::V4)) => "SOCKS4",
             (false, Some(Version::V5)) => "SOCKS5",
         };
-        let user = match &self.session {
-            Some(s) => s.user.as_deref(),
-            None => self.user.as_deref(),
-        }
-        .unwrap_or("-");
-        match &self.session {
+        let user = self.user().unwrap_or("-");
+        match self.session() {
             Some(s) => tracing::info!(
                 client = %peer,
                 user = %user,

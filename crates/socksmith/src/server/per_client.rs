@@ -3,7 +3,7 @@
 //! shutdown) can leak a count.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub(crate) struct PerClient {
     limit: usize,
-    counts: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<HashMap<Ipv6Addr, usize>>,
     /// When a refusal was last logged as a warning.
     warned: Mutex<Option<Instant>>,
 }
@@ -21,9 +21,12 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// One session's place in its client's count; given back when dropped (also when the task
 /// panics or is cut at shutdown).
+///
+/// Every session task holds one, so its key is an `Ipv6Addr` (IPv4 clients as IPv4-mapped
+/// addresses): 16 bytes where an `IpAddr` takes 17 and pads the slot to 32.
 pub(crate) struct ClientSlot {
     owner: Arc<PerClient>,
-    key: IpAddr,
+    key: Ipv6Addr,
 }
 
 impl PerClient {
@@ -54,14 +57,12 @@ impl PerClient {
         self.limit
     }
 
-    /// The key a client is counted under: its address, or its /64 for IPv6.
-    fn key(ip: IpAddr) -> IpAddr {
+    /// The key a client is counted under: its /64 for IPv6, else its IPv4 address, mapped
+    /// (a /64 prefix never looks like a mapped address, whose low 64 bits are not zero).
+    fn key(ip: IpAddr) -> Ipv6Addr {
         match ip.to_canonical() {
-            IpAddr::V6(v6) => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(prefix.into())
-            }
-            v4 => v4,
+            IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 64) - 1)).into(),
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         }
     }
 
@@ -128,5 +129,16 @@ mod tests {
             .take(mapped)
             .expect("an IPv4-mapped client counts as IPv4");
         assert!(per.take("192.0.2.9".parse().expect("literal")).is_none());
+        assert!(
+            per.take("::".parse().expect("literal")).is_some(),
+            "the /64 of :: is not 0.0.0.0"
+        );
+        assert!(per.take("0.0.0.0".parse().expect("literal")).is_some());
+    }
+
+    #[test]
+    fn a_slot_is_small() {
+        // Every session task carries one.
+        assert_eq!(std::mem::size_of::<ClientSlot>(), 24);
     }
 }

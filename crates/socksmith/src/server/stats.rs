@@ -151,6 +151,19 @@ impl<'a> Gauge<'a> {
     }
 }
 
+impl Gauge<'_> {
+    /// Leaves the gauge up: whoever takes the count over brings it down with [`down`]. For
+    /// state kept by a task for its whole life, where a guard's reference would cost room.
+    pub(crate) fn hand_over(self) {
+        std::mem::forget(self);
+    }
+}
+
+/// Brings a gauge down by one, for a count handed over with [`Gauge::hand_over`].
+pub(crate) fn down(counter: &AtomicU64) {
+    counter.fetch_sub(1, Ordering::Relaxed);
+}
+
 impl Drop for Gauge<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);

@@ -2,7 +2,6 @@
 //! and a response body that writes the request's log line (bytes both ways, outcome) when
 //! the response ends or is dropped.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,7 +61,6 @@ pub(super) struct Logged {
 
 pub(super) struct Finish {
     pub(super) shared: Arc<Shared>,
-    pub(super) peer: SocketAddr,
     pub(super) started: Instant,
     pub(super) end: End,
 }
@@ -80,11 +78,10 @@ impl Logged {
         finish.end.meter.traffic.down = self.down;
         let Finish {
             shared,
-            peer,
             started,
             end,
         } = &mut *finish;
-        end.finish(shared, *peer, started.elapsed(), error.as_ref());
+        end.finish(shared, started.elapsed(), error.as_ref());
     }
 }
 

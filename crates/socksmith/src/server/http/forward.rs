@@ -41,7 +41,7 @@ use crate::server::http::guarded::Guarded;
 use crate::server::http::{
     admit, authenticate, head, http_session, reason_line, status_of, HttpError,
 };
-use crate::server::log::{End, Meter};
+use crate::server::log::End;
 use crate::server::stats::inc;
 use crate::server::{Connected, Shared};
 use crate::session::Session;
@@ -134,8 +134,8 @@ pub(super) async fn serve(
     first_bytes.extend_from_slice(guarded.unread());
     let client = guarded.inner;
     end.silent = false;
-    end.session = Some(pending.session);
-    end.meter.guard = pending.guard;
+    let (_, meter) = end.begin(pending.session);
+    meter.guard = pending.guard;
     Ok(Some(Tunnel {
         client,
         target: pending.target.stream,
@@ -189,10 +189,7 @@ impl ConnectionState {
         mut request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
-        let mut end = End {
-            http: true,
-            ..End::default()
-        };
+        let mut end = End::http(self.peer);
         let connect = request.method() == Method::CONNECT;
         let result = if let Some(refused) = self.refusal_marked(&request) {
             inc(&self.shared.stats.handshake_protocol_errors);
@@ -206,7 +203,7 @@ impl ConnectionState {
             Ok(response) => response,
             Err(e) => {
                 let response = refusal(&e);
-                end.finish(&self.shared, self.peer, started.elapsed(), Some(&e));
+                end.finish(&self.shared, started.elapsed(), Some(&e));
                 response
             }
         };
@@ -255,8 +252,7 @@ impl ConnectionState {
                 .map(HeaderValue::as_bytes),
         )
         .await?;
-        let End { session, meter, .. } = end;
-        let session = &*session.insert(http_session(self.peer, self.local, user, target));
+        let (session, meter) = end.begin(http_session(self.peer, self.local, user, target));
         meter.guard = admit(shared, session)?;
 
         let mut sender = self.origin(session).await?;
@@ -296,9 +292,8 @@ impl ConnectionState {
             up,
             finish: Some(Box::new(Finish {
                 shared: Arc::clone(&self.shared),
-                peer: self.peer,
                 started,
-                end: std::mem::take(end),
+                end: std::mem::replace(end, End::http(self.peer)),
             })),
         };
         Ok(Response::from_parts(parts, logged.boxed()))
@@ -382,16 +377,9 @@ impl ConnectionState {
             Err(e) => {
                 let e = SessionError::Egress(e);
                 // This session never reaches the relay: its log line is written here.
-                let mut end = End {
-                    http: true,
-                    session: Some(session),
-                    meter: Meter {
-                        guard,
-                        ..Meter::default()
-                    },
-                    ..End::default()
-                };
-                end.finish(shared, self.peer, std::time::Duration::ZERO, Some(&e));
+                let mut end = End::http(self.peer);
+                end.begin(session).1.guard = guard;
+                end.finish(shared, std::time::Duration::ZERO, Some(&e));
                 return Ok(refusal(&e));
             }
         };

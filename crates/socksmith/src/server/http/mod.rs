@@ -360,8 +360,7 @@ async fn open_connect(
     )
     .await
     .map_err(|_| SessionError::HandshakeTimeout(shared.config.handshake_timeout))??;
-    let End { session, meter, .. } = end;
-    let session = &*session.insert(http_session(peer, local, user, target));
+    let (session, meter) = end.begin(http_session(peer, local, user, target));
     record_span(session);
     meter.guard = admit(shared, session)?;
     connect::dial(shared, session)
