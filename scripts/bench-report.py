@@ -75,7 +75,8 @@ TABLE = [
     "throughput_1_up", "throughput_1_down", "throughput_n_up", "throughput_n_down",
     "connrate", "connrate_p50_us", "connrate_p99_us", "connrate_errors",
     "rr", "rr_p50_us", "rr_p99_us", "rr_errors", "udp", "udp_p99_us", "udp_lost", "udp_corrupted",
-    "idle_kib_per_tunnel", "idle_rss_kib_per_tunnel", "idle_fds_per_tunnel", "idle_open",
+    "idle_kib_per_tunnel", "idle_kib_per_tunnel_all", "idle_rss_kib_per_tunnel",
+    "idle_fds_per_tunnel", "idle_open",
 ]
 # Metrics in the chart: (key, short label).
 CHART = [
@@ -361,11 +362,16 @@ def markdown(all_runs, rows, meta):
         idle = r.report.get("idle")
         if idle and idle.get("before") and idle.get("after"):
             b, a = idle["before"], idle["after"]
+            # Reports from before the two-halves measurement have no midway reading.
+            m = idle.get("midway")
+            mid = (lambda k: f"→{m[k]}") if m else (lambda k: "")
+            half = f" ({idle['opened_first_half']} at midway)" if m else ""
             method = method or idle.get("method", "")
-            pss = (f"{b['pss_kib']}→{a['pss_kib']} KiB PSS ({b['rss_kib']}→{a['rss_kib']} RSS)"
+            pss = (f"{b['pss_kib']}{mid('pss_kib')}→{a['pss_kib']} KiB PSS "
+                   f"({b['rss_kib']}{mid('rss_kib')}→{a['rss_kib']} RSS)"
                    if "pss_kib" in b else f"{b['rss_kib']}→{a['rss_kib']} KiB RSS")
-            idle_notes.append(f"{r.label}: {idle['opened']}/{idle['requested']} open, "
-                              f"{pss}, {b['fds']}→{a['fds']} fds, "
+            idle_notes.append(f"{r.label}: {idle['opened']}/{idle['requested']} open{half}, "
+                              f"{pss}, {b['fds']}{mid('fds')}→{a['fds']} fds, "
                               f"{b['processes']}→{a['processes']} processes, "
                               f"{idle['alive']}/{idle['probed']} probed alive")
     if idle_notes:

@@ -446,6 +446,12 @@ pub async fn run(settings: &Settings, progress: &dyn Fn(&str)) -> Result<Report,
             idle.as_ref().and_then(|i| i.kib_per_tunnel),
         ),
         idle_figure(
+            "idle_kib_per_tunnel_all",
+            "idle: memory (PSS) per tunnel, all tunnels",
+            "KiB",
+            idle.as_ref().and_then(|i| i.kib_per_tunnel_all),
+        ),
+        idle_figure(
             "idle_rss_kib_per_tunnel",
             "idle: resident memory (RSS) per tunnel",
             "KiB",
@@ -559,9 +565,12 @@ async fn run_idle(
         idle.open_secs,
         idle.alive,
         idle.probed,
-        match (idle.kib_per_tunnel, idle.fds_per_tunnel) {
-            (Some(k), Some(f)) => format!("{k:.2} KiB (PSS) and {f:.2} descriptors per tunnel"),
-            _ => "no proxy figures (no --proxy-pid)".into(),
+        match (idle.kib_per_tunnel, idle.kib_per_tunnel_all, idle.fds_per_tunnel) {
+            (Some(k), Some(all), Some(f)) => format!(
+                "{k:.2} KiB (PSS) and {f:.2} descriptors per tunnel of the second half \
+                 ({all:.2} KiB over all tunnels)"
+            ),
+            _ => "no proxy figures (no --proxy-pid, or too few tunnels)".into(),
         }
     ));
     Ok(idle)

@@ -15,8 +15,8 @@ use std::io;
 /// One-line description of the method, for the report.
 pub const METHOD: &str = "sum over the given PIDs and all their descendants of Pss \
 (/proc/PID/smaps_rollup; Rss beside it) and of the entries of /proc/PID/fd, read before opening the idle tunnels \
-(once the descriptor count is steady) and again after they are all open and a settle delay; \
-per tunnel = delta / tunnels open";
+(once the descriptor count is steady), with half of them open and again with all open, each after a settle delay; \
+per tunnel = delta over the second half / its tunnels (\"all tunnels\": delta from before the first / all tunnels open)";
 
 /// Memory and descriptors of a set of process trees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

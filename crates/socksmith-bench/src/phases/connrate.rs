@@ -1,7 +1,7 @@
 //! Connection rate: many short tunnels, each a connect, a handshake, a CONNECT, a one-byte
 //! round trip and a close, with a fixed number of cycles always in flight.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
-use super::IO_TIMEOUT;
+use super::{loopback_source, IO_TIMEOUT};
 use crate::payload;
 use crate::route::{Route, TunnelError, HANDSHAKE_TIMEOUT};
 use crate::stats::percentile;
@@ -44,22 +44,6 @@ pub struct ConnRatePlan {
     pub warmup: Duration,
     /// The measured window (the phase ends earlier if `max` cycles were measured).
     pub window: Duration,
-}
-
-/// Loopback source addresses the phase spreads its connections over (127.0.0.1 and up).
-const SOURCES: u8 = 64;
-
-/// The local address of cycle `cycle` towards `dest`: one of [`SOURCES`] loopback addresses
-/// when `dest` is an IPv4 loopback address (all of 127.0.0.0/8 is this machine's), else
-/// none (IPv6 has one loopback address: the kernel picks).
-fn source_for(dest: IpAddr, cycle: u64) -> Option<IpAddr> {
-    match dest {
-        IpAddr::V4(v4) if v4.is_loopback() => {
-            let host = 1 + (cycle % u64::from(SOURCES)) as u8;
-            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)))
-        }
-        _ => None,
-    }
 }
 
 /// Runs the connection-rate phase against the echo targets: cycle `i` goes to
@@ -100,7 +84,7 @@ pub async fn connection_rate(route: &Route, echoes: &[SocketAddr], plan: ConnRat
                     break;
                 }
                 let echo = echoes[(cycle % echoes.len() as u64) as usize]; // not empty: checked
-                let source = first_hop.and_then(|ip| source_for(ip, cycle));
+                let source = first_hop.and_then(|ip| loopback_source(ip, cycle));
                 match one_cycle(&route, echo, source, t, cycle).await {
                     Ok(handshake) if counted => latencies_us.push(handshake.as_micros() as u64),
                     Ok(_) => {}
@@ -172,17 +156,6 @@ async fn one_cycle(
 mod tests {
     use super::*;
     use crate::targets::{Targets, ECHO_POOL};
-
-    #[test]
-    fn ipv4_loopback_cycles_spread_over_loopback_sources_and_others_do_not() {
-        let lo: IpAddr = "127.0.0.1".parse().expect("an address");
-        let sources: std::collections::HashSet<_> =
-            (0..1000).filter_map(|c| source_for(lo, c)).collect();
-        assert_eq!(sources.len(), usize::from(SOURCES));
-        assert!(sources.iter().all(IpAddr::is_loopback));
-        assert_eq!(source_for("::1".parse().expect("an address"), 7), None);
-        assert_eq!(source_for("10.0.0.1".parse().expect("an address"), 7), None);
-    }
 
     #[tokio::test]
     async fn direct_cycles_complete_over_every_echo_of_the_pool() {

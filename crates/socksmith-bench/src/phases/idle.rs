@@ -1,4 +1,16 @@
 //! Idle tunnels: many open tunnels that carry nothing, and what they cost the proxy.
+//!
+//! The tunnels open in two halves, with the proxy measured before, between and after. The
+//! headline figure is the second half's: what each more idle tunnel costs a proxy that is
+//! already serving. The figure over all tunnels also carries what a proxy spends once for a
+//! burst of openings (runtime threads started, allocator pages kept from the handshakes in
+//! flight): divided by the tunnels open it makes a proxy that opens fewer tunnels (its own
+//! session limit) look dearer per tunnel than it is, so it is reported beside the other, not
+//! instead of it.
+//!
+//! The tunnels come from the same 64 loopback addresses as the connection-rate phase's:
+//! many clients, as in front of a network, so that a proxy's limit per client address does
+//! not decide how many tunnels it holds.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -8,9 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::IO_TIMEOUT;
+use super::{loopback_source, IO_TIMEOUT};
 use crate::procfs::{self, Usage};
-use crate::route::Route;
+use crate::route::{Route, TunnelError, HANDSHAKE_TIMEOUT};
 
 /// The result of the idle phase.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -29,16 +41,23 @@ pub struct Idle {
     pub probed: usize,
     /// Probed tunnels that answered with the byte sent.
     pub alive: usize,
+    /// Tunnels open when the proxy was measured between the two halves.
+    pub opened_first_half: usize,
     /// The proxy before (with `--proxy-pid`).
     pub before: Option<Usage>,
+    /// The proxy with the first half of the tunnels open.
+    pub midway: Option<Usage>,
     /// The proxy with all tunnels open.
     pub after: Option<Usage>,
-    /// Proportional set size (PSS) per open tunnel, KiB.
+    /// Proportional set size (PSS) each tunnel of the second half added, KiB.
     pub kib_per_tunnel: Option<f64>,
-    /// Resident set size (RSS, shared pages counted once per process) per open tunnel, KiB:
-    /// shown beside PSS for comparison with earlier runs.
+    /// PSS per open tunnel over all of them, from before the first, KiB (see the module
+    /// documentation).
+    pub kib_per_tunnel_all: Option<f64>,
+    /// Resident set size (RSS, shared pages counted once per process) each tunnel of the
+    /// second half added, KiB: shown beside PSS for comparison with earlier runs.
     pub rss_kib_per_tunnel: Option<f64>,
-    /// Descriptors per open tunnel.
+    /// Descriptors each tunnel of the second half added.
     pub fds_per_tunnel: Option<f64>,
     /// How the proxy was measured.
     pub method: &'static str,
@@ -76,7 +95,8 @@ async fn quiet_usage(pids: &[u32]) -> Result<Usage, std::io::Error> {
 }
 
 /// Opens `plan.count` tunnels to the echo target, `plan.concurrency` opens always in flight,
-/// and keeps them open while the proxy is measured; then probes a sample and closes them all.
+/// in two halves with the proxy measured before, between and after; keeps them open while
+/// the proxy is measured, then probes a sample and closes them all.
 pub async fn idle(
     route: &Route,
     echo: SocketAddr,
@@ -91,48 +111,37 @@ pub async fn idle(
         result.before = Some(quiet_usage(plan.pids).await?);
     }
     let begin = Instant::now();
-    let deadline = begin + plan.open_timeout;
-    let mut open: Vec<TcpStream> = Vec::with_capacity(plan.count);
-    let mut opening = JoinSet::new();
-    let mut launched = 0;
-    loop {
-        while launched < plan.count && opening.len() < plan.concurrency {
-            let route = route.clone();
-            opening.spawn(async move { route.open(echo).await });
-            launched += 1;
-        }
-        let Ok(Some(joined)) = tokio::time::timeout_at(deadline.into(), opening.join_next()).await
-        else {
-            // Done, or out of time: whatever is still opening is abandoned.
-            break;
-        };
-        match joined {
-            Ok(Ok((tunnel, _))) => {
-                open.push(tunnel);
-                if open.len() % 1000 == 0 {
-                    (plan.progress)(open.len());
-                }
-            }
-            Ok(Err(e)) => {
-                result.failed += 1;
-                result.first_error.get_or_insert_with(|| e.to_string());
-            }
-            Err(_) => result.failed += 1,
-        }
+    let mut opener = Opener {
+        route,
+        echo,
+        plan: &plan,
+        deadline: begin + plan.open_timeout,
+        open: Vec::with_capacity(plan.count),
+        launched: 0,
+    };
+    opener.open_until(plan.count / 2, &mut result).await;
+    tokio::time::sleep(plan.settle).await;
+    result.opened_first_half = opener.open.len();
+    if !plan.pids.is_empty() {
+        result.midway = Some(procfs::tree_usage(plan.pids)?);
     }
-    opening.shutdown().await;
+    opener.open_until(plan.count, &mut result).await;
     result.open_secs = begin.elapsed().as_secs_f64();
+    let mut open = opener.open;
     result.opened = open.len();
     tokio::time::sleep(plan.settle).await;
-    if let Some(before) = result.before {
+    if let (Some(before), Some(midway)) = (result.before, result.midway) {
         let after = procfs::tree_usage(plan.pids)?;
         result.after = Some(after);
+        let per = |a: u64, b: u64, n: usize| (a as f64 - b as f64) / n as f64;
+        let second_half = result.opened - result.opened_first_half;
+        if second_half > 0 {
+            result.kib_per_tunnel = Some(per(after.pss_kib, midway.pss_kib, second_half));
+            result.rss_kib_per_tunnel = Some(per(after.rss_kib, midway.rss_kib, second_half));
+            result.fds_per_tunnel = Some(per(after.fds, midway.fds, second_half));
+        }
         if result.opened > 0 {
-            let n = result.opened as f64;
-            let per = |a: u64, b: u64| (a as f64 - b as f64) / n;
-            result.kib_per_tunnel = Some(per(after.pss_kib, before.pss_kib));
-            result.rss_kib_per_tunnel = Some(per(after.rss_kib, before.rss_kib));
-            result.fds_per_tunnel = Some(per(after.fds, before.fds));
+            result.kib_per_tunnel_all = Some(per(after.pss_kib, before.pss_kib, result.opened));
         }
     }
     // Probe up to 64 tunnels spread over the whole set: the tunnels must still carry bytes.
@@ -151,4 +160,56 @@ pub async fn idle(
     }
     drop(open);
     Ok(result)
+}
+
+/// Opens tunnels for [`idle`], keeping the ones that opened.
+struct Opener<'a> {
+    route: &'a Route,
+    echo: SocketAddr,
+    plan: &'a IdlePlan<'a>,
+    deadline: Instant,
+    open: Vec<TcpStream>,
+    launched: usize,
+}
+
+impl Opener<'_> {
+    /// Launches opens until `goal` have been launched, `plan.concurrency` in flight, and
+    /// waits for them; counts failures in `result`. Past the deadline, whatever is still
+    /// opening is abandoned.
+    async fn open_until(&mut self, goal: usize, result: &mut Idle) {
+        let mut opening = JoinSet::new();
+        loop {
+            while self.launched < goal && opening.len() < self.plan.concurrency {
+                let route = self.route.clone();
+                let echo = self.echo;
+                let first_hop = route.proxy_addr().unwrap_or(echo).ip();
+                let source = loopback_source(first_hop, self.launched as u64);
+                opening.spawn(async move {
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, route.open_from(echo, source))
+                        .await
+                        .map_err(|_| TunnelError::Timeout(HANDSHAKE_TIMEOUT))?
+                });
+                self.launched += 1;
+            }
+            let Ok(Some(joined)) =
+                tokio::time::timeout_at(self.deadline.into(), opening.join_next()).await
+            else {
+                break;
+            };
+            match joined {
+                Ok(Ok((tunnel, _))) => {
+                    self.open.push(tunnel);
+                    if self.open.len() % 1000 == 0 {
+                        (self.plan.progress)(self.open.len());
+                    }
+                }
+                Ok(Err(e)) => {
+                    result.failed += 1;
+                    result.first_error.get_or_insert_with(|| e.to_string());
+                }
+                Err(_) => result.failed += 1,
+            }
+        }
+        opening.shutdown().await;
+    }
 }
