@@ -248,13 +248,27 @@ def targets(runs):
     if v is not None and peer:
         r = v / peer[0]
         add("connection rate vs best peer", f"{r:.2f}x ({fmt(v)} vs {peer[1]} {fmt(peer[0])} /s)", ">= 1.5x", r >= 1.5)
+    d = by.get("direct")
+    if v is not None and d and d.median("connrate"):
+        r = v / d.median("connrate")
+        add("connection rate vs direct loopback", f"{r:.2f}x ({fmt(v)} vs {fmt(d.median('connrate'))} /s)", ">= 0.5x", r >= 0.5)
+    v = ours.median("udp")
+    if v is not None and d and d.median("udp"):
+        r = v / d.median("udp")
+        add("UDP datagrams vs direct loopback", f"{r:.2f}x ({fmt(v)} vs {fmt(d.median('udp'))} /s)", ">= 0.67x", r >= 0.67)
+    v = ours.median("udp_p99_us")
+    if v is not None:
+        add("UDP round trip p99", f"{fmt(v)} us", "< 400 us", v < 400)
     v = ours.median("rr_p99_us")
     peer = best_peer(runs, "rr_p99_us", False)
     if v is not None and peer:
         add("request/response p99 vs best peer", f"{fmt(v)} us vs {peer[1]} {fmt(peer[0])} us", "no worse", v <= peer[0])
     v = ours.median("idle_kib_per_tunnel")
     if v is not None:
-        add("memory (PSS) per idle tunnel", f"{v:.2f} KiB", "<= 2 KiB", v <= 2.0)
+        add("memory (PSS) per idle tunnel", f"{v:.2f} KiB", "<= 1.5 KiB", v <= 1.5)
+    v = ours.median("idle_kib_per_tunnel_all")
+    if v is not None:
+        add("memory (PSS) per idle tunnel, all tunnels", f"{v:.2f} KiB", "<= 1.5 KiB", v <= 1.5)
     v = ours.median("idle_fds_per_tunnel")
     if v is not None:
         add("descriptors per idle tunnel", f"{v:.2f}", "<= 2", v <= 2.0 + 0.01)
