@@ -36,7 +36,10 @@ FEATURES = [
     ("1,000,000-domain blocklist, sniffing", "throughput_1_up", "socksmith-blocklist", ">= 0.95x", lambda r: r >= 0.95),
     ("1,000,000-domain blocklist, sniffing", "throughput_1_down", "socksmith-blocklist", ">= 0.95x", lambda r: r >= 0.95),
     ("--admin (metrics on)", "connrate", "socksmith-admin", ">= 0.97x", lambda r: r >= 0.97),
-    ("--admin (metrics on)", "idle_kib_per_tunnel", "socksmith-admin", "<= 1.03x", lambda r: r <= 1.03),
+    ("--admin (metrics on)", "throughput_1_up", "socksmith-admin", ">= 0.97x", lambda r: r >= 0.97),
+    ("--admin (metrics on)", "throughput_1_down", "socksmith-admin", ">= 0.97x", lambda r: r >= 0.97),
+    # The status page lists every live session: its row is what this costs, shown, not judged.
+    ("--admin (metrics on)", "idle_kib_per_tunnel", "socksmith-admin", "", None),
     ("--admin (metrics on)", "idle_fds_per_tunnel", "socksmith-admin", "", None),
 ]
 # The blocklist example's figures: (JSON key, label, unit).
