@@ -565,7 +565,11 @@ async fn run_idle(
         idle.open_secs,
         idle.alive,
         idle.probed,
-        match (idle.kib_per_tunnel, idle.kib_per_tunnel_all, idle.fds_per_tunnel) {
+        match (
+            idle.kib_per_tunnel,
+            idle.kib_per_tunnel_all,
+            idle.fds_per_tunnel
+        ) {
             (Some(k), Some(all), Some(f)) => format!(
                 "{k:.2} KiB (PSS) and {f:.2} descriptors per tunnel of the second half \
                  ({all:.2} KiB over all tunnels)"

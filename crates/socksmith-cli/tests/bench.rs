@@ -143,7 +143,10 @@ async fn through_socksmith_serve_measures_the_proxy_process() {
             assert!(median(&report, "idle_fds_per_tunnel") >= 2.0, "{report}");
             // Reported beside the second half's figure (its value at 40 tunnels is within the
             // noise of page sharing, even below zero).
-            assert!(median(&report, "idle_kib_per_tunnel_all").is_finite(), "{report}");
+            assert!(
+                median(&report, "idle_kib_per_tunnel_all").is_finite(),
+                "{report}"
+            );
         },
     )
     .await;

@@ -57,6 +57,9 @@ mod tests {
         assert_eq!(sources.len(), usize::from(SOURCES));
         assert!(sources.iter().all(IpAddr::is_loopback));
         assert_eq!(loopback_source("::1".parse().expect("an address"), 7), None);
-        assert_eq!(loopback_source("10.0.0.1".parse().expect("an address"), 7), None);
+        assert_eq!(
+            loopback_source("10.0.0.1".parse().expect("an address"), 7),
+            None
+        );
     }
 }

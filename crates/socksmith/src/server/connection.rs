@@ -186,8 +186,7 @@ struct Closing {
 impl Closing {
     fn finish(&mut self, error: Option<&SessionError>) {
         self.finished = true;
-        self.end
-            .finish(&self.shared, self.started.elapsed(), error);
+        self.end.finish(&self.shared, self.started.elapsed(), error);
     }
 }
 
