@@ -59,7 +59,7 @@ BLOCKLIST_GOALS = {
 }
 # The release-mode bound of the session-size test (SESSION_TASK_BOUND in
 # crates/socksmith/src/server/connection.rs).
-SESSION_TASK_BOUND = 1024
+SESSION_TASK_BOUND = 640
 COLORS = {
     "direct": "#9e9e9e",
     "socksmith": "#d1495b",
