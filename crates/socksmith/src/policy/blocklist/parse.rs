@@ -306,8 +306,9 @@ pub(crate) fn normalize(name: &[u8]) -> Option<Vec<u8>> {
     normalize_into(name, &mut out).then_some(out)
 }
 
-/// [`normalize`] into `out` (cleared first), so loading a list allocates no buffer per
-/// name; `false` when `name` is not a valid domain name.
+/// The name lowercased and without a trailing dot, into `out` (cleared first), so loading a
+/// list allocates no buffer per name; `false` when `name` is not a valid domain name: 1 to 253
+/// characters, labels of 1 to 63 letters, digits, `-` or `_`.
 pub(crate) fn normalize_into(name: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     let name = name.strip_suffix(b".").unwrap_or(name);

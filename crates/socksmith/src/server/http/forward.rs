@@ -151,7 +151,7 @@ struct ConnectionState {
     origins: Mutex<Vec<Origin>>,
     /// A CONNECT answered 200, waiting for hyper to hand the stream back.
     upgrade: Mutex<Option<PendingConnect>>,
-    /// A head the [`Framer`] refused, for the service that reads its marker request.
+    /// A head the [`Framer`](super::framing::Framer) refused, for the service that reads its marker request.
     refused: Arc<Mutex<Option<HttpError>>>,
     /// Marks the marker request as ours (a client cannot guess it).
     token: String,
