@@ -154,9 +154,16 @@ impl Route {
     /// [`HANDSHAKE_TIMEOUT`]. Returns the stream and the target's bytes that arrived with
     /// the proxy's reply (they come first; only the bulk source speaks first).
     pub async fn open(&self, target: SocketAddr) -> Result<(TcpStream, Vec<u8>), TunnelError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open_unbounded(target))
-            .await
-            .map_err(|_| TunnelError::Timeout(HANDSHAKE_TIMEOUT))?
+        within_handshake_timeout(self.open_unbounded(target)).await
+    }
+
+    /// [`Self::open_from`] within [`HANDSHAKE_TIMEOUT`], as [`Self::open`] is.
+    pub async fn open_from_bounded(
+        &self,
+        target: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> Result<(TcpStream, Vec<u8>), TunnelError> {
+        within_handshake_timeout(self.open_from(target, source)).await
     }
 
     /// [`Self::open`] without its own deadline, for a caller that bounds a larger step.
@@ -192,6 +199,15 @@ impl Route {
             }
         }
     }
+}
+
+/// `opening`, failed with [`TunnelError::Timeout`] past [`HANDSHAKE_TIMEOUT`].
+async fn within_handshake_timeout<T>(
+    opening: impl std::future::Future<Output = Result<T, TunnelError>>,
+) -> Result<T, TunnelError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, opening)
+        .await
+        .map_err(|_| TunnelError::Timeout(HANDSHAKE_TIMEOUT))?
 }
 
 impl ProxyRoute {

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use super::{loopback_source, IO_TIMEOUT};
 use crate::procfs::{self, Usage};
-use crate::route::{Route, TunnelError, HANDSHAKE_TIMEOUT};
+use crate::route::Route;
 
 /// The result of the idle phase.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -178,17 +178,13 @@ impl Opener<'_> {
     /// opening is abandoned.
     async fn open_until(&mut self, goal: usize, result: &mut Idle) {
         let mut opening = JoinSet::new();
+        let echo = self.echo;
+        let first_hop = self.route.proxy_addr().unwrap_or(echo).ip();
         loop {
             while self.launched < goal && opening.len() < self.plan.concurrency {
                 let route = self.route.clone();
-                let echo = self.echo;
-                let first_hop = route.proxy_addr().unwrap_or(echo).ip();
                 let source = loopback_source(first_hop, self.launched as u64);
-                opening.spawn(async move {
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, route.open_from(echo, source))
-                        .await
-                        .map_err(|_| TunnelError::Timeout(HANDSHAKE_TIMEOUT))?
-                });
+                opening.spawn(async move { route.open_from_bounded(echo, source).await });
                 self.launched += 1;
             }
             let Ok(Some(joined)) =
