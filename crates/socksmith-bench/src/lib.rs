@@ -425,10 +425,10 @@ pub async fn run(settings: &Settings, progress: &dyn Fn(&str)) -> Result<Report,
             &udp_bad,
         ),
     ]);
-    let no_pid = if idle.is_some() {
-        "no --proxy-pid"
-    } else {
-        "phase not selected"
+    let no_pid = match &idle {
+        None => "phase not selected",
+        Some(i) if i.after.is_none() => "no --proxy-pid",
+        Some(_) => "no second half: the proxy took no more tunnels",
     };
     let idle_figure = |key, label, unit, value: Option<f64>| Metric {
         key,
@@ -554,6 +554,14 @@ async fn run_idle(
     )
     .await
     .map_err(BenchError::ProxyProcess)?;
+    if idle.stalled {
+        say(&format!(
+            "idle: none opened for {} s, so the proxy takes no more tunnels (its session \
+             limit?): measured over the {} open",
+            phases::IDLE_STALL.as_secs(),
+            idle.opened
+        ));
+    }
     say(&format!(
         "idle: {} open ({} failed{}) in {:.1} s; {}/{} probed alive; {}",
         idle.opened,
@@ -574,7 +582,8 @@ async fn run_idle(
                 "{k:.2} KiB (PSS) and {f:.2} descriptors per tunnel of the second half \
                  ({all:.2} KiB over all tunnels)"
             ),
-            _ => "no proxy figures (no --proxy-pid, or too few tunnels)".into(),
+            _ if idle.after.is_none() => "no proxy figures (no --proxy-pid)".into(),
+            _ => "no figures for the second half: no tunnel of it opened".into(),
         }
     ));
     Ok(idle)

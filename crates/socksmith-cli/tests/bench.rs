@@ -204,6 +204,50 @@ async fn table_is_the_default_output() {
     .await;
 }
 
+#[tokio::test]
+async fn idle_phase_stops_opening_once_the_proxy_takes_no_more() {
+    within(
+        TEST_DEADLINE,
+        "socksmith bench idle at a session limit",
+        async {
+            // 30 sessions at most: the server stops accepting there, and the idle phase must
+            // say so and measure the 30 instead of waiting out its 60 s bound.
+            let mut server = SocksmithServer::start(bin(), &["--max-sessions", "30"]).await;
+            let url = format!("socks5://{}", server.addr());
+            let pid = server.process_mut().pid().to_string();
+            let args = [
+                "bench",
+                "-x",
+                &url,
+                "--proxy-pid",
+                &pid,
+                "--only",
+                "idle",
+                "--idle-tunnels",
+                "100",
+                "--idle-settle",
+                "0.1",
+                "--idle-timeout",
+                "60",
+                "--json",
+            ];
+            let out = run(bin(), &args, b"").await;
+            out.assert_success();
+            let stderr = out.stderr_str();
+            assert!(
+                stderr.contains("the proxy takes no more tunnels"),
+                "says why it stopped: {stderr}"
+            );
+            let report: Value = serde_json::from_str(&out.stdout_str()).expect("JSON");
+            let idle = &report["idle"];
+            assert_eq!(idle["stalled"], true, "{idle}");
+            assert_eq!(idle["opened"], 30, "{idle}");
+            assert_eq!(idle["alive"], idle["probed"], "{idle}");
+        },
+    )
+    .await;
+}
+
 /// A SOCKS5 server just good enough for the bench's CONNECTs (no authentication, IPv4
 /// targets) whose relay flips every 1000th byte from the client, starting with the first.
 async fn corrupting_proxy() -> (String, tokio::task::JoinHandle<()>) {

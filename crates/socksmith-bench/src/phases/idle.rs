@@ -35,6 +35,10 @@ pub struct Idle {
     pub failed: usize,
     /// The first failure, to tell the user why.
     pub first_error: Option<String>,
+    /// Opening stopped before all were launched: none had opened for [`STALL`] while opens
+    /// were in flight, so the proxy had stopped taking tunnels (its session limit, or the
+    /// descriptors it has). The figures are per tunnel, over the ones that opened.
+    pub stalled: bool,
     /// Seconds spent opening them.
     pub open_secs: f64,
     /// Tunnels probed with a one-byte round trip after the measurement.
@@ -62,6 +66,11 @@ pub struct Idle {
     /// How the proxy was measured.
     pub method: &'static str,
 }
+
+/// How long opens may be in flight with none succeeding before the phase stops opening: a
+/// proxy at its session limit stops accepting, and every further open would wait out its
+/// whole handshake timeout, phase after phase, until `open_timeout`.
+pub const STALL: Duration = Duration::from_secs(5);
 
 /// What the idle phase needs to know.
 pub struct IdlePlan<'a> {
@@ -174,26 +183,37 @@ struct Opener<'a> {
 
 impl Opener<'_> {
     /// Launches opens until `goal` have been launched, `plan.concurrency` in flight, and
-    /// waits for them; counts failures in `result`. Past the deadline, whatever is still
-    /// opening is abandoned.
+    /// waits for them; counts failures in `result`. Past the deadline, or once none has
+    /// opened for [`STALL`], whatever is still opening is abandoned.
     async fn open_until(&mut self, goal: usize, result: &mut Idle) {
         let mut opening = JoinSet::new();
         let echo = self.echo;
         let first_hop = self.route.proxy_addr().unwrap_or(echo).ip();
-        loop {
+        let mut last_opened = Instant::now();
+        while !result.stalled {
             while self.launched < goal && opening.len() < self.plan.concurrency {
                 let route = self.route.clone();
                 let source = loopback_source(first_hop, self.launched as u64);
                 opening.spawn(async move { route.open_from_bounded(echo, source).await });
                 self.launched += 1;
             }
-            let Ok(Some(joined)) =
-                tokio::time::timeout_at(self.deadline.into(), opening.join_next()).await
-            else {
-                break;
+            let stall_at = last_opened + STALL;
+            let joined = match tokio::time::timeout_at(
+                self.deadline.min(stall_at).into(),
+                opening.join_next(),
+            )
+            .await
+            {
+                Ok(Some(joined)) => joined,
+                Ok(None) => break,
+                Err(_) => {
+                    result.stalled = stall_at < self.deadline;
+                    break;
+                }
             };
             match joined {
                 Ok(Ok((tunnel, _))) => {
+                    last_opened = Instant::now();
                     self.open.push(tunnel);
                     if self.open.len() % 1000 == 0 {
                         (self.plan.progress)(self.open.len());

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 pub use connrate::{connection_rate, ConnRate, ConnRatePlan};
-pub use idle::{idle, Idle, IdlePlan};
+pub use idle::{idle, Idle, IdlePlan, STALL as IDLE_STALL};
 pub use rr::{request_response, RoundTrips, RR_MESSAGE};
 pub use throughput::{throughput, Direction, Throughput};
 pub use udp::{udp, UdpPlan, UdpRate, UDP_PAYLOAD};
