@@ -330,6 +330,45 @@ def machine():
     return {"cores": os.cpu_count(), "cpu": cpu, "kernel": platform.release()}
 
 
+# Other work above this share of one core, on average over the measurements, makes the
+# run a loaded one: it competes with the pinned proxy and load for their cores.
+LOADED_CORES = 0.10
+
+
+def other_work_cores(cpu):
+    """Cores that work outside the bench's process tree used on average between the two
+    readings of scripts/cpu-snapshot.py (None without them)."""
+    if not cpu:
+        return None
+    (wall0, machine0, tree0, hz), (wall1, machine1, tree1, _) = (
+        [float(v) for v in reading.split()] for reading in cpu)
+    if wall1 <= wall0:
+        return None
+    other_ticks = (machine1 - machine0) - (tree1 - tree0)
+    return max(other_ticks, 0) / hz / (wall1 - wall0)
+
+
+def load_paragraph(meta):
+    """How busy the machine was, and whether with other work than the bench's own."""
+    loadavg = meta["loadavg"]
+    launch, start, end = loadavg if len(loadavg) == 3 else (None, *loadavg)
+    text = (f"Load average (1, 5, 15 min)"
+            + (f" when `scripts/bench` was launched: {launch}; after its build," if launch else "")
+            + f" at the start of the measurements: {start}; at the end: {end} (the later"
+            f" readings count the bench's own build, proxies and load).")
+    other = other_work_cores(meta.get("cpu"))
+    if other is None:
+        return text
+    text += (f" Work outside the bench's processes used {other:.2f} of a core on average"
+             f" during the measurements (user and system time from `/proc/stat`, less the"
+             f" bench's process tree).")
+    if other > LOADED_CORES:
+        text += (" **The machine was loaded by other work during this run: every figure below"
+                 " is from a loaded machine** (ratios from one run hold better than absolute"
+                 " figures).")
+    return text
+
+
 def markdown(all_runs, rows, meta):
     labels = {m["key"]: (m["label"], m["unit"]) for r in all_runs for m in r.report["metrics"]}
     runs = [r for r in all_runs if r.label not in VARIANTS]
@@ -343,14 +382,7 @@ def markdown(all_runs, rows, meta):
                f" datagram is a pattern checked on arrival; idle memory is PSS.")
     out.append("")
     if meta.get("loadavg"):
-        start, end = meta["loadavg"]
-        cores = meta["machine"]["cores"] or 1
-        busy = max(float(start.split()[0]), float(end.split()[0])) > 0.5 * cores
-        out.append(f"Load average (1, 5, 15 min) at the start of the measurements: {start};"
-                   f" at the end: {end}."
-                   + (" **The machine was loaded by other work during this run: every figure"
-                      " below is from a loaded machine** (ratios from one run hold better than"
-                      " absolute figures)." if busy else ""))
+        out.append(load_paragraph(meta))
         out.append("")
     labels_present = {r.label for r in runs}
     if "socksmith" in labels_present or "socksmith-quiet" in labels_present:
@@ -387,7 +419,8 @@ def markdown(all_runs, rows, meta):
             pss = (f"{b['pss_kib']}{mid('pss_kib')}→{a['pss_kib']} KiB PSS "
                    f"({b['rss_kib']}{mid('rss_kib')}→{a['rss_kib']} RSS)"
                    if "pss_kib" in b else f"{b['rss_kib']}→{a['rss_kib']} KiB RSS")
-            idle_notes.append(f"{r.label}: {idle['opened']}/{idle['requested']} open{half}, "
+            stalled = " (it took no more: opening stopped)" if idle.get("stalled") else ""
+            idle_notes.append(f"{r.label}: {idle['opened']}/{idle['requested']} open{stalled}{half}, "
                               f"{pss}, {b['fds']}{mid('fds')}→{a['fds']} fds, "
                               f"{b['processes']}→{a['processes']} processes, "
                               f"{idle['alive']}/{idle['probed']} probed alive")
@@ -583,8 +616,11 @@ def main():
                     help="bytes of the session task's future (release-mode test)")
     ap.add_argument("--blocklist", action="append", default=[],
                     help="JSON lines of the blocklist example, one file per round")
-    ap.add_argument("--loadavg", nargs=2, metavar=("START", "END"),
-                    help="/proc/loadavg's first three fields before and after the measurements")
+    ap.add_argument("--loadavg", nargs="+", metavar="LOADAVG",
+                    help="/proc/loadavg's first three fields at launch (optional), before and"
+                         " after the measurements")
+    ap.add_argument("--cpu", nargs=2, metavar=("START", "END"),
+                    help="scripts/cpu-snapshot.py's readings before and after the measurements")
     ap.add_argument("reports", nargs="*")
     args = ap.parse_args()
     failed = load_failed(args.failed)
@@ -606,6 +642,8 @@ def main():
         "socksmith_nofile": args.socksmith_nofile,
         "raised_nofile": args.raised_nofile,
         "loadavg": args.loadavg,
+        "cpu": args.cpu,
+        "other_work_cores": other_work_cores(args.cpu),
         "setup_notes": setup_notes,
         "feature_costs": feature_costs(runs),
         "blocklist": load_blocklist(args.blocklist),
