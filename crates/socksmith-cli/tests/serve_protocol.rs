@@ -150,6 +150,92 @@ async fn authentication_failures_and_socks4_under_authentication() {
     .await;
 }
 
+/// The keys of a log line's `key=value` fields, as a logfmt reader splits them: a quoted value
+/// runs to its closing quote (`\"` inside it is a quote), any other to the next space.
+/// Words without an `=` (the rest of an unquoted value with spaces) are no keys.
+fn field_keys(fields: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut rest = fields;
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.rsplit(' ').next().unwrap_or(key);
+        keys.push(key.to_owned());
+        rest = if let Some(quoted) = after.strip_prefix('"') {
+            let mut end = 0;
+            let mut chars = quoted.char_indices();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            &quoted[end..]
+        } else {
+            after.split_once(' ').map_or("", |(_, r)| r)
+        };
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_spaces_cannot_forge_log_fields() {
+    within(TEST_DEADLINE, "log field injection", async {
+        let server = serve(&[]).await;
+        let echo = EchoServer::start().await;
+        // A SOCKS4 user id that spells fields of its own.
+        let mut s = connect(server.addr()).await;
+        send(
+            &mut s,
+            &v4_request(1, echo.addr(), "root version=SOCKS5 client=10.0.0.1:1"),
+        )
+        .await;
+        assert_eq!(recv(&mut s, 8).await[..2], [0, 0x5A]);
+        drop(s);
+        let log = log_with(&server, "session finished", 1).await;
+        assert!(
+            log.contains(r#" user="root version=SOCKS5 client=10.0.0.1:1" version=SOCKS4 "#),
+            "the value is quoted, one field: {log}"
+        );
+
+        // A SOCKS5 name that does the same. The server hands names to an upstream proxy that
+        // is not there, so nothing is looked up (no DNS query leaves the machine).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let upstream = format!("socks5h://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        let server = serve(&["--upstream", &upstream]).await;
+        let mut s = connect(server.addr()).await;
+        send(&mut s, &[5, 1, 0]).await;
+        assert_eq!(recv(&mut s, 2).await, [5, 0]);
+        let name = br#"x user=admin outcome=ok "quoted""#;
+        let mut bytes = vec![5, 1, 0, 3, u8::try_from(name.len()).expect("short")];
+        bytes.extend(name);
+        bytes.extend([0, 80]);
+        send(&mut s, &bytes).await;
+        assert_ne!(v5_reply(&mut s).await.0, 0, "the upstream is not there");
+        let log = log_with(&server, "session finished", 1).await;
+        let line = log
+            .lines()
+            .find(|l| l.contains("session finished"))
+            .expect("the session's line");
+        assert!(
+            line.contains(r#" user=- version=SOCKS5 command=CONNECT destination="x user=admin outcome=ok \"quoted\":80" "#),
+            "{line}"
+        );
+        let keys = field_keys(line.split_once("session finished ").expect("fields").1);
+        assert_eq!(
+            keys.iter().filter(|k| *k == "user").count(),
+            1,
+            "{keys:?} in {line}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_names_with_control_characters_cannot_forge_log_lines() {
     within(TEST_DEADLINE, "log injection", async {
