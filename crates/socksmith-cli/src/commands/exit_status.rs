@@ -7,13 +7,15 @@ use std::fmt;
 use std::process::ExitCode;
 
 use socksmith::client::{ClientError, HopErrorKind, HttpError, Step, TargetError, UrlError};
+use socksmith_proto::{InvalidInput, ProtocolError};
 
 /// The table shown after each client command's `--help`.
 pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success
   1  any other failure (a local socket, stdin/stdout, the tunnel breaking after it opened)
-  2  usage or configuration error (a bad option, proxy URL or target; no proxy given)
+  2  usage or configuration error (a bad option, proxy URL or target, or a target a hop's
+     protocol cannot carry, such as IPv6 over SOCKS4; no proxy given)
   3  could not reach the first proxy (its name did not resolve, the connection was refused)
   4  authentication failed (username or password refused or missing; HTTP 401/407)
   5  the proxy refused the target (a SOCKS failure reply, an HTTP refusal such as 403), or a
@@ -89,6 +91,14 @@ impl Failure {
                 | HopErrorKind::Http(HttpError::AuthenticationRequired { .. }),
             ) => Failure::Authentication,
             (_, HopErrorKind::Http(HttpError::InvalidTargetName(_))) => Failure::Usage,
+            // Found here before anything was sent: what was asked cannot be said in the
+            // hop's protocol (an IPv6 target over SOCKS4, an empty password).
+            (_, HopErrorKind::Protocol(ProtocolError::InvalidInput(input))) => match input {
+                InvalidInput::UsernameLength(_) | InvalidInput::PasswordLength(_) => {
+                    Failure::Authentication
+                }
+                _ => Failure::Usage,
+            },
             (
                 _,
                 HopErrorKind::Rejected { .. }
@@ -142,6 +152,11 @@ mod tests {
     /// gets first (in memory), then keeps the connection open until the client is done; with
     /// `answer` `None` it hangs up at once.
     async fn failure_against(url: &str, answer: Option<&'static [u8]>) -> Failure {
+        failure_of_connect(url, "10.0.0.1:80", answer).await
+    }
+
+    /// [`failure_against`] for a CONNECT to `target`.
+    async fn failure_of_connect(url: &str, target: &str, answer: Option<&'static [u8]>) -> Failure {
         let client = Client::builder()
             .proxy(url.parse().expect("valid URL"))
             .handshake_timeout(Duration::from_millis(200))
@@ -160,7 +175,7 @@ mod tests {
             let _ = theirs.read_to_end(&mut rest).await;
         });
         let err = client
-            .connect_over(ours, "10.0.0.1:80")
+            .connect_over(ours, target)
             .await
             .expect_err("the scripted proxy refuses");
         let failure = Failure::of(&anyhow::Error::new(err).context("through the chain"));
@@ -215,6 +230,38 @@ mod tests {
                 failure_against(url, answer).await,
                 expected,
                 "{url} answering {answer_text:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn what_the_hop_cannot_carry_is_found_here_and_is_not_the_proxys_fault() {
+        let silent: Option<&'static [u8]> = Some(b"");
+        for (url, target, answer, expected) in [
+            (
+                "socks4a://127.0.0.1:1080",
+                "[::1]:80",
+                silent,
+                Failure::Usage,
+            ),
+            (
+                "socks4://127.0.0.1:1080",
+                "0.0.0.5:80",
+                silent,
+                Failure::Usage,
+            ),
+            // The proxy asks for username/password and the URL has no password to give.
+            (
+                "socks5://alice@127.0.0.1:1080",
+                "10.0.0.1:80",
+                Some(&b"\x05\x02"[..]),
+                Failure::Authentication,
+            ),
+        ] {
+            assert_eq!(
+                failure_of_connect(url, target, answer).await,
+                expected,
+                "{url} to {target}"
             );
         }
     }
