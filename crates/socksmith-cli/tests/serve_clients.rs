@@ -107,6 +107,16 @@ async fn curl_with_credentials_wrong_password_and_socks4_refused() {
             return;
         };
         out.assert_failure();
+        // An empty password (curl sends PLEN 0, which RFC 1929 does not allow): refused with
+        // the failure status, as a wrong one is, not a bare hang-up.
+        let empty = server
+            .proxy(ProxyKind::Socks5h)
+            .with_auth(Some(Credentials::new("alice", "")));
+        let Some(out) = curl(&empty, &http.url("/"), &[]).await else {
+            return;
+        };
+        out.assert_failure();
+        assert!(out.stderr_str().contains("User was rejected"), "{out}");
         // No credentials at all: the server accepts no method the client offers.
         let Some(out) = curl(&server.proxy(ProxyKind::Socks5h), &http.url("/"), &[]).await else {
             return;
@@ -123,6 +133,7 @@ async fn curl_with_credentials_wrong_password_and_socks4_refused() {
         // The claimed name of a failed login is logged as a keyed hash: a password typed into
         // the name field must never reach the log.
         let failed = log_with(&server, "authentication failed for user \"?", 1).await;
+        log_with(&server, "authentication failed for user \"\"", 1).await;
         assert!(
             !failed.contains("user=alice version=SOCKS5 duration"),
             "{failed}"

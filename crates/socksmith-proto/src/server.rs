@@ -46,7 +46,7 @@
 
 use crate::addr::TargetAddr;
 use crate::auth::{AuthRequest, AuthStatus, Credentials};
-use crate::error::{Incompatible, InvalidInput, ProtocolError, Version};
+use crate::error::{Incompatible, InvalidInput, Malformed, ProtocolError, Version};
 use crate::v4::{V4Reply, V4ReplyCode, V4Request};
 use crate::v5::{AuthMethod, Command, Greeting, MethodChoice, Reply, ReplyCode, Request};
 use std::collections::VecDeque;
@@ -121,7 +121,8 @@ pub enum ServerEvent {
 pub enum CloseReason {
     /// The client offered no method the policy accepts; 0xFF was sent.
     NoAcceptableMethod,
-    /// The caller rejected the credentials; a failure status was sent.
+    /// The caller rejected the credentials, or the client sent an empty username or password
+    /// (which RFC 1929 does not allow and no account can match); a failure status was sent.
     AuthenticationFailed,
     /// A SOCKS4 client was refused with 0x5B because authentication is required.
     Socks4AuthRequired,
@@ -381,7 +382,18 @@ impl ServerHandshake {
     }
 
     fn on_auth_request(&mut self, input: &[u8]) -> Result<Option<usize>, ProtocolError> {
-        let Some((request, n)) = AuthRequest::decode(input)? else {
+        let decoded = match AuthRequest::decode(input) {
+            // RFC 1929 allows neither, but clients send them (curl sends PLEN 0 for
+            // `user:@host`): they are credentials that cannot match, so the client gets the
+            // failure status a wrong password gets, not a bare hang-up.
+            Err(ProtocolError::Malformed(Malformed::EmptyUsername | Malformed::EmptyPassword)) => {
+                AuthStatus::FAILURE.encode(&mut self.transmit);
+                self.state = ServerState::Closing(CloseReason::AuthenticationFailed);
+                return Ok(Some(input.len()));
+            }
+            decoded => decoded?,
+        };
+        let Some((request, n)) = decoded else {
             return Ok(None);
         };
         self.events
@@ -560,7 +572,6 @@ impl UdpClientFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Malformed;
 
     fn ip(s: &str) -> TargetAddr {
         TargetAddr::Ip(s.parse::<SocketAddr>().expect("literal"))
@@ -647,6 +658,23 @@ mod tests {
         assert!(hs.is_finished());
         assert_eq!(hs.receive(&[5, 1, 0, 1, 1, 2, 3, 4, 0, 80]), Ok(0));
         assert!(hs.poll_event().is_none());
+    }
+
+    #[test]
+    fn an_empty_username_or_password_gets_the_failure_status() {
+        // curl sends PLEN 0 for `user:@host`; an empty name may come with more behind it.
+        for auth in [&[1, 1, b'u', 0][..], &[1, 0], &[1, 0, 1, b'p']] {
+            let mut hs = auth_required();
+            hs.receive(&[5, 1, 2]).expect("greeting");
+            assert_eq!(sent(&mut hs), [5, 2]);
+            assert_eq!(hs.receive(auth), Ok(auth.len()), "{auth:?}");
+            assert!(hs.poll_event().is_none(), "nothing to check: {auth:?}");
+            assert_eq!(sent(&mut hs), [1, 1], "{auth:?}");
+            assert_eq!(
+                hs.state(),
+                ServerState::Closing(CloseReason::AuthenticationFailed)
+            );
+        }
     }
 
     #[test]
