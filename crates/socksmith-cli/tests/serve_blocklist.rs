@@ -16,9 +16,13 @@ use std::time::Instant;
 
 use serve_support::*;
 use socksmith_testkit::clients::{curl, pysocks, PyMode};
+use socksmith_testkit::raw::{udp_unwrap, udp_wrap};
 use socksmith_testkit::socksmith::SocksmithServer;
 use socksmith_testkit::targets::HTTP_ROOT_BODY;
-use socksmith_testkit::{within, EchoServer, HttpServer, ProxyKind, Target, TEST_DEADLINE};
+use socksmith_testkit::{
+    within, EchoServer, HttpServer, ProxyKind, Target, UdpEchoServer, TEST_DEADLINE,
+};
+use tokio::net::UdpSocket;
 
 const HOSTS_LIST: &str = "\
 # a hosts file as published
@@ -225,6 +229,49 @@ async fn curl_pysocks_and_tor_resolve_are_refused_a_listed_name_and_the_target_n
         assert!(!out.stdout_str().contains("127.0.0.1"), "{out}");
         log_with(&blocking, "command=RESOLVE destination=localhost:0", 1).await;
         log_with(&blocking, "\"localhost\" is on the blocklist", 4).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_hostname_drops_udp_datagrams_to_bare_addresses_and_relays_named_ones() {
+    within(TEST_DEADLINE, "--require-hostname and UDP", async {
+        let server = serve(&["--require-hostname"]).await;
+        let echo = UdpEchoServer::start().await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let mut control = connect(server.addr()).await;
+        let (rep, addr) = v5_exchange(
+            &mut control,
+            3,
+            &v5_addr(client.local_addr().expect("addr")),
+        )
+        .await;
+        assert_eq!(rep, 0, "the association itself names no target");
+        let relay = reply_addr(&addr);
+        // To the echo's address: dropped, as a CONNECT to it is refused.
+        client
+            .send_to(&udp_wrap(&Target::Ip(echo.addr()), b"by address"), relay)
+            .await
+            .expect("send");
+        log_with(&server, "UDP: datagrams to bare addresses are dropped", 1).await;
+        // To its name: relayed.
+        let named = Target::domain("localhost", echo.addr().port());
+        client
+            .send_to(&udp_wrap(&named, b"by name"), relay)
+            .await
+            .expect("send");
+        let mut buf = vec![0; 2048];
+        let (n, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("recv");
+        let (_, payload) = udp_unwrap(&buf[..n]).expect("valid");
+        assert_eq!(payload, b"by name");
+        assert_eq!(
+            echo.received(),
+            1,
+            "only the named datagram reached the target"
+        );
     })
     .await;
 }

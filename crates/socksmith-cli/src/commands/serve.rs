@@ -296,9 +296,9 @@ pub struct Args {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub no_sniff: Option<bool>,
 
-    /// Refuse requests that name their target by IP address only (0x02; SOCKS4: 0x5B), so
-    /// that every name meets the blocklists and rules: clients must use socks5h:// or
-    /// socks4a:// (remote DNS).
+    /// Refuse requests that name their target by IP address only (0x02; SOCKS4: 0x5B), and
+    /// drop UDP datagrams sent to a bare address (DNS queries excepted), so that every name
+    /// meets the blocklists and rules: clients must use socks5h:// or socks4a:// (remote DNS).
     #[arg(long, env = "SOCKSMITH_REQUIRE_HOSTNAME", value_name = "BOOL", num_args = 0..=1,
           require_equals = true, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]

@@ -86,9 +86,11 @@ pub struct ServerConfig {
     pub accounting: Option<Arc<dyn Accounting>>,
     /// Relay with `splice(2)` on Linux when both legs are TCP (default `true`).
     pub zero_copy: bool,
-    /// Refuse requests that name their target by IP address only (CONNECT): the proxy can
-    /// then check every name against its rules and blocklists, which clients that resolve
-    /// names themselves (`socks5://`, `socks4://`) would get around. Default `false`.
+    /// Refuse requests that name their target by IP address only (CONNECT), and drop UDP
+    /// ASSOCIATE datagrams sent to a bare address (DNS queries excepted: the name they ask for
+    /// is what the lists judge): the proxy can then check every name against its rules and
+    /// blocklists, which clients that resolve names themselves (`socks5://`, `socks4://`)
+    /// would get around. Default `false`.
     pub require_hostname: bool,
     /// Where the direct egress's connections and datagrams leave from (at most one address
     /// per family). Empty (the default): the kernel chooses.

@@ -48,7 +48,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::client::MAX_UDP_HEADER_LEN;
-use crate::policy::Decision;
+use crate::policy::{Decision, DenyReason};
 use crate::relay::TunnelStream;
 use crate::server::accounting::{Event, Traffic};
 use crate::server::connection::Request;
@@ -196,6 +196,7 @@ pub(crate) async fn associate(
         header: Vec::with_capacity(HEADER_ROOM),
         last_name: None,
         traffic: Traffic::default(),
+        told_hostname_required: false,
     };
     let result = relay.run(&mut client, &*egress).await;
     *traffic = relay.traffic;
@@ -225,6 +226,9 @@ struct Association<'a> {
     last_name: Option<(TargetAddr, IpAddr)>,
     /// Payload bytes relayed each way (headers not counted), for the log line.
     traffic: Traffic,
+    /// The client was told once that datagrams to bare addresses are dropped here
+    /// (`require_hostname`).
+    told_hostname_required: bool,
 }
 
 enum Wake {
@@ -432,11 +436,35 @@ impl Association<'_> {
         if self.answer_listed_dns_query(&header.target, payload).await {
             return None;
         }
+        if self.lacks_required_hostname(&header.target, payload) {
+            inc(&stats.udp_invalid_dropped);
+            return None;
+        }
         let Some(dest) = self.destination(egress, &header.target, waiting).await else {
             inc(&stats.udp_invalid_dropped);
             return None;
         };
         Some((used, dest))
+    }
+
+    /// Whether a datagram must be dropped because the server requires host names
+    /// (`require_hostname`) and it goes to a bare address ([`address_without_name`]), as such
+    /// a request is refused. The first drop is logged at the default level, once per
+    /// association; later ones at debug.
+    fn lacks_required_hostname(&mut self, target: &TargetAddr, payload: &[u8]) -> bool {
+        if !self.shared.config.require_hostname {
+            return false;
+        }
+        let Some(addr) = address_without_name(target, payload) else {
+            return false;
+        };
+        let reason = DenyReason::HostnameRequired(addr.ip());
+        if std::mem::replace(&mut self.told_hostname_required, true) {
+            tracing::debug!(client = %self.session.client, %addr, "UDP: datagram to an address dropped: {reason}");
+        } else {
+            tracing::info!(client = %self.session.client, %addr, "UDP: datagrams to bare addresses are dropped: {reason}");
+        }
+        true
     }
 
     /// With a blocklist, a DNS query (to port 53) for a listed name is answered here with
@@ -691,6 +719,17 @@ impl Association<'_> {
     }
 }
 
+/// The address a datagram goes to when it names no host, so that neither the lists nor the
+/// rules can judge where it goes (QUIC to an address); `None` when it names one. A DNS query
+/// (to port 53, one question) counts as named: the name it asks for is what the lists judge,
+/// and a request to the address it returns is refused where names are required anyway.
+fn address_without_name(target: &TargetAddr, payload: &[u8]) -> Option<SocketAddr> {
+    let addr = target.ip_literal()?;
+    let dns_query =
+        addr.port() == 53 && DnsQuery::decode(payload).is_ok_and(|q| q.question_count == 1);
+    (!dns_query).then_some(addr)
+}
+
 /// What woke the association: the control connection, datagrams on either side, the idle
 /// timer.
 fn poll_wake(
@@ -756,5 +795,44 @@ fn poll_wake(
     match sleep.poll(cx) {
         Poll::Ready(()) => Poll::Ready(Wake::Idle),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socksmith_proto::DomainName;
+
+    /// A DNS query for `example.com` (A, recursion desired) with `questions` in its header.
+    fn dns_query(questions: u8) -> Vec<u8> {
+        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, questions, 0, 0, 0, 0, 0, 0];
+        query.extend(b"\x07example\x03com\x00\x00\x01\x00\x01");
+        query
+    }
+
+    #[test]
+    fn only_a_datagram_to_a_bare_address_that_is_no_dns_query_names_no_host() {
+        let to = |addr: &str| TargetAddr::Ip(addr.parse().expect("an address"));
+        let quic = b"\xc3\x00\x00\x00\x01";
+        assert_eq!(
+            address_without_name(&to("192.0.2.1:443"), quic),
+            Some("192.0.2.1:443".parse().expect("an address"))
+        );
+        // A name, or a name spelling an address (which counts as the address).
+        let name = DomainName::try_from("example.com").expect("a name");
+        assert_eq!(
+            address_without_name(&TargetAddr::Domain(name, 443), quic),
+            None
+        );
+        let literal = DomainName::try_from("192.0.2.1").expect("a name");
+        assert!(address_without_name(&TargetAddr::Domain(literal, 443), quic).is_some());
+        // A DNS query to port 53 asks for a name; anything else to port 53 does not.
+        assert_eq!(
+            address_without_name(&to("192.0.2.53:53"), &dns_query(1)),
+            None
+        );
+        assert!(address_without_name(&to("192.0.2.53:53"), quic).is_some());
+        assert!(address_without_name(&to("192.0.2.53:53"), &dns_query(2)).is_some());
+        assert!(address_without_name(&to("192.0.2.53:5353"), &dns_query(1)).is_some());
     }
 }
