@@ -81,8 +81,12 @@ pub enum LineProblem {
     /// The name is empty or longer than RFC 1929's 255 bytes.
     #[error("user name of {0} bytes, must be 1..=255")]
     NameLength(usize),
-    /// The name contains whitespace or a control character.
-    #[error("user name {0:?} contains whitespace or a control character")]
+    /// The name contains whitespace, a control character or a `:` (which ends the name on a
+    /// line of the file).
+    #[error(
+        "user name {0:?} contains whitespace, a control character or a ':' (a ':' ends the \
+         name in the file)"
+    )]
     NameCharacter(String),
     /// The hash is not a PHC string (`$argon2id$v=19$...`).
     #[error(
