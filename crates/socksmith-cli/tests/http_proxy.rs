@@ -649,6 +649,55 @@ async fn malformed_smuggling_and_oversized_requests_are_refused_and_serving_goes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_path_with_a_query_reaches_the_origin_as_slash_query() {
+    within(TEST_DEADLINE, "http://host?query", async {
+        let server = serve(&[]).await;
+        let http = HttpServer::start().await;
+        let mut s = connect(server.addr()).await;
+        let request = format!(
+            "GET http://{}?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            http.addr()
+        );
+        send(&mut s, request.as_bytes()).await;
+        let got = recv_to_end(&mut s).await;
+        // The origin serves only `/`: its 404 for `/?x=1` came back.
+        assert_eq!(status(&got), 404, "{}", String::from_utf8_lossy(&got));
+        let seen = http.requests();
+        assert!(seen[0].starts_with("GET /?x=1 HTTP/1.1"), "{seen:#?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailer_that_never_ends_closes_the_connection() {
+    within(TEST_DEADLINE, "endless chunked trailer", async {
+        let server = serve(&[]).await;
+        let http = HttpServer::start().await;
+        let mut s = connect(server.addr()).await;
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n",
+            http.url("/")
+        );
+        send(&mut s, head.as_bytes()).await;
+        // A trailer line with no end, far past the 64 KiB a head may hold: refused, and the
+        // connection ends (it used to be read and kept for as long as the client sent).
+        let line = vec![b'A'; 16 * 1024];
+        for _ in 0..16 {
+            if tokio::io::AsyncWriteExt::write_all(&mut s, &line)
+                .await
+                .is_err()
+            {
+                break; // already closed
+            }
+        }
+        recv_to_end(&mut s).await;
+        let out = curl_http(&server, &[], &http.url("/")).await.expect("curl");
+        out.assert_success();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_http_closes_http_clients_without_a_byte_and_serves_socks() {
     within(TEST_DEADLINE, "--no-http", async {
         let server = serve(&["--no-http"]).await;

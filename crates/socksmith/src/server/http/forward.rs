@@ -254,6 +254,7 @@ impl ConnectionState {
         .await?;
         let (session, meter) = end.begin(http_session(self.peer, self.local, user, target));
         meter.guard = admit(shared, session)?;
+        let origin_form = origin_form(&parts.uri)?;
 
         let mut sender = self.origin(session).await?;
         strip_hop_by_hop(&mut parts.headers);
@@ -261,7 +262,7 @@ impl ConnectionState {
         parts
             .headers
             .append(header::VIA, HeaderValue::from_static("1.1 socksmith"));
-        parts.uri = origin_form(&parts.uri);
+        parts.uri = origin_form;
         parts.version = HttpVersion::HTTP_11;
         let up = Arc::new(AtomicU64::new(0));
         let body = Counted {
@@ -416,12 +417,22 @@ fn absolute_target(uri: &Uri) -> Result<(TargetAddr, HeaderValue), SessionError>
     Ok((target, authority))
 }
 
-/// `/path?query` of an absolute URI (`/` when it has no path).
-fn origin_form(uri: &Uri) -> Uri {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = if path.is_empty() { "/" } else { path };
-    path.parse()
-        .expect("the path and query of a valid URI are a valid origin-form URI")
+/// `/path?query` of an absolute URI, with `/` for an empty path (`http://host?x` asks for
+/// `/?x`: RFC 9112 §3.2.1).
+fn origin_form(uri: &Uri) -> Result<Uri, SessionError> {
+    let path = match uri.path() {
+        "" => "/",
+        path => path,
+    };
+    let origin_form = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    origin_form.parse().map_err(|_| {
+        SessionError::Http(HttpError::BadTarget(
+            uri.to_string().escape_default().to_string(),
+        ))
+    })
 }
 
 /// Removes the fields that concern one connection only (RFC 9110 §7.6.1: "a proxy or gateway
@@ -502,4 +513,27 @@ pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_form_keeps_path_and_query_and_never_leaves_the_path_empty() {
+        for (absolute, origin) in [
+            ("http://h", "/"),
+            ("http://h?x", "/?x"),
+            ("http://h:8080?a=1&b", "/?a=1&b"),
+            ("http://h/p/q?x=1", "/p/q?x=1"),
+            ("http://h:81/p/", "/p/"),
+        ] {
+            let uri: Uri = absolute.parse().expect("a valid URI");
+            assert_eq!(
+                origin_form(&uri).expect("an origin-form").to_string(),
+                origin,
+                "{absolute}"
+            );
+        }
+    }
 }

@@ -148,9 +148,11 @@ impl Framer {
                 let e = HttpError::Malformed("chunk size line too long".into());
                 return Err(self.refuse(e, out));
             }
-            State::Trailers if complete_line => {
-                // The trailer section ends with an empty line.
-                if self.held.ends_with(b"\r\n\r\n") || self.held == b"\r\n" {
+            State::Trailers => {
+                // The trailer section ends with an empty line. Its size is checked whether or
+                // not a line has ended: a trailer line that never ends must not grow forever.
+                let ended = self.held.ends_with(b"\r\n\r\n") || self.held == b"\r\n";
+                if complete_line && ended {
                     out.append(&mut self.held);
                     self.state = State::Head;
                 } else if self.held.len() > head::MAX_HEAD {
@@ -243,6 +245,27 @@ mod tests {
             [&b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"[..], MARK].concat()
         );
         assert!(error.is_some_and(|e| e.contains("longer than")));
+    }
+
+    #[test]
+    fn a_trailer_line_that_never_ends_is_refused_not_held_forever() {
+        let head: &[u8] =
+            b"POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n";
+        let mut framer = Framer::new(MARK.to_vec());
+        let mut out = Vec::new();
+        framer.feed(head, &mut out).expect("a good request so far");
+        let endless = [b'A'; 8192];
+        let mut fed = 0;
+        let error = loop {
+            match framer.feed(&endless, &mut out) {
+                Ok(()) => fed += endless.len(),
+                Err(e) => break e,
+            }
+            assert!(fed <= 2 * head::MAX_HEAD, "still held after {fed} bytes");
+        };
+        assert!(matches!(error, HttpError::HeadTooLarge(_)), "{error}");
+        assert_eq!(out, [head, MARK].concat());
+        assert!(framer.held.is_empty());
     }
 
     #[test]
