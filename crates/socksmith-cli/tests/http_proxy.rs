@@ -23,6 +23,7 @@ use socksmith_testkit::{
     pattern, within, Credentials, EchoServer, HttpServer, ProxyKind, TEST_DEADLINE,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 /// `curl -sS --max-time 10 -x http://[USER@]PROXY ARGS... URL`, without any proxy setting
@@ -664,6 +665,36 @@ async fn an_empty_path_with_a_query_reaches_the_origin_as_slash_query() {
         assert_eq!(status(&got), 404, "{}", String::from_utf8_lossy(&got));
         let seen = http.requests();
         assert!(seen[0].starts_with("GET /?x=1 HTTP/1.1"), "{seen:#?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_stops_moving_is_closed_at_the_idle_timeout() {
+    within(TEST_DEADLINE, "stalled response body", async {
+        let server = serve(&["--idle-timeout", "1s"]).await;
+        // An origin that promises 1000 bytes, sends 7 and then neither sends nor closes.
+        let origin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let origin_addr = origin.local_addr().expect("addr");
+        let stalled = tokio::spawn(async move {
+            let (mut conn, _) = origin.accept().await.expect("accept");
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head).await;
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n1234567")
+                .await
+                .expect("write");
+            tokio::time::sleep(TEST_DEADLINE).await;
+            drop(conn);
+        });
+        let mut s = connect(server.addr()).await;
+        let request = format!("GET http://{origin_addr}/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        send(&mut s, request.as_bytes()).await;
+        // Ends (within recv_to_end's bound) instead of waiting for the origin forever.
+        let got = recv_to_end(&mut s).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("1234567"), "the 7 bytes, no more: {text}");
+        stalled.abort();
     })
     .await;
 }

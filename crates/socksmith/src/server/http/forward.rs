@@ -21,6 +21,7 @@ use std::hash::BuildHasher as _;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -32,12 +33,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use socksmith_proto::TargetAddr;
 use tokio::time::Instant;
 
-use crate::relay::TunnelStream;
+use crate::relay::{RelayError, TunnelStream};
 use crate::server::accounting::TunnelGuard;
 use crate::server::connect::{self, Tunnel};
 use crate::server::error::SessionError;
 use crate::server::http::body::{Counted, Finish, Logged};
-use crate::server::http::guarded::Guarded;
+use crate::server::http::guarded::{Activity, Guarded};
 use crate::server::http::{
     admit, authenticate, head, http_session, reason_line, status_of, HttpError,
 };
@@ -78,11 +79,13 @@ pub(super) async fn serve(
         let state = Arc::clone(&state);
         hyper::service::service_fn(move |request| Arc::clone(&state).handle(request))
     };
+    let activity = Activity::new();
     let io = TokioIo::new(Guarded::new(
         client,
         &already_read,
         marker(&state.token),
         Arc::clone(&state.refused),
+        activity.clone(),
     ));
     drop(already_read);
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -96,7 +99,14 @@ pub(super) async fn serve(
         // A client that sends its last requests and shuts down its write half still gets
         // every answer (hyper's default closes at the end of the client's stream).
         .half_close(true);
-    let served = builder.serve_connection(io, service).with_upgrades().await;
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    let served = match shared.config.idle_timeout {
+        None => connection.await,
+        Some(idle) => match until_idle(connection, &activity, idle).await {
+            Some(served) => served,
+            None => return Err(SessionError::Relay(RelayError::IdleTimeout(idle))),
+        },
+    };
     let pending = state
         .upgrade
         .lock()
@@ -415,6 +425,28 @@ fn absolute_target(uri: &Uri) -> Result<(TargetAddr, HeaderValue), SessionError>
     let authority = HeaderValue::from_str(&authority)
         .map_err(|_| http(HttpError::BadTarget(authority.escape_default().to_string())))?;
     Ok((target, authority))
+}
+
+/// Runs `connection` until it ends (`Some`) or no byte has crossed the client connection for
+/// `idle` (`None`, and the connection is dropped). hyper's own timeouts cover a request head
+/// only: a body that stops moving either way would hold the connection forever.
+async fn until_idle<F: std::future::Future>(
+    connection: F,
+    activity: &Activity,
+    idle: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(connection);
+    loop {
+        let deadline = activity.last() + idle;
+        tokio::select! {
+            served = &mut connection => return Some(served),
+            () = tokio::time::sleep_until(deadline) => {
+                if activity.last() + idle <= Instant::now() {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// `/path?query` of an absolute URI, with `/` for an empty path (`http://host?x` asks for

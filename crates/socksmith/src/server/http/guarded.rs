@@ -1,13 +1,17 @@
 //! The client stream as hyper reads it in the forwarding path: every byte goes through the
 //! [`Framer`] first, so that no request head reaches hyper unchecked. Knows nothing of
-//! forwarding; the framer decides, this moves bytes.
+//! forwarding; the framer decides, this moves bytes, and notes when the last one moved
+//! ([`Activity`]) for the idle deadline.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use crate::relay::TunnelStream;
 use crate::server::http::framing::Framer;
@@ -27,6 +31,37 @@ pub(super) struct Guarded {
     done: bool,
     /// Where a refusal waits for the service that reads the marker.
     refused: Arc<Mutex<Option<HttpError>>>,
+    /// When a byte last moved either way.
+    activity: Activity,
+}
+
+/// When the client connection last moved a byte either way: a forwarded request's bodies
+/// cross it, so a connection where nothing moves for the idle timeout (an origin that stalls
+/// mid-body, a client that stops reading or sending) can be closed as an idle tunnel is.
+#[derive(Debug, Clone)]
+pub(super) struct Activity {
+    start: Instant,
+    /// Milliseconds from `start` to the last byte moved.
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn moved(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// When the last byte moved (or the connection began).
+    pub(super) fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
 }
 
 impl Guarded {
@@ -35,6 +70,7 @@ impl Guarded {
         already_read: &[u8],
         marker: Vec<u8>,
         refused: Arc<Mutex<Option<HttpError>>>,
+        activity: Activity,
     ) -> Self {
         let mut guarded = Guarded {
             inner,
@@ -43,6 +79,7 @@ impl Guarded {
             read: 0,
             done: false,
             refused,
+            activity,
         };
         guarded.check(already_read);
         guarded
@@ -89,6 +126,7 @@ impl AsyncRead for Guarded {
                 this.done = true;
                 return Poll::Ready(Ok(()));
             }
+            this.activity.moved();
             let filled = raw.filled().to_vec();
             this.check(&filled);
         }
@@ -101,7 +139,12 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        if written > 0 {
+            this.activity.moved();
+        }
+        Poll::Ready(Ok(written))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
