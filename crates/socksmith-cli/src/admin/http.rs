@@ -47,6 +47,25 @@ const MAX_CONNECTIONS: usize = 64;
 /// Time a client has to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an admin connection is served.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lifetime {
+    /// The longest a connection is served (keep-alive included): a client that stops
+    /// reading its answers, or trickles requests, would otherwise hold one of the
+    /// [`MAX_CONNECTIONS`] slots for good, and 64 of them would lock everyone out, token or
+    /// not. Scrapers and the page simply open a new connection.
+    pub(super) serve: Duration,
+    /// Then, time left to finish the answer being written.
+    pub(super) closing: Duration,
+}
+
+impl Lifetime {
+    pub(super) const DEFAULT: Lifetime = Lifetime {
+        serve: Duration::from_secs(60),
+        closing: Duration::from_secs(5),
+    };
+}
+
 /// What every request reads.
 #[derive(Debug)]
 pub(super) struct State {
@@ -57,8 +76,8 @@ pub(super) struct State {
 
 type Reply = Response<Full<Bytes>>;
 
-/// Serves `listener` until the process ends.
-pub(super) async fn serve(listener: TcpListener, state: Arc<State>) {
+/// Serves `listener` until the process ends, each connection for at most `lifetime`.
+pub(super) async fn serve(listener: TcpListener, state: Arc<State>, lifetime: Lifetime) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
@@ -78,11 +97,24 @@ pub(super) async fn serve(listener: TcpListener, state: Arc<State>) {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(respond(&state, &request)) }
             });
-            let served = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let served = match tokio::time::timeout(lifetime.serve, connection.as_mut()).await {
+                Ok(served) => served,
+                Err(_) => {
+                    connection.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(lifetime.closing, connection).await {
+                        Ok(served) => served,
+                        Err(_) => {
+                            tracing::debug!(client = %peer, "admin: connection closed: it did not take its answers in time");
+                            Ok(())
+                        }
+                    }
+                }
+            };
             if let Err(e) = served {
                 tracing::debug!(client = %peer, error = %e, "admin: connection ended with an error");
             }
@@ -199,4 +231,49 @@ fn with_type(status: StatusCode, body: impl Into<Bytes>, content_type: &'static 
 /// The address the admin server answers on, for the log.
 pub(super) fn describe(addr: SocketAddr) -> String {
     format!("http://{addr}/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_its_answers_loses_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(State {
+            accounting: AdminAccounting::new(),
+            token: Some(AdminToken::parse("s3cret").expect("a token")),
+            started: Instant::now(),
+        });
+        let lifetime = Lifetime {
+            serve: Duration::from_millis(300),
+            closing: Duration::from_millis(200),
+        };
+        tokio::spawn(serve(listener, state, lifetime));
+        // Pipelined requests (401s without the token), never read, until the answers fill
+        // the socket buffers and the server can write no more.
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let requests = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+        for _ in 0..200 {
+            let write = client.write_all(requests.as_bytes());
+            match tokio::time::timeout(Duration::from_millis(200), write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => break, // full, or already closed
+            }
+        }
+        // Past both bounds the server has let go: draining what it wrote ends in its close,
+        // not in a connection kept waiting for more requests.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut answers = Vec::new();
+        let drained =
+            tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answers)).await;
+        assert!(
+            drained.is_ok(),
+            "still open after {} bytes of answers",
+            answers.len()
+        );
+    }
 }

@@ -140,7 +140,7 @@ impl Admin {
             started: Instant::now(),
         });
         tokio::spawn(sample_throughput(Arc::clone(&state)));
-        tokio::spawn(http::serve(listener, state));
+        tokio::spawn(http::serve(listener, state, http::Lifetime::DEFAULT));
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "admin on {}", http::describe(addr))?;
         stdout.flush()?;
