@@ -117,6 +117,9 @@ impl Framer {
         match self.state {
             // A head ends with a line; parsing it only then keeps this linear.
             State::Head if !complete_line && self.held.len() < head::MAX_HEAD => {}
+            // An empty line before a request line is ignored (RFC 9112 §2.2); held, every
+            // further one would be parsed with all the others, quadratic in a stream of them.
+            State::Head if self.held == b"\r\n" || self.held == b"\n" => self.held.clear(),
             State::Head => match head::parse(&self.held) {
                 Ok(Some(parsed)) => {
                     out.append(&mut self.held);
@@ -266,6 +269,13 @@ mod tests {
         assert!(matches!(error, HttpError::HeadTooLarge(_)), "{error}");
         assert_eq!(out, [head, MARK].concat());
         assert!(framer.held.is_empty());
+    }
+
+    #[test]
+    fn empty_lines_between_requests_are_dropped_not_held() {
+        let get: &[u8] = b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n";
+        let input = [get, &b"\r\n".repeat(50_000), b"\n", get].concat();
+        assert_eq!(run(&input), ([get, get].concat(), None));
     }
 
     #[test]

@@ -318,15 +318,23 @@ async fn read_head(
     client: &mut TunnelStream,
     buf: &mut Vec<u8>,
 ) -> Result<head::Head, SessionError> {
+    // A head ends with a line: parsing only when a line has ended (or the buffer is full)
+    // keeps a head trickled in byte by byte linear to read, not quadratic. The lines are
+    // bounded too: a head of more than 128 fields is refused.
+    let mut unparsed = 0;
     loop {
-        match head::parse(buf) {
-            Ok(Some(head)) => return Ok(head),
-            Ok(None) => {}
-            Err(e) => {
-                inc(&shared.stats.handshake_protocol_errors);
-                return Err(SessionError::Http(e));
+        let line_ended = buf.get(unparsed..).is_some_and(|new| new.contains(&b'\n'));
+        if line_ended || buf.len() >= head::MAX_HEAD {
+            match head::parse(buf) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(e) => {
+                    inc(&shared.stats.handshake_protocol_errors);
+                    return Err(SessionError::Http(e));
+                }
             }
         }
+        unparsed = buf.len();
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().clamp(512, head::MAX_HEAD));
         }
