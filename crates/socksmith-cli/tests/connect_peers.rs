@@ -91,6 +91,74 @@ async fn a_target_that_speaks_first_and_closes_ends_the_command() {
     .await;
 }
 
+/// A SOCKS5 proxy in one script: grants the first CONNECT and writes its reply together with
+/// `then` in one write (the way a target's banner can arrive with the reply), then resets the
+/// connection after `reset_after`, or holds it open.
+async fn reply_with_bytes(then: &'static [u8], reset_after: Option<std::time::Duration>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        let mut greeting = [0u8; 3];
+        conn.read_exact(&mut greeting).await.expect("greeting");
+        conn.write_all(&[5, 0]).await.expect("method");
+        let mut request = [0u8; 10];
+        conn.read_exact(&mut request)
+            .await
+            .expect("CONNECT to an IPv4 address");
+        let reply_and_bytes = [&[5, 0, 0, 1, 127, 0, 0, 1, 0, 9][..], then].concat();
+        conn.write_all(&reply_and_bytes).await.expect("reply");
+        match reset_after {
+            Some(after) => {
+                tokio::time::sleep(after).await;
+                conn.set_linger(Some(std::time::Duration::ZERO))
+                    .expect("linger 0");
+                drop(conn); // a reset
+            }
+            None => tokio::time::sleep(TEST_DEADLINE).await,
+        }
+    });
+    format!("socks5://{addr}")
+}
+
+#[tokio::test]
+async fn bytes_that_come_with_the_reply_reach_stdout_at_once_and_before_a_reset() {
+    within(TEST_DEADLINE, "connect: bytes with the reply", async {
+        // A banner, and stdin still open: it must show without waiting for more.
+        let proxy = reply_with_bytes(b"220 banner ready\n", None).await;
+        let mut child = tokio::process::Command::new(bin())
+            .args(["connect", "--proxy", &proxy, "127.0.0.1:9"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn socksmith connect");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut banner = [0u8; 17];
+        tokio::time::timeout(CLIENT_DEADLINE, stdout.read_exact(&mut banner))
+            .await
+            .expect("the banner in time")
+            .expect("read");
+        assert_eq!(&banner, b"220 banner ready\n");
+        drop(child);
+
+        // The same bytes, then a reset: they still reach stdout, and the command fails.
+        let proxy = reply_with_bytes(
+            b"partial data\n",
+            Some(std::time::Duration::from_millis(200)),
+        )
+        .await;
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args(["connect", "--proxy", &proxy, "127.0.0.1:9"]);
+        let out = run_command(cmd, b"", CLIENT_DEADLINE).await;
+        assert_eq!(out.stdout, b"partial data\n", "{out}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn reads_all_proxy_and_chains_repeated_proxies() {
     within(TEST_DEADLINE, "connect env and chain", async {

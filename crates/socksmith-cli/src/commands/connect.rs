@@ -177,11 +177,17 @@ async fn pipe(client: Client, target: socksmith_proto::TargetAddr) -> anyhow::Re
         copied
     });
     let download = async {
+        // Bytes that came in with the proxy's reply go out at once: a target that speaks
+        // first (an SMTP or SSH banner) must not wait in the buffer for more to arrive.
         stdout.write_all(&parts.read_buf).await?;
+        stdout.flush().await?;
         // `copy` flushes whenever the tunnel has nothing more to read yet, so interactive
         // answers are not held back in the buffer.
-        tokio::io::copy(&mut from_target, &mut stdout).await?;
-        stdout.flush().await
+        let copied = tokio::io::copy(&mut from_target, &mut stdout).await;
+        // What arrived before the tunnel failed (a reset) still reaches stdout.
+        let flushed = stdout.flush().await;
+        copied?;
+        flushed
     };
     let result = download.await.context("relaying from the target to stdout");
     upload.abort();
