@@ -287,3 +287,30 @@ async fn zero_max_connections_is_refused() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_target_the_chain_cannot_carry_is_refused_before_listening() {
+    within(TEST_DEADLINE, "forward: IPv6 over SOCKS4a", async {
+        // Nothing listens on the proxy's port: the target is judged before any connection.
+        let out = socksmith_testkit::socksmith::run(
+            bin(),
+            &[
+                "forward",
+                "-x",
+                "socks4a://127.0.0.1:1",
+                "-L",
+                "0:[::1]:8080",
+            ],
+            b"",
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2), "a usage error: {out}");
+        assert!(
+            out.stderr_str()
+                .contains("SOCKS4 cannot carry an IPv6 address"),
+            "{out}"
+        );
+        assert!(!out.stdout_str().contains("listening on"), "{out}");
+    })
+    .await;
+}

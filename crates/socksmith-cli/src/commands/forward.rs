@@ -133,6 +133,15 @@ fn forward(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()
         .context(Usage)?;
     let client = args.chain.client()?;
+    // A target the chain can never carry (IPv6 over SOCKS4) is refused before listening,
+    // not with every connection.
+    for f in &forwards {
+        if !client.bypasses(&f.target) {
+            client
+                .check_target(&f.target)
+                .with_context(|| format!("-L {}:{}", f.listen, f.target))?;
+        }
+    }
     let relay_opts = match args.idle_timeout {
         None => RelayOptions::default(),
         Some(idle) => RelayOptions::with_idle_timeout(idle),

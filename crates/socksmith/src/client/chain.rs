@@ -16,7 +16,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use socksmith_proto::{ClientConfig, ClientEvent, ClientHandshake, Command, ReplyCode, TargetAddr};
+use socksmith_proto::{
+    ClientConfig, ClientEvent, ClientHandshake, Command, InvalidInput, ReplyCode, TargetAddr,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -66,6 +68,7 @@ impl Client {
         if self.bypasses(&target) {
             return self.connect_direct(target).await;
         }
+        self.check_target(&target)?;
         let io = self.connect_first_hop().await?;
         self.connect_over(io, target).await
     }
@@ -259,6 +262,43 @@ impl Client {
         Err(ClientError::NoProxy)
     }
 
+    /// Refuses, before any connection is made, an address that a hop's protocol cannot
+    /// carry: an IPv6 address, or an IPv4 address `0.0.0.x` (the SOCKS4a name marker), for a
+    /// SOCKS4 or SOCKS4a hop, be it the target or the next hop's address. Names are judged
+    /// when they are resolved. The error is the one the hop's request would have failed
+    /// with ([`InvalidInput`]).
+    pub fn check_target(&self, target: &TargetAddr) -> Result<(), ClientError> {
+        for (index, hop) in self.hops.iter().enumerate() {
+            if !hop.protocol().is_v4() {
+                continue;
+            }
+            let carried = match self.hops.get(index + 1) {
+                Some(next) => hop_address(next),
+                None => target.clone(),
+            };
+            let refused = match carried.ip_literal() {
+                Some(SocketAddr::V6(_)) => InvalidInput::V4Ipv6Address,
+                Some(SocketAddr::V4(v4))
+                    if v4.ip().octets()[..3] == [0, 0, 0] && v4.ip().octets()[3] != 0 =>
+                {
+                    InvalidInput::V4aMarkerAddress(*v4.ip())
+                }
+                _ => continue,
+            };
+            return Err(HopError {
+                hop: index + 1,
+                proxy: hop.redacted(),
+                step: Step::Request {
+                    command: Command::Connect,
+                    target: carried,
+                },
+                kind: HopErrorKind::Protocol(refused.into()),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// Refuses, before anything is sent, a command other than CONNECT when the last hop is
     /// an HTTP proxy: CONNECT is all HTTP has. (Earlier `http` hops only ever carry CONNECT to
     /// the next hop, so BIND or UDP ASSOCIATE with a SOCKS5 proxy behind one works.)
@@ -390,5 +430,40 @@ fn hop_address(proxy: &Proxy) -> TargetAddr {
         ProxyHost::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, proxy.port())),
         ProxyHost::Name(name) => TargetAddr::domain(name.as_bytes(), proxy.port())
             .expect("URL parsing admits only host names of 1..=253 bytes without NUL"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(text: &str) -> TargetAddr {
+        TargetAddr::Ip(text.parse().expect("an address"))
+    }
+
+    #[test]
+    fn check_target_refuses_what_a_socks4_hop_cannot_carry_before_connecting() {
+        let socks4a = Client::from_url("socks4a://127.0.0.1:1").expect("a client");
+        assert!(socks4a.check_target(&target("10.0.0.1:80")).is_ok());
+        assert!(socks4a
+            .check_target(&TargetAddr::domain(b"example.com", 80).expect("a name"))
+            .is_ok());
+        for bad in ["[::1]:80", "0.0.0.5:80"] {
+            let err = socks4a.check_target(&target(bad)).expect_err(bad);
+            assert!(
+                matches!(err.kind(), Some(HopErrorKind::Protocol(_))),
+                "{bad}: {err}"
+            );
+        }
+        // A SOCKS4 hop must carry the next hop's address too.
+        let chain =
+            Client::from_urls(["socks4://127.0.0.1:1", "socks5://[::1]:1080"]).expect("a chain");
+        let err = chain
+            .check_target(&target("10.0.0.1:80"))
+            .expect_err("the second hop is IPv6");
+        assert!(err.to_string().starts_with("hop 1 "), "{err}");
+        // SOCKS5 carries anything.
+        let socks5 = Client::from_url("socks5://127.0.0.1:1").expect("a client");
+        assert!(socks5.check_target(&target("[::1]:80")).is_ok());
     }
 }
