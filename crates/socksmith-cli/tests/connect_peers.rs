@@ -113,8 +113,7 @@ async fn reply_with_bytes(then: &'static [u8], reset_after: Option<std::time::Du
         match reset_after {
             Some(after) => {
                 tokio::time::sleep(after).await;
-                conn.set_linger(Some(std::time::Duration::ZERO))
-                    .expect("linger 0");
+                conn.set_zero_linger().expect("SO_LINGER 0");
                 drop(conn); // a reset
             }
             None => tokio::time::sleep(TEST_DEADLINE).await,
