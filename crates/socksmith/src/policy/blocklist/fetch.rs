@@ -28,18 +28,18 @@ impl Fetcher {
     /// The body at `url`, when the answer is 2xx and at most `limit` bytes.
     pub(super) async fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, BlocklistError> {
         let failed = |source: reqwest::Error| BlocklistError::Fetch {
-            url: url.to_owned(),
+            url: super::source::redacted(url),
             source: Box::new(source.without_url()),
         };
         let too_large = || BlocklistError::TooLarge {
-            url: url.to_owned(),
+            url: super::source::redacted(url),
             limit,
         };
         let mut response = self.client.get(url).send().await.map_err(failed)?;
         let status = response.status();
         if !status.is_success() {
             return Err(BlocklistError::HttpStatus {
-                url: url.to_owned(),
+                url: super::source::redacted(url),
                 status: status.as_u16(),
             });
         }

@@ -131,7 +131,9 @@ impl BlocklistSet {
             .iter()
             .find(|s| matches!(s, ListSource::Url(_)))
         {
-            return Err(BlocklistError::FetchUnsupported { url: url.clone() });
+            return Err(BlocklistError::FetchUnsupported {
+                url: super::source::redacted(url),
+            });
         }
         let mut lists = Vec::with_capacity(config.sources.len());
         for source in &config.sources {
@@ -310,7 +312,7 @@ impl BlocklistSet {
     #[cfg(not(feature = "blocklist-fetch"))]
     async fn fetch(&self, url: &str) -> Result<Vec<u8>, BlocklistError> {
         Err(BlocklistError::FetchUnsupported {
-            url: url.to_owned(),
+            url: super::source::redacted(url),
         })
     }
 

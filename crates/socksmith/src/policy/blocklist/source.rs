@@ -34,7 +34,8 @@ impl ListSource {
         }
     }
 
-    /// The list's name: the path or URL as given.
+    /// The list's name: the path, or the URL with its secrets hidden (see the `Display`
+    /// implementation), as logs, metrics and the status page show it.
     pub fn name(&self) -> ListName {
         ListName::from(self.to_string())
     }
@@ -46,9 +47,10 @@ impl ListSource {
         let ListSource::Url(url) = self else {
             return None;
         };
-        let readable: String = url
+        let shown = redacted(url);
+        let readable: String = shown
             .split_once("://")
-            .map_or(url.as_str(), |(_, rest)| rest)
+            .map_or(shown.as_str(), |(_, rest)| rest)
             .chars()
             .take(80)
             .map(|c| {
@@ -63,13 +65,81 @@ impl ListSource {
     }
 }
 
+/// A path as given; a URL with its password (`user:***@`, or `***@` for a user part that
+/// may be a token), and the values of query parameters named like secrets (`token`, `key`,
+/// `secret`, `pass`, `auth`, `sig`, `credential`), shown as `***`.
 impl fmt::Display for ListSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListSource::File(path) => write!(f, "{}", path.display()),
-            ListSource::Url(url) => f.write_str(url),
+            ListSource::Url(url) => f.write_str(&redacted(url)),
         }
     }
+}
+
+/// `url` with its secrets hidden (see [`ListSource`]'s `Display`).
+pub(super) fn redacted(url: &str) -> String {
+    const SECRET_KEYS: [&str; 7] = [
+        "token",
+        "key",
+        "secret",
+        "pass",
+        "auth",
+        "sig",
+        "credential",
+    ];
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(authority_end);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    out.push_str("://");
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str("***"),
+            }
+            out.push('@');
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    let (path_and_query, fragment) = match after.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (after, None),
+    };
+    match path_and_query.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                match pair.split_once('=') {
+                    Some((name, _))
+                        if SECRET_KEYS
+                            .iter()
+                            .any(|secret| name.to_ascii_lowercase().contains(secret)) =>
+                    {
+                        out.push_str(name);
+                        out.push_str("=***");
+                    }
+                    _ => out.push_str(pair),
+                }
+            }
+        }
+        None => out.push_str(path_and_query),
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
 }
 
 /// FNV-1a, 64 bits: a hash that stays the same across Rust versions and runs, so a cache
@@ -98,6 +168,40 @@ mod tests {
         assert_eq!(
             ListSource::parse("https://a.example/h").name().as_str(),
             "https://a.example/h"
+        );
+    }
+
+    #[test]
+    fn a_urls_secrets_never_show_in_its_name() {
+        for (url, shown) in [
+            ("https://a.example/h", "https://a.example/h"),
+            (
+                "https://u:topsecret@a.example/h",
+                "https://u:***@a.example/h",
+            ),
+            (
+                "https://ghp_token123@a.example:8443/h",
+                "https://***@a.example:8443/h",
+            ),
+            (
+                "http://a.example/list.txt?token=abc&format=hosts&api_key=k#top",
+                "http://a.example/list.txt?token=***&format=hosts&api_key=***#top",
+            ),
+            (
+                "http://a.example?Signature=x",
+                "http://a.example?Signature=***",
+            ),
+        ] {
+            let name = ListSource::parse(url).name();
+            assert_eq!(name.as_str(), shown, "{url}");
+        }
+        let cache = ListSource::parse("https://u:topsecret@a.example/h?token=abc")
+            .cache_file(Path::new("/cache"))
+            .expect("a URL");
+        let cache = cache.to_string_lossy();
+        assert!(
+            !cache.contains("topsecret") && !cache.contains("abc"),
+            "{cache}"
         );
     }
 
