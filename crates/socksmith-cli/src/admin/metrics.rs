@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -85,7 +87,28 @@ struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListLabels {
-    list: String,
+    list: LabelText,
+}
+
+/// A label value from outside (a list's path or URL), escaped as the text formats require
+/// (`\\`, `\"`, `\n`): `prometheus-client` writes label values as they are, and one quote
+/// in a path made the whole exposition unparsable.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct LabelText(String);
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The registry and its families. Cheap to update from any task: every family is atomics
@@ -216,7 +239,7 @@ impl Metrics {
         if let Some(list) = list {
             self.blocked
                 .get_or_create(&ListLabels {
-                    list: list.to_owned(),
+                    list: LabelText(list.to_owned()),
                 })
                 .inc();
         }
@@ -347,6 +370,17 @@ mod tests {
         );
         assert!(
             text.contains("socksmith_udp_dropped_total{reason=\"foreign\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_list_name_with_quotes_backslashes_or_a_line_break_is_escaped_in_its_label() {
+        let metrics = Metrics::new();
+        metrics.denied("other", Some("/tmp/bl\"q\\x\ny.txt"));
+        let text = metrics.encode();
+        assert!(
+            text.contains("socksmith_blocked_total{list=\"/tmp/bl\\\"q\\\\x\\ny.txt\"} 1\n"),
             "{text}"
         );
     }
