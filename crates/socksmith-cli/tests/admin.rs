@@ -70,18 +70,34 @@ impl Response {
 
 /// `GET path` over HTTP/1.1, with `Authorization: Bearer TOKEN` when a token is given.
 async fn get(admin: SocketAddr, path: &str, token: Option<&str>) -> Response {
-    request(admin, "GET", path, token).await
+    request_with(admin, "GET", path, token, "").await
 }
+
+/// The OpenMetrics `Accept` Prometheus sends.
+const ACCEPT_OPENMETRICS: &str =
+    "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n";
 
 /// `METHOD path` over HTTP/1.1 (without a body), as [`get`].
 async fn request(admin: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
+    request_with(admin, method, path, token, "").await
+}
+
+/// [`request`] with more header lines (each ending in CRLF).
+async fn request_with(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    extra: &str,
+) -> Response {
     let mut s = tokio::time::timeout(STEP, TcpStream::connect(reachable(admin)))
         .await
         .expect("connect to the admin server in time")
         .expect("connect to the admin server");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Connection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}{extra}Connection: close\r\n\r\n"
+    );
     s.write_all(request.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     tokio::time::timeout(STEP, s.read_to_end(&mut raw))
@@ -145,6 +161,28 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).expect("the script prints JSON")
 }
 
+/// The families of a Prometheus text-format (0.0.4) exposition, as the official Python parser
+/// reads it, in [`parse_metrics`]'s shape.
+async fn parse_prometheus_text(python: &Path, text: &str) -> Value {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out[f.name] = {"type": f.type, "samples": [[s.name, s.labels, s.value] for s in f.samples]}
+print(json.dumps(out))
+"#;
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.args(["-c", SCRIPT]);
+    let out = run_command(cmd, text.as_bytes(), CLIENT_DEADLINE).await;
+    assert!(
+        out.success(),
+        "the Prometheus text parser rejected /metrics: {}\n{text}",
+        out.stderr_str()
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+}
+
 /// The value of the sample `name` with exactly `labels`, or `None`.
 fn sample(families: &Value, family: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     families[family]["samples"]
@@ -162,7 +200,7 @@ fn sample(families: &Value, family: &str, name: &str, labels: &[(&str, &str)]) -
 }
 
 async fn scrape(python: &Path, admin: SocketAddr) -> (Response, Value) {
-    let response = get(admin, "/metrics", None).await;
+    let response = request_with(admin, "GET", "/metrics", None, ACCEPT_OPENMETRICS).await;
     assert_eq!(response.status, 200, "{response:?}");
     let families = parse_metrics(python, &response.body).await;
     (response, families)
@@ -212,6 +250,28 @@ async fn metrics_start_at_zero_then_count_curl_traffic_refusals_and_bad_logins()
         assert_eq!(
             response.header("content-type"),
             Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        );
+        // Without OpenMetrics in `Accept` (curl, older scrapers): the Prometheus text format,
+        // which its own parser reads with every counter's samples.
+        let plain = get(admin, "/metrics", None).await;
+        assert_eq!(
+            plain.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let plain_families = parse_prometheus_text(&python, &plain.body).await;
+        assert_eq!(
+            plain_families["socksmith_sessions"]["type"], "counter",
+            "{plain_families}"
+        );
+        assert!(
+            sample(
+                &plain_families,
+                "socksmith_bytes",
+                "socksmith_bytes_total",
+                &[("direction", "up")]
+            )
+            .is_some(),
+            "{plain_families}"
         );
         for (family, kind) in [
             ("socksmith_sessions_active", "gauge"),

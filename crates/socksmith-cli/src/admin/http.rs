@@ -3,7 +3,8 @@
 //!
 //! Routes, all `GET`:
 //! - `/`: the status page (`page.html`, self-contained: its script fetches `/api/summary`);
-//! - `/metrics`: OpenMetrics text;
+//! - `/metrics`: OpenMetrics text when `Accept` asks for it, else the Prometheus text
+//!   format 0.0.4;
 //! - `/api/sessions`: `{"sessions": [{"client", "user", "command", "target", "started",
 //!   "bytes_up", "bytes_down"}]}`;
 //! - `/api/summary`: what the page shows (totals, live and finished tunnels, refusals,
@@ -29,7 +30,7 @@ use tokio::sync::Semaphore;
 
 use super::accounting::AdminAccounting;
 use super::live::SAMPLE_EVERY;
-use super::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use super::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 use super::AdminToken;
 
 /// The status page: one file, nothing loaded from elsewhere.
@@ -123,6 +124,20 @@ pub(super) async fn serve(listener: TcpListener, state: Arc<State>, lifetime: Li
     }
 }
 
+/// Whether the request's `Accept` names OpenMetrics.
+fn accepts_openmetrics(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|accept| {
+            accept.to_str().is_ok_and(|a| {
+                a.to_ascii_lowercase()
+                    .contains("application/openmetrics-text")
+            })
+        })
+}
+
 fn respond(state: &State, request: &Request<Incoming>) -> Reply {
     let path = request.uri().path();
     let authorized = match &state.token {
@@ -153,9 +168,15 @@ fn respond(state: &State, request: &Request<Incoming>) -> Reply {
     }
     match path {
         "/" => page(StatusCode::OK),
-        "/metrics" => {
+        // OpenMetrics for a scraper that asks for it (Prometheus does), the Prometheus text
+        // format 0.0.4 for everyone else, as the official client libraries do.
+        "/metrics" if accepts_openmetrics(request) => {
             let body = state.accounting.metrics.encode();
             with_type(StatusCode::OK, body, METRICS_CONTENT_TYPE)
+        }
+        "/metrics" => {
+            let body = state.accounting.metrics.encode_prometheus_text();
+            with_type(StatusCode::OK, body, PROMETHEUS_TEXT_CONTENT_TYPE)
         }
         "/api/sessions" => json_reply(&json!({ "sessions": state.accounting.live.sessions() })),
         "/api/summary" => json_reply(&summary(state)),

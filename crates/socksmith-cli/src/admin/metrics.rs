@@ -1,5 +1,6 @@
 //! The Prometheus metrics of `--admin`'s `/metrics`: the families issue 11 names, kept with
-//! the `prometheus-client` crate and encoded as OpenMetrics text.
+//! the `prometheus-client` crate and encoded as OpenMetrics text (or, for a scraper that does
+//! not ask for OpenMetrics, the Prometheus text format 0.0.4 made from it).
 //!
 //! This module owns the families and how an event moves them; it does not hear the server
 //! itself (see `admin::accounting`) nor serve HTTP (see `admin::http`). Every family is
@@ -28,6 +29,9 @@ use super::stats::ServerStats;
 
 /// The Content-Type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The Content-Type of [`Metrics::encode_prometheus_text`]'s text.
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Upper bounds (seconds) of the connect and resolve histograms: 1 ms to 10 s, where a
 /// loopback connect, a LAN, a far continent and a timeout each land in their own buckets.
@@ -304,6 +308,52 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+
+    /// The families in the Prometheus text format 0.0.4, for a scraper that does not ask for
+    /// OpenMetrics (see [`to_prometheus_text`]).
+    pub fn encode_prometheus_text(&self) -> String {
+        to_prometheus_text(&self.encode())
+    }
+}
+
+/// The Prometheus text format 0.0.4 of an OpenMetrics text, as `prometheus-client` writes
+/// it: the two differ where a counter is named (OpenMetrics declares the family
+/// `x` with samples `x_total`; 0.0.4 declares `x_total`), in `unknown` (0.0.4: `untyped`),
+/// and in the `# UNIT` and `# EOF` lines, which 0.0.4 does not have. Samples, labels and
+/// escaping are the same.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let declared = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match declared {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(if prefix == "# TYPE " && tail == "unknown" {
+                    "untyped"
+                } else {
+                    tail
+                });
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// `socks4`, `socks5` or `unknown` (an HTTP proxy session is labelled `http` by the caller,
@@ -381,6 +431,34 @@ mod tests {
         let text = metrics.encode();
         assert!(
             text.contains("socksmith_blocked_total{list=\"/tmp/bl\\\"q\\\\x\\ny.txt\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_prometheus_text_format_names_counters_by_their_samples_and_has_no_eof() {
+        let metrics = Metrics::new();
+        metrics.attach(Arc::new(Stats::default()));
+        let text = metrics.encode_prometheus_text();
+        assert!(
+            text.contains("# TYPE socksmith_sessions_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP socksmith_sessions_total "), "{text}");
+        assert!(
+            text.contains("# TYPE socksmith_sessions_active gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE socksmith_connect_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("socksmith_bytes_total{direction=\"up\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT "),
             "{text}"
         );
     }
