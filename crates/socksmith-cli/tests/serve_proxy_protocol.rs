@@ -308,3 +308,26 @@ async fn a_connection_without_a_valid_header_gets_no_byte_and_is_logged() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_that_sends_its_header_and_closes_is_no_failed_session() {
+    within(TEST_DEADLINE, "plain health checks", async {
+        // -v: a failed handshake would show as a debug line.
+        let server = serve(&["--proxy-protocol", "-v"]).await;
+        // HAProxy's `check check-send-proxy`: v2 LOCAL (no addresses), or v1 UNKNOWN.
+        let v2_local: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+        let v1_unknown: &[u8] = b"PROXY UNKNOWN\r\n";
+        for header in [v2_local, v1_unknown] {
+            let mut s = connect(server.addr()).await;
+            send(&mut s, header).await;
+            drop(s);
+        }
+        let log = log_with(&server, "health check: a header, then closed", 2).await;
+        assert!(!log.contains("handshake failed"), "{log}");
+        // A check that goes on to speak SOCKS is served as before.
+        let mut s = connect(server.addr()).await;
+        send(&mut s, &[v2_local, &[5, 1, 0]].concat()).await;
+        assert_eq!(recv(&mut s, 2).await, [5, 0]);
+    })
+    .await;
+}

@@ -322,6 +322,14 @@ pub(crate) async fn serve_one(
             if header.addr == ProxiedAddr::Local {
                 tracing::debug!(balancer = %balancer, "PROXY protocol LOCAL (a health check): served as the balancer's own connection");
             }
+            // HAProxy's plain health check (`check check-send-proxy`) sends a LOCAL (v2) or
+            // UNKNOWN (v1) header and closes: that is the whole check, not a client that gave
+            // up in its handshake, so it is not served (nor counted) as a session.
+            let balancers_own = matches!(header.addr, ProxiedAddr::Local | ProxiedAddr::Unknown);
+            if balancers_own && rest.is_empty() && closes_without_a_byte(&stream, deadline).await {
+                tracing::debug!(balancer = %balancer, "health check: a header, then closed");
+                return;
+            }
             let Some(_slot) = per_client.take(client.ip()) else {
                 inc(&stats.sessions_refused_per_client);
                 tracing::debug!(client = %client, limit = per_client.limit(), "connection closed: this client holds its share of the sessions");
@@ -342,6 +350,16 @@ pub(crate) async fn serve_one(
             "connection closed: no valid PROXY protocol header"
         ),
     }
+}
+
+/// Whether `stream` ends (or sends nothing until `deadline`) before its first byte, which
+/// stays unread.
+async fn closes_without_a_byte(stream: &TcpStream, deadline: Duration) -> bool {
+    let mut first = [0u8; 1];
+    !matches!(
+        tokio::time::timeout(deadline, stream.peek(&mut first)).await,
+        Ok(Ok(1..))
+    )
 }
 
 #[cfg(test)]
