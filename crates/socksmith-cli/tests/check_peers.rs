@@ -315,3 +315,37 @@ async fn socksmith_serve_reports_every_capability() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_exit_status_judges_the_urls_own_version() {
+    within(TEST_DEADLINE, "check: the URL's version", async {
+        // SOCKS5 needs a password; SOCKS4 (allowed here) carries no password at all.
+        let server =
+            SocksmithServer::start(bin(), &["--user", "alice:s3cret", "--allow-socks4"]).await;
+        let addr = server.addr();
+        // socks5:// without the password: SOCKS4 works, but not what the URL asks for.
+        let out = run(
+            bin(),
+            &["check", "--proxy", &format!("socks5://{addr}")],
+            b"",
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(4), "credentials wanted: {out}");
+        let table = out.stdout_str();
+        assert!(
+            table.contains("CONNECT as socks5:// does not work (another version does"),
+            "{table}"
+        );
+        // With the password, and as socks4://: both work.
+        for url in [
+            format!("socks5://alice:s3cret@{addr}"),
+            format!("socks4://{addr}"),
+        ] {
+            let out = run(bin(), &["check", "--json", "--proxy", &url], b"").await;
+            out.assert_success();
+            let json: Value = serde_json::from_str(&out.stdout_str()).expect("JSON");
+            assert_eq!(json["url_connect_works"], true, "{url}: {json}");
+        }
+    })
+    .await;
+}

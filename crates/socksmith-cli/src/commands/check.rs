@@ -1,7 +1,9 @@
 //! `socksmith check`: probes a proxy (the last hop of the chain) and prints what it supports,
-//! as a table or as JSON. Exit status 0 when the proxy carries a CONNECT in some version, else
-//! one of [`super::exit_status`]'s: 3 unreachable, 4 credentials wanted or refused, 5 no
-//! CONNECT works. An `http://` proxy gets the HTTP probes (CONNECT, any port, Basic auth).
+//! as a table or as JSON. Exit status 0 when the proxy carries a CONNECT the way its URL asks
+//! (`socks5h://`: SOCKS5 with a name; the other versions are reported, not judged), so that a
+//! script can validate a configured URL; else one of [`super::exit_status`]'s: 3 unreachable,
+//! 4 credentials wanted or refused, 5 that CONNECT does not work. An `http://` proxy gets the
+//! HTTP probes (CONNECT, any port, Basic auth).
 //!
 //! A proxy on loopback is probed against echo servers this command starts on loopback; any
 //! other proxy needs `--target HOST:PORT`, and nothing else is contacted. The probing itself
@@ -11,8 +13,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use serde_json::json;
-use socksmith::client::parse_target;
 use socksmith::client::probe::{self, Finding, ProbeReport, ProbeTargets};
+use socksmith::client::{parse_target, Protocol};
 use socksmith_bench::targets::LoopbackEchoes;
 
 use super::connect::ChainArgs;
@@ -73,9 +75,9 @@ fn check(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(Failure::ProxyUnreachable.exit_code());
     }
     let text = if args.json {
-        serde_json::to_string_pretty(&to_json(&report))? + "\n"
+        serde_json::to_string_pretty(&to_json(&report, last.protocol()))? + "\n"
     } else {
-        table(&report)
+        table(&report, last.protocol())
     };
     {
         use std::io::Write as _;
@@ -85,7 +87,7 @@ fn check(args: Args) -> anyhow::Result<ExitCode> {
             .and_then(|()| stdout.flush())
             .context("writing the report")?;
     }
-    Ok(if report.connect_works() {
+    Ok(if url_connect(&report, last.protocol()).works() {
         ExitCode::SUCCESS
     } else if report.unreachable.is_some() {
         Failure::ProxyUnreachable.exit_code()
@@ -94,6 +96,18 @@ fn check(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Failure::TargetRefused.exit_code()
     })
+}
+
+/// The finding for a CONNECT the way a URL of `protocol` makes it.
+fn url_connect(report: &ProbeReport, protocol: Protocol) -> &Finding {
+    match (protocol, &report.http) {
+        (Protocol::Socks4, _) => &report.socks4,
+        (Protocol::Socks4a, _) => &report.socks4a,
+        (Protocol::Socks5, _) => &report.socks5,
+        (Protocol::Socks5h, _) => &report.remote_dns,
+        (Protocol::Http, Some(http)) => &http.connect,
+        (Protocol::Http, None) => &report.socks5,
+    }
 }
 
 /// Whether a proxy through which no CONNECT works wants credentials it did not get or
@@ -122,8 +136,9 @@ fn finding_json(f: &Finding) -> serde_json::Value {
 
 /// The report as JSON: `capabilities` keyed by snake_case names (for an `http://` proxy also
 /// `http_connect`, `any_port` and `basic_auth`), `auth_methods` with each method's code and
-/// verdict, `accepted_methods` and `connect_works`.
-fn to_json(report: &ProbeReport) -> serde_json::Value {
+/// verdict, `accepted_methods`, `connect_works` (in any version) and `url_connect_works` (the
+/// way the URL asks: the exit status).
+fn to_json(report: &ProbeReport, protocol: Protocol) -> serde_json::Value {
     let keys = [
         ("socks5", &report.socks5),
         ("socks4", &report.socks4),
@@ -168,6 +183,7 @@ fn to_json(report: &ProbeReport) -> serde_json::Value {
         "proxy": report.proxy,
         "unreachable": report.unreachable,
         "connect_works": report.connect_works(),
+        "url_connect_works": url_connect(report, protocol).works(),
         "capabilities": capabilities,
         "auth_methods": methods,
         "accepted_methods": accepted,
@@ -175,7 +191,7 @@ fn to_json(report: &ProbeReport) -> serde_json::Value {
 }
 
 /// The report as an aligned table.
-fn table(report: &ProbeReport) -> String {
+fn table(report: &ProbeReport, protocol: Protocol) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "proxy          {}", report.proxy);
@@ -215,10 +231,13 @@ fn table(report: &ProbeReport) -> String {
             list(false)
         );
     }
-    let verdict = if report.connect_works() {
-        "CONNECT works"
+    let scheme = protocol.scheme();
+    let verdict = if url_connect(report, protocol).works() {
+        format!("CONNECT works ({scheme}://)")
+    } else if report.connect_works() {
+        format!("CONNECT as {scheme}:// does not work (another version does, above)")
     } else {
-        "CONNECT does not work"
+        "CONNECT does not work".to_owned()
     };
     let _ = writeln!(out, "{:<14} {verdict}", "verdict");
     out

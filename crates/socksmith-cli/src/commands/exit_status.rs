@@ -19,7 +19,7 @@ Exit status:
   3  could not reach the first proxy (its name did not resolve, the connection was refused)
   4  authentication failed (username or password refused or missing; HTTP 401/407)
   5  the proxy refused the target (a SOCKS failure reply, an HTTP refusal such as 403), or a
-     target name did not resolve here; `check`: no CONNECT through the proxy works
+     target name did not resolve here; `check`: CONNECT the way the URL asks does not work
   6  a deadline ran out (--timeout), at any step
   7  a proxy broke the protocol or hung up during the handshake";
 

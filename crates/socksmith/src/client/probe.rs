@@ -104,12 +104,14 @@ impl Finding {
         }
     }
 
-    fn works(&self) -> bool {
+    /// Whether the probe found the feature working.
+    pub fn works(&self) -> bool {
         self.support == Support::Yes
     }
 }
 
-/// What a proxy supports. [`Self::connect_works`] is the verdict `check` exits with.
+/// What a proxy supports. [`Self::connect_works`] says whether any version carries a CONNECT;
+/// `socksmith check` judges the one its URL asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeReport {
     /// The probed proxy (the last hop), password redacted.
