@@ -7,7 +7,7 @@ use std::fmt;
 use std::process::ExitCode;
 
 use socksmith::client::{ClientError, HopErrorKind, HttpError, Step, TargetError, UrlError};
-use socksmith_proto::{InvalidInput, ProtocolError};
+use socksmith_proto::{InvalidInput, ProtocolError, ReplyCode, V4ReplyCode};
 
 /// The table shown after each client command's `--help`.
 pub const EXIT_STATUS_HELP: &str = "\
@@ -99,6 +99,19 @@ impl Failure {
                 }
                 _ => Failure::Usage,
             },
+            // A reply code the protocol does not define (an echo server mistaken for a
+            // proxy answers the greeting back) is the proxy breaking the protocol.
+            (
+                _,
+                HopErrorKind::Rejected {
+                    v4_code: Some(V4ReplyCode::Unknown(_)),
+                    ..
+                }
+                | HopErrorKind::Rejected {
+                    code: ReplyCode::Unknown(_),
+                    v4_code: None,
+                },
+            ) => Failure::ProxyProtocol,
             (
                 _,
                 HopErrorKind::Rejected { .. }
@@ -201,6 +214,22 @@ mod tests {
                 Failure::TargetRefused,
             ),
             (socks5, Some(b"\x04\x5a"), Failure::ProxyProtocol),
+            // Reply codes no version defines: 0x09 (SOCKS5), 0x01 (SOCKS4, an echo's answer).
+            (
+                socks5,
+                Some(b"\x05\x00\x05\x09\x00\x01\x00\x00\x00\x00\x00\x00"),
+                Failure::ProxyProtocol,
+            ),
+            (
+                "socks4://127.0.0.1:1080",
+                Some(b"\x00\x01\x00\x00\x00\x00\x00\x00"),
+                Failure::ProxyProtocol,
+            ),
+            (
+                "socks4://127.0.0.1:1080",
+                Some(b"\x00\x5b\x00\x00\x00\x00\x00\x00"),
+                Failure::TargetRefused,
+            ),
             (socks5, None, Failure::ProxyProtocol),
             (socks5, Some(b""), Failure::Timeout),
             (

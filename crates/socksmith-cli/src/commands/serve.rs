@@ -224,10 +224,12 @@ pub struct Args {
 
     /// Send every tunnel through this parent proxy instead of connecting directly. Repeat for
     /// a chain, first hop first. curl's URL forms: socks4://, socks4a://, socks5:// or
-    /// socks5h://[USER[:PASSWORD]@]HOST[:PORT] (port 1080 by default). With socks5h and
-    /// socks4a the last hop resolves target names; with socks5 and socks4 they are resolved
-    /// here. A password in the URL is visible to other local users (ps): prefer the config
-    /// file's `upstream` key. The flags replace the file's list.
+    /// socks5h://[USER[:PASSWORD]@]HOST[:PORT], or an HTTP proxy,
+    /// http://[USER[:PASSWORD]@]HOST[:PORT] (CONNECT only: no UDP or BIND through it); port
+    /// 1080 by default, as curl. With socks5h, socks4a and http the last hop resolves target
+    /// names; with socks5 and socks4 they are resolved here. A password in the URL is visible
+    /// to other local users (ps): prefer the config file's `upstream` key. The flags replace
+    /// the file's list.
     #[arg(long = "upstream", value_name = "URL", value_parser = UpstreamUrl::parse,
           env = "SOCKSMITH_UPSTREAM", hide_env_values = true)]
     pub upstream: Vec<UpstreamUrl>,
