@@ -142,42 +142,33 @@ fn require_prometheus_parser() -> Option<PathBuf> {
 /// The families of an OpenMetrics text, as the official Python parser reads it (which rejects
 /// anything malformed): `{family: {"type": ..., "samples": [[name, {labels}, value]]}}`.
 async fn parse_metrics(python: &Path, text: &str) -> Value {
-    const SCRIPT: &str = r#"
-import json, sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-out = {}
-for f in text_string_to_metric_families(sys.stdin.read()):
-    out[f.name] = {"type": f.type, "samples": [[s.name, s.labels, s.value] for s in f.samples]}
-print(json.dumps(out))
-"#;
-    let mut cmd = tokio::process::Command::new(python);
-    cmd.args(["-c", SCRIPT]);
-    let out = run_command(cmd, text.as_bytes(), CLIENT_DEADLINE).await;
-    assert!(
-        out.success(),
-        "the Prometheus parser rejected /metrics: {}\n{text}",
-        out.stderr_str()
-    );
-    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+    parse_with(python, "prometheus_client.openmetrics.parser", text).await
 }
 
 /// The families of a Prometheus text-format (0.0.4) exposition, as the official Python parser
 /// reads it, in [`parse_metrics`]'s shape.
 async fn parse_prometheus_text(python: &Path, text: &str) -> Value {
-    const SCRIPT: &str = r#"
+    parse_with(python, "prometheus_client.parser", text).await
+}
+
+/// `text` read by the `text_string_to_metric_families` of the Python module `parser`.
+async fn parse_with(python: &Path, parser: &str, text: &str) -> Value {
+    let script = format!(
+        r#"
 import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
+from {parser} import text_string_to_metric_families
+out = {{}}
 for f in text_string_to_metric_families(sys.stdin.read()):
-    out[f.name] = {"type": f.type, "samples": [[s.name, s.labels, s.value] for s in f.samples]}
+    out[f.name] = {{"type": f.type, "samples": [[s.name, s.labels, s.value] for s in f.samples]}}
 print(json.dumps(out))
-"#;
+"#
+    );
     let mut cmd = tokio::process::Command::new(python);
-    cmd.args(["-c", SCRIPT]);
+    cmd.args(["-c", &script]);
     let out = run_command(cmd, text.as_bytes(), CLIENT_DEADLINE).await;
     assert!(
         out.success(),
-        "the Prometheus text parser rejected /metrics: {}\n{text}",
+        "{parser} rejected /metrics: {}\n{text}",
         out.stderr_str()
     );
     serde_json::from_slice(&out.stdout).expect("the script prints JSON")
