@@ -91,6 +91,19 @@ async fn a_target_that_speaks_first_and_closes_ends_the_command() {
     .await;
 }
 
+/// `socksmith connect ARGS...` running, its stdin, stdout and stderr piped.
+fn spawn_connect(args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(bin())
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn socksmith connect")
+}
+
 /// A SOCKS5 proxy in one script: grants the first CONNECT and writes its reply together with
 /// `then` in one write (the way a target's banner can arrive with the reply), then resets the
 /// connection after `reset_after`, or holds it open.
@@ -127,14 +140,7 @@ async fn bytes_that_come_with_the_reply_reach_stdout_at_once_and_before_a_reset(
     within(TEST_DEADLINE, "connect: bytes with the reply", async {
         // A banner, and stdin still open: it must show without waiting for more.
         let proxy = reply_with_bytes(b"220 banner ready\n", None).await;
-        let mut child = tokio::process::Command::new(bin())
-            .args(["connect", "--proxy", &proxy, "127.0.0.1:9"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn socksmith connect");
+        let mut child = spawn_connect(&["--proxy", &proxy, "127.0.0.1:9"]);
         let mut stdout = child.stdout.take().expect("stdout");
         let mut banner = [0u8; 17];
         tokio::time::timeout(CLIENT_DEADLINE, stdout.read_exact(&mut banner))
@@ -205,16 +211,13 @@ async fn interactive_session_through_a_chain_with_microsocks() {
         let echo = EchoServer::start().await;
         // microsocks closes both directions at the first EOF, so stdin stays open until each
         // echo is back.
-        let mut child = tokio::process::Command::new(bin())
-            .args(["connect", "--proxy", &ms.proxy(ProxyKind::Socks5).url()])
-            .args(["--proxy", &dante.proxy(ProxyKind::Socks4).url()])
-            .arg(echo.addr().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn socksmith connect");
+        let mut child = spawn_connect(&[
+            "--proxy",
+            &ms.proxy(ProxyKind::Socks5).url(),
+            "--proxy",
+            &dante.proxy(ProxyKind::Socks4).url(),
+            &echo.addr().to_string(),
+        ]);
         let mut stdin = child.stdin.take().expect("stdin");
         let mut stdout = child.stdout.take().expect("stdout");
         // Each line comes back before the next is sent: stdout is not held back in a buffer.
