@@ -277,8 +277,9 @@ pub struct Args {
     pub blocklist_refresh: Option<Duration>,
 
     /// Where the last good copy of each URL blocklist is kept, so that a restart without
-    /// network still blocks. Default $XDG_CACHE_HOME/socksmith/blocklists (or
-    /// ~/.cache/socksmith/blocklists); a service without a home should set one such as
+    /// network still blocks. Default $CACHE_DIRECTORY/blocklists under systemd's
+    /// CacheDirectory= (the shipped unit sets it), else $XDG_CACHE_HOME/socksmith/blocklists
+    /// (or ~/.cache/socksmith/blocklists); a service without either should set one such as
     /// /var/cache/socksmith.
     #[arg(long, value_name = "DIR", env = "SOCKSMITH_BLOCKLIST_CACHE_DIR")]
     pub blocklist_cache_dir: Option<PathBuf>,

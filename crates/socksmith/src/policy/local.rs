@@ -42,7 +42,12 @@ struct Inner {
     refresh: Option<Duration>,
     snapshot: RwLock<Snapshot>,
     refreshing: AtomicBool,
+    /// When the last warning that the interfaces could not be read was logged.
+    warned: std::sync::Mutex<Option<Instant>>,
 }
+
+/// At most one warning this often while the interfaces cannot be read.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 struct Snapshot {
     /// `None` until the first snapshot is taken.
@@ -81,6 +86,7 @@ impl LocalAddresses {
                     addrs: Arc::new(addrs),
                 }),
                 refreshing: AtomicBool::new(false),
+                warned: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -106,14 +112,37 @@ impl LocalAddresses {
             return true;
         }
         match read_interfaces() {
-            Some(addrs) => {
+            Ok(addrs) => {
                 let mut snapshot = self.write();
                 snapshot.addrs = Arc::new(addrs);
                 snapshot.taken = Some(Instant::now());
                 true
             }
-            None => false,
+            Err(e) => {
+                self.warn_unreadable(&e);
+                false
+            }
         }
+    }
+
+    /// Says, at most every [`WARN_EVERY`], that the host's own addresses are unknown: targets
+    /// on them (other than loopback) are not refused as the host's until they can be read.
+    fn warn_unreadable(&self, error: &std::io::Error) {
+        let mut warned = self
+            .inner
+            .warned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
+            return;
+        }
+        *warned = Some(Instant::now());
+        tracing::error!(
+            %error,
+            "cannot read this host's network interfaces, so targets on its own non-loopback \
+             addresses are not refused as the host's; under systemd, allow AF_NETLINK in \
+             RestrictAddressFamilies (said at most once a minute)"
+        );
     }
 
     fn current(&self) -> Arc<HashSet<IpAddr>> {
@@ -159,15 +188,13 @@ impl LocalAddresses {
     }
 }
 
-/// Every address of every interface, or `None` when the kernel would not tell.
-fn read_interfaces() -> Option<HashSet<IpAddr>> {
-    let interfaces = if_addrs::get_if_addrs().ok()?;
-    Some(
-        interfaces
-            .into_iter()
-            .map(|interface| interface.ip().to_canonical())
-            .collect(),
-    )
+/// Every address of every interface, or why the kernel would not tell.
+fn read_interfaces() -> std::io::Result<HashSet<IpAddr>> {
+    let interfaces = if_addrs::get_if_addrs()?;
+    Ok(interfaces
+        .into_iter()
+        .map(|interface| interface.ip().to_canonical())
+        .collect())
 }
 
 impl Default for LocalAddresses {

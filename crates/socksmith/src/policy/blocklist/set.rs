@@ -59,16 +59,13 @@ impl BlocklistConfig {
         }
     }
 
-    /// The usual per-user cache directory for downloaded lists:
-    /// `$XDG_CACHE_HOME/socksmith/blocklists`, else `$HOME/.cache/socksmith/blocklists`;
-    /// `None` when neither variable is set (a service without a home should be given a
+    /// The usual cache directory for downloaded lists: under systemd's `CacheDirectory=`
+    /// (`$CACHE_DIRECTORY/blocklists`, the first when it names several), else the user's,
+    /// `$XDG_CACHE_HOME/socksmith/blocklists` or `$HOME/.cache/socksmith/blocklists`; `None`
+    /// when none of these variables is set (a service without a home should be given a
     /// directory such as `/var/cache/socksmith`).
     pub fn default_cache_dir() -> Option<PathBuf> {
-        let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
-        let base = non_empty("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
-        Some(base.join("socksmith").join("blocklists"))
+        cache_dir_from(|name| std::env::var_os(name))
     }
 
     /// Keeps URL lists' last good copies in `dir` (created when missing).
@@ -420,5 +417,51 @@ impl DomainList {
             table: DomainTable::default(),
             report: super::ParseReport::default(),
         }
+    }
+}
+
+/// [`BlocklistConfig::default_cache_dir`] with the environment read through `var`.
+fn cache_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let non_empty = |name: &str| var(name).filter(|value| !value.is_empty());
+    if let Some(service) = non_empty("CACHE_DIRECTORY") {
+        let first = std::env::split_paths(&service).next()?;
+        return Some(first.join("blocklists"));
+    }
+    let base = non_empty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| non_empty("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("socksmith").join("blocklists"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cache_is_systemds_then_the_users() {
+        let dir = |pairs: &[(&str, &str)]| {
+            cache_dir_from(|name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            })
+        };
+        assert_eq!(
+            dir(&[
+                ("CACHE_DIRECTORY", "/var/cache/socksmith:/var/cache/other"),
+                ("HOME", "/h")
+            ]),
+            Some(PathBuf::from("/var/cache/socksmith/blocklists"))
+        );
+        assert_eq!(
+            dir(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]),
+            Some(PathBuf::from("/x/socksmith/blocklists"))
+        );
+        assert_eq!(
+            dir(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")]),
+            Some(PathBuf::from("/h/.cache/socksmith/blocklists"))
+        );
+        assert_eq!(dir(&[]), None);
     }
 }
