@@ -6,6 +6,7 @@
 //! the key. The command line overrides the file afterwards (see `commands::serve`).
 //!
 //! ```toml
+//! # Top-level keys first: in TOML, a key after a [table] header belongs to that table.
 //! listen = ["127.0.0.1:1080", "[::1]:1080"]   # also "1080", ":1080", "localhost:1080"
 //! allow_socks4 = false         # serve SOCKS4/4a even with users (default: only without)
 //! no_http = false              # serve SOCKS only, no HTTP proxy requests on the same port
@@ -23,17 +24,6 @@
 //!
 //! admin = "127.0.0.1:9090"    # metrics, live tunnels and a status page (see `serve --help`)
 //! admin_token = "..."          # needed when `admin` is not a loopback address
-//!
-//! [[users]]
-//! name = "alice"
-//! password = "correct horse"
-//!
-//! default = "allow"            # what a request no rule matches gets ("deny" to close by default)
-//! [[rules]]                    # first match wins; after the safety defaults
-//! name = "no-intranet-for-guests"
-//! action = "deny"
-//! from = ["192.0.2.0/24"]      # also users, commands, to, domains, ports
-//! to = ["10.0.0.0/8"]
 //!
 //! quiet = false                # no per-session log lines (warnings and errors stay)
 //! proxy_protocol = false       # behind HAProxy send-proxy/send-proxy-v2: real client addresses
@@ -55,11 +45,8 @@
 //! outbound_address = ["192.0.2.1", "2001:db8::1"]  # one per family
 //! udp_advertise = "203.0.113.7"  # the address UDP ASSOCIATE and BIND replies give
 //!
-//! default = "allow"            # when no [[rules]] table matches ("allow" or "deny")
-//! [[rules]]                    # first match wins; keys: name, action, from, users,
-//! name = "no-lan"              # commands, to, domains, ports
-//! action = "deny"
-//! to = ["10.0.0.0/8"]
+//! default = "allow"            # what a request no [[rules]] table matches gets ("deny" to
+//!                              # close by default)
 //!
 //! [timeouts]                   # "500ms", "10s", "5m", "1h", or a number of seconds
 //! handshake = "10s"            # also written as a top-level key: handshake_timeout = "10s"
@@ -69,6 +56,16 @@
 //! udp_idle = "2m"
 //! bind = "60s"
 //! shutdown_grace = "10s"
+//!
+//! [[users]]                    # beside (or instead of) users_file
+//! name = "alice"
+//! password = "correct horse"
+//!
+//! [[rules]]                    # first match wins; after the safety defaults
+//! name = "no-intranet-for-guests"
+//! action = "deny"
+//! from = ["192.0.2.0/24"]      # keys: name, action, from, users, commands, to, domains, ports
+//! to = ["10.0.0.0/8"]
 //! ```
 //!
 //! Every `serve` flag has a key of the same name with `_` for `-` (`--max-sessions` is
@@ -1016,6 +1013,35 @@ mod tests {
             .iter()
             .flat_map(|l| l.resolve().expect("resolves"))
             .collect()
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_file() {
+        // The example at the top of this module, as a user copies it: every key must be
+        // known and in its table (a top-level key after a [table] header is not).
+        let source = include_str!("config_file.rs");
+        let example: String = source
+            .lines()
+            .skip_while(|line| *line != "//! ```toml")
+            .skip(1)
+            .take_while(|line| *line != "//! ```")
+            .map(|line| {
+                line.strip_prefix("//!")
+                    .unwrap_or(line)
+                    .trim_start_matches(' ')
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(
+            example.contains("[[rules]]"),
+            "the example was found: {example}"
+        );
+        let file: Result<FileConfig, _> = toml::from_str(&example);
+        assert!(
+            file.is_ok(),
+            "{}\n{example}",
+            file.err().map(|e| e.to_string()).unwrap_or_default()
+        );
     }
 
     #[test]
