@@ -518,6 +518,16 @@ impl DomainPattern {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
+        // A name spelled as an address is judged as the address (by `to`), so such an entry
+        // would never match: refused here instead of ignored.
+        if trimmed.parse::<std::net::IpAddr>().is_ok()
+            || name.parse::<std::net::Ipv4Addr>().is_ok()
+        {
+            return Err(format!(
+                "{text:?} is an IP address, which never matches `domains` (a request for it is \
+                 judged by its address): put it in `to` instead"
+            ));
+        }
         if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
             return Err(format!(
                 "{text:?} is not a domain name, `.name` or `*.name` (letters, digits, `-`, `_` \
@@ -1196,6 +1206,12 @@ mod tests {
             rule_error("[[rules]]\naction = \"deny\"\ndomains = [\"*\"]")
                 .starts_with("[[rules]] #1, key `domains`:")
         );
+        for address in ["127.0.0.2", ".10.0.0.1", "::1"] {
+            let error = rule_error(&format!(
+                "[[rules]]\naction = \"deny\"\ndomains = [\"{address}\"]"
+            ));
+            assert!(error.contains("put it in `to` instead"), "{address}: {error}");
+        }
         assert!(rule_error("[[rules]]\naction = \"deny\"\nusers = []")
             .contains("key `users`: an empty list matches nothing"));
         // Shape errors come from serde: a missing action, an unknown key or command.
