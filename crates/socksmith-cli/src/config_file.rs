@@ -70,6 +70,8 @@
 //!
 //! Every `serve` flag has a key of the same name with `_` for `-` (`--max-sessions` is
 //! `max_sessions`, `--idle-timeout` is `idle_timeout`); `--user` is the `[[users]]` table.
+//! Not in the file: `--config` and `--check`, and `-v` and `--log-format`, which set up the
+//! log before the file is read (flag, `RUST_LOG`, `SOCKSMITH_LOG_FORMAT`).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs as _};
