@@ -17,7 +17,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use socksmith_proto::{
-    ClientConfig, ClientEvent, ClientHandshake, Command, InvalidInput, ReplyCode, TargetAddr,
+    ClientConfig, ClientEvent, ClientHandshake, Command, InvalidInput, ProtocolError, ReplyCode,
+    TargetAddr,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -181,6 +182,11 @@ impl Client {
             {
                 ReplyCode::HostUnreachable
             }
+            // The last hop's protocol cannot carry the target's address (IPv6 over SOCKS4),
+            // found before it was sent.
+            Some(HopErrorKind::Protocol(ProtocolError::InvalidInput(
+                InvalidInput::V4Ipv6Address | InvalidInput::V4aMarkerAddress(_),
+            ))) if at_last_hop => ReplyCode::AddressTypeNotSupported,
             _ if err.is_timeout() => ReplyCode::TtlExpired,
             _ => ReplyCode::GeneralFailure,
         }
@@ -465,5 +471,11 @@ mod tests {
         // SOCKS5 carries anything.
         let socks5 = Client::from_url("socks5://127.0.0.1:1").expect("a client");
         assert!(socks5.check_target(&target("[::1]:80")).is_ok());
+        // A server passing the error on answers "address type not supported".
+        let err = socks4a.check_target(&target("[::1]:80")).expect_err("IPv6");
+        assert_eq!(
+            socks4a.downstream_reply(&err),
+            ReplyCode::AddressTypeNotSupported
+        );
     }
 }

@@ -520,8 +520,7 @@ impl DomainPattern {
         };
         // A name spelled as an address is judged as the address (by `to`), so such an entry
         // would never match: refused here instead of ignored.
-        if trimmed.parse::<std::net::IpAddr>().is_ok()
-            || name.parse::<std::net::Ipv4Addr>().is_ok()
+        if trimmed.parse::<std::net::IpAddr>().is_ok() || name.parse::<std::net::Ipv4Addr>().is_ok()
         {
             return Err(format!(
                 "{text:?} is an IP address, which never matches `domains` (a request for it is \
@@ -1210,7 +1209,10 @@ mod tests {
             let error = rule_error(&format!(
                 "[[rules]]\naction = \"deny\"\ndomains = [\"{address}\"]"
             ));
-            assert!(error.contains("put it in `to` instead"), "{address}: {error}");
+            assert!(
+                error.contains("put it in `to` instead"),
+                "{address}: {error}"
+            );
         }
         assert!(rule_error("[[rules]]\naction = \"deny\"\nusers = []")
             .contains("key `users`: an empty list matches nothing"));
