@@ -47,6 +47,9 @@ pub(crate) const GSO_MAX_SEGMENT: usize = 1232;
 pub(crate) const GSO_MAX_BYTES: usize = 65_000;
 
 /// A UDP socket that receives and sends in batches (see the module documentation).
+/// The receive buffer a batch socket asks for (see [`BatchSocket::new`]).
+const RECEIVE_BUFFER: usize = 1 << 20;
+
 #[derive(Debug)]
 pub(crate) struct BatchSocket {
     io: UdpSocket,
@@ -65,6 +68,11 @@ impl BatchSocket {
         if !gro {
             options::disable_gro(&socket)?;
         }
+        // Room for a burst: the kernel's default receive buffer (208 KiB) drops what a burst
+        // of large datagrams brings before a batch reads them. Best effort: the kernel caps
+        // the request at net.core.rmem_max (and doubles it for its bookkeeping), and memory
+        // is charged only for datagrams actually waiting.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECEIVE_BUFFER);
         socket.set_nonblocking(true)?;
         Ok(BatchSocket {
             io: UdpSocket::from_std(socket)?,
@@ -440,6 +448,27 @@ mod tests {
         assert!(bytes.iter().all(|b| *b == 0));
         bytes[123_456] = 7;
         assert_eq!(area.as_mut_slice()[123_456], 7);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_batch_socket_asks_for_a_receive_buffer_as_large_as_the_kernel_allows() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let default = socket2::SockRef::from(&socket)
+            .recv_buffer_size()
+            .expect("SO_RCVBUF");
+        let batch = BatchSocket::new(socket, false).expect("batch socket");
+        let got = socket2::SockRef::from(batch.socket())
+            .recv_buffer_size()
+            .expect("SO_RCVBUF");
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .expect("rmem_max")
+            .trim()
+            .parse()
+            .expect("a number");
+        // The kernel doubles what it grants (half is its bookkeeping).
+        assert_eq!(got, 2 * RECEIVE_BUFFER.min(cap), "default was {default}");
+        assert!(got >= default);
     }
 
     #[cfg(target_os = "linux")]
