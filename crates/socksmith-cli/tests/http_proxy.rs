@@ -700,6 +700,53 @@ async fn a_response_body_that_stops_moving_is_closed_at_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_never_answers_gets_the_client_a_504_not_a_silent_close() {
+    within(TEST_DEADLINE, "silent origin", async {
+        let server = serve(&["--idle-timeout", "1s"]).await;
+        // An origin that reads the request and never answers.
+        let origin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let origin_addr = origin.local_addr().expect("addr");
+        let silent = tokio::spawn(async move {
+            let (mut conn, _) = origin.accept().await.expect("accept");
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head).await;
+            tokio::time::sleep(TEST_DEADLINE).await;
+            drop(conn);
+        });
+        let mut s = connect(server.addr()).await;
+        let request =
+            format!("GET http://{origin_addr}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        send(&mut s, request.as_bytes()).await;
+        let got = recv_to_end(&mut s).await;
+        assert_eq!(status(&got), 504, "{}", String::from_utf8_lossy(&got));
+        log_with(&server, "session finished", 1).await;
+        silent.abort();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_lines_before_the_first_request_are_ignored() {
+    within(TEST_DEADLINE, "leading empty lines", async {
+        let server = serve(&[]).await;
+        let http = HttpServer::start().await;
+        let mut s = connect(server.addr()).await;
+        // Sent a line at a time (each one read on its own), then the request.
+        for _ in 0..200 {
+            send(&mut s, b"\r\n").await;
+        }
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            http.url("/")
+        );
+        send(&mut s, request.as_bytes()).await;
+        let got = recv_to_end(&mut s).await;
+        assert_eq!(status(&got), 200, "{}", String::from_utf8_lossy(&got));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trailer_that_never_ends_closes_the_connection() {
     within(TEST_DEADLINE, "endless chunked trailer", async {
         let server = serve(&[]).await;

@@ -66,6 +66,7 @@ pub(super) async fn serve(
 ) -> Result<Option<Tunnel>, SessionError> {
     // Each request writes its own log line; the connection writes one only if it fails.
     end.silent = true;
+    let activity = Activity::new();
     let state = Arc::new(ConnectionState {
         shared: Arc::clone(&shared),
         peer,
@@ -74,12 +75,12 @@ pub(super) async fn serve(
         upgrade: Mutex::new(None),
         refused: Arc::new(Mutex::new(None)),
         token: format!("{:016x}", RandomState::new().hash_one(peer)),
+        activity: activity.clone(),
     });
     let service = {
         let state = Arc::clone(&state);
         hyper::service::service_fn(move |request| Arc::clone(&state).handle(request))
     };
-    let activity = Activity::new();
     let io = TokioIo::new(Guarded::new(
         client,
         &already_read,
@@ -165,6 +166,8 @@ struct ConnectionState {
     refused: Arc<Mutex<Option<HttpError>>>,
     /// Marks the marker request as ours (a client cannot guess it).
     token: String,
+    /// When the client connection last moved a byte, and whether a request is being handled.
+    activity: Activity,
 }
 
 /// The request hyper reads in place of a refused head.
@@ -198,6 +201,9 @@ impl ConnectionState {
         self: Arc<Self>,
         mut request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        // Not idle while a request is handled: authentication, the origin's connection and its
+        // answer have deadlines of their own (a late answer gets its 504).
+        let _handling = self.activity.busy();
         let started = Instant::now();
         let mut end = End::http(self.peer);
         let connect = request.method() == Method::CONNECT;
@@ -427,9 +433,10 @@ fn absolute_target(uri: &Uri) -> Result<(TargetAddr, HeaderValue), SessionError>
     Ok((target, authority))
 }
 
-/// Runs `connection` until it ends (`Some`) or no byte has crossed the client connection for
-/// `idle` (`None`, and the connection is dropped). hyper's own timeouts cover a request head
-/// only: a body that stops moving either way would hold the connection forever.
+/// Runs `connection` until it ends (`Some`) or, with no request being handled, no byte has
+/// crossed the client connection for `idle` (`None`, and the connection is dropped). hyper's
+/// own timeouts cover a request head only: a body that stops moving either way would hold the
+/// connection forever.
 async fn until_idle<F: std::future::Future>(
     connection: F,
     activity: &Activity,
@@ -441,7 +448,7 @@ async fn until_idle<F: std::future::Future>(
         tokio::select! {
             served = &mut connection => return Some(served),
             () = tokio::time::sleep_until(deadline) => {
-                if activity.last() + idle <= Instant::now() {
+                if !activity.is_busy() && activity.last() + idle <= Instant::now() {
                     return None;
                 }
             }

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -43,6 +43,19 @@ pub(super) struct Activity {
     start: Instant,
     /// Milliseconds from `start` to the last byte moved.
     last: Arc<AtomicU64>,
+    /// Requests being handled ([`Activity::busy`]).
+    handling: Arc<AtomicUsize>,
+}
+
+/// A request being handled; see [`Activity::busy`].
+pub(super) struct Busy(Activity);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+        // The idle time starts over from the answer.
+        self.0.moved();
+    }
 }
 
 impl Activity {
@@ -50,7 +63,20 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last: Arc::new(AtomicU64::new(0)),
+            handling: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Marks a request as being handled until the guard drops: the connection is not idle
+    /// meanwhile, whatever its bytes do.
+    pub(super) fn busy(&self) -> Busy {
+        self.handling.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// Whether a request is being handled.
+    pub(super) fn is_busy(&self) -> bool {
+        self.handling.load(Ordering::Relaxed) > 0
     }
 
     fn moved(&self) {

@@ -321,8 +321,18 @@ async fn read_head(
     // A head ends with a line: parsing only when a line has ended (or the buffer is full)
     // keeps a head trickled in byte by byte linear to read, not quadratic. The lines are
     // bounded too: a head of more than 128 fields is refused.
-    let mut unparsed = 0;
+    let mut unparsed: usize = 0;
     loop {
+        // Empty lines before the request line are ignored (RFC 9112 §2.2): dropped, not
+        // parsed again with every line that follows.
+        let empty_lines = buf
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        if empty_lines > 0 {
+            buf.drain(..empty_lines);
+            unparsed = unparsed.saturating_sub(empty_lines);
+        }
         let line_ended = buf.get(unparsed..).is_some_and(|new| new.contains(&b'\n'));
         if line_ended || buf.len() >= head::MAX_HEAD {
             match head::parse(buf) {
