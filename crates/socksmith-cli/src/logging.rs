@@ -3,9 +3,10 @@
 //! on or off).
 //!
 //! Text lines are `key=value` fields after the message, as `tracing` writes them, with one
-//! change: a value that holds an `=` is quoted (`"` and `\` inside it escaped). Clients choose
-//! some of those values (a SOCKS4 user id, a target's name, an error that names it), and
-//! unquoted they could add fields of their own to a line (`user=x client=10.0.0.1:1`).
+//! change: a value that holds an `=` or a `"` is quoted (`"` and `\` inside it escaped).
+//! Clients choose some of those values (a SOCKS4 user id, a target's name, an error that names
+//! it), and unquoted they could add fields of their own to a line (`user=x client=10.0.0.1:1`,
+//! or a `"` that a logfmt reader takes for the start of a value running into the next field).
 //! Values with only spaces stay as they are, readable, since they cannot spell a field.
 
 use std::cell::RefCell;
@@ -102,10 +103,13 @@ fn logfmt_field(writer: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug) 
 }
 
 /// Whether a text value must be quoted to stay one value: it could spell a field of its own
-/// (an `=`), or break the line (a control character; the server escapes those in the names
-/// it logs, but a value from elsewhere might hold one).
+/// (an `=`), open a quoted string that runs into the next value (a `"`), or break the line (a
+/// control character; the server escapes those in the names it logs, but a value from
+/// elsewhere might hold one).
 fn needs_quotes(value: &str) -> bool {
-    value.chars().any(|c| c == '=' || c.is_control())
+    value
+        .chars()
+        .any(|c| c == '=' || c == '"' || c.is_control())
 }
 
 /// Drops (or brings back) the per-session log lines; warnings and errors always stay.

@@ -105,7 +105,12 @@ async fn every_list_format_blocks_by_label_whatever_the_case_and_names_the_list(
         ];
         for (name, list) in blocked {
             assert_eq!(v5_connect_name(&server, name, 80).await, 0x02, "{name}");
-            log_with(&server, &format!("{name:?} is on the blocklist {list}"), 1).await;
+            log_with(
+                &server,
+                &format!("\\\"{name}\\\" is on the blocklist {list}"),
+                1,
+            )
+            .await;
         }
         // Label boundaries: a longer label or a parent domain is not on the lists, and meets
         // the fence rule instead.
@@ -120,7 +125,7 @@ async fn every_list_format_blocks_by_label_whatever_the_case_and_names_the_list(
                 .lines()
                 .find(|l| l.contains(&format!("destination={name}:80")))
                 .expect("found above");
-            assert!(line.contains("denied by rule \"fence\""), "{line}");
+            assert!(line.contains("denied by rule \\\"fence\\\""), "{line}");
             assert!(!line.contains("blocklist"), "{line}");
         }
         // SOCKS4a gets 0x5B, with a trailing dot and odd case.
@@ -128,7 +133,12 @@ async fn every_list_format_blocks_by_label_whatever_the_case_and_names_the_list(
             v4a_connect_name(&server, "Tracker.Example.Org.", 80).await,
             0x5B
         );
-        log_with(&server, "\"Tracker.Example.Org.\" is on the blocklist", 1).await;
+        log_with(
+            &server,
+            "\\\"Tracker.Example.Org.\\\" is on the blocklist",
+            1,
+        )
+        .await;
         // The hosts file's `localhost` header lines block nothing: localhost reaches a target.
         let echo = EchoServer::start().await;
         let mut s = connect(server.addr()).await;
@@ -163,7 +173,7 @@ async fn curl_pysocks_and_tor_resolve_are_refused_a_listed_name_and_the_target_n
         );
         log_with(
             &blocking,
-            &format!("\"localhost\" is on the blocklist {list}"),
+            &format!("\\\"localhost\\\" is on the blocklist {list}"),
             1,
         )
         .await;
@@ -211,7 +221,7 @@ async fn curl_pysocks_and_tor_resolve_are_refused_a_listed_name_and_the_target_n
             result.output
         );
         assert_eq!(echo.accepted(), 0, "the echo target was never contacted");
-        log_with(&blocking, "\"localhost\" is on the blocklist", 3).await;
+        log_with(&blocking, "\\\"localhost\\\" is on the blocklist", 3).await;
 
         // RESOLVE of a listed name is refused too.
         let Some(tor_resolve) = socksmith_testkit::tools::find_tool("tor-resolve").or_else(|| {
@@ -228,7 +238,7 @@ async fn curl_pysocks_and_tor_resolve_are_refused_a_listed_name_and_the_target_n
         out.assert_failure();
         assert!(!out.stdout_str().contains("127.0.0.1"), "{out}");
         log_with(&blocking, "command=RESOLVE destination=localhost:0", 1).await;
-        log_with(&blocking, "\"localhost\" is on the blocklist", 4).await;
+        log_with(&blocking, "\\\"localhost\\\" is on the blocklist", 4).await;
     })
     .await;
 }
@@ -348,7 +358,12 @@ async fn a_million_domain_list_loads_on_reload_and_blocks() {
             "D0123456.EXAMPLE.COM.",
         ] {
             assert_eq!(v5_connect_name(&server, name, 443).await, 0x02, "{name}");
-            log_with(&server, &format!("{name:?} is on the blocklist {list}"), 1).await;
+            log_with(
+                &server,
+                &format!("\\\"{name}\\\" is on the blocklist {list}"),
+                1,
+            )
+            .await;
         }
         assert_eq!(
             v5_connect_name(&server, "d1000000.example.com", 443).await,
@@ -356,7 +371,7 @@ async fn a_million_domain_list_loads_on_reload_and_blocks() {
         );
         let log = log_with(&server, "destination=d1000000.example.com:443", 1).await;
         assert!(
-            log.contains("denied by rule \"fence\""),
+            log.contains("denied by rule \\\"fence\\\""),
             "not listed: {log}"
         );
     })
@@ -404,7 +419,7 @@ async fn sniffing_catches_the_name_of_ip_only_http_and_tls_from_curl_socks5() {
             assert!(line.contains(&list), "{line}");
             assert!(
                 line.to_ascii_lowercase()
-                    .contains(&format!("\"{lowered}\"")),
+                    .contains(&format!("\\\"{lowered}\\\"")),
                 "{scheme}: the sniffed name: {line}"
             );
             assert!(
@@ -523,7 +538,12 @@ async fn a_clienthello_split_over_two_segments_is_reassembled_and_refused() {
             "the hello was really split: {hello_len} bytes"
         );
         let destination = format!("destination=127.0.0.1:{port} ");
-        let log = log_with(&server, "\"www.ads.example.com\" is on the blocklist", 1).await;
+        let log = log_with(
+            &server,
+            "\\\"www.ads.example.com\\\" is on the blocklist",
+            1,
+        )
+        .await;
         let line = log
             .lines()
             .find(|l| l.contains(&destination))

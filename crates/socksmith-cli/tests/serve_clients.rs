@@ -132,8 +132,8 @@ async fn curl_with_credentials_wrong_password_and_socks4_refused() {
         log_with(&server, "user=alice version=SOCKS5 command=CONNECT", 2).await;
         // The claimed name of a failed login is logged as a keyed hash: a password typed into
         // the name field must never reach the log.
-        let failed = log_with(&server, "authentication failed for user \"?", 1).await;
-        log_with(&server, "authentication failed for user \"\"", 1).await;
+        let failed = log_with(&server, r#"authentication failed for user \"?"#, 1).await;
+        log_with(&server, r#"authentication failed for user \"\""#, 1).await;
         assert!(
             !failed.contains("user=alice version=SOCKS5 duration"),
             "{failed}"

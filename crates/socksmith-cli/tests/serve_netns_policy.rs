@@ -235,8 +235,14 @@ cat serve.log >&2
             "the target saw the allowed page's request"
         );
         let log = out.stderr_str();
-        assert!(log.contains("\"ads.test\" is on the blocklist"), "{log}");
-        assert!(log.contains("\"x.ads.test\" is on the blocklist"), "{log}");
+        assert!(
+            log.contains("\\\"ads.test\\\" is on the blocklist"),
+            "{log}"
+        );
+        assert!(
+            log.contains("\\\"x.ads.test\\\" is on the blocklist"),
+            "{log}"
+        );
         assert!(out.stdout_str().contains("server exit 0"), "{out}");
     })
     .await;

@@ -109,7 +109,7 @@ async fn the_environment_sits_between_flag_and_file() {
         // The file alone: its list blocks.
         let server = start(vec![], vec![]).await;
         assert_eq!(code_for(&server, "file.example").await, 2);
-        log_with(&server, "\"file.example\" is on the blocklist", 1).await;
+        log_with(&server, "\\\"file.example\\\" is on the blocklist", 1).await;
         // The environment replaces the file's list, and switches require_hostname off.
         let server = start(
             vec![
@@ -121,8 +121,8 @@ async fn the_environment_sits_between_flag_and_file() {
         .await;
         assert_eq!(code_for(&server, "env.example").await, 2);
         assert_eq!(code_for(&server, "file.example").await, 2);
-        log_with(&server, "\"env.example\" is on the blocklist", 1).await;
-        log_with(&server, "denied by rule \"fence\"", 1).await;
+        log_with(&server, "\\\"env.example\\\" is on the blocklist", 1).await;
+        log_with(&server, "denied by rule \\\"fence\\\"", 1).await;
         let echo = socksmith_testkit::EchoServer::start().await;
         let mut s = connect(server.addr()).await;
         assert_eq!(
@@ -137,7 +137,7 @@ async fn the_environment_sits_between_flag_and_file() {
         )
         .await;
         assert_eq!(code_for(&server, "file.example").await, 2);
-        log_with(&server, "\"file.example\" is on the blocklist", 1).await;
+        log_with(&server, "\\\"file.example\\\" is on the blocklist", 1).await;
     })
     .await;
 }
@@ -194,7 +194,7 @@ async fn sighup_rereads_the_blocklist_and_users_files() {
             v5_reply(&mut s).await.0
         };
         assert_eq!(blocked("second.example").await, 2);
-        log_with(&server, "\"second.example\" is on the blocklist", 1).await;
+        log_with(&server, "\\\"second.example\\\" is on the blocklist", 1).await;
         assert_eq!(blocked("first.example").await, 2);
         let log = log_with(&server, "destination=first.example:80", 1).await;
         assert!(
@@ -257,7 +257,7 @@ async fn a_url_list_is_fetched_cached_and_still_blocks_after_a_restart_while_its
         assert_eq!(code_for(&server, "fetched.example").await, 2);
         log_with(
             &server,
-            &format!("\"fetched.example\" is on the blocklist {url}"),
+            &format!("\\\"fetched.example\\\" is on the blocklist {url}"),
             1,
         )
         .await;
@@ -271,7 +271,7 @@ async fn a_url_list_is_fetched_cached_and_still_blocks_after_a_restart_while_its
         failing.store(true, Ordering::SeqCst);
         let server = serve(&args).await;
         assert_eq!(code_for(&server, "x.fetched.example").await, 2);
-        log_with(&server, "\"x.fetched.example\" is on the blocklist", 1).await;
+        log_with(&server, "\\\"x.fetched.example\\\" is on the blocklist", 1).await;
         log_with(&server, "keeping the copy in use", 1).await;
     })
     .await;

@@ -232,6 +232,26 @@ async fn names_with_spaces_cannot_forge_log_fields() {
             1,
             "{keys:?} in {line}"
         );
+
+        // A user id that opens a quote, then a name with fields behind it: the quote must
+        // not run on into the next value.
+        let mut s = connect(server.addr()).await;
+        send(&mut s, &v4a_request(1, "x outcome=ok user=admin", 80, "\"q")).await;
+        assert_ne!(recv(&mut s, 8).await[1], 0x5A, "the upstream is not there");
+        let log = log_with(&server, "session finished", 2).await;
+        let line = log
+            .lines()
+            .filter(|l| l.contains("session finished"))
+            .last()
+            .expect("the second session's line");
+        let keys = field_keys(line.split_once("session finished ").expect("fields").1);
+        for key in ["user", "outcome"] {
+            assert_eq!(
+                keys.iter().filter(|k| *k == key).count(),
+                1,
+                "{key}: {keys:?} in {line}"
+            );
+        }
     })
     .await;
 }
@@ -251,7 +271,7 @@ async fn user_names_with_control_characters_cannot_forge_log_lines() {
         let log = log_with(&server, "handshake failed", 1).await;
         // A failed name is logged as a keyed hash, so nothing of it reaches the log at all.
         assert!(
-            log.contains(r#"authentication failed for user "?"#),
+            log.contains(r#"authentication failed for user \"?"#),
             "{log}"
         );
         assert!(!log.contains("eve"), "{log}");

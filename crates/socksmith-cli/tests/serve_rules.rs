@@ -136,12 +136,12 @@ async fn each_rule_key_matches_and_the_denial_names_the_rule() {
             2
         );
         let line = line_for(&server, &echo.addr().to_string()).await;
-        assert!(line.contains("rule \"from-other\" (#1)"), "{line}");
+        assert!(line.contains("rule \\\"from-other\\\" (#1)"), "{line}");
         // users
         let (rep, _, _) =
             v5_request(connect(server.addr()).await, Some("bob"), 1, &echo_addr).await;
         assert_eq!(rep, 2);
-        log_with(&server, "denied by rule \"bob\" (#2)", 1).await;
+        log_with(&server, "denied by rule \\\"bob\\\" (#2)", 1).await;
         let (rep, _, mut tunnel) =
             v5_request(connect(server.addr()).await, Some("alice"), 1, &echo_addr).await;
         assert_eq!(rep, 0, "alice from 127.0.0.1 matches no rule");
@@ -158,7 +158,7 @@ async fn each_rule_key_matches_and_the_denial_names_the_rule() {
                 v5_request(connect(server.addr()).await, Some("alice"), cmd, &addr).await;
             assert_eq!(rep, 2, "command {cmd:#04x}");
         }
-        log_with(&server, "denied by rule \"no-bind-udp\" (#3)", 3).await;
+        log_with(&server, "denied by rule \\\"no-bind-udp\\\" (#3)", 3).await;
         // to
         let (rep, _, _) = v5_request(
             connect(server.addr()).await,
@@ -168,7 +168,7 @@ async fn each_rule_key_matches_and_the_denial_names_the_rule() {
         )
         .await;
         assert_eq!(rep, 2);
-        log_with(&server, "denied by rule \"no-other-target\" (#4)", 1).await;
+        log_with(&server, "denied by rule \\\"no-other-target\\\" (#4)", 1).await;
         assert_eq!(other.accepted(), 0);
         // ports, number and range
         for p in [port + 1, port + 2] {
@@ -182,7 +182,7 @@ async fn each_rule_key_matches_and_the_denial_names_the_rule() {
             .await;
             assert_eq!(rep, 2, "port {p}");
         }
-        log_with(&server, "denied by rule \"no-ports\" (#5)", 2).await;
+        log_with(&server, "denied by rule \\\"no-ports\\\" (#5)", 2).await;
         // domains (case aside); rule #4 needs the address first, so
         // these names are resolved before rule #6 refuses them
         for name in ["localhost", "LocalHost"] {
@@ -195,7 +195,7 @@ async fn each_rule_key_matches_and_the_denial_names_the_rule() {
             .await;
             assert_eq!(rep, 2, "{name}");
         }
-        log_with(&server, "denied by rule \"no-name\" (#6)", 2).await;
+        log_with(&server, "denied by rule \\\"no-name\\\" (#6)", 2).await;
         assert_eq!(
             echo.accepted(),
             1,
@@ -250,7 +250,10 @@ async fn first_match_wins_default_deny_and_a_name_resolving_into_a_denied_range(
         let port = echo.addr().port();
         assert_eq!(connect_code(&server, &v5_name("localhost", port)).await, 2);
         let line = line_for(&server, &format!("localhost:{port}")).await;
-        assert!(line.contains("rule \"loopback-names-out\" (#1)"), "{line}");
+        assert!(
+            line.contains("rule \\\"loopback-names-out\\\" (#1)"),
+            "{line}"
+        );
         assert_eq!(echo.accepted(), 1);
         assert_eq!(refused.accepted(), 0);
     })
