@@ -345,7 +345,8 @@ def other_work_cores(cpu):
     if wall1 <= wall0:
         return None
     other_ticks = (machine1 - machine0) - (tree1 - tree0)
-    return max(other_ticks, 0) / hz / (wall1 - wall0)
+    # Slightly negative from tick rounding; never clamped from far below (that hid a bias).
+    return other_ticks / hz / (wall1 - wall0)
 
 
 def load_paragraph(meta):
@@ -360,8 +361,8 @@ def load_paragraph(meta):
     if other is None:
         return text
     text += (f" Work outside the bench's processes used {other:.2f} of a core on average"
-             f" during the measurements (user and system time from `/proc/stat`, less the"
-             f" bench's process tree).")
+             f" during the measurements (user, system, irq and softirq time from `/proc/stat`,"
+             f" less the bench's process tree).")
     if other > LOADED_CORES:
         text += (" **The machine was loaded by other work during this run: every figure below"
                  " is from a loaded machine** (ratios from one run hold better than absolute"

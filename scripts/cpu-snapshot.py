@@ -7,9 +7,12 @@ cannot tell that: it counts the bench's own proxies and load, and the build befo
 
 Prints one line: `WALL MACHINE_TICKS TREE_TICKS TICKS_PER_SECOND`, where
 
-- MACHINE_TICKS is user + nice + system time over all cores (`/proc/stat`). Interrupt and
-  softirq time are left out on both sides: the kernel charges them to no process, and on
-  loopback most of them are the bench's own packets;
+- MACHINE_TICKS is user + nice + system + irq + softirq time over all cores (`/proc/stat`).
+  Without CONFIG_IRQ_TIME_ACCOUNTING a tick that lands in an interrupt or softirq is counted
+  in those columns and also in the stime of the process it interrupted, so leaving them out
+  made the bench's own tree outweigh the machine (a negative "other work"). With the setting,
+  that time is charged to no process and shows as other work: on loopback it is mostly the
+  bench's own packets, which makes the figure err towards calling a run loaded;
 - TREE_TICKS is the user and system time of the process ROOT_PID and of every live process
   below it, each with the time of the children it has already reaped (`/proc/PID/stat`
   fields 14-17): a process that ended is counted in its parent's children time, one that
@@ -24,8 +27,8 @@ import time
 def machine_ticks():
     with open("/proc/stat") as f:
         fields = f.readline().split()
-    user, nice, system = (int(v) for v in fields[1:4])
-    return user + nice + system
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return user + nice + system + irq + softirq
 
 
 def process_table():
