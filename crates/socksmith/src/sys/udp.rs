@@ -46,10 +46,10 @@ pub(crate) const GSO_MAX_SEGMENT: usize = 1232;
 /// must fit an IP packet (65,535 bytes with headers).
 pub(crate) const GSO_MAX_BYTES: usize = 65_000;
 
-/// A UDP socket that receives and sends in batches (see the module documentation).
 /// The receive buffer a batch socket asks for (see [`BatchSocket::new`]).
 const RECEIVE_BUFFER: usize = 1 << 20;
 
+/// A UDP socket that receives and sends in batches (see the module documentation).
 #[derive(Debug)]
 pub(crate) struct BatchSocket {
     io: UdpSocket,
