@@ -241,8 +241,8 @@ async fn names_with_spaces_cannot_forge_log_fields() {
         let log = log_with(&server, "session finished", 2).await;
         let line = log
             .lines()
-            .filter(|l| l.contains("session finished"))
-            .last()
+            .rev()
+            .find(|l| l.contains("session finished"))
             .expect("the second session's line");
         let keys = field_keys(line.split_once("session finished ").expect("fields").1);
         for key in ["user", "outcome"] {
