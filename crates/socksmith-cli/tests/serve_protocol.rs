@@ -480,16 +480,7 @@ async fn udp_associate_relays_only_the_clients_datagrams() {
         let server = serve(&[]).await;
         let echo = UdpEchoServer::start().await;
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let mut control = connect(server.addr()).await;
-        // The client announces the address it will send from.
-        let (rep, addr) = v5_exchange(
-            &mut control,
-            3,
-            &v5_addr(client.local_addr().expect("addr")),
-        )
-        .await;
-        assert_eq!(rep, 0);
-        let relay = reply_addr(&addr);
+        let (control, relay) = udp_associate(server.addr(), &client).await;
         assert_eq!(
             relay.ip(),
             server.addr().ip(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use socksmith_testkit::socksmith::SocksmithServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 
 /// Bound on any single wait for the server in these tests.
 pub const STEP: Duration = Duration::from_secs(10);
@@ -63,6 +63,18 @@ pub async fn recv_to_end(s: &mut TcpStream) -> Vec<u8> {
         Err(_) => panic!("the proxy did not close within {STEP:?}"),
     }
     buf
+}
+
+/// A SOCKS5 UDP ASSOCIATE from `proxy` for datagrams that `client` will send: the control
+/// connection (the association lasts as long as it is open) and the relay address the reply
+/// names. Asserts the association was granted.
+pub async fn udp_associate(proxy: SocketAddr, client: &UdpSocket) -> (TcpStream, SocketAddr) {
+    let mut control = connect(proxy).await;
+    // The client announces the address it will send from.
+    let from = client.local_addr().expect("the client's address");
+    let (rep, addr) = v5_exchange(&mut control, 3, &v5_addr(from)).await;
+    assert_eq!(rep, 0, "UDP ASSOCIATE granted");
+    (control, reply_addr(&addr))
 }
 
 /// SOCKS5 `ATYP | ADDR | PORT` for an address.
