@@ -669,23 +669,31 @@ async fn an_empty_path_with_a_query_reaches_the_origin_as_slash_query() {
     .await;
 }
 
+/// An origin that takes one connection, reads the request, writes `answer` (possibly
+/// nothing) and then neither sends nor closes: its address and task (abort it when done).
+async fn stalling_origin(
+    answer: &'static [u8],
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let origin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = origin.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let (mut conn, _) = origin.accept().await.expect("accept");
+        let mut head = [0u8; 4096];
+        let _ = conn.read(&mut head).await;
+        conn.write_all(answer).await.expect("write");
+        tokio::time::sleep(TEST_DEADLINE).await;
+        drop(conn);
+    });
+    (addr, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_body_that_stops_moving_is_closed_at_the_idle_timeout() {
     within(TEST_DEADLINE, "stalled response body", async {
         let server = serve(&["--idle-timeout", "1s"]).await;
         // An origin that promises 1000 bytes, sends 7 and then neither sends nor closes.
-        let origin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let origin_addr = origin.local_addr().expect("addr");
-        let stalled = tokio::spawn(async move {
-            let (mut conn, _) = origin.accept().await.expect("accept");
-            let mut head = [0u8; 4096];
-            let _ = conn.read(&mut head).await;
-            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n1234567")
-                .await
-                .expect("write");
-            tokio::time::sleep(TEST_DEADLINE).await;
-            drop(conn);
-        });
+        let (origin_addr, stalled) =
+            stalling_origin(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n1234567").await;
         let mut s = connect(server.addr()).await;
         let request = format!("GET http://{origin_addr}/ HTTP/1.1\r\nHost: x\r\n\r\n");
         send(&mut s, request.as_bytes()).await;
@@ -704,15 +712,7 @@ async fn an_origin_that_never_answers_gets_the_client_a_504_not_a_silent_close()
     within(TEST_DEADLINE, "silent origin", async {
         let server = serve(&["--idle-timeout", "1s"]).await;
         // An origin that reads the request and never answers.
-        let origin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let origin_addr = origin.local_addr().expect("addr");
-        let silent = tokio::spawn(async move {
-            let (mut conn, _) = origin.accept().await.expect("accept");
-            let mut head = [0u8; 4096];
-            let _ = conn.read(&mut head).await;
-            tokio::time::sleep(TEST_DEADLINE).await;
-            drop(conn);
-        });
+        let (origin_addr, silent) = stalling_origin(b"").await;
         let mut s = connect(server.addr()).await;
         let request =
             format!("GET http://{origin_addr}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
