@@ -549,3 +549,41 @@ async fn datagrams_ahead_of_a_slow_name_in_a_batch_do_not_wait_for_its_lookup() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn datagrams_the_kernel_drops_on_a_full_relay_buffer_are_counted() {
+    within(STEP, "kernel drops", async {
+        let server = Running::start(ServerConfig::default()).await;
+        let (client, relay, target, _control) = association_and_target(&server).await;
+        let to = Target::Ip(target.local_addr().expect("addr"));
+        client
+            .send_to(&udp_wrap(&to, b"open"), relay)
+            .await
+            .expect("send");
+        receive(&target, 1).await;
+
+        // The server runs on this test's one thread: while this loop does not yield, nothing
+        // reads the relay's socket, and what does not fit its receive buffer is dropped.
+        let burst = udp_wrap(&to, &[7u8; 60_000]);
+        let sender = client.into_std().expect("std socket");
+        sender.set_nonblocking(false).expect("blocking");
+        let sent = (0..1_750)
+            .filter(|_| sender.send_to(&burst, relay).is_ok())
+            .count() as u64;
+        // The relay's buffer (at most 2 MiB as the kernel counts it) holds about 30 of them.
+        let stats = server
+            .stats_when(|s| s.udp_receive_buffer_dropped >= sent - 40)
+            .await;
+        assert!(
+            stats.udp_receive_buffer_dropped <= sent,
+            "{} dropped of {sent} sent",
+            stats.udp_receive_buffer_dropped
+        );
+        assert_eq!(
+            stats.udp_receive_buffer_dropped + stats.udp_datagrams_client_to_target,
+            sent + 1,
+            "every datagram is either relayed or counted as dropped"
+        );
+    })
+    .await;
+}

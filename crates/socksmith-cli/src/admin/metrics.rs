@@ -422,6 +422,10 @@ mod tests {
             text.contains("socksmith_udp_dropped_total{reason=\"foreign\"} 0\n"),
             "{text}"
         );
+        assert!(
+            text.contains("socksmith_udp_dropped_total{reason=\"receive_buffer\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -144,13 +144,15 @@ impl Collector for ServerStats {
         counters(
             e,
             "socksmith_udp_dropped",
-            "UDP datagrams dropped: fragmented, from a foreign address, or invalid (broken \
-             header, denied or unresolvable destination)",
+            "UDP datagrams dropped: fragmented, from a foreign address, invalid (broken \
+             header, denied or unresolvable destination), or by the kernel on a full receive \
+             buffer of a relay socket",
             "reason",
             &[
                 ("fragmented", s.udp_frag_dropped),
                 ("foreign", s.udp_foreign_dropped),
                 ("invalid", s.udp_invalid_dropped),
+                ("receive_buffer", s.udp_receive_buffer_dropped),
             ],
         )
     }

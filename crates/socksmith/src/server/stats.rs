@@ -34,6 +34,7 @@ pub struct Stats {
     pub(crate) udp_frag_dropped: AtomicU64,
     pub(crate) udp_foreign_dropped: AtomicU64,
     pub(crate) udp_invalid_dropped: AtomicU64,
+    pub(crate) udp_receive_buffer_dropped: AtomicU64,
 }
 
 /// The counters at one moment. Each field is a total since the server started, except the
@@ -94,6 +95,10 @@ pub struct StatsSnapshot {
     pub udp_foreign_dropped: u64,
     /// Client datagrams with a broken header, a denied or unresolvable destination, dropped.
     pub udp_invalid_dropped: u64,
+    /// Datagrams the kernel dropped on the relay's sockets (either side) because their
+    /// receive buffer was full: a burst faster than the relay reads. Counted for each
+    /// association at most once a second while it is busy, and when it ends.
+    pub udp_receive_buffer_dropped: u64,
 }
 
 impl Stats {
@@ -127,6 +132,7 @@ impl Stats {
             udp_frag_dropped: get(&self.udp_frag_dropped),
             udp_foreign_dropped: get(&self.udp_foreign_dropped),
             udp_invalid_dropped: get(&self.udp_invalid_dropped),
+            udp_receive_buffer_dropped: get(&self.udp_receive_buffer_dropped),
         }
     }
 }

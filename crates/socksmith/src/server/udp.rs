@@ -29,6 +29,10 @@
 //! answers all go to one address, in runs of same-size datagrams the same way. Order is kept
 //! in each direction.
 //!
+//! Datagrams the kernel drops because a relay socket's receive buffer is full (a burst
+//! faster than the relay reads) are counted too, from each socket's `SO_MEMINFO`: at most
+//! once a second while datagrams flow, a second after the last batch, and at the end.
+//!
 //! One batch area serves both directions: 32 slots, each room for the largest datagram and
 //! for the headers in front of the answers one buffer can hold. It is allocated when the first datagram arrives (an
 //! idle association costs none) from memory the kernel backs only where datagrams are written
@@ -197,8 +201,10 @@ pub(crate) async fn associate(
         last_name: None,
         traffic: Traffic::default(),
         told_hostname_required: false,
+        kernel_drops: KernelDrops::default(),
     };
     let result = relay.run(&mut client, &*egress).await;
+    relay.count_kernel_drops(&*egress);
     *traffic = relay.traffic;
     result
 }
@@ -229,6 +235,24 @@ struct Association<'a> {
     /// The client was told once that datagrams to bare addresses are dropped here
     /// (`require_hostname`).
     told_hostname_required: bool,
+    /// What the kernel dropped on this association's sockets, as counted so far.
+    kernel_drops: KernelDrops,
+}
+
+/// The kernel's drop counts of an association's sockets are read with a system call, so
+/// not with every batch: at most this often while datagrams flow, and once at the end.
+const KERNEL_DROPS_EVERY: Duration = Duration::from_secs(1);
+
+/// The part of the kernel's drop count already added to the server's counter, and when it
+/// is read next.
+#[derive(Default)]
+struct KernelDrops {
+    counted: u64,
+    /// No read before this; `None`: the next batch reads.
+    next_read: Option<Instant>,
+    /// A batch came before `next_read`: the count is read then, by a timer, so that drops in
+    /// a burst's last second are counted even if no datagram follows.
+    owed: bool,
 }
 
 enum Wake {
@@ -240,6 +264,8 @@ enum Wake {
     EgressClosed(io::Error),
     NoMemory(io::Error),
     Idle,
+    /// Time to read the kernel's drop counts (see [`KernelDrops`]).
+    Recount,
 }
 
 impl Association<'_> {
@@ -254,10 +280,15 @@ impl Association<'_> {
         let sleep = tokio::time::sleep(idle);
         tokio::pin!(sleep);
         let mut egress_closed = egress.closed();
+        let recount = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(recount);
         loop {
             let wake = poll_fn(|cx| {
                 if let Poll::Ready(e) = egress_closed.as_mut().poll(cx) {
                     return Poll::Ready(Wake::EgressClosed(e));
+                }
+                if self.kernel_drops.owed && recount.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Recount);
                 }
                 poll_wake(
                     cx,
@@ -288,10 +319,40 @@ impl Association<'_> {
                     })
                 }
                 Wake::Idle => return Err(SessionError::UdpIdle(idle)),
+                Wake::Recount => {
+                    self.kernel_drops.owed = false;
+                    self.count_kernel_drops(egress);
+                    continue;
+                }
             };
             if alive {
                 sleep.as_mut().reset(deadline_in(idle));
             }
+            let now = Instant::now();
+            match self.kernel_drops.next_read {
+                Some(at) if at > now => {
+                    if !self.kernel_drops.owed {
+                        self.kernel_drops.owed = true;
+                        recount.as_mut().reset(at);
+                    }
+                }
+                _ => {
+                    self.count_kernel_drops(egress);
+                    self.kernel_drops.next_read = Some(now + KERNEL_DROPS_EVERY);
+                }
+            }
+        }
+    }
+
+    /// Adds to the server's counter what the kernel has dropped on both sides' sockets since
+    /// the last count (datagrams that came faster than the relay read them).
+    fn count_kernel_drops(&mut self, egress: &dyn UdpEgress) {
+        let total = self.socket.kernel_drops().unwrap_or(0) + egress.kernel_drops();
+        let new = total.saturating_sub(self.kernel_drops.counted);
+        if new > 0 {
+            self.kernel_drops.counted = total;
+            add(&self.shared.stats.udp_receive_buffer_dropped, new);
+            tracing::debug!(client = %self.session.client, dropped = new, "UDP: the kernel dropped datagrams on a full receive buffer");
         }
     }
 

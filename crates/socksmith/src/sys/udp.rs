@@ -144,6 +144,12 @@ impl BatchSocket {
         }
     }
 
+    /// How many datagrams the kernel has dropped on this socket since it was made because its
+    /// receive buffer was full (`SO_MEMINFO`'s drop count; Linux only, 0 elsewhere).
+    pub(crate) fn kernel_drops(&self) -> io::Result<u64> {
+        options::drops(&self.io)
+    }
+
     /// The most datagrams one GSO send may carry here: 1 where the kernel has no GSO, or after
     /// a GSO send failed in a way that says the device cannot do it.
     pub(crate) fn max_segments(&self) -> usize {
@@ -342,6 +348,33 @@ mod options {
         }
     }
 
+    /// The socket's drop count from `SO_MEMINFO` (Linux 4.12 and later).
+    pub(super) fn drops(socket: &impl AsFd) -> io::Result<u64> {
+        // The kernel fills as many of its counters as the buffer holds (nine today) and says
+        // how many bytes it wrote; room for more keeps a newer kernel from failing the call.
+        let mut info = [0u32; 16];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` and `len` are valid for writes and `len` gives `info`'s size; the
+        // descriptor is borrowed, so open for the duration of the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let index = libc::SK_MEMINFO_DROPS as usize;
+        if (len as usize) < (index + 1) * std::mem::size_of::<u32>() {
+            return Err(io::Error::other("SO_MEMINFO carries no drop count"));
+        }
+        Ok(u64::from(info[index]))
+    }
+
     fn get(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -411,6 +444,10 @@ mod options {
     pub(super) fn no_ancillary_data(_socket: &impl AsFd, _ipv4: bool) -> io::Result<()> {
         Ok(())
     }
+
+    pub(super) fn drops(_socket: &impl AsFd) -> io::Result<u64> {
+        Ok(0)
+    }
 }
 
 #[cfg(test)]
@@ -469,6 +506,30 @@ mod tests {
         // The kernel doubles what it grants (half is its bookkeeping).
         assert_eq!(got, 2 * RECEIVE_BUFFER.min(cap), "default was {default}");
         assert!(got >= default);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn datagrams_beyond_the_receive_buffer_are_counted_as_kernel_drops() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = receiver.local_addr().expect("address");
+        let batch = BatchSocket::new(receiver, false).expect("batch socket");
+        assert_eq!(batch.kernel_drops().expect("SO_MEMINFO"), 0);
+        // 100 MiB of unread datagrams: far more than any receive buffer holds.
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let payload = vec![7u8; 60_000];
+        let sent = (0..1_750)
+            .filter(|_| sender.send_to(&payload, to).is_ok())
+            .count();
+        let dropped = batch.kernel_drops().expect("SO_MEMINFO");
+        let buffer = socket2::SockRef::from(batch.socket())
+            .recv_buffer_size()
+            .expect("SO_RCVBUF");
+        // Loopback delivers at once, so what did not fit is already counted.
+        assert!(
+            dropped > 0 && dropped as usize >= sent - buffer / 60_000,
+            "{dropped} of {sent} dropped, buffer {buffer}"
+        );
     }
 
     #[cfg(target_os = "linux")]

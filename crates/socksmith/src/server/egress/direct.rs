@@ -416,4 +416,12 @@ impl UdpEgress for DirectUdp {
         }
         Poll::Pending
     }
+
+    fn kernel_drops(&self) -> u64 {
+        [self.v4.get(), self.v6.get()]
+            .into_iter()
+            .flatten()
+            .filter_map(|socket| socket.kernel_drops().ok())
+            .sum()
+    }
 }

@@ -190,6 +190,13 @@ pub trait UdpEgress: Send + Sync {
         false
     }
 
+    /// How many answers the kernel has dropped so far on this egress's own sockets because
+    /// a receive buffer was full (counted in `socksmith_udp_dropped_total`). 0 by default:
+    /// an egress that does not count them.
+    fn kernel_drops(&self) -> u64 {
+        0
+    }
+
     /// Resolves when the egress side of the association has ended on its own (a parent
     /// proxy closed it); the association then ends. Never, by default.
     fn closed(&self) -> Pin<Box<dyn Future<Output = io::Error> + Send + '_>> {
