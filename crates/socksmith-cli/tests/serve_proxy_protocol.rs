@@ -57,6 +57,16 @@ async fn haproxy_in_front_of_two_instances_passes_the_real_client_address() {
             "the v2 instance saw LOCAL health checks: {}",
             v2.stderr()
         );
+        // Each check closes after the method choice: a health check, not a failed session.
+        // (The connection HAProxy's start-up wait made through the balancer is a client's
+        // that closed before a byte, `version=-`, and is logged as one.)
+        for (name, server) in [("v1", &v1), ("v2", &v2)] {
+            let log = log_with(server, "health check: the balancer closed in the handshake", 2).await;
+            assert!(
+                !log.lines().any(|l| l.contains("handshake failed") && l.contains("SOCKS5")),
+                "{name}: {log}"
+            );
+        }
 
         // curl from 127.0.0.2, round robin: each instance serves some of the requests.
         let proxy = Proxy::new(ProxyKind::Socks5h, haproxy.addr());
@@ -324,10 +334,22 @@ async fn a_health_check_that_sends_its_header_and_closes_is_no_failed_session() 
         }
         let log = log_with(&server, "health check: a header, then closed", 2).await;
         assert!(!log.contains("handshake failed"), "{log}");
-        // A check that goes on to speak SOCKS is served as before.
+        // A check that goes on to speak SOCKS is served as before, and its close in the
+        // handshake is no failed session either (HAProxy's `tcp-check send-binary 050100`).
+        for header in [v2_local, v1_unknown] {
+            let mut s = connect(server.addr()).await;
+            send(&mut s, &[header, &[5, 1, 0]].concat()).await;
+            assert_eq!(recv(&mut s, 2).await, [5, 0]);
+        }
+        let log = log_with(&server, "health check: the balancer closed in the handshake", 2).await;
+        assert!(!log.contains("handshake failed"), "{log}");
+        // A client's connection that does the same is a handshake that failed.
         let mut s = connect(server.addr()).await;
-        send(&mut s, &[v2_local, &[5, 1, 0]].concat()).await;
+        send(&mut s, b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 1080\r\n\x05\x01\x00").await;
         assert_eq!(recv(&mut s, 2).await, [5, 0]);
+        drop(s);
+        let log = log_with(&server, "handshake failed", 1).await;
+        assert!(log.contains("client=192.0.2.7:40000"), "{log}");
     })
     .await;
 }

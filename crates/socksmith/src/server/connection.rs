@@ -60,6 +60,10 @@ pub(crate) struct Accepted {
     pub(crate) nodelay_set: bool,
     /// Bytes already read from the stream, handled as if read first.
     pub(crate) already_read: Vec<u8>,
+    /// The connection is a load balancer's own (a PROXY protocol `LOCAL` or `UNKNOWN`
+    /// header): one that ends in its handshake is the balancer's health check, not a client
+    /// that gave up (see [`End::balancers_own`]).
+    pub(crate) balancers_own: bool,
 }
 
 /// The machine, kept until the last reply is sent, with its output buffer.
@@ -216,6 +220,7 @@ async fn prepare(
     // Up from the first byte; `Closing` takes it over and brings it down.
     let active = Gauge::up(&shared.stats.sessions_active);
     let mut end = End::new(accepted.peer);
+    end.balancers_own = accepted.balancers_own;
     if let Some(accounting) = &shared.config.accounting {
         accounting.record(&Event::Accepted {
             client: accepted.peer,
@@ -251,6 +256,7 @@ async fn serve(
         local,
         nodelay_set,
         already_read,
+        balancers_own: _,
     } = accepted;
     if !shared.config.allow_from.allows(peer.ip()) {
         // Closed before anything is read or sent: a stranger learns nothing, not even that
@@ -468,10 +474,9 @@ async fn handshake(
         let n = client
             .read_buf(&mut buf)
             .await
-            .map_err(|e| client_gone(shared, e))?;
+            .map_err(|e| client_gone(shared, end, SessionError::ClientIo(e)))?;
         if n == 0 {
-            inc(&shared.stats.handshake_client_gone);
-            return Err(SessionError::ClientClosed);
+            return Err(client_gone(shared, end, SessionError::ClientClosed));
         }
     }
 }
@@ -534,9 +539,13 @@ pub(crate) fn claimed_user_hash(name: &[u8]) -> String {
     format!("?{:08x}", hash >> 32)
 }
 
-fn client_gone(shared: &Shared, e: std::io::Error) -> SessionError {
-    inc(&shared.stats.handshake_client_gone);
-    SessionError::ClientIo(e)
+/// Counts a client that closed or failed in its handshake (`error`), unless it was the load
+/// balancer's health check.
+fn client_gone(shared: &Shared, end: &End, error: SessionError) -> SessionError {
+    if !end.balancers_own {
+        inc(&shared.stats.handshake_client_gone);
+    }
+    error
 }
 
 /// Ends a session after its last (failure) reply without a reset. A client may have
@@ -609,6 +618,7 @@ mod tests {
             local: None,
             nodelay_set: false,
             already_read: Vec::new(),
+            balancers_own: false,
         };
         let task = run(
             Arc::clone(&server.current()),

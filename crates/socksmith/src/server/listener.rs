@@ -155,6 +155,7 @@ pub(crate) async fn run(
                         local: from.local,
                         nodelay_set: from.nodelay,
                         already_read: Vec::new(),
+                        balancers_own: false,
                     };
                     // The configuration as of now: a reload during the wait applies.
                     let shared = server.current();

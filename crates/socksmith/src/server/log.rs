@@ -31,6 +31,10 @@ pub(crate) struct End {
     /// The handshake ended with a reply to the client (0xFF, an authentication failure,
     /// 0x5B, an error reply): linger before closing.
     pub(crate) replied: bool,
+    /// The connection is a load balancer's own (PROXY protocol `LOCAL` or `UNKNOWN`): if it
+    /// closes in its handshake, it was a health check (HAProxy's `tcp-check` that sends a
+    /// greeting and reads the answer), which is neither logged as a failure nor counted.
+    pub(crate) balancers_own: bool,
     pub(crate) meter: Meter,
 }
 
@@ -65,6 +69,7 @@ impl End {
             http: false,
             silent: false,
             replied: false,
+            balancers_own: false,
             meter: Meter::default(),
         }
     }
@@ -138,6 +143,10 @@ impl End {
         if self.silent && error.is_none() {
             return;
         }
+        if self.is_health_check(error) {
+            tracing::debug!(balancer = %self.peer(), "health check: the balancer closed in the handshake");
+            return;
+        }
         let peer = self.peer();
         self.log(peer, elapsed, error);
         if let Some(mut guard) = self.meter.guard.take() {
@@ -153,6 +162,17 @@ impl End {
                 error,
             }));
         }
+    }
+
+    /// Whether the session was the balancer's health check: its own connection, closed
+    /// before any request.
+    fn is_health_check(&self, error: Option<&SessionError>) -> bool {
+        self.balancers_own
+            && self.session().is_none()
+            && matches!(
+                error,
+                Some(SessionError::ClientClosed | SessionError::ClientIo(_))
+            )
     }
 
     fn log(&self, peer: SocketAddr, elapsed: Duration, error: Option<&SessionError>) {

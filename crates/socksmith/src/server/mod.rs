@@ -256,18 +256,25 @@ impl Server {
     where
         S: AsyncStream + 'static,
     {
-        let shared = self.current();
-        connection::run(
-            shared,
-            TunnelStream::new(stream),
+        self.serve_accepted(
+            stream,
             connection::Accepted {
                 peer,
                 local: None,
                 nodelay_set: false,
                 already_read,
+                balancers_own: false,
             },
         )
         .await
+    }
+
+    /// Serves a connection as its caller describes it.
+    pub(crate) async fn serve_accepted<S>(&self, stream: S, accepted: connection::Accepted)
+    where
+        S: AsyncStream + 'static,
+    {
+        connection::run(self.current(), TunnelStream::new(stream), accepted).await
     }
 
     /// The checks [`Server::serve`] makes before accepting anything: at least one listener,

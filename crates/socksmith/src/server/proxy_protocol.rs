@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::server::connection::Accepted;
 use crate::server::per_client::PerClient;
 use crate::server::stats::inc;
 use crate::server::{listener, Server, ServerError};
@@ -95,6 +96,16 @@ impl ProxyHeader {
         match self.addr {
             ProxiedAddr::Proxied { source, .. } => source,
             ProxiedAddr::Local | ProxiedAddr::Unknown => peer,
+        }
+    }
+
+    /// Whether the header says that the connection from `peer` is the balancer's own, not
+    /// a client's: `LOCAL`, `UNKNOWN`, or addresses that name this very connection (what
+    /// HAProxy's health checks send with v1 headers: its own address and port).
+    pub fn is_balancers_own(&self, peer: SocketAddr) -> bool {
+        match self.addr {
+            ProxiedAddr::Proxied { source, .. } => source == peer,
+            ProxiedAddr::Local | ProxiedAddr::Unknown => true,
         }
     }
 }
@@ -324,8 +335,10 @@ pub(crate) async fn serve_one(
             }
             // HAProxy's plain health check (`check check-send-proxy`) sends a LOCAL (v2) or
             // UNKNOWN (v1) header and closes: that is the whole check, not a client that gave
-            // up in its handshake, so it is not served (nor counted) as a session.
-            let balancers_own = matches!(header.addr, ProxiedAddr::Local | ProxiedAddr::Unknown);
+            // up in its handshake, so it is not served (nor counted) as a session. A check
+            // that speaks SOCKS first (`tcp-check send-binary 050100`) is served, and its
+            // close in the handshake is not counted either (`Accepted::balancers_own`).
+            let balancers_own = header.is_balancers_own(balancer);
             if balancers_own && rest.is_empty() && closes_without_a_byte(&stream, deadline).await {
                 tracing::debug!(balancer = %balancer, "health check: a header, then closed");
                 return;
@@ -336,7 +349,14 @@ pub(crate) async fn serve_one(
                 return;
             };
             inc(&stats.sessions_accepted);
-            server.serve_prefixed(stream, client, rest).await;
+            let accepted = Accepted {
+                peer: client,
+                local: None,
+                nodelay_set: false,
+                already_read: rest,
+                balancers_own,
+            };
+            server.serve_accepted(stream, accepted).await;
         }
         // A TCP health check connects and closes without a byte: nothing to report.
         Err(ProxyHeaderError::Closed(0)) => {
@@ -531,6 +551,22 @@ mod tests {
         // PROXY with an unspecified family: the balancer does not know; the peer is used.
         let (header, _) = decode_all(&v2(0x21, 0x00, &[]));
         assert_eq!(header.addr, ProxiedAddr::Unknown);
+    }
+
+    #[test]
+    fn the_balancers_own_connections_are_told_from_its_clients() {
+        let balancer = addr("127.0.0.1:40000");
+        let own = |line: &str| {
+            let (header, _) = decode_all(line.as_bytes());
+            header.is_balancers_own(balancer)
+        };
+        // HAProxy's v1 health check names its own connection.
+        assert!(own("PROXY TCP4 127.0.0.1 127.0.0.1 40000 1080\r\n"));
+        assert!(own("PROXY UNKNOWN\r\n"));
+        assert!(!own("PROXY TCP4 192.0.2.7 127.0.0.1 40000 1080\r\n"));
+        assert!(!own("PROXY TCP4 127.0.0.1 127.0.0.1 40001 1080\r\n"));
+        let (local, _) = decode_all(&v2(0x20, 0x00, &[]));
+        assert!(local.is_balancers_own(balancer));
     }
 
     #[test]
