@@ -63,6 +63,22 @@ async fn association_and_target(
     (client, relay, target, control)
 }
 
+/// [`association_and_target`] with a first datagram through it ("open"): the client socket,
+/// the relay address, the target socket, the target as the client names it, the relay's
+/// egress address (where the target's answers go) and the control connection.
+async fn opened_association(
+    server: &Running,
+) -> (UdpSocket, SocketAddr, UdpSocket, Target, SocketAddr, tokio::net::TcpStream) {
+    let (client, relay, target, control) = association_and_target(server).await;
+    let to = Target::Ip(target.local_addr().expect("addr"));
+    client
+        .send_to(&udp_wrap(&to, b"open"), relay)
+        .await
+        .expect("send");
+    let egress = receive(&target, 1).await[0].1;
+    (client, relay, target, to, egress, control)
+}
+
 #[tokio::test]
 async fn a_burst_longer_than_a_batch_arrives_in_order_both_ways() {
     within(STEP * 3, "long burst", async {
@@ -208,13 +224,7 @@ async fn answers_from_a_denied_sender_are_dropped_inside_a_batch_and_the_rest_pa
         let mut config = ServerConfig::default();
         config.policy = Arc::new(Rules::default().deny(denied));
         let server = Running::start(config).await;
-        let (client, relay, target, _control) = association_and_target(&server).await;
-        let to = Target::Ip(target.local_addr().expect("addr"));
-        client
-            .send_to(&udp_wrap(&to, b"open"), relay)
-            .await
-            .expect("send");
-        let egress = receive(&target, 1).await[0].1;
+        let (client, _relay, target, to, egress, _control) = opened_association(&server).await;
 
         // Interleaved, without yielding: one batch at the relay.
         let intruder = UdpSocket::bind("127.0.0.77:0").await.expect("intruder");
@@ -406,13 +416,7 @@ async fn answers_to_the_client_leave_in_gso_runs_the_client_sees_as_datagrams() 
 async fn a_targets_gso_burst_reaches_the_client_as_datagrams_with_their_headers() {
     within(STEP, "GRO at the egress", async {
         let server = Running::start(ServerConfig::default()).await;
-        let (client, relay, target, _control) = association_and_target(&server).await;
-        let to = Target::Ip(target.local_addr().expect("addr"));
-        client
-            .send_to(&udp_wrap(&to, b"open"), relay)
-            .await
-            .expect("send");
-        let egress = receive(&target, 1).await[0].1;
+        let (client, _relay, target, to, egress, _control) = opened_association(&server).await;
         let target = target.into_std().expect("std socket");
 
         // Ten 100-byte answers and a 30-byte one in one GSO send; then two bursts of 64
@@ -554,13 +558,7 @@ async fn datagrams_ahead_of_a_slow_name_in_a_batch_do_not_wait_for_its_lookup() 
 async fn datagrams_the_kernel_drops_on_a_full_relay_buffer_are_counted() {
     within(STEP, "kernel drops", async {
         let server = Running::start(ServerConfig::default()).await;
-        let (client, relay, target, _control) = association_and_target(&server).await;
-        let to = Target::Ip(target.local_addr().expect("addr"));
-        client
-            .send_to(&udp_wrap(&to, b"open"), relay)
-            .await
-            .expect("send");
-        receive(&target, 1).await;
+        let (client, relay, _target, to, _egress, _control) = opened_association(&server).await;
 
         // The server runs on this test's one thread: while this loop does not yield, nothing
         // reads the relay's socket, and what does not fit its receive buffer is dropped.
