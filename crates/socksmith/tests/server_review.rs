@@ -1,7 +1,7 @@
-//! Regression tests for findings of the review of the server as it first landed (issue 13),
-//! each failing before its fix: names through a `socks5://` upstream were never checked by
-//! the policy, UDP answers came into an association from denied sources, and RESOLVE_PTR
-//! answered for denied ranges.
+//! Regression tests for findings of reviews of the server, each failing before its fix:
+//! names through a `socks5://` upstream were never checked by the policy, UDP answers came
+//! into an association from denied sources, RESOLVE_PTR answered for denied ranges, and a
+//! client's lookups past its share failed at once instead of waiting for room.
 
 mod server_support;
 
@@ -177,10 +177,17 @@ async fn one_client_with_slow_names_cannot_stall_everyone_elses_lookups() {
             hanging.push(s);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // ...its next lookup is refused at once (host unreachable)...
-        let (_s, code, _) =
-            v5_request(server.addr, 1, &Target::Domain("slow-more.test".into(), 80)).await;
-        assert_eq!(code, 0x04);
+        // ...its next lookup waits for room (the resolve timeout, 30 s, at most)...
+        let mut waiting = TcpStream::connect(server.addr).await.expect("connect");
+        assert_eq!(socks5_greeting(&mut waiting, &[0]).await.expect("greeting"), 0);
+        let next = Target::Domain("fast-more.test".into(), echo.addr().port());
+        let request = socks5_request(&mut waiting, 1, &next);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), request)
+                .await
+                .is_err(),
+            "the lookup waits while its client holds every lookup slot"
+        );
 
         // ...while another client's lookups go through.
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -201,6 +208,63 @@ async fn one_client_with_slow_names_cannot_stall_everyone_elses_lookups() {
             "another client resolves while the first one waits"
         );
         drop(hanging);
+    })
+    .await;
+}
+
+/// A resolver whose names starting with "gated" resolve (to 127.0.0.1) only once the test
+/// opens the gate for them, one permit a name; other names resolve at once.
+#[derive(Debug)]
+struct GatedNames(Arc<tokio::sync::Semaphore>);
+
+impl socksmith::resolve::Resolve for GatedNames {
+    fn lookup_name<'a>(&'a self, name: &'a str) -> socksmith::resolve::Lookup<'a, Vec<IpAddr>> {
+        Box::pin(async move {
+            if name.starts_with("gated") {
+                self.0.acquire().await.expect("the gate stays open").forget();
+            }
+            Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        })
+    }
+
+    fn lookup_addr(&self, ip: IpAddr) -> socksmith::resolve::Lookup<'_, String> {
+        Box::pin(async move { Ok(ip.to_string()) })
+    }
+}
+
+#[tokio::test]
+async fn a_lookup_past_the_clients_share_runs_once_an_earlier_one_finishes() {
+    within(STEP, "lookup waits for room", async {
+        let echo = socksmith_testkit::EchoServer::start().await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut config = ServerConfig::default();
+        config.resolver = Arc::new(GatedNames(Arc::clone(&gate)));
+        config.resolve_timeout = Duration::from_secs(30);
+        let server = Running::start(config).await;
+        let port = echo.addr().port();
+
+        // A browser opening a page: more names at once than one client's share of lookups.
+        let limit = socksmith::server::LOOKUPS_PER_CLIENT;
+        let mut sessions = Vec::new();
+        for i in 0..=limit {
+            let name = if i < limit { format!("gated{i}.test") } else { "next.test".into() };
+            let addr = server.addr;
+            sessions.push(tokio::spawn(async move {
+                v5_request(addr, 1, &Target::Domain(name, port)).await.1
+            }));
+            // In order: the last one finds the share full.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let last = sessions.pop().expect("the last session");
+        assert!(!last.is_finished(), "the last lookup waits for room");
+        // One gated lookup finishes: its slot goes to the waiting one, which connects.
+        gate.add_permits(1);
+        assert_eq!(last.await.expect("task"), 0, "the waiting lookup ran");
+        gate.add_permits(limit);
+        for session in sessions {
+            assert_eq!(session.await.expect("task"), 0);
+        }
     })
     .await;
 }

@@ -4,8 +4,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 /// Sessions per client address, with a slot held by each session.
 #[derive(Debug)]
@@ -14,6 +17,11 @@ pub(crate) struct PerClient {
     counts: Mutex<HashMap<Ipv6Addr, usize>>,
     /// When a refusal was last logged as a warning.
     warned: Mutex<Option<Instant>>,
+    /// Callers waiting in [`PerClient::take_within`]: only then does a slot given back wake
+    /// anyone (sessions, which never wait, pay nothing for it).
+    waiting: AtomicUsize,
+    /// Woken when a slot is given back while someone waits.
+    freed: Notify,
 }
 
 /// Refusals are logged as a warning at most this often (a flood must not flood the log).
@@ -36,6 +44,8 @@ impl PerClient {
             limit,
             counts: Mutex::new(HashMap::new()),
             warned: Mutex::new(None),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
         })
     }
 
@@ -66,6 +76,34 @@ impl PerClient {
         }
     }
 
+    /// A slot for `ip`, as [`PerClient::take`], waiting up to `patience` for one of its
+    /// client's slots to come back when it holds `limit` already.
+    pub(crate) async fn take_within(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        patience: Duration,
+    ) -> Option<ClientSlot> {
+        if let Some(slot) = self.take(ip) {
+            return Some(slot);
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        let wait = async {
+            loop {
+                // Listening before trying: a slot given back between the try and the wait
+                // still wakes this one.
+                let freed = self.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                if let Some(slot) = self.take(ip) {
+                    return slot;
+                }
+                freed.await;
+            }
+        };
+        tokio::time::timeout(patience, wait).await.ok()
+    }
+
     /// A slot for `ip`, unless its client holds `limit` already.
     pub(crate) fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
         let key = PerClient::key(ip);
@@ -84,17 +122,33 @@ impl PerClient {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut counts = self
-            .owner
-            .counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.key);
+        {
+            let mut counts = self
+                .owner
+                .counts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = counts.get_mut(&self.key) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&self.key);
+                }
             }
         }
+        // A waiter counts itself before it tries under the lock, so one that failed before
+        // this slot came back is seen here.
+        if self.owner.waiting.load(Ordering::SeqCst) > 0 {
+            self.owner.freed.notify_waiters();
+        }
+    }
+}
+
+/// A caller's place among the waiters of [`PerClient::take_within`], left on drop.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -113,6 +167,36 @@ mod tests {
         assert!(per.take(b).is_some(), "another client is not affected");
         drop(first);
         assert!(per.take(a).is_some(), "a slot came back");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_caller_gets_the_next_slot_given_back() {
+        let per = PerClient::new(1);
+        let ip: IpAddr = "192.0.2.1".parse().expect("literal");
+        let held = per.take(ip).expect("1 of 1");
+        let waiter = tokio::spawn({
+            let per = Arc::clone(&per);
+            async move { per.take_within(ip, Duration::from_secs(10)).await.is_some() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "it waits while the slot is held");
+        drop(held);
+        assert!(waiter.await.expect("task"), "the slot given back is taken");
+        assert_eq!(per.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_caller_gives_up_after_its_patience() {
+        let per = PerClient::new(1);
+        let ip: IpAddr = "192.0.2.1".parse().expect("literal");
+        let _held = per.take(ip).expect("1 of 1");
+        let other: IpAddr = "192.0.2.2".parse().expect("literal");
+        assert!(per.take_within(other, Duration::ZERO).await.is_some());
+        assert!(per
+            .take_within(ip, Duration::from_millis(30))
+            .await
+            .is_none());
+        assert_eq!(per.waiting.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -104,14 +104,20 @@ impl Direct {
 
     /// A name's addresses, within the resolve timeout. A name that is an IP literal is
     /// answered without asking; a non-UTF-8 name cannot be asked of a resolver; a client
-    /// with [`LOOKUPS_PER_CLIENT`] lookups in flight gets [`ResolveError::Busy`] at once.
+    /// with [`LOOKUPS_PER_CLIENT`] lookups in flight waits for one of them to finish (a
+    /// browser opening a page asks for many names at once), and gets
+    /// [`ResolveError::Busy`] if none does within the timeout.
     async fn lookup(&self, client: IpAddr, name: &DomainName) -> Result<Vec<IpAddr>, ResolveError> {
-        lookup_within(&*self.resolver, name, self.resolve_timeout, |text| {
-            self.lookups.take(client).ok_or_else(|| ResolveError::Busy {
-                query: text.to_owned(),
-                limit: LOOKUPS_PER_CLIENT,
-                after: Duration::ZERO,
-            })
+        let patience = self.resolve_timeout;
+        lookup_within(&*self.resolver, name, patience, |_| async move {
+            self.lookups
+                .take_within(client, patience)
+                .await
+                .ok_or_else(|| ResolveError::Busy {
+                    query: name.to_string(),
+                    limit: LOOKUPS_PER_CLIENT,
+                    after: patience,
+                })
         })
         .await
     }

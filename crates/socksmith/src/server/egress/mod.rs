@@ -363,13 +363,17 @@ impl EgressError {
 
 /// A name's addresses from `resolver` within `limit`, for the egresses that resolve on this
 /// host: a name that is an IP literal is answered without asking, a non-UTF-8 name cannot be
-/// asked, and `admit` may refuse a lookup before it starts (or hold a slot while it runs).
-pub(crate) async fn lookup_within<G>(
+/// asked, and `admit` may refuse a lookup before it starts (or hold a slot while it runs;
+/// the time it takes to admit counts in `limit`).
+pub(crate) async fn lookup_within<G, A>(
     resolver: &dyn Resolve,
     name: &DomainName,
     limit: Duration,
-    admit: impl FnOnce(&str) -> Result<G, ResolveError>,
-) -> Result<Vec<IpAddr>, ResolveError> {
+    admit: impl FnOnce(&str) -> A,
+) -> Result<Vec<IpAddr>, ResolveError>
+where
+    A: Future<Output = Result<G, ResolveError>>,
+{
     let Some(text) = name.to_str() else {
         return Err(ResolveError::InvalidName {
             query: name.to_string(),
@@ -378,7 +382,9 @@ pub(crate) async fn lookup_within<G>(
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
-    let _admitted = admit(text)?;
+    let started = tokio::time::Instant::now();
+    let _admitted = admit(text).await?;
+    let limit = limit.saturating_sub(started.elapsed());
     match tokio::time::timeout(limit, resolve(resolver, text)).await {
         Ok(result) => result,
         Err(_) => Err(ResolveError::Timeout {

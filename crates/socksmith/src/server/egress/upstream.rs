@@ -120,7 +120,7 @@ impl Upstream {
     /// addresses.
     async fn lookup_here(&self, name: &DomainName) -> Result<Vec<IpAddr>, EgressError> {
         let limit = self.client.timeouts().resolve;
-        Ok(lookup_within(&*self.client.resolver, name, limit, |_| Ok(())).await?)
+        Ok(lookup_within(&*self.client.resolver, name, limit, |_| async { Ok(()) }).await?)
     }
 
     async fn open(&self, request: EgressRequest<'_>) -> Result<Connected, EgressError> {
