@@ -1,6 +1,7 @@
 //! `socksmith connect` against real servers: stdin to the target and the target to stdout,
-//! EOF on stdin half-closes, the command exits when the target closes; `ALL_PROXY`; chains;
-//! errors on stderr naming hop, step and reply code.
+//! EOF on stdin half-closes (not with `--no-shutdown`), stdin still flows to a target that
+//! stopped sending first, the command exits once both ways are done (quietly when its stdout
+//! reader stops early); `ALL_PROXY`; chains; errors on stderr naming hop, step and reply code.
 
 mod serve_support;
 
@@ -337,6 +338,126 @@ async fn pipes_through_socksmith_serve_in_every_version() {
             out.assert_success();
             assert_eq!(out.stdout, b"timed", "--timeout {timeout}");
         }
+    })
+    .await;
+}
+
+/// A target that greets, stops sending (shuts down its write side) and reads on: what it read
+/// comes back through the returned receiver once its client has ended.
+async fn greets_then_listens() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        conn.write_all(b"hello\n").await.expect("greeting");
+        conn.shutdown().await.expect("half-close");
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got).await;
+        let _ = tx.send(got);
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn stdin_still_reaches_a_target_that_stopped_sending_first() {
+    within(TEST_DEADLINE, "connect: target half-closes first", async {
+        let Some(dante) = Dante::start(DanteOptions::default()).await else {
+            return;
+        };
+        let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
+        // More than the pipes and socket buffers hold, so most of it is still in stdin when
+        // the target's end of stream arrives.
+        let data = pattern(8 * 1024 * 1024);
+        for proxy in [
+            dante.proxy(ProxyKind::Socks5).url(),
+            server.proxy(ProxyKind::Socks5).url(),
+        ] {
+            let (target, received) = greets_then_listens().await;
+            let out = run(
+                bin(),
+                &["connect", "-x", &proxy, &target.to_string()],
+                &data,
+            )
+            .await;
+            out.assert_success();
+            assert_eq!(out.stdout, b"hello\n", "{out}");
+            let received = received.await.expect("the target read to its end");
+            assert!(
+                received == data,
+                "{proxy}: the target got {} of {} bytes",
+                received.len(),
+                data.len()
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_the_command_quietly() {
+    within(TEST_DEADLINE, "connect | head", async {
+        let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
+        let source = SourceServer::start(64 * 1024 * 1024).await;
+        let proxy = server.proxy(ProxyKind::Socks5).url();
+        let mut child = spawn_connect(&["-x", &proxy, &source.addr().to_string()]);
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 100];
+        stdout.read_exact(&mut first).await.expect("the first bytes");
+        assert_eq!(first.as_slice(), &pattern(100)[..]);
+        drop(stdout);
+        let out = tokio::time::timeout(CLIENT_DEADLINE, child.wait_with_output())
+            .await
+            .expect("exits once its reader is gone")
+            .expect("wait");
+        assert!(out.status.success(), "{out:?}");
+        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_shutdown_keeps_the_write_side_open_after_stdin_ends() {
+    within(TEST_DEADLINE, "connect --no-shutdown", async {
+        let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
+        // A target that answers only after a pause, and says whether its client's end of
+        // stream came first (as it does without --no-shutdown).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let (mut conn, _) = listener.accept().await.expect("accept");
+                let mut request = [0u8; 4];
+                conn.read_exact(&mut request).await.expect("request");
+                let mut more = [0u8; 1];
+                let eof = matches!(
+                    tokio::time::timeout(
+                        std::time::Duration::from_millis(300),
+                        conn.read(&mut more)
+                    )
+                    .await,
+                    Ok(Ok(0))
+                );
+                let answer: &[u8] = if eof { b"saw eof\n" } else { b"still open\n" };
+                conn.write_all(answer).await.expect("answer");
+            }
+        });
+        let proxy = server.proxy(ProxyKind::Socks5).url();
+        let out = run(bin(), &["connect", "-x", &proxy, &target], b"ping").await;
+        out.assert_success();
+        assert_eq!(out.stdout, b"saw eof\n", "{out}");
+        let out = run(
+            bin(),
+            &["connect", "--no-shutdown", "-x", &proxy, &target],
+            b"ping",
+        )
+        .await;
+        out.assert_success();
+        assert_eq!(out.stdout, b"still open\n", "{out}");
     })
     .await;
 }

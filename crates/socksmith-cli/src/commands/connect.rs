@@ -1,6 +1,8 @@
 //! `socksmith connect`: a netcat-like pipe between stdin/stdout and HOST:PORT through one proxy
-//! or a chain. EOF on stdin shuts down the tunnel's write side; the command exits when the
-//! target closes its side.
+//! or a chain. EOF on stdin shuts down the tunnel's write side (unless `--no-shutdown`); when
+//! the target closes its side, what stdin still holds is sent on before the command exits
+//! (at once if stdin is a terminal, where nothing can be pending). A reader of stdout that
+//! stops early (`| head`) ends the command quietly, as with netcat.
 //!
 //! Also owns [`ChainArgs`], the `--proxy`/`--noproxy`/`--timeout` options that `forward` and
 //! `check` share, with curl's `all_proxy`/`ALL_PROXY` fallback and `no_proxy`/`NO_PROXY` bypass
@@ -9,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -139,6 +142,11 @@ pub struct Args {
     #[command(flatten)]
     chain: ChainArgs,
 
+    /// Keep the tunnel's write side open at the end of stdin instead of half-closing it (as
+    /// ncat's --no-shutdown), for proxies or targets that close both ways on a half-close.
+    #[arg(long)]
+    no_shutdown: bool,
+
     /// Where to connect: HOST:PORT, [IPv6]:PORT.
     #[arg(value_name = "HOST:PORT")]
     target: String,
@@ -156,14 +164,18 @@ fn connect(args: Args) -> anyhow::Result<ExitCode> {
         tracing::debug!(%target, "NO_PROXY matches the target: connecting directly");
     }
     let runtime = super::runtime()?;
-    let result = runtime.block_on(pipe(client, target));
+    let result = runtime.block_on(pipe(client, target, args.no_shutdown));
     // Reading stdin blocks a thread that only returns at the next line or EOF: do not wait
     // for it once the target has closed.
     runtime.shutdown_background();
     result.map(|()| ExitCode::SUCCESS)
 }
 
-async fn pipe(client: Client, target: socksmith_proto::TargetAddr) -> anyhow::Result<()> {
+async fn pipe(
+    client: Client,
+    target: socksmith_proto::TargetAddr,
+    no_shutdown: bool,
+) -> anyhow::Result<()> {
     let stream = client.connect(target.clone()).await?;
     tracing::debug!(target = %target, bound = %stream.bound_addr(), "tunnel open");
     let parts = stream.into_parts();
@@ -172,9 +184,12 @@ async fn pipe(client: Client, target: socksmith_proto::TargetAddr) -> anyhow::Re
     let upload = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let copied = tokio::io::copy(&mut stdin, &mut to_target).await;
-        // EOF on stdin (or a failed write): half-close, the target may still answer.
-        let _ = to_target.shutdown().await;
-        copied
+        if copied.is_ok() && !no_shutdown {
+            // EOF on stdin: half-close, the target may still answer.
+            let _ = to_target.shutdown().await;
+        }
+        // Handed back, not dropped: dropping the write half would shut it down.
+        (copied, to_target)
     });
     let download = async {
         // Bytes that came in with the proxy's reply go out at once: a target that speaks
@@ -189,9 +204,30 @@ async fn pipe(client: Client, target: socksmith_proto::TargetAddr) -> anyhow::Re
         copied?;
         flushed
     };
-    let result = download.await.context("relaying from the target to stdout");
-    upload.abort();
-    result
+    match download.await {
+        Ok(()) => {}
+        // Whoever read stdout stopped (`| head`): nothing more is wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            tracing::debug!("stdout closed by its reader");
+            upload.abort();
+            return Ok(());
+        }
+        Err(e) => {
+            upload.abort();
+            return Err(e).context("relaying from the target to stdout");
+        }
+    }
+    // The target closed its side, and may still be reading: what stdin holds goes on until
+    // its end. A terminal holds nothing yet; waiting for its user would only hang.
+    if std::io::stdin().is_terminal() {
+        upload.abort();
+        return Ok(());
+    }
+    match upload.await {
+        Ok((Ok(_), _)) => Ok(()),
+        Ok((Err(e), _)) => Err(e).context("relaying from stdin to the target"),
+        Err(join) => Err(join).context("relaying from stdin to the target"),
+    }
 }
 
 #[cfg(test)]
