@@ -274,6 +274,19 @@ async fn failures_exit_non_zero_with_hop_step_and_reply_code() {
         let err = out.stderr_str();
         assert!(err.contains("socks5://u:***@127.0.0.1:1"), "{err}");
         assert!(!err.contains("secret"), "{err}");
+        // Credentials SOCKS5 cannot carry are a usage error found before any connection:
+        // the first hop is Dante, alive, and never reached; the second names a user
+        // without a password.
+        let long_user = "u".repeat(300);
+        for (second, problem) in [
+            ("socks5://alice@127.0.0.1:1".to_owned(), "password of 0 bytes"),
+            (format!("socks5://{long_user}:pw@127.0.0.1:1"), "username of 300 bytes"),
+        ] {
+            let out = run(bin(), &["connect", "-x", &url, "-x", &second, "x:1"], b"").await;
+            assert_eq!(out.status.code(), Some(2), "{out}");
+            let err = out.stderr_str();
+            assert!(err.contains("hop 2 (") && err.contains(problem), "{err}");
+        }
     })
     .await;
 }

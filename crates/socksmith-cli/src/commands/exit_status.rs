@@ -74,6 +74,7 @@ impl Failure {
             ClientError::Url(_)
             | ClientError::Target(_)
             | ClientError::NoProxy
+            | ClientError::InvalidProxy { .. }
             | ClientError::Unsupported { .. } => return Failure::Usage,
             _ if err.is_timeout() => return Failure::Timeout,
             ClientError::Direct { .. } => return Failure::TargetRefused,
@@ -279,13 +280,6 @@ mod tests {
                 silent,
                 Failure::Usage,
             ),
-            // The proxy asks for username/password and the URL has no password to give.
-            (
-                "socks5://alice@127.0.0.1:1080",
-                "10.0.0.1:80",
-                Some(&b"\x05\x02"[..]),
-                Failure::Authentication,
-            ),
         ] {
             assert_eq!(
                 failure_of_connect(url, target, answer).await,
@@ -293,6 +287,16 @@ mod tests {
                 "{url} to {target}"
             );
         }
+        // A SOCKS5 user without a password is found when the client is built, before any
+        // connection: a usage error, not the proxy refusing.
+        let err = Client::builder()
+            .proxy("socks5://alice@127.0.0.1:1080".parse().expect("valid URL"))
+            .build()
+            .expect_err("no password to give");
+        assert_eq!(
+            Failure::of(&anyhow::Error::new(err).context("building the chain")),
+            Failure::Usage
+        );
     }
 
     #[tokio::test]

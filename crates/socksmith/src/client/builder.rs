@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::chain;
 use super::env::NoProxy;
 use super::error::ClientError;
 use super::url::Proxy;
@@ -106,12 +107,10 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// A client for one proxy, with default settings.
+    /// A client for one proxy, with default settings. Unlike [`ClientBuilder::build`], this
+    /// does not check the proxy's credentials: what the handshake cannot send fails it.
     pub fn new(proxy: Proxy) -> Self {
-        ClientBuilder::default()
-            .proxy(proxy)
-            .build()
-            .expect("a builder with one proxy always builds")
+        ClientBuilder::default().proxy(proxy).client()
     }
 
     /// A client for the proxy at `url` (see [`Proxy`] for the URL forms).
@@ -230,19 +229,37 @@ impl ClientBuilder {
         self
     }
 
-    /// The client. Fails without any proxy.
+    /// The client. Fails without any proxy, and with [`ClientError::InvalidProxy`] for a
+    /// proxy no handshake could use (credentials its protocol cannot carry, a later hop's
+    /// name that cannot go in a request), before any connection is made.
     pub fn build(self) -> Result<Client, ClientError> {
         if self.hops.is_empty() {
             return Err(ClientError::NoProxy);
         }
+        for (index, hop) in self.hops.iter().enumerate() {
+            if let Err(problem) = hop.credentials() {
+                return Err(ClientError::InvalidProxy {
+                    hop: index + 1,
+                    proxy: hop.redacted(),
+                    problem,
+                });
+            }
+            if index > 0 {
+                chain::hop_address(index + 1, hop)?;
+            }
+        }
+        Ok(self.client())
+    }
+
+    fn client(self) -> Client {
         let resolver = self
             .resolver
             .unwrap_or_else(|| Arc::new(SystemResolver::new(self.timeouts.resolve)));
-        Ok(Client {
+        Client {
             hops: self.hops.into(),
             timeouts: self.timeouts,
             resolver,
             no_proxy: Arc::new(self.no_proxy),
-        })
+        }
     }
 }

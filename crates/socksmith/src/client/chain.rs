@@ -234,7 +234,7 @@ impl Client {
         for (index, hop) in self.hops.iter().enumerate() {
             let number = index + 1;
             let (hop_command, hop_target) = match self.hops.get(number) {
-                Some(next) => (Command::Connect, hop_address(next)),
+                Some(next) => (Command::Connect, hop_address(number + 1, next)?),
                 None => (command, target.clone()),
             };
             let hop_target = self
@@ -279,7 +279,7 @@ impl Client {
                 continue;
             }
             let carried = match self.hops.get(index + 1) {
-                Some(next) => hop_address(next),
+                Some(next) => hop_address(index + 2, next)?,
                 None => target.clone(),
             };
             let refused = match carried.ip_literal() {
@@ -430,21 +430,57 @@ impl Client {
     }
 }
 
-/// A proxy's address as the previous hop's target.
-fn hop_address(proxy: &Proxy) -> TargetAddr {
+/// The address of hop number `number` as the previous hop's target: refused when its name
+/// cannot go in a request (a URL never has such a name, but [`Proxy::with_host`] takes any).
+pub(crate) fn hop_address(number: usize, proxy: &Proxy) -> Result<TargetAddr, ClientError> {
     match proxy.host() {
-        ProxyHost::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, proxy.port())),
-        ProxyHost::Name(name) => TargetAddr::domain(name.as_bytes(), proxy.port())
-            .expect("URL parsing admits only host names of 1..=253 bytes without NUL"),
+        ProxyHost::Ip(ip) => Ok(TargetAddr::Ip(SocketAddr::new(*ip, proxy.port()))),
+        ProxyHost::Name(name) => TargetAddr::domain(name.as_bytes(), proxy.port()).map_err(
+            |problem| ClientError::InvalidProxy {
+                hop: number,
+                proxy: proxy.redacted(),
+                problem,
+            },
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Protocol;
 
     fn target(text: &str) -> TargetAddr {
         TargetAddr::Ip(text.parse().expect("an address"))
+    }
+
+    #[tokio::test]
+    async fn a_later_hop_name_no_request_can_carry_is_refused_when_building() {
+        let first: Proxy = "socks5://127.0.0.1:1".parse().expect("a URL");
+        for name in [String::new(), "n".repeat(300), "a\0b".into()] {
+            let second = Proxy::with_host(Protocol::Socks5, ProxyHost::Name(name.clone()), 1080);
+            let err = Client::builder()
+                .proxy(first.clone())
+                .proxy(second)
+                .build()
+                .expect_err("an unusable hop name");
+            assert!(
+                matches!(err, ClientError::InvalidProxy { hop: 2, .. }),
+                "{name:?}: {err}"
+            );
+        }
+        let no_password: Proxy = "socks5://alice@127.0.0.1:1".parse().expect("a URL");
+        let err = Client::builder()
+            .proxy(no_password.clone())
+            .build()
+            .expect_err("a SOCKS5 user without a password");
+        assert!(matches!(err, ClientError::InvalidProxy { hop: 1, .. }), "{err}");
+        // `Client::new` does not check: the handshake fails instead, without a panic.
+        let err = Client::new(no_password)
+            .connect(("127.0.0.1", 9))
+            .await
+            .expect_err("nothing listens there");
+        assert!(!matches!(err, ClientError::InvalidProxy { .. }), "{err}");
     }
 
     #[test]

@@ -228,6 +228,19 @@ pub enum ClientError {
     /// A client with no proxy.
     #[error("no proxy given")]
     NoProxy,
+    /// A proxy of the chain that no handshake could use, found when the client is built
+    /// (before any connection): credentials the protocol cannot carry (a SOCKS5 user without
+    /// a password, a name or password longer than 255 bytes), or a later hop's host name that
+    /// cannot go in the previous hop's request.
+    #[error("hop {hop} ({proxy}): {problem}")]
+    InvalidProxy {
+        /// The hop's position in the chain, from 1.
+        hop: usize,
+        /// The hop's URL, password redacted.
+        proxy: String,
+        /// What is wrong with it.
+        problem: socksmith_proto::ProtocolError,
+    },
     /// A command the chosen protocol cannot carry, refused before anything was sent.
     #[error("{command} is not possible over {protocol} ({hop_url})")]
     Unsupported {
@@ -278,6 +291,7 @@ impl ClientError {
     pub fn hop(&self) -> Option<usize> {
         match self {
             ClientError::Hop(e) => Some(e.hop),
+            ClientError::InvalidProxy { hop, .. } => Some(*hop),
             _ => None,
         }
     }
