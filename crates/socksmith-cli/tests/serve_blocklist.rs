@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use serve_support::*;
-use socksmith_testkit::clients::{curl, pysocks, PyMode};
+use socksmith_testkit::clients::{curl, curl_via, pysocks, PyMode};
 use socksmith_testkit::raw::{udp_unwrap, udp_wrap};
 use socksmith_testkit::socksmith::SocksmithServer;
 use socksmith_testkit::targets::HTTP_ROOT_BODY;
@@ -388,6 +388,23 @@ async fn curl_socks5_ip(
     .await
 }
 
+/// curl through `server` as an HTTP proxy with a CONNECT tunnel (`-p`) to 127.0.0.1, for a
+/// URL naming `name` (`--connect-to`: the CONNECT carries only the address).
+async fn curl_http_connect_ip(
+    server: &SocksmithServer,
+    scheme: &str,
+    name: &str,
+    port: u16,
+) -> Option<socksmith_testkit::CmdOutput> {
+    let connect_to = format!("{name}:{port}:127.0.0.1:{port}");
+    curl_via(
+        &format!("http://{}", server.addr()),
+        &format!("{scheme}://{name}:{port}/"),
+        &["-k", "-p", "--connect-to", &connect_to],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sniffing_catches_the_name_of_ip_only_http_and_tls_from_curl_socks5() {
     within(TEST_DEADLINE, "first-flight sniffing", async {
@@ -420,6 +437,26 @@ async fn sniffing_catches_the_name_of_ip_only_http_and_tls_from_curl_socks5() {
                 "nothing reached the target: {line}"
             );
         }
+        // The same through HTTP CONNECT to the address (`curl -p --connect-to`): sniffed too.
+        for (scheme, name) in [("http", "ads.example.com"), ("https", "x.ads.example.com")] {
+            let out = curl_http_connect_ip(&server, scheme, name, port)
+                .await
+                .expect("curl ran above");
+            out.assert_failure();
+            let log = log_with(&server, "version=HTTP command=CONNECT", 1).await;
+            let line = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("version=HTTP") && l.contains(&destination))
+                .unwrap_or_else(|| panic!("{scheme}: no HTTP line for {destination}:\n{log}"));
+            assert!(line.contains(&format!("\\\"{name}\\\" is on the blocklist")), "{line}");
+            assert!(line.contains("bytes_up=0 "), "nothing reached the target: {line}");
+        }
+        let ok = curl_http_connect_ip(&server, "http", "fine.example.com", port)
+            .await
+            .expect("curl ran above");
+        ok.assert_success();
+        assert_eq!(ok.stdout_str(), HTTP_ROOT_BODY);
         // An unlisted name passes, byte for byte, after the sniff.
         let ok = curl_socks5_ip(&server, "http", "fine.example.com", port)
             .await

@@ -398,3 +398,30 @@ async fn rate_per_user_holds_a_user_to_the_rate_with_bytes_intact() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_per_user_holds_http_proxy_users_to_the_rate_too() {
+    within(TEST_DEADLINE, "--rate-per-user over HTTP", async {
+        let server = serve(&["--rate-per-user", "256KiB/s", "--user", "alice:pw"]).await;
+        let http = socksmith_testkit::HttpServer::start().await;
+        let proxy = format!("http://alice:pw@{}", server.addr());
+        let body = 640 * 1024;
+        let url = http.url(&format!("/bytes/{body}"));
+        // A forwarded GET, then the same through a CONNECT tunnel (`-p`).
+        for extra in [&[][..], &["-p"][..]] {
+            let started = std::time::Instant::now();
+            let Some(out) = socksmith_testkit::clients::curl_via(&proxy, &url, extra).await else {
+                return;
+            };
+            let took = started.elapsed();
+            out.assert_success();
+            assert_eq!(out.stdout, socksmith_testkit::pattern(body), "{extra:?}");
+            // One second of burst, then 256 KiB/s: 640 KiB down needs at least 1.5 s.
+            assert!(
+                took >= std::time::Duration::from_millis(1400),
+                "{extra:?}: 640 KiB at 256KiB/s took only {took:?}"
+            );
+        }
+    })
+    .await;
+}

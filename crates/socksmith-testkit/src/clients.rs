@@ -36,6 +36,18 @@ pub async fn curl(proxy: &Proxy, url: &str, extra_args: &[&str]) -> Option<CmdOu
     Some(run_command(cmd, b"", CLIENT_DEADLINE).await)
 }
 
+/// `curl -sS --max-time 10 -x PROXY_URL [EXTRA...] URL` for a proxy URL of any scheme curl
+/// takes (`http://user:pass@host:port` for an HTTP proxy; add `-p` for a CONNECT tunnel).
+/// `None` when curl is missing and peers are not required.
+pub async fn curl_via(proxy_url: &str, url: &str, extra_args: &[&str]) -> Option<CmdOutput> {
+    let curl = require_tool("curl")?;
+    let mut cmd = Command::new(curl);
+    cmd.args(["-sS", "--max-time", "10", "-x", proxy_url])
+        .args(extra_args)
+        .arg(url);
+    Some(run_command(cmd, b"", CLIENT_DEADLINE).await)
+}
+
 /// `ncat --proxy ADDR --proxy-type socks4|socks5 [--proxy-auth U:P] --proxy-dns local|remote
 /// [EXTRA...] HOST PORT`, with `stdin` sent and then closed. Against an echo target, `stdout` is
 /// `stdin`.

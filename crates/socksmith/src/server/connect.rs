@@ -29,7 +29,7 @@ pub(crate) async fn open(request: Request<'_>) -> Result<Tunnel, SessionError> {
         session,
         mut client,
         mut replier,
-        mut pending,
+        pending,
     } = request;
     let connected = match dial(shared, session).await {
         Ok(c) => c,
@@ -38,15 +38,27 @@ pub(crate) async fn open(request: Request<'_>) -> Result<Tunnel, SessionError> {
     replier
         .send(&mut client, ReplyCode::Succeeded, connected.bound)
         .await?;
+    granted(shared, session, client, connected.stream, pending).await
+}
+
+/// The last steps of a tunnel whose success reply is sent, the same for SOCKS and HTTP
+/// CONNECT: the client's first bytes are sniffed for a listed name behind an address (the
+/// tunnel ends there, before a byte reaches the target), and its user's rate paces it.
+pub(crate) async fn granted(
+    shared: &Shared,
+    session: &Session,
+    mut client: TunnelStream,
+    target: TunnelStream,
+    mut pending: Vec<u8>,
+) -> Result<Tunnel, SessionError> {
     if sniff::wanted(shared, session) {
-        // The tunnel ends here for a listed name: nothing has reached the target.
         sniff::first_flight(shared, session, &mut client, &mut pending)
             .await
             .map_err(SessionError::Denied)?;
     }
     Ok(Tunnel {
         client: rate_limited(shared, session, client),
-        target: connected.stream,
+        target,
         pending,
     })
 }
@@ -65,6 +77,23 @@ pub(crate) fn rate_limited(
             rates.for_user(user),
         ))),
         _ => client,
+    }
+}
+
+/// [`rate_limited`] for the target's end, where the client's stream is not the session's
+/// alone (an HTTP client connection may carry requests of several users; each origin
+/// connection serves one).
+pub(crate) fn rate_limited_target(
+    shared: &Shared,
+    session: &Session,
+    target: TunnelStream,
+) -> TunnelStream {
+    match (&shared.config.rate_per_user, &session.user) {
+        (Some(rates), Some(user)) => TunnelStream::Other(Box::new(RateLimited::target_side(
+            target,
+            rates.for_user(user),
+        ))),
+        _ => target,
     }
 }
 

@@ -145,13 +145,11 @@ pub(super) async fn serve(
     first_bytes.extend_from_slice(guarded.unread());
     let client = guarded.inner;
     end.silent = false;
-    let (_, meter) = end.begin(pending.session);
+    let (session, meter) = end.begin(pending.session);
     meter.guard = pending.guard;
-    Ok(Some(Tunnel {
-        client,
-        target: pending.target.stream,
-        pending: first_bytes,
-    }))
+    connect::granted(&shared, session, client, pending.target.stream, first_bytes)
+        .await
+        .map(Some)
 }
 
 /// What one client connection's requests share.
@@ -337,8 +335,11 @@ impl ConnectionState {
         let connected = connect::dial(&self.shared, session)
             .await
             .map_err(SessionError::Egress)?;
+        // Paced by the user's rate here: the client connection may carry other users'
+        // requests, an origin connection only this user's.
+        let stream = connect::rate_limited_target(&self.shared, session, connected.stream);
         let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(connected.stream))
+            hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|e| SessionError::Http(HttpError::Origin(error_chain(&e))))?;
         // Ends when the origin closes or the last sender (this client connection's) is gone.

@@ -305,11 +305,10 @@ pub(crate) async fn serve(
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .await
         .map_err(SessionError::ClientIo)?;
-    Ok(Some(Tunnel {
-        client,
-        target,
-        pending,
-    }))
+    let session = end.session().expect("open_connect began the session");
+    connect::granted(shared, session, client, target, pending)
+        .await
+        .map(Some)
 }
 
 /// Reads until the first request head is complete.
