@@ -366,6 +366,17 @@ pub struct ServeSettings {
     pub server: ServerConfig,
 }
 
+/// The limits' live state, carried from one configuration to the next by a reload (see
+/// [`ServeSettings::finish_carrying`]): a reload must not give every user a fresh
+/// allowance of tunnels, nor fresh buckets.
+#[derive(Debug, Clone, Default)]
+pub struct LiveLimits {
+    /// The per-user and per-client counts.
+    counts: Option<Arc<Limits>>,
+    /// The per-user buckets of `rate_per_user`.
+    rates: Option<Arc<RateLimits>>,
+}
+
 impl ServeSettings {
     /// Puts users, rules and the upstream chain into the server configuration, for a server
     /// whose listeners are on `listening` (the addresses really bound or inherited). The
@@ -378,6 +389,17 @@ impl ServeSettings {
     /// services on this host's 127.0.0.1) or behind a balancer (`proxy_protocol`), and left
     /// to local clients when all listeners are on loopback (all clients are local then).
     pub fn finish(self, listening: &[SocketAddr]) -> ServerConfig {
+        self.finish_carrying(listening, &LiveLimits::default()).0
+    }
+
+    /// [`ServeSettings::finish`] for a reload: the limits count on from `live`, the state of
+    /// the configuration in use (who holds how many tunnels, each user's buckets), and the
+    /// state of the new one comes back with it, to be kept if it is put in use.
+    pub fn finish_carrying(
+        self,
+        listening: &[SocketAddr],
+        live: &LiveLimits,
+    ) -> (ServerConfig, LiveLimits) {
         let ServeSettings {
             listen: _,
             users,
@@ -446,17 +468,28 @@ impl ServeSettings {
             Some(access_rules) => Arc::new(RulePolicy::new(safety, access_rules)),
             None => Arc::new(safety),
         };
-        if let Some(rate) = limits.rate_per_user {
-            server.rate_per_user = Some(Arc::new(RateLimits::new(rate)));
-        }
+        server.rate_per_user = limits.rate_per_user.map(|rate| match &live.rates {
+            // The same rate: the same buckets, with what each user has used.
+            Some(rates) if rates.rate() == rate => Arc::clone(rates),
+            _ => Arc::new(RateLimits::new(rate)),
+        });
         let mut counted = limits;
         counted.rate_per_user = None;
+        let mut next = LiveLimits {
+            counts: None,
+            rates: server.rate_per_user.clone(),
+        };
         if counted != LimitsConfig::default() {
+            let counts = Arc::new(match &live.counts {
+                Some(old) => old.reconfigured(counted),
+                None => Limits::new(counted),
+            });
+            next.counts = Some(Arc::clone(&counts));
             // A Vec, so that other accountings (metrics) join the limits here.
-            let accountings: Vec<Arc<dyn Accounting>> = vec![Arc::new(Limits::new(counted))];
+            let accountings: Vec<Arc<dyn Accounting>> = vec![counts];
             server.accounting = Some(Arc::new(AccountingList::new(accountings)));
         }
-        server
+        (server, next)
     }
 
     /// Reads the files the settings name: the users file and the blocklists (a million

@@ -1084,3 +1084,40 @@ async fn a_real_prometheus_scrapes_admin_and_every_dashboard_query_runs() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_replaces_the_admin_token_and_refuses_to_drop_a_needed_one() {
+    within(TEST_DEADLINE, "admin token reload", async {
+        let dir = TestDir::new("admin-token-reload");
+        let path = dir.path().join("socksmith.toml");
+        let file = |token: Option<&str>| {
+            let token = token.map_or(String::new(), |t| format!("admin_token = \"{t}\"\n"));
+            format!("listen = [\"127.0.0.1:0\"]\nadmin = \"0.0.0.0:0\"\n{token}")
+        };
+        std::fs::write(&path, file(Some("one"))).expect("write the config");
+        let path_str = path.to_str().expect("UTF-8 path").to_owned();
+        let mut server =
+            SocksmithServer::try_start(bin(), &["serve", "--config", &path_str], &[], 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        let admin = admin_addr(&server);
+        assert_eq!(get(admin, "/metrics", Some("one")).await.status, 200);
+
+        // A leaked token is revoked by a reload.
+        std::fs::write(&path, file(Some("two"))).expect("write the config");
+        server.process_mut().signal("HUP");
+        log_with(&server, "configuration reloaded", 1).await;
+        assert_eq!(get(admin, "/metrics", Some("one")).await.status, 401);
+        assert_eq!(get(admin, "/metrics", Some("two")).await.status, 200);
+
+        // An admin server other machines can reach keeps needing one: as `--check` and a
+        // start would, the reload refuses a file without it.
+        std::fs::write(&path, file(None)).expect("write the config");
+        server.process_mut().signal("HUP");
+        let log = log_with(&server, "the old one keeps serving", 1).await;
+        assert!(log.contains("--admin-token"), "{log}");
+        assert_eq!(get(admin, "/metrics", None).await.status, 401);
+        assert_eq!(get(admin, "/metrics", Some("two")).await.status, 200);
+    })
+    .await;
+}

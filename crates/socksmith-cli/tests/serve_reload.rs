@@ -201,3 +201,67 @@ async fn a_broken_file_on_reload_is_logged_and_the_old_one_keeps_serving() {
     })
     .await;
 }
+
+/// The config file of the limits test: alice, and the two limits it changes.
+fn limits_config(tunnels_per_user: usize, sessions_per_client: usize) -> String {
+    format!(
+        "max_tunnels_per_user = {tunnels_per_user}\nmax_sessions_per_client = {sessions_per_client}\n{}",
+        config("pw")
+    )
+}
+
+/// Reloads `server` with `text` as its file and waits for it to say so (the `nth` time).
+async fn reload_with(server: &mut SocksmithServer, path: &std::path::Path, text: &str, nth: usize) {
+    std::fs::write(path, text).expect("write the config");
+    server.process_mut().signal("HUP");
+    log_with(server, "configuration reloaded", nth).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_counting_held_tunnels_and_applies_new_session_limits() {
+    within(TEST_DEADLINE, "limits across a reload", async {
+        let dir = TestDir::new("reload-limits");
+        let path = dir.path().join("socksmith.toml");
+        std::fs::write(&path, limits_config(2, 3)).expect("write the config");
+        let path_str = path.to_str().expect("UTF-8 path").to_owned();
+        let mut server =
+            SocksmithServer::try_start(bin(), &["serve", "--config", &path_str], &[], 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        let echo = EchoServer::start().await;
+        let creds = Credentials::new("alice", "pw");
+        let proxy = server.addr();
+        let tunnel = || socks5_connect(proxy, Some(&creds), echo.addr());
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(tunnel().await.expect("under the limit").0);
+        }
+        assert!(matches!(tunnel().await, Err(RawError::Rejected(0x02))));
+
+        // The same file again: alice's two tunnels still count.
+        reload_with(&mut server, &path, &limits_config(2, 3), 1).await;
+        assert!(
+            matches!(tunnel().await, Err(RawError::Rejected(0x02))),
+            "a reload gave alice a fresh allowance"
+        );
+
+        // One more tunnel allowed: the third comes, the fourth session is over this
+        // client's share (3) and closed at once.
+        reload_with(&mut server, &path, &limits_config(3, 3), 2).await;
+        held.push(tunnel().await.expect("the raised tunnel limit").0);
+        assert!(
+            matches!(tunnel().await, Err(RawError::Closed)),
+            "the session limit per client applies"
+        );
+
+        // A larger share: the fourth session is served (and refused by the tunnel limit).
+        reload_with(&mut server, &path, &limits_config(3, 5), 3).await;
+        assert!(matches!(tunnel().await, Err(RawError::Rejected(0x02))));
+        log_with(&server, "session limits changed sessions=", 1).await;
+        for mut tunnel in held {
+            send(&mut tunnel, b"alive").await;
+            assert_eq!(recv(&mut tunnel, 5).await, b"alive");
+        }
+    })
+    .await;
+}

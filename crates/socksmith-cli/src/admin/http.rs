@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 use super::accounting::AdminAccounting;
 use super::live::SAMPLE_EVERY;
 use super::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
-use super::AdminToken;
+use super::TokenSlot;
 
 /// The status page: one file, nothing loaded from elsewhere.
 const PAGE: &str = include_str!("page.html");
@@ -71,7 +71,7 @@ impl Lifetime {
 #[derive(Debug)]
 pub(super) struct State {
     pub(super) accounting: AdminAccounting,
-    pub(super) token: Option<AdminToken>,
+    pub(super) token: TokenSlot,
     pub(super) started: Instant,
 }
 
@@ -140,10 +140,7 @@ fn accepts_openmetrics(request: &Request<Incoming>) -> bool {
 
 fn respond(state: &State, request: &Request<Incoming>) -> Reply {
     let path = request.uri().path();
-    let authorized = match &state.token {
-        None => true,
-        Some(token) => bearer(request).is_some_and(|given| token.matches(given)),
-    };
+    let authorized = state.token.admits(bearer(request));
     if !authorized {
         let mut reply = if path == "/" {
             page(StatusCode::UNAUTHORIZED)
@@ -257,6 +254,7 @@ pub(super) fn describe(addr: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::AdminToken;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -266,7 +264,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             accounting: AdminAccounting::new(),
-            token: Some(AdminToken::parse("s3cret").expect("a token")),
+            token: TokenSlot::new(Some(AdminToken::parse("s3cret").expect("a token"))),
             started: Instant::now(),
         });
         let lifetime = Lifetime {

@@ -23,7 +23,7 @@ mod stats;
 use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -80,27 +80,84 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 #[derive(Debug)]
 pub struct Admin {
     addr: SocketAddr,
-    token: Option<AdminToken>,
+    token: TokenSlot,
     accounting: AdminAccounting,
+}
+
+/// The token in force, shared by the running admin server and the reload that replaces it.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSlot(Arc<RwLock<Option<AdminToken>>>);
+
+impl TokenSlot {
+    fn new(token: Option<AdminToken>) -> Self {
+        TokenSlot(Arc::new(RwLock::new(token)))
+    }
+
+    /// Whether a request with `given` (its bearer token, if any) may pass.
+    fn admits(&self, given: Option<&[u8]>) -> bool {
+        match &*self.0.read().unwrap_or_else(PoisonError::into_inner) {
+            None => true,
+            Some(token) => given.is_some_and(|given| token.matches(given)),
+        }
+    }
+}
+
+/// What a reload may change of a running admin server: its token (the address is fixed at
+/// start, as the listeners are).
+#[derive(Debug, Clone)]
+pub struct AdminReload {
+    addr: SocketAddr,
+    token: TokenSlot,
+}
+
+impl AdminReload {
+    /// Checks `token` for the running server's address as at start ([`Admin::new`]).
+    pub fn check(&self, token: Option<&AdminToken>) -> anyhow::Result<()> {
+        check(self.addr, token)
+    }
+
+    /// Puts `token` in force for the requests from now on.
+    pub fn set_token(&self, token: Option<AdminToken>) {
+        *self.token.0.write().unwrap_or_else(PoisonError::into_inner) = token;
+    }
+
+    /// The address it was started with.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// An address that is not loopback needs a token.
+fn check(addr: SocketAddr, token: Option<&AdminToken>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        token.is_some() || addr.ip().to_canonical().is_loopback(),
+        "--admin {addr}: other machines could reach this address, and the admin server \
+         shows who uses the proxy and for what; give --admin-token TOKEN (every request \
+         then needs `Authorization: Bearer TOKEN`) or use a loopback address such as \
+         127.0.0.1:{}",
+        addr.port()
+    );
+    Ok(())
 }
 
 impl Admin {
     /// Checks the settings: an address that is not loopback needs a token. Call it before
     /// binding anything, so that a refused configuration never listens.
     pub fn new(addr: SocketAddr, token: Option<AdminToken>) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            token.is_some() || addr.ip().to_canonical().is_loopback(),
-            "--admin {addr}: other machines could reach this address, and the admin server \
-             shows who uses the proxy and for what; give --admin-token TOKEN (every request \
-             then needs `Authorization: Bearer TOKEN`) or use a loopback address such as \
-             127.0.0.1:{}",
-            addr.port()
-        );
+        check(addr, token.as_ref())?;
         Ok(Admin {
             addr,
-            token,
+            token: TokenSlot::new(token),
             accounting: AdminAccounting::new(),
         })
+    }
+
+    /// The handle a reload changes the token through.
+    pub fn reload_handle(&self) -> AdminReload {
+        AdminReload {
+            addr: self.addr,
+            token: self.token.clone(),
+        }
     }
 
     /// The admin server the settings ask for, if any (see [`Admin::new`]). A token without

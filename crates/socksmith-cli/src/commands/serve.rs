@@ -23,9 +23,9 @@ use socksmith::server::{
 };
 use tokio::net::TcpListener;
 
-use crate::admin::{self, Admin, AdminToken};
+use crate::admin::{self, Admin, AdminReload, AdminToken};
 use crate::config_file::{
-    self, one_per_family, parse_listen, FileConfig, ListenAddr, ServeSettings,
+    self, one_per_family, parse_listen, FileConfig, ListenAddr, LiveLimits, ServeSettings,
 };
 use crate::duration::{parse_duration, parse_duration_or_never};
 use crate::logging;
@@ -357,7 +357,7 @@ pub struct Args {
     /// Serve HTTP for operators on this address (IP:PORT; port 0 picks a free port, printed
     /// as `admin on http://ADDR/`): Prometheus metrics at /metrics, the live tunnels at
     /// /api/sessions, a status page at /. An address other machines can reach needs
-    /// --admin-token. Fixed at start (a reload does not move it).
+    /// --admin-token. Fixed at start (a reload does not move it; it does change the token).
     #[arg(long, value_name = "ADDR", value_parser = admin::parse_addr, env = "SOCKSMITH_ADMIN")]
     pub admin: Option<SocketAddr>,
 
@@ -458,7 +458,7 @@ async fn serve(
     let listen = settings.listen.clone();
     // Listener-level: fixed at start, as the listeners are.
     let behind_balancer = settings.proxy_protocol;
-    let (listeners, server) = if inherited.len() > 0 {
+    let (listeners, server, live) = if inherited.len() > 0 {
         anyhow::ensure!(
             args.listen.is_empty(),
             "systemd passed {} listening socket(s) (LISTEN_FDS) and --listen (or \
@@ -467,25 +467,21 @@ async fn serve(
         );
         let listeners = take_inherited(inherited)?;
         let addrs = local_addrs(&listeners)?;
-        let server = Server::new(with_accounting(
-            settings.finish(&addrs),
-            admin_accounting.as_ref(),
-        ));
+        let (config, live) = settings.finish_carrying(&addrs, &LiveLimits::default());
+        let server = Server::new(with_accounting(config, admin_accounting.as_ref()));
         server.check_listeners(&listeners)?;
-        (listeners, server)
+        (listeners, server, live)
     } else {
         let addrs = resolve_listen(&listen)?;
-        let server = Server::new(with_accounting(
-            settings.finish(&addrs),
-            admin_accounting.as_ref(),
-        ));
+        let (config, live) = settings.finish_carrying(&addrs, &LiveLimits::default());
+        let server = Server::new(with_accounting(config, admin_accounting.as_ref()));
         // Before binding: a refused configuration never listens, not even for a moment.
         server.check_addresses(&addrs)?;
         let listeners = addrs
             .iter()
             .map(|addr| bind_listener(*addr).with_context(|| format!("cannot listen on {addr}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        (listeners, server)
+        (listeners, server, live)
     };
     if let Some(egress) = &server.config().egress {
         tracing::info!(upstream = %egress.describe(), "tunnels go through the upstream chain");
@@ -493,6 +489,7 @@ async fn serve(
     let addrs = local_addrs(&listeners)?;
     // Handlers first: a signal sent as soon as the addresses are announced must find them.
     let signals = Signals::install()?;
+    let admin_reload = admin.as_ref().map(Admin::reload_handle);
     if let Some(admin) = admin {
         admin.start(&server).await?;
     }
@@ -512,7 +509,9 @@ async fn serve(
         addrs,
         server: server.clone(),
         admin: admin_accounting,
+        admin_reload,
         blocklist_refresh: std::sync::Mutex::new(None),
+        live: std::sync::Mutex::new(live),
     });
     reloader.refresh_blocklists(&server.config());
     let shutdown = signals.run(reloader);
@@ -631,6 +630,18 @@ struct Reloader {
     blocklist_refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The admin server's accounting, kept across reloads (its counters carry on).
     admin: Option<Arc<dyn Accounting>>,
+    /// The limits' state in the configuration in use, which the next one counts on from.
+    live: std::sync::Mutex<LiveLimits>,
+    /// The running admin server's token, which a reload replaces.
+    admin_reload: Option<AdminReload>,
+}
+
+/// A configuration checked by [`Reloader::prepare`], put in use by [`Reloader::reload`].
+struct Prepared {
+    config: ServerConfig,
+    quiet: bool,
+    live: LiveLimits,
+    admin_token: Option<AdminToken>,
 }
 
 impl Reloader {
@@ -666,9 +677,18 @@ impl Reloader {
             .await
             .unwrap_or_else(|e| Err(anyhow::anyhow!("reading the configuration: {e}")));
         match prepared {
-            Ok((config, quiet)) => {
+            Ok(Prepared {
+                config,
+                quiet,
+                live,
+                admin_token,
+            }) => {
                 self.refresh_blocklists(&config);
                 self.server.reload(config);
+                *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = live;
+                if let Some(admin) = &self.admin_reload {
+                    admin.set_token(admin_token);
+                }
                 logging::set_quiet(quiet);
                 tracing::info!("SIGHUP: configuration reloaded; new sessions use it");
             }
@@ -681,8 +701,8 @@ impl Reloader {
     }
 
     /// The new configuration, checked as at start.
-    fn prepare(&self) -> anyhow::Result<(ServerConfig, bool)> {
-        let settings = settings(&self.args)?;
+    fn prepare(&self) -> anyhow::Result<Prepared> {
+        let mut settings = settings(&self.args)?;
         if settings.listen != self.listen {
             tracing::warn!(
                 "SIGHUP: the listen addresses changed; they take effect only at a restart"
@@ -691,12 +711,40 @@ impl Reloader {
         if settings.proxy_protocol != self.proxy_protocol {
             tracing::warn!("SIGHUP: proxy_protocol changed; it takes effect only at a restart");
         }
+        let admin_addr = settings.admin.take();
+        let admin_token = settings.admin_token.take();
+        match &self.admin_reload {
+            Some(running) => {
+                if admin_addr != Some(running.addr()) {
+                    tracing::warn!(
+                        "SIGHUP: the admin address changed; it takes effect only at a restart"
+                    );
+                }
+                // As at start: the running admin address may need a token.
+                running.check(admin_token.as_ref())?;
+            }
+            None if admin_addr.is_some() => {
+                tracing::warn!("SIGHUP: admin was added; it takes effect only at a restart");
+            }
+            None => {}
+        }
         let quiet = settings.quiet;
-        let config = with_accounting(settings.finish(&self.addrs), self.admin.as_ref());
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (config, live) = settings.finish_carrying(&self.addrs, &live);
+        let config = with_accounting(config, self.admin.as_ref());
         // The open-proxy guard, as at start: removing every user from a public server's file
         // must not turn it into an open proxy.
         Server::new(config.clone()).check_addresses(&self.addrs)?;
-        Ok((config, quiet))
+        Ok(Prepared {
+            config,
+            quiet,
+            live,
+            admin_token,
+        })
     }
 }
 

@@ -95,11 +95,11 @@ pub struct LimitExceeded {
 /// # drop(b);
 /// ```
 pub struct KeyedSlots<K: Eq + Hash> {
+    limit: usize,
     inner: Arc<SlotTable<K>>,
 }
 
 struct SlotTable<K> {
-    limit: usize,
     counts: Mutex<HashMap<K, usize>>,
 }
 
@@ -121,23 +121,33 @@ impl<K: Eq + Hash + Clone> KeyedSlots<K> {
     /// At most `limit` slots per key at once (a limit of 0 refuses everything).
     pub fn new(limit: usize) -> Self {
         KeyedSlots {
+            limit,
             inner: Arc::new(SlotTable {
-                limit,
                 counts: Mutex::new(HashMap::new()),
             }),
         }
     }
 
+    /// Slots with a new `limit` that share this one's counts: what is held here counts
+    /// there (a reload changes a limit without forgetting who holds what). This one keeps
+    /// its own limit.
+    pub fn with_limit(&self, limit: usize) -> Self {
+        KeyedSlots {
+            limit,
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
     /// The per-key limit.
     pub fn limit(&self) -> usize {
-        self.inner.limit
+        self.limit
     }
 
     /// A slot for `key`, or `None` when `key` already holds `limit` of them.
     pub fn try_acquire(&self, key: K) -> Option<Slot<K>> {
         let mut counts = self.inner.lock();
         let count = counts.entry(key.clone()).or_insert(0);
-        if *count >= self.inner.limit {
+        if *count >= self.limit {
             if *count == 0 {
                 counts.remove(&key);
             }
@@ -183,7 +193,7 @@ impl<K: Eq + Hash + fmt::Debug> fmt::Debug for Slot<K> {
 impl<K: Eq + Hash> fmt::Debug for KeyedSlots<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedSlots")
-            .field("limit", &self.inner.limit)
+            .field("limit", &self.limit)
             .field("keys", &self.inner.lock().len())
             .finish()
     }
@@ -422,7 +432,7 @@ pub struct Limits {
     tunnels_per_user: Option<KeyedSlots<String>>,
     udp_per_client: Option<KeyedSlots<IpAddr>>,
     bind_per_client: Option<KeyedSlots<IpAddr>>,
-    rates: Option<RateLimits>,
+    rates: Option<Arc<RateLimits>>,
 }
 
 /// What a request holds while it runs: release it by dropping it.
@@ -435,7 +445,33 @@ impl Limits {
             tunnels_per_user: config.max_tunnels_per_user.map(KeyedSlots::new),
             udp_per_client: config.max_udp_per_client.map(KeyedSlots::new),
             bind_per_client: config.max_bind_per_client.map(KeyedSlots::new),
-            rates: config.rate_per_user.map(RateLimits::new),
+            rates: config.rate_per_user.map(|rate| Arc::new(RateLimits::new(rate))),
+        }
+    }
+
+    /// The limits `config` asks for, counting on from `self`: the tunnels each user holds
+    /// and the associations and listeners each client holds under `self` count against
+    /// the new limits, and an unchanged rate keeps each user's buckets (a reload must not
+    /// give everyone a fresh allowance). `self` is not changed.
+    pub fn reconfigured(&self, config: LimitsConfig) -> Self {
+        fn carry<K: Eq + Hash + Clone>(
+            old: &Option<KeyedSlots<K>>,
+            limit: Option<usize>,
+        ) -> Option<KeyedSlots<K>> {
+            limit.map(|limit| match old {
+                Some(slots) => slots.with_limit(limit),
+                None => KeyedSlots::new(limit),
+            })
+        }
+        Limits {
+            tunnels_per_user: carry(&self.tunnels_per_user, config.max_tunnels_per_user),
+            udp_per_client: carry(&self.udp_per_client, config.max_udp_per_client),
+            bind_per_client: carry(&self.bind_per_client, config.max_bind_per_client),
+            rates: config.rate_per_user.map(|rate| match &self.rates {
+                // The same rate: the same buckets, with what each user has used.
+                Some(rates) if rates.rate() == rate => Arc::clone(rates),
+                _ => Arc::new(RateLimits::new(rate)),
+            }),
         }
     }
 
@@ -555,6 +591,49 @@ mod tests {
         );
         drop(held);
         assert!(limits.tunnel(Some("alice")).is_ok());
+    }
+
+    #[test]
+    fn a_reconfigured_limit_counts_what_is_held_under_the_old_one() {
+        let limits = Limits::new(LimitsConfig {
+            max_tunnels_per_user: Some(2),
+            max_udp_per_client: Some(1),
+            rate_per_user: Some("1MiB/s".parse().expect("a rate")),
+            ..config()
+        });
+        let held = [
+            limits.tunnel(Some("alice")).expect("1 of 2"),
+            limits.tunnel(Some("alice")).expect("2 of 2"),
+        ];
+        let udp = limits.udp_association(ip("192.0.2.7")).expect("1 of 1");
+        let before = limits.rate_for(Some("alice")).expect("buckets");
+        // The same file again: nothing new is allowed.
+        let same = limits.reconfigured(LimitsConfig {
+            max_tunnels_per_user: Some(2),
+            max_udp_per_client: Some(1),
+            rate_per_user: Some("1MiB/s".parse().expect("a rate")),
+            ..config()
+        });
+        assert!(same.tunnel(Some("alice")).is_err());
+        assert!(same.udp_association(ip("192.0.2.7")).is_err());
+        assert!(Arc::ptr_eq(&before, &same.rate_for(Some("alice")).expect("buckets")));
+        // A higher limit leaves room for one more; the old limits stay as they were.
+        let raised = limits.reconfigured(LimitsConfig {
+            max_tunnels_per_user: Some(3),
+            rate_per_user: Some("2MiB/s".parse().expect("a rate")),
+            ..config()
+        });
+        let third = raised.tunnel(Some("alice")).expect("3 of 3");
+        assert!(raised.tunnel(Some("alice")).is_err());
+        assert!(limits.tunnel(Some("alice")).is_err());
+        assert!(raised.udp_association(ip("192.0.2.7")).expect("no limit").is_none());
+        assert!(!Arc::ptr_eq(&before, &raised.rate_for(Some("alice")).expect("buckets")));
+        // Slots given back under the old limits free room under the new.
+        drop(held);
+        drop(third);
+        assert!(same.tunnel(Some("alice")).is_ok());
+        drop(udp);
+        assert!(same.udp_association(ip("192.0.2.7")).is_ok());
     }
 
     #[test]

@@ -63,6 +63,19 @@ fn open_file_limit() -> u64 {
     1024
 }
 
+/// Takes up the limits of the configuration in use when a reload changed them.
+fn follow_limits(limits: &mut SessionLimits, current: SessionLimits, per_client: &PerClient) {
+    if current != *limits {
+        *limits = current;
+        per_client.set_limit(current.per_client);
+        tracing::info!(
+            sessions = current.sessions,
+            per_client = current.per_client,
+            "session limits changed"
+        );
+    }
+}
+
 /// First pause after an accept error that is not about one connection (EMFILE, ENFILE,
 /// ENOBUFS); doubled on each further error up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -105,19 +118,22 @@ pub(crate) async fn run(
 ) {
     tokio::pin!(shutdown);
     let stats = Arc::clone(server.stats());
-    let first = server.session_limits();
+    let mut limits = server.session_limits();
     tracing::debug!(
-        sessions = first.sessions,
-        per_client = first.per_client,
+        sessions = limits.sessions,
+        per_client = limits.per_client,
         "session limits"
     );
-    let per_client = PerClient::new(first.per_client);
+    let per_client = PerClient::new(limits.per_client);
     let inherited: Vec<Inherited> = listeners.iter().map(Inherited::prepare).collect();
     let mut sessions = JoinSet::new();
     let mut pause = FIRST_PAUSE;
     let mut next = 0;
     loop {
-        let room = sessions.len() < first.sessions;
+        // A reload may change the limits: they apply from the next accept (held sessions
+        // above a lowered limit run to their end).
+        follow_limits(&mut limits, server.session_limits(), &per_client);
+        let room = sessions.len() < limits.sessions;
         tokio::select! {
             () = &mut shutdown => break,
             Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
@@ -132,13 +148,19 @@ pub(crate) async fn run(
                 Ok((stream, balancer, _)) if front == Front::ProxyProtocol => {
                     pause = FIRST_PAUSE;
                     // The client's share is counted once its header names it. Read at each
-                    // accept: a reload changes the deadline for new connections.
-                    let deadline = server.current().config.handshake_timeout;
+                    // accept: a reload changes the deadline and the limits for new
+                    // connections.
+                    let shared = server.current();
+                    follow_limits(&mut limits, shared.limits, &per_client);
+                    let deadline = shared.config.handshake_timeout;
                     let one = proxy_protocol::serve_one(server.clone(), Arc::clone(&per_client), stream, balancer, deadline);
                     sessions.spawn(one);
                 }
                 Ok((stream, peer, index)) => {
                     pause = FIRST_PAUSE;
+                    // The configuration as of now: a reload during the wait applies.
+                    let shared = server.current();
+                    follow_limits(&mut limits, shared.limits, &per_client);
                     let Some(slot) = per_client.take(peer.ip()) else {
                         // Closed at once: its descriptor is free again for everyone else.
                         inc(&stats.sessions_refused_per_client);
@@ -157,8 +179,6 @@ pub(crate) async fn run(
                         already_read: Vec::new(),
                         balancers_own: false,
                     };
-                    // The configuration as of now: a reload during the wait applies.
-                    let shared = server.current();
                     let session = connection::run(shared, TunnelStream::Tcp(stream), accepted);
                     sessions.spawn(Holding { session, _slot: slot });
                 }

@@ -112,6 +112,9 @@ const BACKOFF_ENTRIES: usize = 65_536;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
+    /// The session limits `config` gives (computed once: unset, they read the open-file
+    /// limit).
+    pub(crate) limits: SessionLimits,
     pub(crate) stats: Arc<Stats>,
     pub(crate) handshake: HandshakeConfig,
     pub(crate) relay: RelayOptions,
@@ -146,6 +149,7 @@ impl Shared {
             ),
         };
         Shared {
+            limits: listener::limits(&config),
             config,
             stats,
             handshake,
@@ -198,7 +202,7 @@ impl Server {
     /// target, and a pipe end while splicing), and a reserve of descriptors stays free
     /// for listeners, logs, name lookups and the odd file (32).
     pub fn session_limits(&self) -> SessionLimits {
-        listener::limits(&self.current().config)
+        self.current().limits
     }
 
     /// How many client addresses the login back-off remembers now (each failed to

@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 /// Sessions per client address, with a slot held by each session.
 #[derive(Debug)]
 pub(crate) struct PerClient {
-    limit: usize,
+    /// Changed by a reload ([`PerClient::set_limit`]); the counts carry on.
+    limit: AtomicUsize,
     counts: Mutex<HashMap<Ipv6Addr, usize>>,
     /// When a refusal was last logged as a warning.
     warned: Mutex<Option<Instant>>,
@@ -41,7 +42,7 @@ impl PerClient {
     /// At most `limit` at once per client.
     pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(PerClient {
-            limit,
+            limit: AtomicUsize::new(limit),
             counts: Mutex::new(HashMap::new()),
             warned: Mutex::new(None),
             waiting: AtomicUsize::new(0),
@@ -64,7 +65,13 @@ impl PerClient {
 
     /// The limit per client.
     pub(crate) fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// A new limit for the slots taken from now on (a reload); slots held above it stay
+    /// held until given back.
+    pub(crate) fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// The key a client is counted under: its /64 for IPv6, else its IPv4 address, mapped
@@ -109,7 +116,7 @@ impl PerClient {
         let key = PerClient::key(ip);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(key).or_insert(0);
-        if *count >= self.limit {
+        if *count >= self.limit() {
             return None;
         }
         *count += 1;
