@@ -43,6 +43,18 @@ async fn file_lists_load_reload_and_keep_the_copy_in_use_on_failure() {
         (1, 1, 1)
     );
 
+    // A file caught empty (being rewritten) keeps its last copy.
+    write(&first, "");
+    let outcome = set.refresh().await;
+    assert!(
+        matches!(
+            &outcome[0].1,
+            Err(BlocklistError::Emptied { in_use: 1, .. })
+        ),
+        "{outcome:?}"
+    );
+    assert!(set.check("ads.example.com").is_some());
+
     // A changed file is read again; a vanished one keeps its last copy.
     write(&first, "0.0.0.0 new.example\n");
     std::fs::remove_file(&second).expect("remove");
@@ -58,8 +70,8 @@ async fn file_lists_load_reload_and_keep_the_copy_in_use_on_failure() {
         set.check("tracker.example").map(|l| l.to_string()),
         Some(second_name)
     );
-    // Counters survive the reload.
-    assert_eq!(set.status()[0].blocked, 2);
+    // Counters survive the reloads (the first list blocked once more while caught empty).
+    assert_eq!(set.status()[0].blocked, 3);
     assert_eq!(set.status()[1].blocked, 2);
 }
 
@@ -247,6 +259,12 @@ mod fetch {
                 "holds no domain name",
             ),
             (Answer::Claims(1 << 40), "larger than"),
+            // An empty download (or only comments) unblocks nothing and caches nothing.
+            (Answer::Ok(Vec::new()), "came back without a name"),
+            (
+                Answer::Ok(b"# list being regenerated\n".to_vec()),
+                "came back without a name",
+            ),
         ];
         for (answer, expected) in failures {
             server.answer(answer);

@@ -136,6 +136,19 @@ pub enum BlocklistError {
         /// The first skipped line.
         first: Option<LineError>,
     },
+    /// A reload found the list without a single name while the copy in use has some: an
+    /// empty download, or a file caught while it is rewritten. The copy in use stays; to
+    /// stop using a list, remove it from the configuration.
+    #[error(
+        "blocklist {list} came back without a name (the copy in use has {in_use}); kept the \
+         copy in use: to stop using the list, remove it from the configuration"
+    )]
+    Emptied {
+        /// The list.
+        list: ListName,
+        /// Names in the copy in use.
+        in_use: usize,
+    },
     /// The HTTP client could not be set up (its TLS configuration).
     #[error("cannot set up the HTTP client for blocklist URLs: {source}")]
     HttpClient {

@@ -237,7 +237,8 @@ impl BlocklistSet {
             }
             let name = source.name();
             let started = Instant::now();
-            let result = self.reload(source).await;
+            let in_use = self.names_in_use(index);
+            let result = self.reload(source, in_use).await;
             match result {
                 Ok(list) => {
                     let names = list.len();
@@ -246,12 +247,6 @@ impl BlocklistSet {
                     outcome.push((name, Ok(names)));
                 }
                 Err(error) => {
-                    let in_use = self
-                        .current
-                        .load()
-                        .lists()
-                        .get(index)
-                        .map_or(0, |list| list.len());
                     tracing::warn!(
                         list = %name,
                         %error,
@@ -265,13 +260,41 @@ impl BlocklistSet {
         outcome
     }
 
-    /// Loads one source afresh, off the async threads.
-    async fn reload(&self, source: &ListSource) -> Result<DomainList, BlocklistError> {
+    /// Names in the copy of list `index` in use.
+    fn names_in_use(&self, index: usize) -> usize {
+        self.current
+            .load()
+            .lists()
+            .get(index)
+            .map_or(0, |list| list.len())
+    }
+
+    /// Loads one source afresh, off the async threads. A list that comes back without a
+    /// name while the copy in use (`in_use` names) has some is refused
+    /// ([`BlocklistError::Emptied`]): an empty download or a file caught while it is being
+    /// rewritten would otherwise unblock everything, and for a URL, overwrite the cache.
+    async fn reload(
+        &self,
+        source: &ListSource,
+        in_use: usize,
+    ) -> Result<DomainList, BlocklistError> {
         let name = source.name();
+        let not_emptied = move |list: DomainList| {
+            if list.is_empty() && in_use > 0 {
+                return Err(BlocklistError::Emptied {
+                    list: list.name().clone(),
+                    in_use,
+                });
+            }
+            Ok(list)
+        };
         match source {
             ListSource::File(path) => {
                 let path = path.clone();
-                blocking(name.clone(), move || load_file(name, &path)).await
+                blocking(name.clone(), move || {
+                    load_file(name, &path).and_then(not_emptied)
+                })
+                .await
             }
             ListSource::Url(url) => {
                 let text = self.fetch(url).await?;
@@ -281,7 +304,7 @@ impl BlocklistSet {
                     .as_deref()
                     .and_then(|dir| source.cache_file(dir));
                 blocking(name.clone(), move || {
-                    let list = DomainList::parse(name.clone(), &text)?;
+                    let list = not_emptied(DomainList::parse(name.clone(), &text)?)?;
                     // Only a copy that parsed replaces the cached one.
                     if let Some(cache) = cache {
                         if let Err(error) = write_atomically(&cache, &text) {
