@@ -279,8 +279,14 @@ async fn failures_exit_non_zero_with_hop_step_and_reply_code() {
         // without a password.
         let long_user = "u".repeat(300);
         for (second, problem) in [
-            ("socks5://alice@127.0.0.1:1".to_owned(), "password of 0 bytes"),
-            (format!("socks5://{long_user}:pw@127.0.0.1:1"), "username of 300 bytes"),
+            (
+                "socks5://alice@127.0.0.1:1".to_owned(),
+                "password of 0 bytes",
+            ),
+            (
+                format!("socks5://{long_user}:pw@127.0.0.1:1"),
+                "username of 300 bytes",
+            ),
         ] {
             let out = run(bin(), &["connect", "-x", &url, "-x", &second, "x:1"], b"").await;
             assert_eq!(out.status.code(), Some(2), "{out}");
@@ -357,7 +363,10 @@ async fn pipes_through_socksmith_serve_in_every_version() {
 
 /// A target that greets, stops sending (shuts down its write side) and reads on: what it read
 /// comes back through the returned receiver once its client has ended.
-async fn greets_then_listens() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+async fn greets_then_listens() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Receiver<Vec<u8>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -418,7 +427,10 @@ async fn a_reader_that_stops_early_ends_the_command_quietly() {
         let mut child = spawn_connect(&["-x", &proxy, &source.addr().to_string()]);
         let mut stdout = child.stdout.take().expect("stdout");
         let mut first = [0u8; 100];
-        stdout.read_exact(&mut first).await.expect("the first bytes");
+        stdout
+            .read_exact(&mut first)
+            .await
+            .expect("the first bytes");
         assert_eq!(first.as_slice(), &pattern(100)[..]);
         drop(stdout);
         let out = tokio::time::timeout(CLIENT_DEADLINE, child.wait_with_output())
@@ -426,7 +438,11 @@ async fn a_reader_that_stops_early_ends_the_command_quietly() {
             .expect("exits once its reader is gone")
             .expect("wait");
         assert!(out.status.success(), "{out:?}");
-        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     })
     .await;
 }

@@ -449,8 +449,14 @@ async fn sniffing_catches_the_name_of_ip_only_http_and_tls_from_curl_socks5() {
                 .rev()
                 .find(|l| l.contains("version=HTTP") && l.contains(&destination))
                 .unwrap_or_else(|| panic!("{scheme}: no HTTP line for {destination}:\n{log}"));
-            assert!(line.contains(&format!("\\\"{name}\\\" is on the blocklist")), "{line}");
-            assert!(line.contains("bytes_up=0 "), "nothing reached the target: {line}");
+            assert!(
+                line.contains(&format!("\\\"{name}\\\" is on the blocklist")),
+                "{line}"
+            );
+            assert!(
+                line.contains("bytes_up=0 "),
+                "nothing reached the target: {line}"
+            );
         }
         let ok = curl_http_connect_ip(&server, "http", "fine.example.com", port)
             .await

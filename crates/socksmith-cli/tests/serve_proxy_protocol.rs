@@ -61,9 +61,15 @@ async fn haproxy_in_front_of_two_instances_passes_the_real_client_address() {
         // (The connection HAProxy's start-up wait made through the balancer is a client's
         // that closed before a byte, `version=-`, and is logged as one.)
         for (name, server) in [("v1", &v1), ("v2", &v2)] {
-            let log = log_with(server, "health check: the balancer closed in the handshake", 2).await;
+            let log = log_with(
+                server,
+                "health check: the balancer closed in the handshake",
+                2,
+            )
+            .await;
             assert!(
-                !log.lines().any(|l| l.contains("handshake failed") && l.contains("SOCKS5")),
+                !log.lines()
+                    .any(|l| l.contains("handshake failed") && l.contains("SOCKS5")),
                 "{name}: {log}"
             );
         }
@@ -341,11 +347,20 @@ async fn a_health_check_that_sends_its_header_and_closes_is_no_failed_session() 
             send(&mut s, &[header, &[5, 1, 0]].concat()).await;
             assert_eq!(recv(&mut s, 2).await, [5, 0]);
         }
-        let log = log_with(&server, "health check: the balancer closed in the handshake", 2).await;
+        let log = log_with(
+            &server,
+            "health check: the balancer closed in the handshake",
+            2,
+        )
+        .await;
         assert!(!log.contains("handshake failed"), "{log}");
         // A client's connection that does the same is a handshake that failed.
         let mut s = connect(server.addr()).await;
-        send(&mut s, b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 1080\r\n\x05\x01\x00").await;
+        send(
+            &mut s,
+            b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 1080\r\n\x05\x01\x00",
+        )
+        .await;
         assert_eq!(recv(&mut s, 2).await, [5, 0]);
         drop(s);
         let log = log_with(&server, "handshake failed", 1).await;

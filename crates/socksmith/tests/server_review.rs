@@ -179,7 +179,10 @@ async fn one_client_with_slow_names_cannot_stall_everyone_elses_lookups() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         // ...its next lookup waits for room (the resolve timeout, 30 s, at most)...
         let mut waiting = TcpStream::connect(server.addr).await.expect("connect");
-        assert_eq!(socks5_greeting(&mut waiting, &[0]).await.expect("greeting"), 0);
+        assert_eq!(
+            socks5_greeting(&mut waiting, &[0]).await.expect("greeting"),
+            0
+        );
         let next = Target::Domain("fast-more.test".into(), echo.addr().port());
         let request = socks5_request(&mut waiting, 1, &next);
         assert!(
@@ -221,7 +224,11 @@ impl socksmith::resolve::Resolve for GatedNames {
     fn lookup_name<'a>(&'a self, name: &'a str) -> socksmith::resolve::Lookup<'a, Vec<IpAddr>> {
         Box::pin(async move {
             if name.starts_with("gated") {
-                self.0.acquire().await.expect("the gate stays open").forget();
+                self.0
+                    .acquire()
+                    .await
+                    .expect("the gate stays open")
+                    .forget();
             }
             Ok(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
         })
@@ -247,7 +254,11 @@ async fn a_lookup_past_the_clients_share_runs_once_an_earlier_one_finishes() {
         let limit = socksmith::server::LOOKUPS_PER_CLIENT;
         let mut sessions = Vec::new();
         for i in 0..=limit {
-            let name = if i < limit { format!("gated{i}.test") } else { "next.test".into() };
+            let name = if i < limit {
+                format!("gated{i}.test")
+            } else {
+                "next.test".into()
+            };
             let addr = server.addr;
             sessions.push(tokio::spawn(async move {
                 v5_request(addr, 1, &Target::Domain(name, port)).await.1

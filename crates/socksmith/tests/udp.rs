@@ -68,7 +68,14 @@ async fn association_and_target(
 /// egress address (where the target's answers go) and the control connection.
 async fn opened_association(
     server: &Running,
-) -> (UdpSocket, SocketAddr, UdpSocket, Target, SocketAddr, tokio::net::TcpStream) {
+) -> (
+    UdpSocket,
+    SocketAddr,
+    UdpSocket,
+    Target,
+    SocketAddr,
+    tokio::net::TcpStream,
+) {
     let (client, relay, target, control) = association_and_target(server).await;
     let to = Target::Ip(target.local_addr().expect("addr"));
     client

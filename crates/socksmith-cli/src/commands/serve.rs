@@ -685,7 +685,10 @@ impl Reloader {
             }) => {
                 self.refresh_blocklists(&config);
                 self.server.reload(config);
-                *self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = live;
+                *self
+                    .live
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = live;
                 if let Some(admin) = &self.admin_reload {
                     admin.set_token(admin_token);
                 }

@@ -435,13 +435,15 @@ impl Client {
 pub(crate) fn hop_address(number: usize, proxy: &Proxy) -> Result<TargetAddr, ClientError> {
     match proxy.host() {
         ProxyHost::Ip(ip) => Ok(TargetAddr::Ip(SocketAddr::new(*ip, proxy.port()))),
-        ProxyHost::Name(name) => TargetAddr::domain(name.as_bytes(), proxy.port()).map_err(
-            |problem| ClientError::InvalidProxy {
-                hop: number,
-                proxy: proxy.redacted(),
-                problem,
-            },
-        ),
+        ProxyHost::Name(name) => {
+            TargetAddr::domain(name.as_bytes(), proxy.port()).map_err(|problem| {
+                ClientError::InvalidProxy {
+                    hop: number,
+                    proxy: proxy.redacted(),
+                    problem,
+                }
+            })
+        }
     }
 }
 
@@ -474,7 +476,10 @@ mod tests {
             .proxy(no_password.clone())
             .build()
             .expect_err("a SOCKS5 user without a password");
-        assert!(matches!(err, ClientError::InvalidProxy { hop: 1, .. }), "{err}");
+        assert!(
+            matches!(err, ClientError::InvalidProxy { hop: 1, .. }),
+            "{err}"
+        );
         // `Client::new` does not check: the handshake fails instead, without a panic.
         let err = Client::new(no_password)
             .connect(("127.0.0.1", 9))

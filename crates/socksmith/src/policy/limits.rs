@@ -445,7 +445,9 @@ impl Limits {
             tunnels_per_user: config.max_tunnels_per_user.map(KeyedSlots::new),
             udp_per_client: config.max_udp_per_client.map(KeyedSlots::new),
             bind_per_client: config.max_bind_per_client.map(KeyedSlots::new),
-            rates: config.rate_per_user.map(|rate| Arc::new(RateLimits::new(rate))),
+            rates: config
+                .rate_per_user
+                .map(|rate| Arc::new(RateLimits::new(rate))),
         }
     }
 
@@ -616,7 +618,10 @@ mod tests {
         });
         assert!(same.tunnel(Some("alice")).is_err());
         assert!(same.udp_association(ip("192.0.2.7")).is_err());
-        assert!(Arc::ptr_eq(&before, &same.rate_for(Some("alice")).expect("buckets")));
+        assert!(Arc::ptr_eq(
+            &before,
+            &same.rate_for(Some("alice")).expect("buckets")
+        ));
         // A higher limit leaves room for one more; the old limits stay as they were.
         let raised = limits.reconfigured(LimitsConfig {
             max_tunnels_per_user: Some(3),
@@ -626,8 +631,14 @@ mod tests {
         let third = raised.tunnel(Some("alice")).expect("3 of 3");
         assert!(raised.tunnel(Some("alice")).is_err());
         assert!(limits.tunnel(Some("alice")).is_err());
-        assert!(raised.udp_association(ip("192.0.2.7")).expect("no limit").is_none());
-        assert!(!Arc::ptr_eq(&before, &raised.rate_for(Some("alice")).expect("buckets")));
+        assert!(raised
+            .udp_association(ip("192.0.2.7"))
+            .expect("no limit")
+            .is_none());
+        assert!(!Arc::ptr_eq(
+            &before,
+            &raised.rate_for(Some("alice")).expect("buckets")
+        ));
         // Slots given back under the old limits free room under the new.
         drop(held);
         drop(third);

@@ -338,10 +338,9 @@ impl ConnectionState {
         // Paced by the user's rate here: the client connection may carry other users'
         // requests, an origin connection only this user's.
         let stream = connect::rate_limited_target(&self.shared, session, connected.stream);
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| SessionError::Http(HttpError::Origin(error_chain(&e))))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| SessionError::Http(HttpError::Origin(error_chain(&e))))?;
         // Ends when the origin closes or the last sender (this client connection's) is gone.
         tokio::spawn(async move {
             if let Err(e) = connection.await {
