@@ -314,6 +314,21 @@ async fn a_connection_without_a_valid_header_gets_no_byte_and_is_logged() {
             log.contains("no complete PROXY protocol header within 500ms"),
             "{log}"
         );
+        // A header late in the window leaves the SOCKS handshake only what is left of it.
+        let mut late = connect(server.addr()).await;
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        send(
+            &mut late,
+            b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 1080\r\n\x05",
+        )
+        .await;
+        assert!(recv_to_end(&mut late).await.is_empty());
+        assert!(
+            start.elapsed() < Duration::from_millis(800),
+            "one deadline from the accept (500 ms), not one per stage: {:?}",
+            start.elapsed()
+        );
         // No target was reached by any of them.
         assert!(finished(&log).is_empty(), "{log}");
         assert!(

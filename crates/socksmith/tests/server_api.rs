@@ -346,6 +346,49 @@ async fn the_handshake_deadline_is_counted() {
     .await;
 }
 
+#[tokio::test]
+async fn the_handshake_deadline_runs_from_the_accept_whatever_the_client_sends() {
+    within(TEST_DEADLINE, "one handshake deadline", async {
+        let mut config = ServerConfig::default();
+        config.handshake_timeout = Duration::from_millis(1000);
+        let server = Running::start(config).await;
+        // A first byte late in the window, then the rest byte by byte: the stages after the
+        // first byte (the SOCKS handshake, the HTTP head) get what is left of it, not a
+        // fresh one each.
+        for (what, first, rest) in [
+            ("SOCKS5", &b"\x05"[..], &b"\x01\x00\x05\x01\x00\x01"[..]),
+            ("HTTP", b"C", b"ONNECT 127.0.0.1:9 HTTP/1.1\r\n"),
+        ] {
+            let started = tokio::time::Instant::now();
+            let mut s = TcpStream::connect(server.addr).await.expect("connect");
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            s.write_all(first).await.expect("the first byte");
+            let (mut reader, mut writer) = s.into_split();
+            let trickle = async move {
+                for byte in rest {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if writer.write_all(&[*byte]).await.is_err() {
+                        break;
+                    }
+                }
+                writer
+            };
+            let closing = async {
+                // The end of stream, or a reset if a byte arrived after the close.
+                let mut buf = Vec::new();
+                let _ = reader.read_to_end(&mut buf).await;
+                started.elapsed()
+            };
+            let (_writer, closed) = tokio::join!(trickle, closing);
+            assert!(
+                closed < Duration::from_millis(1500),
+                "{what}: closed after {closed:?}, the deadline was 1 s from the accept"
+            );
+        }
+    })
+    .await;
+}
+
 /// Connects directly, but hands the stream over as a generic one (as a parent proxy chain
 /// would), reporting a made-up bound address.
 #[derive(Debug)]

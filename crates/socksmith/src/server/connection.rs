@@ -64,6 +64,24 @@ pub(crate) struct Accepted {
     /// header): one that ends in its handshake is the balancer's health check, not a client
     /// that gave up (see [`End::balancers_own`]).
     pub(crate) balancers_own: bool,
+    /// When the handshake must be done: the handshake timeout from the accept. One deadline
+    /// for every stage (a PROXY header, the first byte, the SOCKS handshake or the HTTP
+    /// head), so that a client trickling bytes cannot restart it stage by stage.
+    pub(crate) deadline: Instant,
+}
+
+/// The handshake deadline of a connection accepted at `accepted`: the configured timeout
+/// later, or, for a timeout too long for the clock, a time that never comes.
+pub(crate) fn handshake_deadline(shared: &Shared, accepted: Instant) -> Instant {
+    deadline_after(accepted, shared.config.handshake_timeout)
+}
+
+/// `timeout` after `start`, or, for a timeout too long for the clock, a time that never
+/// comes (as with `tokio::time::timeout`), not a panic.
+pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// The machine, kept until the last reply is sent, with its output buffer.
@@ -257,6 +275,7 @@ async fn serve(
         nodelay_set,
         already_read,
         balancers_own: _,
+        deadline,
     } = accepted;
     if !shared.config.allow_from.allows(peer.ip()) {
         // Closed before anything is read or sent: a stranger learns nothing, not even that
@@ -274,21 +293,20 @@ async fn serve(
         (TunnelStream::Other(_), None) => local_fallback(peer),
     };
     // One port for both: the first byte tells SOCKS (0x04, 0x05) from HTTP.
-    let already_read = match http::sniff(shared, &mut client, already_read, end).await? {
+    let already_read = match http::sniff(shared, &mut client, already_read, deadline, end).await? {
         http::Sniffed::Socks(already_read) => already_read,
         http::Sniffed::Http(head) => {
             let connection = http::Connection {
                 peer,
                 local,
                 already_read: head,
+                deadline,
             };
             return Box::pin(http::serve(shared, client, connection, end)).await;
         }
     };
-    // `timeout`, not `Instant + Duration`: a huge configured timeout means "never", not a
-    // panic.
-    let (replier, request, pending) = match Box::pin(tokio::time::timeout(
-        shared.config.handshake_timeout,
+    let (replier, request, pending) = match Box::pin(tokio::time::timeout_at(
+        deadline,
         handshake(shared, &mut client, already_read, peer, end),
     ))
     .await
@@ -619,6 +637,7 @@ mod tests {
             nodelay_set: false,
             already_read: Vec::new(),
             balancers_own: false,
+            deadline: Instant::now() + Duration::from_secs(10),
         };
         let task = run(
             Arc::clone(&server.current()),

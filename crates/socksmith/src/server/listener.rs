@@ -14,10 +14,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::relay::TunnelStream;
-use crate::server::connection::{self, Accepted};
+use crate::server::connection::{self, handshake_deadline, Accepted};
 use crate::server::per_client::{ClientSlot, PerClient};
 use crate::server::stats::inc;
 use crate::server::{proxy_protocol, Server, ServerConfig};
+use tokio::time::Instant;
 
 /// Descriptors the derived session limit leaves free: listeners, stdio and logs, the
 /// resolver's sockets, files a reload reads.
@@ -152,8 +153,9 @@ pub(crate) async fn run(
                     // connections.
                     let shared = server.current();
                     follow_limits(&mut limits, shared.limits, &per_client);
-                    let deadline = shared.config.handshake_timeout;
-                    let one = proxy_protocol::serve_one(server.clone(), Arc::clone(&per_client), stream, balancer, deadline);
+                    let timeout = shared.config.handshake_timeout;
+                    let deadline = handshake_deadline(&shared, Instant::now());
+                    let one = proxy_protocol::serve_one(server.clone(), Arc::clone(&per_client), stream, balancer, deadline, timeout);
                     sessions.spawn(one);
                 }
                 Ok((stream, peer, index)) => {
@@ -178,6 +180,7 @@ pub(crate) async fn run(
                         nodelay_set: from.nodelay,
                         already_read: Vec::new(),
                         balancers_own: false,
+                        deadline: handshake_deadline(&shared, Instant::now()),
                     };
                     let session = connection::run(shared, TunnelStream::Tcp(stream), accepted);
                     sessions.spawn(Holding { session, _slot: slot });

@@ -268,6 +268,10 @@ impl Server {
                 nodelay_set: false,
                 already_read,
                 balancers_own: false,
+                deadline: connection::handshake_deadline(
+                    &self.current(),
+                    tokio::time::Instant::now(),
+                ),
             },
         )
         .await

@@ -32,8 +32,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
-use crate::server::connection::Accepted;
+use crate::server::connection::{deadline_after, Accepted};
 use crate::server::per_client::PerClient;
 use crate::server::stats::inc;
 use crate::server::{listener, Server, ServerError};
@@ -267,6 +268,16 @@ pub async fn read_header<S: AsyncRead + Unpin>(
     stream: &mut S,
     deadline: Duration,
 ) -> Result<ReadHeader, ProxyHeaderError> {
+    let until = deadline_after(Instant::now(), deadline);
+    read_header_until(stream, until, deadline).await
+}
+
+/// [`read_header`] by `until`, which is `timeout` after the connection was accepted.
+async fn read_header_until<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    until: Instant,
+    timeout: Duration,
+) -> Result<ReadHeader, ProxyHeaderError> {
     let reading = async {
         let mut buf = Vec::with_capacity(256);
         loop {
@@ -286,9 +297,9 @@ pub async fn read_header<S: AsyncRead + Unpin>(
             }
         }
     };
-    tokio::time::timeout(deadline, reading)
+    tokio::time::timeout_at(until, reading)
         .await
-        .unwrap_or(Err(ProxyHeaderError::Timeout(deadline)))
+        .unwrap_or(Err(ProxyHeaderError::Timeout(timeout)))
 }
 
 /// [`Server::serve`] for listeners behind a load balancer that sends the PROXY protocol
@@ -324,10 +335,11 @@ pub(crate) async fn serve_one(
     per_client: Arc<PerClient>,
     mut stream: TcpStream,
     balancer: SocketAddr,
-    deadline: Duration,
+    deadline: Instant,
+    timeout: Duration,
 ) {
     let stats = server.stats();
-    match read_header(&mut stream, deadline).await {
+    match read_header_until(&mut stream, deadline, timeout).await {
         Ok(ReadHeader { header, rest }) => {
             let client = header.client(balancer);
             if header.addr == ProxiedAddr::Local {
@@ -355,6 +367,8 @@ pub(crate) async fn serve_one(
                 nodelay_set: false,
                 already_read: rest,
                 balancers_own,
+                // The header was the first part of the handshake: the rest gets what is left.
+                deadline,
             };
             server.serve_accepted(stream, accepted).await;
         }
@@ -374,10 +388,10 @@ pub(crate) async fn serve_one(
 
 /// Whether `stream` ends (or sends nothing until `deadline`) before its first byte, which
 /// stays unread.
-async fn closes_without_a_byte(stream: &TcpStream, deadline: Duration) -> bool {
+async fn closes_without_a_byte(stream: &TcpStream, deadline: Instant) -> bool {
     let mut first = [0u8; 1];
     !matches!(
-        tokio::time::timeout(deadline, stream.peek(&mut first)).await,
+        tokio::time::timeout_at(deadline, stream.peek(&mut first)).await,
         Ok(Ok(1..))
     )
 }

@@ -27,6 +27,7 @@ use std::time::Instant as StdInstant;
 
 use socksmith_proto::{Command, ReplyCode, TargetAddr, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 use tracing::field;
 
 use crate::relay::TunnelStream;
@@ -196,12 +197,12 @@ pub(crate) async fn sniff(
     shared: &Shared,
     client: &mut TunnelStream,
     mut buf: Vec<u8>,
+    deadline: Instant,
     end: &mut End,
 ) -> Result<Sniffed, SessionError> {
     if buf.is_empty() {
         buf.reserve(512);
-        match tokio::time::timeout(shared.config.handshake_timeout, client.read_buf(&mut buf)).await
-        {
+        match tokio::time::timeout_at(deadline, client.read_buf(&mut buf)).await {
             Ok(Ok(0)) => {
                 inc(&shared.stats.handshake_client_gone);
                 return Err(SessionError::ClientClosed);
@@ -260,6 +261,8 @@ pub(crate) struct Connection {
     pub(crate) local: SocketAddr,
     /// What was read from it so far (at least the first byte).
     pub(crate) already_read: Vec<u8>,
+    /// When the first head (and a CONNECT's credentials check) must be done.
+    pub(crate) deadline: Instant,
 }
 
 /// Serves an HTTP client: a CONNECT tunnel (handed back to relay, like a SOCKS one) or
@@ -274,12 +277,10 @@ pub(crate) async fn serve(
         peer,
         local,
         mut already_read,
+        deadline,
     } = connection;
-    let first = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        read_head(shared, &mut client, &mut already_read),
-    )
-    .await;
+    let first =
+        tokio::time::timeout_at(deadline, read_head(shared, &mut client, &mut already_read)).await;
     let head = match first {
         Ok(Ok(head)) => head,
         Ok(Err(e)) => return Err(refuse(&mut client, e).await),
@@ -296,7 +297,7 @@ pub(crate) async fn serve(
 
     let pending = already_read.split_off(head.len);
     drop(already_read);
-    let opened = open_connect(shared, peer, local, head, end).await;
+    let opened = open_connect(shared, peer, local, head, deadline, end).await;
     let target = match opened {
         Ok(connected) => connected.stream,
         Err(e) => return Err(refuse(&mut client, e).await),
@@ -368,11 +369,12 @@ async fn open_connect(
     peer: SocketAddr,
     local: SocketAddr,
     head: head::Head,
+    deadline: Instant,
     end: &mut End,
 ) -> Result<crate::server::Connected, SessionError> {
     let target = head::authority_target(&head.target).map_err(SessionError::Http)?;
-    let user = tokio::time::timeout(
-        shared.config.handshake_timeout,
+    let user = tokio::time::timeout_at(
+        deadline,
         authenticate(shared, peer, head.proxy_authorization.as_deref()),
     )
     .await
