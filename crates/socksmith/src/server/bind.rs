@@ -73,7 +73,10 @@ pub(crate) async fn bind(request: Request<'_>, meter: &mut Meter) -> Result<(), 
 }
 
 /// Waits for the egress's peer; reads (and keeps) what the client sends meanwhile, and fails
-/// when the client closes (dropping the accept closes the listener).
+/// when the client closes (dropping the accept closes the listener). A half-close cannot be
+/// told from a client that left (both are an end of stream), and a BIND whose client left
+/// would hold its listener for the whole BIND timeout: so a client's end of stream before
+/// the peer comes ends the BIND, early bytes and all.
 async fn wait_for_peer(
     accept: EgressFuture<'static, (TunnelStream, socksmith_proto::TargetAddr)>,
     client: &mut TunnelStream,
