@@ -1,7 +1,7 @@
 //! Reply codes that need a network without routes, inside a network namespace the test
 //! creates (`unshare -n`, only `lo` up): 0x03 network unreachable, 0x04 host unreachable for a
 //! failed name lookup (CONNECT, RESOLVE, SOCKS4a), and 0x02 for the link-local metadata
-//! address the default policy refuses. Also what needs a listener on a non-loopback address
+//! address the default policy refuses and for a target this host's own routes prohibit. Also what needs a listener on a non-loopback address
 //! (a documentation address added to the namespace's `lo`): loopback targets refused.
 //!
 //! The server and its clients (a raw-byte Python client and curl) run together in the
@@ -71,6 +71,7 @@ v5("v4-doc", 1, bytes([1, 192, 0, 2, 1, 0, 80]))
 v5("dns", 1, bytes([3, len(name)]) + name + bytes([0, 80]))
 v5("resolve", 0xF0, bytes([3, len(name)]) + name + bytes([0, 0]))
 v5("metadata", 1, bytes([1, 169, 254, 169, 254, 0, 80]))
+v5("prohibited", 1, bytes([1, 198, 51, 100, 7, 0, 80]))
 exchange("v4a-dns", bytes([4, 1, 0, 80, 0, 0, 0, 1]) + b"\0" + name + b"\0", greeting=False)
 "#;
 
@@ -91,6 +92,7 @@ async fn unreachable_networks_and_failed_lookups_get_their_codes() {
         let script = format!(
             r#"set -eu
 ip link set lo up
+ip route add prohibit 198.51.100.0/24
 cd "{dir}"
 mkfifo out
 timeout 60 "{bin}" serve --listen 127.0.0.1:0 >out 2>serve.log &
@@ -130,6 +132,11 @@ cat serve.log >&2
             "link-local refused: {out}"
         );
         assert_eq!(
+            &reply("prohibited")[..8],
+            "05000502",
+            "refused by this host's own route: not allowed: {out}"
+        );
+        assert_eq!(
             &reply("v4a-dns")[..4],
             "005b",
             "SOCKS4a failed lookup: {out}"
@@ -143,6 +150,8 @@ cat serve.log >&2
             "Network is unreachable",
             "outcome=DNS lookup failed: nonexistent.invalid",
             "denied by policy: target 169.254.169.254 is link-local",
+            "destination=198.51.100.7:80",
+            "Permission denied",
         ] {
             assert!(log.contains(reason), "{reason:?} not in the log:\n{log}");
         }

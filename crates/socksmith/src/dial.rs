@@ -57,7 +57,10 @@ pub enum DialErrorKind {
     HostUnreachable,
     /// No answer in time.
     TimedOut,
-    /// Anything else (permission denied by a firewall, no free local port, ...).
+    /// This host's own network policy forbids the connection: a `prohibit` route (EACCES)
+    /// or a firewall rule that rejects it locally (EPERM).
+    Prohibited,
+    /// Anything else (no free local port, ...).
     Other,
 }
 
@@ -71,6 +74,7 @@ impl DialErrorKind {
             }
             io::ErrorKind::HostUnreachable => DialErrorKind::HostUnreachable,
             io::ErrorKind::TimedOut => DialErrorKind::TimedOut,
+            io::ErrorKind::PermissionDenied => DialErrorKind::Prohibited,
             _ => DialErrorKind::Other,
         }
     }
@@ -81,7 +85,7 @@ impl DialErrorKind {
     fn weight(self) -> u8 {
         match self {
             DialErrorKind::Refused => 4,
-            DialErrorKind::HostUnreachable => 3,
+            DialErrorKind::Prohibited | DialErrorKind::HostUnreachable => 3,
             DialErrorKind::TimedOut => 2,
             DialErrorKind::Other => 1,
             DialErrorKind::NetworkUnreachable => 0,
@@ -354,12 +358,17 @@ mod tests {
             DialErrorKind::HostUnreachable
         );
         assert_eq!(kind(io::ErrorKind::TimedOut), DialErrorKind::TimedOut);
-        assert_eq!(kind(io::ErrorKind::PermissionDenied), DialErrorKind::Other);
+        assert_eq!(
+            kind(io::ErrorKind::PermissionDenied),
+            DialErrorKind::Prohibited
+        );
         // From the raw OS errors too, as connect(2) reports them.
         let raw = |code| DialErrorKind::of(&io::Error::from_raw_os_error(code));
         assert_eq!(raw(111), DialErrorKind::Refused); // ECONNREFUSED on Linux
         assert_eq!(raw(101), DialErrorKind::NetworkUnreachable); // ENETUNREACH
         assert_eq!(raw(113), DialErrorKind::HostUnreachable); // EHOSTUNREACH
+        assert_eq!(raw(13), DialErrorKind::Prohibited); // EACCES: a `prohibit` route
+        assert_eq!(raw(1), DialErrorKind::Prohibited); // EPERM: a local firewall rule
     }
 
     #[test]

@@ -337,8 +337,8 @@ impl EgressError {
         }
     }
 
-    /// The closest SOCKS5 reply (SOCKS4 clients get 0x5B for any failure): denied 0x02,
-    /// network unreachable 0x03, host unreachable and DNS failure 0x04, refused 0x05, timeout
+    /// The closest SOCKS5 reply (SOCKS4 clients get 0x5B for any failure): denied 0x02 (by
+    /// the policy, or by this host's own routes or firewall), network unreachable 0x03, host unreachable and DNS failure 0x04, refused 0x05, timeout
     /// 0x06 ("TTL expired", as Dante answers ETIMEDOUT), unsupported command 0x07, the
     /// chain's own reply for an upstream failure, anything else 0x01.
     pub fn reply_code(&self) -> ReplyCode {
@@ -350,6 +350,7 @@ impl EgressError {
                 DialErrorKind::NetworkUnreachable => ReplyCode::NetworkUnreachable,
                 DialErrorKind::HostUnreachable => ReplyCode::HostUnreachable,
                 DialErrorKind::TimedOut => ReplyCode::TtlExpired,
+                DialErrorKind::Prohibited => ReplyCode::NotAllowed,
                 _ => ReplyCode::GeneralFailure,
             },
             EgressError::Timeout(_) => ReplyCode::TtlExpired,
