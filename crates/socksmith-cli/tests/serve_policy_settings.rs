@@ -56,6 +56,15 @@ async fn bad_values_are_one_line_errors_naming_the_flag_or_key() {
                 vec!["--blocklist", "/nonexistent/socksmith-list"],
                 "/nonexistent/socksmith-list",
             ),
+            // A URL list that could never be fetched is an error now, not an empty list.
+            (
+                vec!["--blocklist", "http://[::1"],
+                "blocklist http://[::1 is not a valid URL",
+            ),
+            (
+                vec!["--blocklist", "https://u:secret@/ads.txt"],
+                "blocklist https://u:***@/ads.txt is not a valid URL: empty host",
+            ),
             (
                 vec!["--users", "/nonexistent/socksmith-users"],
                 "/nonexistent/socksmith-users",

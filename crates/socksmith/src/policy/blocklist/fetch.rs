@@ -26,6 +26,20 @@ impl Fetcher {
     }
 
     /// The body at `url`, when the answer is 2xx and at most `limit` bytes.
+    /// Refuses, when the set is opened, a URL no request could be sent to (so that a typo is
+    /// a configuration error, not a list that silently stays empty).
+    pub(super) fn check_url(url: &str) -> Result<(), BlocklistError> {
+        let bad = |reason: String| BlocklistError::BadUrl {
+            url: super::source::redacted(url),
+            reason,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host".to_owned()));
+        }
+        Ok(())
+    }
+
     pub(super) async fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, BlocklistError> {
         let failed = |source: reqwest::Error| BlocklistError::Fetch {
             url: super::source::redacted(url),

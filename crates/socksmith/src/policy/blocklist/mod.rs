@@ -113,6 +113,14 @@ pub enum BlocklistError {
         /// The limit.
         limit: usize,
     },
+    /// A URL source that is no URL a request could be sent to.
+    #[error("blocklist {url} is not a valid URL: {reason}")]
+    BadUrl {
+        /// The URL as given, secrets hidden.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// This build cannot fetch URLs.
     #[error(
         "blocklist {url} is a URL, but this build of socksmith cannot fetch URLs (built \

@@ -132,6 +132,12 @@ impl BlocklistSet {
                 url: super::source::redacted(url),
             });
         }
+        #[cfg(feature = "blocklist-fetch")]
+        for source in &config.sources {
+            if let ListSource::Url(url) = source {
+                super::fetch::Fetcher::check_url(url)?;
+            }
+        }
         let mut lists = Vec::with_capacity(config.sources.len());
         for source in &config.sources {
             let list = match source {
