@@ -696,7 +696,7 @@ impl Reloader {
                 tracing::info!("SIGHUP: configuration reloaded; new sessions use it");
             }
             Err(e) => tracing::error!(
-                error = format!("{e:#}"),
+                error = %format_args!("{e:#}"),
                 "SIGHUP: the new configuration is not valid; the old one keeps serving"
             ),
         }
