@@ -286,13 +286,53 @@ pub struct FileTimeouts {
 }
 
 /// A duration as written: `"10s"` or a number of seconds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum FileDuration {
     /// Whole seconds.
     Seconds(u64),
-    /// Text with a unit.
+    /// Text with a unit (or a number of seconds with a fraction).
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for FileDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FileDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration: a number of seconds or text with a unit, such as \"10s\", \
+                     \"500ms\", \"5m\"",
+                )
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<FileDuration, E> {
+                Ok(FileDuration::Seconds(seconds))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, seconds: i64) -> Result<FileDuration, E> {
+                u64::try_from(seconds)
+                    .map(FileDuration::Seconds)
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "{seconds} is negative: a duration is a number of seconds or text \
+                         with a unit, such as \"10s\""
+                        ))
+                    })
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, seconds: f64) -> Result<FileDuration, E> {
+                // Judged by the duration parser like `"1.5"`: a clear error for the absurd.
+                Ok(FileDuration::Text(seconds.to_string()))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FileDuration, E> {
+                Ok(FileDuration::Text(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A bad configuration: one line naming the key.
@@ -1163,6 +1203,18 @@ mod tests {
             (
                 "[timeouts]\nhandshake = \"10x\"",
                 "line 2: timeouts.handshake: \"10x\" is not a duration",
+            ),
+            (
+                "idle_timeout = -5",
+                "line 1: key `idle_timeout`: -5 is negative: a duration is a number of seconds",
+            ),
+            (
+                "idle_timeout = 1e30",
+                "line 1: idle_timeout: \"1000000000000000000000000000000\" is longer than a year",
+            ),
+            (
+                "idle_timeout = true",
+                "expected a duration: a number of seconds or text with a unit",
             ),
             (
                 "allow_socks4 = true\n\n[timeouts]\nconnect = \"0s\"",

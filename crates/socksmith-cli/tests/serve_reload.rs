@@ -181,7 +181,10 @@ async fn a_broken_file_on_reload_is_logged_and_the_old_one_keeps_serving() {
                 .expect("the line");
             assert!(line.contains(expected), "{expected:?} not in {line}");
             assert!(line.contains(&path_str), "the file is named: {line}");
-            assert!(!line.contains(r#"error="\""#), "quoted once, not twice: {line}");
+            assert!(
+                !line.contains(r#"error="\""#),
+                "quoted once, not twice: {line}"
+            );
             // The old configuration serves: same password, tunnel alive.
             let (mut fresh, _) = socks5_connect(server.addr(), Some(&creds), echo.addr())
                 .await
