@@ -1072,6 +1072,14 @@ pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     if !is_name {
         return Err(bad());
     }
+    // Digits and dots only is an IPv4 address that does not parse (`999.1.1.1`), not a
+    // name to look up (a top-level domain is never all digits).
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!(
+            "{s:?} is not a listen address: {host} is not an IPv4 address (four numbers of \
+             0 to 255, e.g. 127.0.0.1:1080)"
+        ));
+    }
     Ok(ListenAddr::Name(host.to_ascii_lowercase(), port))
 }
 
@@ -1504,6 +1512,10 @@ mod tests {
         ] {
             let err = parse_listen(bad).expect_err(bad);
             assert!(err.contains("expected PORT or :PORT"), "{bad}: {err}");
+        }
+        for bad in ["999.1.1.1:5", "10.0.0:80", "1.2.3.4.5:80"] {
+            let err = parse_listen(bad).expect_err(bad);
+            assert!(err.contains("is not an IPv4 address"), "{bad}: {err}");
         }
         let localhost = parse_listen("localhost:0")
             .expect("valid")
