@@ -100,6 +100,13 @@ pub fn sniff_http(input: &[u8]) -> HttpSniff {
     } else {
         HttpSniff::NeedMore
     };
+    // RFC 9112 §2.2: a server "SHOULD ignore at least one empty line (CRLF) received prior
+    // to the request-line", and servers do: so must the sniff.
+    let leading = window
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    let window = window.get(leading..).unwrap_or_default();
     let mut lines = Lines { rest: window };
     let Some(request_line) = lines.next() else {
         return match judge_partial_request_line(window) {
@@ -327,6 +334,13 @@ mod tests {
         );
         // The start of a real method is worth waiting for.
         assert_eq!(sniff_http(b"G"), HttpSniff::NeedMore);
+        // Empty lines before the request line are skipped, as servers skip them.
+        assert_eq!(sniff_http(b"\r\n"), HttpSniff::NeedMore);
+        assert_eq!(
+            sniff_http(b"\r\n\r\nGET / HTTP/1.1\r\nHost: ads.example\r\n\r\n"),
+            HttpSniff::Found("ads.example".into())
+        );
+        assert_eq!(sniff_http(b"\n\nSSH-2.0-x\r\n"), HttpSniff::NotHttp);
         assert_eq!(sniff_http(b"PROP"), HttpSniff::NeedMore);
         assert_eq!(sniff_http(b"PATCH /x HTTP/1.1\r\n"), HttpSniff::NeedMore);
     }
