@@ -637,7 +637,7 @@ mod tests {
             nodelay_set: false,
             already_read: Vec::new(),
             balancers_own: false,
-            deadline: Instant::now() + Duration::from_secs(10),
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(10),
         };
         let task = run(
             Arc::clone(&server.current()),
