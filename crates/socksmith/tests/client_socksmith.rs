@@ -274,3 +274,46 @@ async fn the_client_runs_over_any_transport() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_name_resolved_here_goes_on_to_its_next_address_when_the_proxy_cannot_reach_one() {
+    within(TEST_DEADLINE, "address fallback", async {
+        let Some(dante) = Dante::start(DanteOptions::default()).await else {
+            return;
+        };
+        let server = Socksmith::start(ServerConfig::default()).await;
+        let echo = EchoServer::start().await;
+        let port = echo.addr().port();
+        // Nothing listens on 127.0.0.3 and 127.0.0.4 (the echo target is on 127.0.0.1 only):
+        // the proxy's CONNECT to them is refused.
+        let ip = |last: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+        let resolver = StaticResolver::new()
+            .with_host("multi.test", [ip(3), ip(4), ip(1)])
+            .with_host("nowhere.test", [ip(3), ip(4)]);
+        let via = |proxy: Proxy| {
+            Client::builder()
+                .proxy(proxy)
+                .resolver(Arc::new(resolver.clone()))
+                .timeouts(TIMEOUTS)
+                .build()
+                .expect("client")
+        };
+        let socksmith5 = Proxy::new(Protocol::Socks5, server.addr);
+        let dante5: Proxy = dante.proxy(ProxyKind::Socks5).url().parse().expect("URL");
+        let dante4: Proxy = dante.proxy(ProxyKind::Socks4).url().parse().expect("URL");
+        for proxy in [socksmith5, dante5, dante4] {
+            let client = via(proxy.clone());
+            connect_echo(&client, ("multi.test", port)).await;
+            // Every address refused: the last refusal is the answer.
+            let err = client
+                .connect(("nowhere.test", port))
+                .await
+                .expect_err("nothing listens");
+            assert!(
+                err.to_string().contains(&format!("127.0.0.4:{port}")),
+                "{proxy}: {err}"
+            );
+        }
+    })
+    .await;
+}

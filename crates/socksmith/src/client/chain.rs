@@ -7,7 +7,8 @@
 //!
 //! Names in targets are resolved per hop, as curl does: a `socks4a`/`socks5h`/`http` hop gets
 //! the name, a `socks4`/`socks5` hop gets an address this side looked up (the first one its
-//! protocol can carry). IP literals spelled as names are always sent as addresses.
+//! protocol can carry; for the last hop of a CONNECT, each in turn until one is taken). IP
+//! literals spelled as names are always sent as addresses.
 //!
 //! An `http` hop is one CONNECT exchange (see the `http` module) instead of a SOCKS
 //! handshake; it leaves the stream in the same state, so hops of both kinds mix freely. Only
@@ -32,6 +33,10 @@ use super::target::IntoTarget;
 use super::url::{Proxy, ProxyHost};
 use crate::dial::{dial, DialOptions};
 use crate::resolve::resolve;
+
+/// The most addresses of one name [`Client::connect`] tries through the chain, each a whole
+/// chain's handshakes.
+const MAX_ADDRESSES_TRIED: usize = 4;
 
 /// A chain walked up to the final command's first answer.
 pub(crate) struct Opened<S> {
@@ -70,8 +75,75 @@ impl Client {
             return self.connect_direct(target).await;
         }
         self.check_target(&target)?;
-        let io = self.connect_first_hop().await?;
-        self.connect_over(io, target).await
+        let Some(addrs) = self.last_hop_addresses(&target).await? else {
+            let io = self.connect_first_hop().await?;
+            return self.connect_over(io, target).await;
+        };
+        // A name this side resolves for the last hop: its addresses in turn, each through a
+        // fresh chain (a refused request ends the connection), until the last hop takes
+        // one. Its refusing one address (nothing listens on the target's IPv6 address, the
+        // proxy has no IPv6) says nothing of the next.
+        let mut last_refusal = None;
+        for addr in addrs.into_iter().take(MAX_ADDRESSES_TRIED) {
+            let io = self.connect_first_hop().await?;
+            match self.connect_over(io, TargetAddr::Ip(addr)).await {
+                Err(e) if self.another_address_may_do(&e) => last_refusal = Some(e),
+                done => return done,
+            }
+        }
+        Err(last_refusal.expect("a name resolves to at least one usable address"))
+    }
+
+    /// The addresses to try one by one when the last hop gets an address this side looked
+    /// up (a `socks4`/`socks5` last hop and a name): every one its protocol can carry, in
+    /// the resolver's order. `None` when the last hop gets the target as it is.
+    async fn last_hop_addresses(
+        &self,
+        target: &TargetAddr,
+    ) -> Result<Option<Vec<SocketAddr>>, ClientError> {
+        let (Some(last), TargetAddr::Domain(name, port)) = (self.hops.last(), target) else {
+            return Ok(None);
+        };
+        if target.ip_literal().is_some() || last.protocol().remote_dns() {
+            return Ok(None);
+        }
+        let number = self.hops.len();
+        let fail = |kind: HopErrorKind| {
+            ClientError::from(HopError {
+                hop: number,
+                proxy: last.redacted(),
+                step: Step::Resolve,
+                kind,
+            })
+        };
+        let name = name.to_string_lossy();
+        let ips = resolve(&*self.resolver, &name)
+            .await
+            .map_err(|e| fail(HopErrorKind::Resolve(e)))?;
+        let addrs: Vec<SocketAddr> = ips
+            .into_iter()
+            .filter(|ip| !last.protocol().is_v4() || ip.is_ipv4())
+            .map(|ip| SocketAddr::new(ip, *port))
+            .collect();
+        if addrs.is_empty() {
+            return Err(fail(HopErrorKind::NoUsableAddress {
+                name: name.to_string(),
+                protocol: last.protocol().scheme(),
+            }));
+        }
+        Ok(Some(addrs))
+    }
+
+    /// Whether the last hop refused the CONNECT for a reason of that one address, so that
+    /// another address of the same name may be taken: anything but the proxy's own policy
+    /// (0x02) or a command it does not do (0x07).
+    fn another_address_may_do(&self, err: &ClientError) -> bool {
+        err.hop() == Some(self.hops.len())
+            && matches!(
+                err.kind(),
+                Some(HopErrorKind::Rejected { code, .. })
+                    if !matches!(code, ReplyCode::NotAllowed | ReplyCode::CommandNotSupported)
+            )
     }
 
     /// Connects straight to a target the `NO_PROXY` rules match: its name resolved here,
