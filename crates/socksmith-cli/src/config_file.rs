@@ -406,6 +406,19 @@ pub struct ServeSettings {
     pub server: ServerConfig,
 }
 
+/// Checks that an upstream chain builds (credentials each hop's protocol can carry, and so
+/// on), so that a chain no handshake could use is a configuration error: the index of the
+/// failing hop (from 0) and why.
+pub fn check_upstream(chain: &[Proxy]) -> Result<(), (usize, String)> {
+    if chain.is_empty() {
+        return Ok(());
+    }
+    match Client::builder().proxies(chain.iter().cloned()).build() {
+        Ok(_) => Ok(()),
+        Err(e) => Err((e.hop().unwrap_or(1).saturating_sub(1), e.to_string())),
+    }
+}
+
 /// The limits' live state, carried from one configuration to the next by a reload (see
 /// [`ServeSettings::finish_carrying`]): a reload must not give every user a fresh
 /// allowance of tunnels, nor fresh buckets.
@@ -486,7 +499,7 @@ impl ServeSettings {
                     bind_accept: server.bind_timeout,
                 })
                 .build()
-                .expect("a chain with at least one hop builds");
+                .expect("the upstream chain was checked when the settings were read");
             server.set_upstream(client);
         }
         server.auth = match (users.is_empty(), hashed_users) {
@@ -673,7 +686,9 @@ impl TryFrom<FileConfig> for ServeSettings {
                 url.parse::<Proxy>()
                     .map_err(|e| ConfigError::new(format!("upstream[{i}]"), e))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        check_upstream(&upstream)
+            .map_err(|(i, e)| ConfigError::new(format!("upstream[{i}]"), e))?;
         let t = file.timeouts.unwrap_or_default();
         // Each deadline has two spellings: `[timeouts] handshake` and `handshake_timeout`.
         let either = |table: Option<FileDuration>,
@@ -1211,6 +1226,10 @@ mod tests {
             (
                 "[timeouts]\nhandshake = \"10x\"",
                 "line 2: timeouts.handshake: \"10x\" is not a duration",
+            ),
+            (
+                "upstream = [\"socks5h://127.0.0.1:1\", \"socks5://bob@127.0.0.1:2\"]",
+                "line 1: upstream[1]: hop 2 (socks5://bob@127.0.0.1:2): password of 0 bytes",
             ),
             (
                 "idle_timeout = -5",

@@ -336,10 +336,12 @@ async fn the_exit_status_judges_the_urls_own_version() {
             table.contains("CONNECT as socks5:// does not work (another version does"),
             "{table}"
         );
-        // With the password, and as socks4://: both work.
+        // With the password, and as socks4:// (also with a user id, which the SOCKS5 probes
+        // cannot use as a password: they go without it): all work.
         for url in [
             format!("socks5://alice:s3cret@{addr}"),
             format!("socks4://{addr}"),
+            format!("socks4a://alice@{addr}"),
         ] {
             let out = run(bin(), &["check", "--json", "--proxy", &url], b"").await;
             out.assert_success();

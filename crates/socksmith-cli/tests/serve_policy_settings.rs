@@ -66,6 +66,10 @@ async fn bad_values_are_one_line_errors_naming_the_flag_or_key() {
                 "blocklist https://u:***@/ads.txt is not a valid URL: empty host",
             ),
             (
+                vec!["--upstream", "socks5://alice@127.0.0.1:1"],
+                "--upstream #1: hop 1 (socks5://alice@127.0.0.1:1): password of 0 bytes",
+            ),
+            (
                 vec!["--users", "/nonexistent/socksmith-users"],
                 "/nonexistent/socksmith-users",
             ),

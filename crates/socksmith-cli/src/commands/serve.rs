@@ -834,6 +834,8 @@ fn settings(args: &Args) -> anyhow::Result<ServeSettings> {
                     .with_context(|| format!("--upstream #{}", i + 1))
             })
             .collect::<anyhow::Result<_>>()?;
+        config_file::check_upstream(&s.upstream)
+            .map_err(|(i, e)| anyhow::anyhow!("--upstream #{}: {e}", i + 1))?;
     }
     let set = |slot: &mut Duration, flag: Option<Duration>| {
         if let Some(d) = flag {

@@ -338,7 +338,9 @@ struct Prober<'a> {
 }
 
 impl Prober<'_> {
-    /// The client with the last hop spoken to in `protocol`.
+    /// The client with the last hop spoken to in `protocol`. Credentials that protocol
+    /// cannot carry (a SOCKS4 user id without a password, probed as SOCKS5) are left out: the
+    /// hop is then probed anonymously.
     fn client_as(&self, protocol: Protocol) -> Client {
         let hops = self.client.hops();
         let mut builder = Client::builder()
@@ -347,10 +349,14 @@ impl Prober<'_> {
         for hop in hops.iter().take(hops.len().saturating_sub(1)) {
             builder = builder.proxy(hop.clone());
         }
+        let mut last = self.last.clone().with_protocol(protocol);
+        if last.credentials().is_err() {
+            last = Proxy::with_host(protocol, last.host().clone(), last.port());
+        }
         builder
-            .proxy(self.last.clone().with_protocol(protocol))
+            .proxy(last)
             .build()
-            .expect("the probed client has at least one hop")
+            .expect("the earlier hops were built into the probed client; the last is valid")
     }
 
     fn timeouts(&self) -> &Timeouts {

@@ -211,8 +211,8 @@ impl Proxy {
 
     /// Sets the username and password (SOCKS5) or user id (SOCKS4).
     ///
-    /// The lengths are checked when the handshake is built: a SOCKS5 username and password
-    /// must each be 1..=255 bytes.
+    /// The lengths are checked when the client is built ([`super::ClientBuilder::build`]): a
+    /// SOCKS5 username and password must each be 1..=255 bytes.
     pub fn with_user_info(mut self, user_info: UserInfo) -> Self {
         self.user_info = Some(user_info);
         self
