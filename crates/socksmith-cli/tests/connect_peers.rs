@@ -490,3 +490,106 @@ async fn no_shutdown_keeps_the_write_side_open_after_stdin_ends() {
     })
     .await;
 }
+
+/// A target that reads `read` bytes (or until its client's end of stream), writes `answer`,
+/// ends its stream, and a moment later closes the connection (resetting it if its client
+/// sent more: the answer has reached the proxy by then).
+async fn answers_and_closes(read: usize, answer: &'static [u8]) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        let mut got = vec![0u8; read];
+        let mut filled = 0;
+        while filled < read {
+            match conn.read(&mut got[filled..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => filled += n,
+            }
+        }
+        conn.write_all(answer).await.expect("answer");
+        conn.shutdown().await.expect("end of stream");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Dropped with unread bytes queued: the kernel resets the connection.
+    });
+    addr
+}
+
+#[tokio::test]
+async fn stdout_ends_when_the_target_closes_even_while_stdin_stays_open() {
+    within(
+        TEST_DEADLINE,
+        "connect: stdout ends with the target",
+        async {
+            let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
+            let proxy = server.proxy(ProxyKind::Socks5).url();
+            // As ssh's ProxyCommand: stdin open until stdout has ended.
+            let target = answers_and_closes(4, b"bye\n").await;
+            let mut child = spawn_connect(&["-x", &proxy, &target.to_string()]);
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(b"ping").await.expect("write");
+            let mut stdout = child.stdout.take().expect("stdout");
+            let mut out = Vec::new();
+            tokio::time::timeout(CLIENT_DEADLINE, stdout.read_to_end(&mut out))
+                .await
+                .expect("stdout ends while stdin is still open")
+                .expect("read");
+            assert_eq!(out, b"bye\n");
+            drop(stdin);
+            let status = tokio::time::timeout(CLIENT_DEADLINE, child.wait())
+                .await
+                .expect("exits at the end of stdin")
+                .expect("wait");
+            assert!(status.success(), "{status}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_target_that_closes_before_the_end_of_stdin_ends_the_command_quietly() {
+    within(TEST_DEADLINE, "connect: target closes first", async {
+        let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
+        let proxy = server.proxy(ProxyKind::Socks5).url();
+        // It reads a little of a long upload, answers and closes: the rest cannot be sent.
+        let target = answers_and_closes(1024, b"enough\n").await;
+        let out = run(
+            bin(),
+            &["connect", "-x", &proxy, &target.to_string()],
+            &pattern(32 * 1024 * 1024),
+        )
+        .await;
+        out.assert_success();
+        assert_eq!(out.stdout, b"enough\n", "{out}");
+        assert!(out.stderr.is_empty(), "{out}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stdin_that_fails_to_read_still_half_closes_the_tunnel() {
+    within(TEST_DEADLINE, "connect: stdin read error", async {
+        let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
+        let proxy = server.proxy(ProxyKind::Socks5).url();
+        // Answers only once its client's stream has ended.
+        let target = answers_and_closes(usize::MAX >> 40, b"seen the end\n").await;
+        let directory = std::fs::File::open("/").expect("open /");
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args(["connect", "-x", &proxy, &target.to_string()])
+            .stdin(Stdio::from(directory))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(CLIENT_DEADLINE, cmd.output())
+            .await
+            .expect("the target saw the end of stream and answered")
+            .expect("run");
+        assert_eq!(out.stdout, b"seen the end\n");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("relaying from stdin to the target"), "{err}");
+        assert_eq!(out.status.code(), Some(1), "{err}");
+    })
+    .await;
+}

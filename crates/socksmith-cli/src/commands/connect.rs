@@ -1,8 +1,9 @@
 //! `socksmith connect`: a netcat-like pipe between stdin/stdout and HOST:PORT through one proxy
 //! or a chain. EOF on stdin shuts down the tunnel's write side (unless `--no-shutdown`); when
-//! the target closes its side, what stdin still holds is sent on before the command exits
-//! (at once if stdin is a terminal, where nothing can be pending). A reader of stdout that
-//! stops early (`| head`) ends the command quietly, as with netcat.
+//! the target closes its side, stdout ends and what stdin still holds is sent on before the
+//! command exits (at once if stdin is a terminal, where nothing can be pending; quietly if the
+//! target stops reading too). A reader of stdout that stops early (`| head`) ends the command
+//! quietly, as with netcat.
 //!
 //! Also owns [`ChainArgs`], the `--proxy`/`--noproxy`/`--timeout` options that `forward` and
 //! `check` share, with curl's `all_proxy`/`ALL_PROXY` fallback and `no_proxy`/`NO_PROXY` bypass
@@ -184,8 +185,9 @@ async fn pipe(
     let upload = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let copied = tokio::io::copy(&mut stdin, &mut to_target).await;
-        if copied.is_ok() && !no_shutdown {
-            // EOF on stdin: half-close, the target may still answer.
+        if !no_shutdown {
+            // EOF on stdin (or an error reading it): half-close, the target may still answer
+            // and must not wait for more.
             let _ = to_target.shutdown().await;
         }
         // Handed back, not dropped: dropping the write half would shut it down.
@@ -223,10 +225,36 @@ async fn pipe(
         upload.abort();
         return Ok(());
     }
+    // Meanwhile stdout ends, as the target's stream did: a reader that waits for that end
+    // before it closes our stdin (ssh's ProxyCommand, a parent process) goes on.
+    release_stdout();
     match upload.await {
         Ok((Ok(_), _)) => Ok(()),
+        // The target stopped reading too (it closed the connection): there is nobody left to
+        // send the rest of stdin to, and everything it sent has been written.
+        Ok((Err(e), _))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            tracing::debug!(error = %e, "the target closed before the end of stdin");
+            Ok(())
+        }
         Ok((Err(e), _)) => Err(e).context("relaying from stdin to the target"),
         Err(join) => Err(join).context("relaying from stdin to the target"),
+    }
+}
+
+/// Ends stdout for its reader while the process goes on: `/dev/null` takes the place of
+/// descriptor 1, so that this process no longer holds the reader's pipe. Best effort.
+fn release_stdout() {
+    let released = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .and_then(|null| rustix::stdio::dup2_stdout(&null).map_err(std::io::Error::from));
+    if let Err(e) = released {
+        tracing::debug!(error = %e, "cannot end stdout before stdin ends");
     }
 }
 
