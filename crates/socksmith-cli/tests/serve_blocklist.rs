@@ -438,16 +438,19 @@ async fn sniffing_catches_the_name_of_ip_only_http_and_tls_from_curl_socks5() {
             );
         }
         // The same through HTTP CONNECT to the address (`curl -p --connect-to`): sniffed too.
-        for (scheme, name) in [("http", "ads.example.com"), ("https", "x.ads.example.com")] {
+        for (i, (scheme, name)) in [("http", "ads.example.com"), ("https", "x.ads.example.com")]
+            .into_iter()
+            .enumerate()
+        {
             let out = curl_http_connect_ip(&server, scheme, name, port)
                 .await
                 .expect("curl ran above");
             out.assert_failure();
-            let log = log_with(&server, "version=HTTP command=CONNECT", 1).await;
+            let log = log_with(&server, "version=HTTP command=CONNECT", i + 1).await;
             let line = log
                 .lines()
-                .rev()
-                .find(|l| l.contains("version=HTTP") && l.contains(&destination))
+                .filter(|l| l.contains("version=HTTP") && l.contains(&destination))
+                .nth(i)
                 .unwrap_or_else(|| panic!("{scheme}: no HTTP line for {destination}:\n{log}"));
             assert!(
                 line.contains(&format!("\\\"{name}\\\" is on the blocklist")),

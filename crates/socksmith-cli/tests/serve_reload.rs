@@ -269,3 +269,43 @@ async fn a_reload_keeps_counting_held_tunnels_and_applies_new_session_limits() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_session_limit_lets_waiting_clients_in_at_once() {
+    within(TEST_DEADLINE, "max_sessions across a reload", async {
+        let dir = TestDir::new("reload-max-sessions");
+        let path = dir.path().join("socksmith.toml");
+        let file = |sessions: usize| format!("max_sessions = {sessions}\n{}", config("pw"));
+        std::fs::write(&path, file(1)).expect("write the config");
+        let path_str = path.to_str().expect("UTF-8 path").to_owned();
+        let mut server =
+            SocksmithServer::try_start(bin(), &["serve", "--config", &path_str], &[], 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        let echo = EchoServer::start().await;
+        let creds = Credentials::new("alice", "pw");
+        let (mut held, _) = socks5_connect(server.addr(), Some(&creds), echo.addr())
+            .await
+            .expect("the one session");
+        // The next client waits in the listen queue: no answer to its greeting.
+        let mut waiting = TcpStream::connect(server.addr()).await.expect("connect");
+        waiting.write_all(&[5, 1, 2]).await.expect("greeting");
+        let mut choice = [0u8; 2];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), waiting.read_exact(&mut choice))
+                .await
+                .is_err(),
+            "no room for a second session"
+        );
+        // A higher limit takes it in while the first session still runs.
+        reload_with(&mut server, &path, &file(3), 1).await;
+        tokio::time::timeout(STEP, waiting.read_exact(&mut choice))
+            .await
+            .expect("answered after the reload")
+            .expect("read");
+        assert_eq!(choice, [5, 2]);
+        send(&mut held, b"still").await;
+        assert_eq!(recv(&mut held, 5).await, b"still");
+    })
+    .await;
+}

@@ -216,15 +216,20 @@ async fn one_client_with_slow_names_cannot_stall_everyone_elses_lookups() {
 }
 
 /// A resolver whose names starting with "gated" resolve (to 127.0.0.1) only once the test
-/// opens the gate for them, one permit a name; other names resolve at once.
+/// opens the gate for them, one permit a name; other names resolve at once. It counts the
+/// lookups that reached it.
 #[derive(Debug)]
-struct GatedNames(Arc<tokio::sync::Semaphore>);
+struct GatedNames {
+    gate: Arc<tokio::sync::Semaphore>,
+    asked: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl socksmith::resolve::Resolve for GatedNames {
     fn lookup_name<'a>(&'a self, name: &'a str) -> socksmith::resolve::Lookup<'a, Vec<IpAddr>> {
         Box::pin(async move {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if name.starts_with("gated") {
-                self.0
+                self.gate
                     .acquire()
                     .await
                     .expect("the gate stays open")
@@ -244,28 +249,28 @@ async fn a_lookup_past_the_clients_share_runs_once_an_earlier_one_finishes() {
     within(STEP, "lookup waits for room", async {
         let echo = socksmith_testkit::EchoServer::start().await;
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut config = ServerConfig::default();
-        config.resolver = Arc::new(GatedNames(Arc::clone(&gate)));
+        config.resolver = Arc::new(GatedNames {
+            gate: Arc::clone(&gate),
+            asked: Arc::clone(&asked),
+        });
         config.resolve_timeout = Duration::from_secs(30);
         let server = Running::start(config).await;
         let port = echo.addr().port();
 
         // A browser opening a page: more names at once than one client's share of lookups.
         let limit = socksmith::server::LOOKUPS_PER_CLIENT;
-        let mut sessions = Vec::new();
-        for i in 0..=limit {
-            let name = if i < limit {
-                format!("gated{i}.test")
-            } else {
-                "next.test".into()
-            };
-            let addr = server.addr;
-            sessions.push(tokio::spawn(async move {
-                v5_request(addr, 1, &Target::Domain(name, port)).await.1
-            }));
-            // In order: the last one finds the share full.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let addr = server.addr;
+        let open = |name: String| {
+            tokio::spawn(async move { v5_request(addr, 1, &Target::Domain(name, port)).await.1 })
+        };
+        let mut sessions: Vec<_> = (0..limit).map(|i| open(format!("gated{i}.test"))).collect();
+        // Every slot is held by a gated lookup before the last name comes.
+        while asked.load(std::sync::atomic::Ordering::SeqCst) < limit {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        sessions.push(open("next.test".into()));
         tokio::time::sleep(Duration::from_millis(200)).await;
         let last = sessions.pop().expect("the last session");
         assert!(!last.is_finished(), "the last lookup waits for room");

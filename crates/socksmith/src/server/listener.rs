@@ -130,6 +130,7 @@ pub(crate) async fn run(
     let mut sessions = JoinSet::new();
     let mut pause = FIRST_PAUSE;
     let mut next = 0;
+    let mut reloads = server.reloads();
     loop {
         // A reload may change the limits: they apply from the next accept (held sessions
         // above a lowered limit run to their end).
@@ -137,6 +138,9 @@ pub(crate) async fn run(
         let room = sessions.len() < limits.sessions;
         tokio::select! {
             () = &mut shutdown => break,
+            // A reload: its limits apply from the top of the loop (a raised one at once,
+            // even while every session slot is taken).
+            Ok(()) = reloads.changed() => {}
             Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
                 if let Err(e) = joined {
                     if e.is_panic() {

@@ -103,6 +103,9 @@ struct Inner {
     stats: Arc<Stats>,
     /// Failed logins per client address; kept across reloads.
     backoff: Arc<AuthBackoff>,
+    /// Bumped by each reload, so that an accept loop waiting at its session limit takes up
+    /// a raised one at once.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 /// Client addresses the login back-off remembers at most.
@@ -171,6 +174,7 @@ impl Server {
                 current: RwLock::new(Arc::new(shared)),
                 stats,
                 backoff,
+                reloads: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -194,6 +198,12 @@ impl Server {
             .current
             .write()
             .unwrap_or_else(PoisonError::into_inner) = shared;
+        self.inner.reloads.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time the configuration is replaced ([`Server::reload`]).
+    pub(crate) fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.reloads.subscribe()
     }
 
     /// The session limits [`Server::serve`] applies: [`ServerConfig::max_sessions`] and

@@ -100,12 +100,17 @@ impl ProxyHeader {
         }
     }
 
-    /// Whether the header says that the connection from `peer` is the balancer's own, not
-    /// a client's: `LOCAL`, `UNKNOWN`, or addresses that name this very connection (what
-    /// HAProxy's health checks send with v1 headers: its own address and port).
-    pub fn is_balancers_own(&self, peer: SocketAddr) -> bool {
+    /// Whether the header says that the connection from `peer` to `local` is the
+    /// balancer's own, not a client's: `LOCAL`, `UNKNOWN`, or addresses that name this very
+    /// connection, both ends (what HAProxy's health checks send with v1 headers). A client
+    /// behind a transparent balancer (`usesrc client`) comes from its own address too, but
+    /// to the balancer's address, not this server's.
+    pub fn is_balancers_own(&self, peer: SocketAddr, local: SocketAddr) -> bool {
         match self.addr {
-            ProxiedAddr::Proxied { source, .. } => source == peer,
+            ProxiedAddr::Proxied {
+                source,
+                destination,
+            } => source == peer && destination == local,
             ProxiedAddr::Local | ProxiedAddr::Unknown => true,
         }
     }
@@ -350,7 +355,9 @@ pub(crate) async fn serve_one(
             // up in its handshake, so it is not served (nor counted) as a session. A check
             // that speaks SOCKS first (`tcp-check send-binary 050100`) is served, and its
             // close in the handshake is not counted either (`Accepted::balancers_own`).
-            let balancers_own = header.is_balancers_own(balancer);
+            let balancers_own = stream
+                .local_addr()
+                .is_ok_and(|local| header.is_balancers_own(balancer, local));
             if balancers_own && rest.is_empty() && closes_without_a_byte(&stream, deadline).await {
                 tracing::debug!(balancer = %balancer, "health check: a header, then closed");
                 return;
@@ -570,17 +577,20 @@ mod tests {
     #[test]
     fn the_balancers_own_connections_are_told_from_its_clients() {
         let balancer = addr("127.0.0.1:40000");
+        let server = addr("127.0.0.1:1080");
         let own = |line: &str| {
             let (header, _) = decode_all(line.as_bytes());
-            header.is_balancers_own(balancer)
+            header.is_balancers_own(balancer, server)
         };
         // HAProxy's v1 health check names its own connection.
         assert!(own("PROXY TCP4 127.0.0.1 127.0.0.1 40000 1080\r\n"));
         assert!(own("PROXY UNKNOWN\r\n"));
         assert!(!own("PROXY TCP4 192.0.2.7 127.0.0.1 40000 1080\r\n"));
         assert!(!own("PROXY TCP4 127.0.0.1 127.0.0.1 40001 1080\r\n"));
+        // A client behind a transparent balancer: its own address, to the balancer's.
+        assert!(!own("PROXY TCP4 127.0.0.1 192.0.2.80 40000 1080\r\n"));
         let (local, _) = decode_all(&v2(0x20, 0x00, &[]));
-        assert!(local.is_balancers_own(balancer));
+        assert!(local.is_balancers_own(balancer, server));
     }
 
     #[test]

@@ -322,6 +322,7 @@ impl Association<'_> {
                 Wake::Recount => {
                     self.kernel_drops.owed = false;
                     self.count_kernel_drops(egress);
+                    self.kernel_drops.next_read = Some(Instant::now() + KERNEL_DROPS_EVERY);
                     continue;
                 }
             };

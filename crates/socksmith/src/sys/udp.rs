@@ -525,9 +525,10 @@ mod tests {
         let buffer = socket2::SockRef::from(batch.socket())
             .recv_buffer_size()
             .expect("SO_RCVBUF");
-        // Loopback delivers at once, so what did not fit is already counted.
+        // Loopback delivers at once, so what did not fit is already counted: all but what
+        // the buffer holds (kernels differ by a datagram or so in how full they let it get).
         assert!(
-            dropped > 0 && dropped as usize >= sent - buffer / 60_000,
+            dropped > 0 && dropped as usize + buffer / 60_000 + 4 >= sent,
             "{dropped} of {sent} dropped, buffer {buffer}"
         );
     }
