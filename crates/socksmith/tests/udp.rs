@@ -576,10 +576,10 @@ async fn datagrams_the_kernel_drops_on_a_full_relay_buffer_are_counted() {
             .filter(|_| sender.send_to(&burst, relay).is_ok())
             .count() as u64;
         // The relay's buffer (at most 2 MiB as the kernel counts it) holds about 30 of them;
-        // most of the rest are the relay socket's drops (a few may be lost before it, in the
-        // loopback device's own queue, which no socket counts).
+        // the rest are the relay socket's drops (allowing a tenth for any lost before it, in
+        // the loopback device's own queue, which no socket counts).
         let stats = server
-            .stats_when(|s| s.udp_receive_buffer_dropped >= (sent - 40) / 2)
+            .stats_when(|s| s.udp_receive_buffer_dropped >= (sent - 40) * 9 / 10)
             .await;
         assert!(
             stats.udp_receive_buffer_dropped + stats.udp_datagrams_client_to_target <= sent + 1,

@@ -1,9 +1,9 @@
 //! `socksmith connect`: a netcat-like pipe between stdin/stdout and HOST:PORT through one proxy
 //! or a chain. EOF on stdin shuts down the tunnel's write side (unless `--no-shutdown`); when
 //! the target closes its side, stdout ends and what stdin still holds is sent on before the
-//! command exits (at once if stdin is a terminal, where nothing can be pending; quietly if the
-//! target stops reading too). A reader of stdout that stops early (`| head`) ends the command
-//! quietly, as with netcat.
+//! command exits (at once if stdin is a terminal, where nothing can be pending; with a failure
+//! if the target stops reading too, as that part of stdin is lost). A reader of stdout that
+//! stops early (`| head`) ends the command quietly, as with netcat.
 //!
 //! Also owns [`ChainArgs`], the `--proxy`/`--noproxy`/`--timeout` options that `forward` and
 //! `check` share, with curl's `all_proxy`/`ALL_PROXY` fallback and `no_proxy`/`NO_PROXY` bypass
@@ -230,16 +230,16 @@ async fn pipe(
     release_stdout();
     match upload.await {
         Ok((Ok(_), _)) => Ok(()),
-        // The target stopped reading too (it closed the connection): there is nobody left to
-        // send the rest of stdin to, and everything it sent has been written.
+        // The target stopped reading too (it closed the connection): the rest of stdin was
+        // not delivered, and the exit status says so (everything the target sent has been
+        // written to stdout).
         Ok((Err(e), _))
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
             ) =>
         {
-            tracing::debug!(error = %e, "the target closed before the end of stdin");
-            Ok(())
+            Err(e).context("the target closed the connection before the end of stdin")
         }
         Ok((Err(e), _)) => Err(e).context("relaying from stdin to the target"),
         Err(join) => Err(join).context("relaying from stdin to the target"),
@@ -248,6 +248,7 @@ async fn pipe(
 
 /// Ends stdout for its reader while the process goes on: `/dev/null` takes the place of
 /// descriptor 1, so that this process no longer holds the reader's pipe. Best effort.
+#[cfg(unix)]
 fn release_stdout() {
     let released = std::fs::OpenOptions::new()
         .write(true)
@@ -257,6 +258,10 @@ fn release_stdout() {
         tracing::debug!(error = %e, "cannot end stdout before stdin ends");
     }
 }
+
+/// Elsewhere stdout ends with the process.
+#[cfg(not(unix))]
+fn release_stdout() {}
 
 #[cfg(test)]
 mod tests {

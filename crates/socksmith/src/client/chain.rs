@@ -35,7 +35,7 @@ use crate::dial::{dial, DialOptions};
 use crate::resolve::resolve;
 
 /// The most addresses of one name [`Client::connect`] tries through the chain, each a whole
-/// chain's handshakes.
+/// chain's handshakes (the families interleaved, so both get a try).
 const MAX_ADDRESSES_TRIED: usize = 4;
 
 /// A chain walked up to the final command's first answer.
@@ -120,9 +120,11 @@ impl Client {
         let ips = resolve(&*self.resolver, &name)
             .await
             .map_err(|e| fail(HopErrorKind::Resolve(e)))?;
-        let addrs: Vec<SocketAddr> = ips
+        let usable = ips
             .into_iter()
-            .filter(|ip| !last.protocol().is_v4() || ip.is_ipv4())
+            .filter(|ip| !last.protocol().is_v4() || ip.is_ipv4());
+        let addrs: Vec<SocketAddr> = interleave_families(usable)
+            .into_iter()
             .map(|ip| SocketAddr::new(ip, *port))
             .collect();
         if addrs.is_empty() {
@@ -135,14 +137,22 @@ impl Client {
     }
 
     /// Whether the last hop refused the CONNECT for a reason of that one address, so that
-    /// another address of the same name may be taken: anything but the proxy's own policy
-    /// (0x02) or a command it does not do (0x07).
+    /// another address of the same name may be taken: a SOCKS5 "network unreachable", "host
+    /// unreachable", "connection refused" or "address type not supported". Not a timeout
+    /// (each try would take the whole wait again), nor a SOCKS4 refusal (0x5B says nothing
+    /// of why), nor anything the proxy's own policy or state may have caused.
     fn another_address_may_do(&self, err: &ClientError) -> bool {
         err.hop() == Some(self.hops.len())
             && matches!(
                 err.kind(),
-                Some(HopErrorKind::Rejected { code, .. })
-                    if !matches!(code, ReplyCode::NotAllowed | ReplyCode::CommandNotSupported)
+                Some(HopErrorKind::Rejected { code, v4_code: None })
+                    if matches!(
+                        code,
+                        ReplyCode::NetworkUnreachable
+                            | ReplyCode::HostUnreachable
+                            | ReplyCode::ConnectionRefused
+                            | ReplyCode::AddressTypeNotSupported
+                    )
             )
     }
 
@@ -502,6 +512,28 @@ impl Client {
     }
 }
 
+/// `ips` with the two families taking turns from the resolver's first choice (RFC 8305), each
+/// family in its own order: a name with many IPv6 addresses behind a proxy without IPv6 still
+/// gets to its IPv4 ones within the first few tries.
+fn interleave_families(ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let ips: Vec<IpAddr> = ips.into_iter().collect();
+    let Some(first) = ips.first() else {
+        return ips;
+    };
+    let first_v6 = first.is_ipv6();
+    let (mut preferred, mut other) = ips
+        .iter()
+        .partition::<Vec<IpAddr>, _>(|ip| ip.is_ipv6() == first_v6);
+    preferred.reverse();
+    other.reverse();
+    let mut out = Vec::with_capacity(ips.len());
+    while !preferred.is_empty() || !other.is_empty() {
+        out.extend(preferred.pop());
+        out.extend(other.pop());
+    }
+    out
+}
+
 /// The address of hop number `number` as the previous hop's target: refused when its name
 /// cannot go in a request (a URL never has such a name, but [`Proxy::with_host`] takes any).
 pub(crate) fn hop_address(number: usize, proxy: &Proxy) -> Result<TargetAddr, ClientError> {
@@ -526,6 +558,24 @@ mod tests {
 
     fn target(text: &str) -> TargetAddr {
         TargetAddr::Ip(text.parse().expect("an address"))
+    }
+
+    #[test]
+    fn the_families_take_turns_from_the_resolvers_first_choice() {
+        let ip = |text: &str| -> IpAddr { text.parse().expect("literal") };
+        let v6 = ["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::4"].map(ip);
+        let v4 = ["192.0.2.1", "192.0.2.2"].map(ip);
+        let resolved = [v6[0], v6[1], v6[2], v6[3], v4[0], v4[1]];
+        assert_eq!(
+            interleave_families(resolved),
+            [v6[0], v4[0], v6[1], v4[1], v6[2], v6[3]]
+        );
+        assert_eq!(
+            interleave_families([v4[0], v6[0], v4[1]]),
+            [v4[0], v6[0], v4[1]]
+        );
+        assert_eq!(interleave_families(v4), v4);
+        assert!(interleave_families([]).is_empty());
     }
 
     #[tokio::test]
