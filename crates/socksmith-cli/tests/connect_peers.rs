@@ -105,16 +105,29 @@ fn spawn_connect(args: &[&str]) -> tokio::process::Child {
         .expect("spawn socksmith connect")
 }
 
-/// A SOCKS5 proxy in one script: grants the first CONNECT and writes its reply together with
-/// `then` in one write (the way a target's banner can arrive with the reply), then resets the
-/// connection after `reset_after`, or holds it open.
-async fn reply_with_bytes(then: &'static [u8], reset_after: Option<std::time::Duration>) -> String {
+/// A listener on 127.0.0.1 that hands its first connection to `serve` (a scripted proxy or
+/// target); its address.
+async fn serve_one<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        let (mut conn, _) = listener.accept().await.expect("accept");
+        let (conn, _) = listener.accept().await.expect("accept");
+        serve(conn).await;
+    });
+    addr
+}
+
+/// A SOCKS5 proxy in one script: grants the first CONNECT and writes its reply together with
+/// `then` in one write (the way a target's banner can arrive with the reply), then resets the
+/// connection after `reset_after`, or holds it open.
+async fn reply_with_bytes(then: &'static [u8], reset_after: Option<std::time::Duration>) -> String {
+    let addr = serve_one(move |mut conn| async move {
         let mut greeting = [0u8; 3];
         conn.read_exact(&mut greeting).await.expect("greeting");
         conn.write_all(&[5, 0]).await.expect("method");
@@ -132,7 +145,8 @@ async fn reply_with_bytes(then: &'static [u8], reset_after: Option<std::time::Du
             }
             None => tokio::time::sleep(TEST_DEADLINE).await,
         }
-    });
+    })
+    .await;
     format!("socks5://{addr}")
 }
 
@@ -361,25 +375,28 @@ async fn pipes_through_socksmith_serve_in_every_version() {
     .await;
 }
 
+/// `socksmith serve` with its defaults, and its `socks5://` URL.
+async fn socksmith_socks5() -> (socksmith_testkit::socksmith::SocksmithServer, String) {
+    let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
+    let url = server.proxy(ProxyKind::Socks5).url();
+    (server, url)
+}
+
 /// A target that greets, stops sending (shuts down its write side) and reads on: what it read
 /// comes back through the returned receiver once its client has ended.
 async fn greets_then_listens() -> (
     std::net::SocketAddr,
     tokio::sync::oneshot::Receiver<Vec<u8>>,
 ) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut conn, _) = listener.accept().await.expect("accept");
+    let addr = serve_one(|mut conn| async move {
         conn.write_all(b"hello\n").await.expect("greeting");
         conn.shutdown().await.expect("half-close");
         let mut got = Vec::new();
         let _ = conn.read_to_end(&mut got).await;
         let _ = tx.send(got);
-    });
+    })
+    .await;
     (addr, rx)
 }
 
@@ -495,12 +512,7 @@ async fn no_shutdown_keeps_the_write_side_open_after_stdin_ends() {
 /// ends its stream, and a moment later closes the connection (resetting it if its client
 /// sent more: the answer has reached the proxy by then).
 async fn answers_and_closes(read: usize, answer: &'static [u8]) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let (mut conn, _) = listener.accept().await.expect("accept");
+    serve_one(move |mut conn| async move {
         let mut got = vec![0u8; read];
         let mut filled = 0;
         while filled < read {
@@ -513,8 +525,8 @@ async fn answers_and_closes(read: usize, answer: &'static [u8]) -> std::net::Soc
         conn.shutdown().await.expect("end of stream");
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         // Dropped with unread bytes queued: the kernel resets the connection.
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test]
@@ -551,8 +563,7 @@ async fn stdout_ends_when_the_target_closes_even_while_stdin_stays_open() {
 #[tokio::test]
 async fn a_target_that_closes_before_the_end_of_stdin_fails_the_command_after_its_answer() {
     within(TEST_DEADLINE, "connect: target closes first", async {
-        let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
-        let proxy = server.proxy(ProxyKind::Socks5).url();
+        let (_server, proxy) = socksmith_socks5().await;
         // It reads a little of a long upload, answers and closes: the rest cannot be sent.
         let target = answers_and_closes(1024, b"enough\n").await;
         let out = run(
@@ -578,8 +589,7 @@ async fn a_target_that_closes_before_the_end_of_stdin_fails_the_command_after_it
 #[tokio::test]
 async fn a_stdin_that_fails_to_read_still_half_closes_the_tunnel() {
     within(TEST_DEADLINE, "connect: stdin read error", async {
-        let server = socksmith_testkit::socksmith::SocksmithServer::start(bin(), &[]).await;
-        let proxy = server.proxy(ProxyKind::Socks5).url();
+        let (_server, proxy) = socksmith_socks5().await;
         // Answers only once its client's stream has ended.
         let target = answers_and_closes(usize::MAX >> 40, b"seen the end\n").await;
         let directory = std::fs::File::open("/").expect("open /");

@@ -21,6 +21,19 @@ fn config(password: &str) -> String {
     format!("listen = [\"127.0.0.1:0\"]\n[[users]]\nname = \"alice\"\npassword = \"{password}\"\n")
 }
 
+/// A server started on a config file holding `text`: the directory (removed on drop), the
+/// file's path and the server.
+async fn serve_file(name: &str, text: &str) -> (TestDir, std::path::PathBuf, SocksmithServer) {
+    let dir = TestDir::new(name);
+    let path = dir.path().join("socksmith.toml");
+    std::fs::write(&path, text).expect("write the config");
+    let path_str = path.to_str().expect("UTF-8 path").to_owned();
+    let server = SocksmithServer::try_start(bin(), &["serve", "--config", &path_str], &[], 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (dir, path, server)
+}
+
 /// Sends chunks of [`Stream64`] through the tunnel and checks each echo byte for byte, until
 /// `stop` says so (and at least `min_rounds`); returns the bytes moved each way.
 async fn pump(
@@ -142,14 +155,8 @@ async fn tunnels_moving_bytes_through_a_reload_stay_exact_and_new_sessions_get_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_file_on_reload_is_logged_and_the_old_one_keeps_serving() {
     within(TEST_DEADLINE, "broken reload", async {
-        let dir = TestDir::new("reload-broken");
-        let path = dir.path().join("socksmith.toml");
-        std::fs::write(&path, config("pw")).expect("write the config");
+        let (_dir, path, mut server) = serve_file("reload-broken", &config("pw")).await;
         let path_str = path.to_str().expect("UTF-8 path").to_owned();
-        let mut server =
-            SocksmithServer::try_start(bin(), &["serve", "--config", &path_str], &[], 1)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
         let echo = EchoServer::start().await;
         let creds = Credentials::new("alice", "pw");
         let (mut tunnel, _) = socks5_connect(server.addr(), Some(&creds), echo.addr())
@@ -224,14 +231,7 @@ async fn reload_with(server: &mut SocksmithServer, path: &std::path::Path, text:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_counting_held_tunnels_and_applies_new_session_limits() {
     within(TEST_DEADLINE, "limits across a reload", async {
-        let dir = TestDir::new("reload-limits");
-        let path = dir.path().join("socksmith.toml");
-        std::fs::write(&path, limits_config(2, 3)).expect("write the config");
-        let path_str = path.to_str().expect("UTF-8 path").to_owned();
-        let mut server =
-            SocksmithServer::try_start(bin(), &["serve", "--config", &path_str], &[], 1)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+        let (_dir, path, mut server) = serve_file("reload-limits", &limits_config(2, 3)).await;
         let echo = EchoServer::start().await;
         let creds = Credentials::new("alice", "pw");
         let proxy = server.addr();
@@ -273,15 +273,8 @@ async fn a_reload_keeps_counting_held_tunnels_and_applies_new_session_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raised_session_limit_lets_waiting_clients_in_at_once() {
     within(TEST_DEADLINE, "max_sessions across a reload", async {
-        let dir = TestDir::new("reload-max-sessions");
-        let path = dir.path().join("socksmith.toml");
         let file = |sessions: usize| format!("max_sessions = {sessions}\n{}", config("pw"));
-        std::fs::write(&path, file(1)).expect("write the config");
-        let path_str = path.to_str().expect("UTF-8 path").to_owned();
-        let mut server =
-            SocksmithServer::try_start(bin(), &["serve", "--config", &path_str], &[], 1)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+        let (_dir, path, mut server) = serve_file("reload-max-sessions", &file(1)).await;
         let echo = EchoServer::start().await;
         let creds = Credentials::new("alice", "pw");
         let (mut held, _) = socks5_connect(server.addr(), Some(&creds), echo.addr())

@@ -107,33 +107,46 @@ impl Client {
         if target.ip_literal().is_some() || last.protocol().remote_dns() {
             return Ok(None);
         }
-        let number = self.hops.len();
+        let usable = self
+            .resolve_for(self.hops.len(), last, &name.to_string_lossy())
+            .await?;
+        let addrs = interleave_families(usable)
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, *port))
+            .collect();
+        Ok(Some(addrs))
+    }
+
+    /// `name`'s addresses that hop number `number` can carry (IPv4 only for SOCKS4), in the
+    /// resolver's order; at least one, else the hop's error.
+    async fn resolve_for(
+        &self,
+        number: usize,
+        hop: &Proxy,
+        name: &str,
+    ) -> Result<Vec<IpAddr>, ClientError> {
         let fail = |kind: HopErrorKind| {
             ClientError::from(HopError {
                 hop: number,
-                proxy: last.redacted(),
+                proxy: hop.redacted(),
                 step: Step::Resolve,
                 kind,
             })
         };
-        let name = name.to_string_lossy();
-        let ips = resolve(&*self.resolver, &name)
+        let ips = resolve(&*self.resolver, name)
             .await
             .map_err(|e| fail(HopErrorKind::Resolve(e)))?;
-        let usable = ips
+        let usable: Vec<IpAddr> = ips
             .into_iter()
-            .filter(|ip| !last.protocol().is_v4() || ip.is_ipv4());
-        let addrs: Vec<SocketAddr> = interleave_families(usable)
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, *port))
+            .filter(|ip| !hop.protocol().is_v4() || ip.is_ipv4())
             .collect();
-        if addrs.is_empty() {
+        if usable.is_empty() {
             return Err(fail(HopErrorKind::NoUsableAddress {
-                name: name.to_string(),
-                protocol: last.protocol().scheme(),
+                name: name.to_owned(),
+                protocol: hop.protocol().scheme(),
             }));
         }
-        Ok(Some(addrs))
+        Ok(usable)
     }
 
     /// Whether the last hop refused the CONNECT for a reason of that one address, so that
@@ -489,25 +502,10 @@ impl Client {
         if hop.protocol().remote_dns() || command == Command::Resolve {
             return Ok(target);
         }
-        let fail = |kind: HopErrorKind| {
-            ClientError::from(HopError {
-                hop: number,
-                proxy: hop.redacted(),
-                step: Step::Resolve,
-                kind,
-            })
-        };
-        let name = name.to_string_lossy();
-        let ips = resolve(&*self.resolver, &name)
-            .await
-            .map_err(|e| fail(HopErrorKind::Resolve(e)))?;
-        let usable = |ip: &IpAddr| !hop.protocol().is_v4() || ip.is_ipv4();
-        let ip = ips.into_iter().find(usable).ok_or_else(|| {
-            fail(HopErrorKind::NoUsableAddress {
-                name: name.to_string(),
-                protocol: hop.protocol().scheme(),
-            })
-        })?;
+        let usable = self
+            .resolve_for(number, hop, &name.to_string_lossy())
+            .await?;
+        let ip = usable[0];
         Ok(TargetAddr::Ip(SocketAddr::new(ip, *port)))
     }
 }
