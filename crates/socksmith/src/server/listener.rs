@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::relay::TunnelStream;
 use crate::server::connection::{self, handshake_deadline, Accepted};
 use crate::server::per_client::{ClientSlot, PerClient};
 use crate::server::stats::inc;
 use crate::server::{proxy_protocol, Server, ServerConfig};
-use tokio::time::Instant;
 
 /// Descriptors the derived session limit leaves free: listeners, stdio and logs, the
 /// resolver's sockets, files a reload reads.
