@@ -351,3 +351,34 @@ async fn a_socks4_bind_is_refused_when_the_parent_listens_on_ipv6() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_name_resolved_here_goes_on_to_its_next_allowed_address_through_the_chain() {
+    within(TEST_DEADLINE, "upstream address fallback", async {
+        let parent = Running::start(ServerConfig::default()).await;
+        let echo = EchoServer::start().await;
+        // Nothing listens on 127.0.0.3 (the echo target is on 127.0.0.1 only): the parent's
+        // CONNECT to it is refused, and the next address is asked for.
+        let ip = |last: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+        let resolver = StaticResolver::new().with_host("multi.test", [ip(3), ip(1)]);
+        let upstream = Client::builder()
+            .proxy(
+                format!("socks5://{}", parent.addr)
+                    .parse()
+                    .expect("upstream URL"),
+            )
+            .resolver(Arc::new(resolver))
+            .build()
+            .expect("client");
+        let mut config = ServerConfig::default();
+        config.set_upstream(upstream);
+        let server = Running::start(config).await;
+        let target = Target::domain("multi.test", echo.addr().port());
+        let (tunnel, _) = socks5_connect(server.addr, None, target)
+            .await
+            .expect("a tunnel through the name's second address");
+        let data = pattern(10_000);
+        assert_eq!(echo_exact(tunnel, &data).await.expect("echo"), data);
+    })
+    .await;
+}

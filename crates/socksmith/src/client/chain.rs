@@ -79,10 +79,17 @@ impl Client {
             let io = self.connect_first_hop().await?;
             return self.connect_over(io, target).await;
         };
-        // A name this side resolves for the last hop: its addresses in turn, each through a
-        // fresh chain (a refused request ends the connection), until the last hop takes
-        // one. Its refusing one address (nothing listens on the target's IPv6 address, the
-        // proxy has no IPv6) says nothing of the next.
+        self.connect_to_one_of(addrs).await
+    }
+
+    /// CONNECT to the addresses of one name in turn (at most [`MAX_ADDRESSES_TRIED`]), each
+    /// through a fresh chain (a refused request ends the connection), until the last hop
+    /// takes one: its refusing one address (nothing listens on the target's IPv6 address,
+    /// the proxy has no IPv6) says nothing of the next. `addrs` must not be empty.
+    pub(crate) async fn connect_to_one_of(
+        &self,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<ProxyStream<TcpStream>, ClientError> {
         let mut last_refusal = None;
         for addr in addrs.into_iter().take(MAX_ADDRESSES_TRIED) {
             let io = self.connect_first_hop().await?;
@@ -91,7 +98,7 @@ impl Client {
                 done => return done,
             }
         }
-        Err(last_refusal.expect("a name resolves to at least one usable address"))
+        Err(last_refusal.unwrap_or(ClientError::NoProxy))
     }
 
     /// The addresses to try one by one when the last hop gets an address this side looked
@@ -513,7 +520,7 @@ impl Client {
 /// `ips` with the two families taking turns from the resolver's first choice (RFC 8305), each
 /// family in its own order: a name with many IPv6 addresses behind a proxy without IPv6 still
 /// gets to its IPv4 ones within the first few tries.
-fn interleave_families(ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+pub(crate) fn interleave_families(ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
     let ips: Vec<IpAddr> = ips.into_iter().collect();
     let Some(first) = ips.first() else {
         return ips;

@@ -49,6 +49,7 @@ mod url;
 
 pub use bind::BindListener;
 pub use builder::{Client, ClientBuilder, Timeouts};
+pub(crate) use chain::interleave_families;
 pub use env::{proxy_url_from_env, NoProxy, NO_PROXY_VARIABLES, PROXY_VARIABLES};
 pub use error::{ClientError, HopError, HopErrorKind, HttpError, Step};
 pub use http::MAX_RESPONSE_HEAD;

@@ -21,7 +21,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
@@ -29,7 +29,9 @@ use std::task::{Context, Poll};
 use socksmith_proto::{DomainName, TargetAddr};
 use tokio::net::TcpStream;
 
-use crate::client::{BindListener, Client, ClientError, ProxyStream, UdpAssociation};
+use crate::client::{
+    interleave_families, BindListener, Client, ClientError, ProxyStream, UdpAssociation,
+};
 use crate::relay::TunnelStream;
 use crate::resolve::ResolveError;
 use crate::server::egress::{
@@ -62,6 +64,14 @@ impl fmt::Debug for Upstream {
     }
 }
 
+/// What a CONNECT through the chain asks the last hop for.
+enum ChainTarget {
+    /// The target as it is (an address, or a name the last hop resolves).
+    As(TargetAddr),
+    /// The addresses of a name resolved here that the policy allows, tried in turn.
+    OneOf(Vec<SocketAddr>),
+}
+
 impl Upstream {
     /// Sends through `client`'s chain, first hop first.
     pub fn new(client: Client) -> Self {
@@ -86,30 +96,28 @@ impl Upstream {
     }
 
     /// The target as the last hop gets it: a name for a hop that resolves names, else the
-    /// first of its addresses the policy allows (and the hop's protocol can carry).
+    /// addresses the policy allows (and the hop's protocol can carry), the families taking
+    /// turns, for the chain to try in order.
     async fn target_for_chain(
         &self,
         request: EgressRequest<'_>,
-    ) -> Result<TargetAddr, EgressError> {
+    ) -> Result<ChainTarget, EgressError> {
         let target = &request.session.target;
         if let Some(addr) = target.ip_literal() {
-            return Ok(TargetAddr::Ip(addr));
+            return Ok(ChainTarget::As(TargetAddr::Ip(addr)));
         }
         let TargetAddr::Domain(name, port) = target else {
-            return Ok(target.clone());
+            return Ok(ChainTarget::As(target.clone()));
         };
         if self.remote_names() {
-            return Ok(target.clone());
+            return Ok(ChainTarget::As(target.clone()));
         }
         let ips = self.lookup_here(name).await?;
         let v4_only = self.client.last_hop().protocol().is_v4();
-        let usable = ips
-            .into_iter()
-            .filter(|ip| !v4_only || ip.is_ipv4())
-            .collect();
-        let allowed = request.allowed(usable, *port)?;
+        let usable = ips.into_iter().filter(|ip| !v4_only || ip.is_ipv4());
+        let allowed = request.allowed(interleave_families(usable), *port)?;
         match allowed.first() {
-            Some(addr) => Ok(TargetAddr::Ip(*addr)),
+            Some(_) => Ok(ChainTarget::OneOf(allowed)),
             None => Err(EgressError::Resolve(ResolveError::NotFound {
                 query: name.to_string(),
             })),
@@ -124,12 +132,11 @@ impl Upstream {
     }
 
     async fn open(&self, request: EgressRequest<'_>) -> Result<Connected, EgressError> {
-        let target = self.target_for_chain(request).await?;
-        let stream = self
-            .client
-            .connect(&target)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let stream = match self.target_for_chain(request).await? {
+            ChainTarget::As(target) => self.client.connect(&target).await,
+            ChainTarget::OneOf(addrs) => self.client.connect_to_one_of(addrs).await,
+        }
+        .map_err(|e| self.failed(e))?;
         let bound = stream.bound_addr().clone();
         Ok(Connected {
             stream: tunnel_stream(stream),
