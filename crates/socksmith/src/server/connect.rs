@@ -4,11 +4,13 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use socksmith_proto::ReplyCode;
 use tokio::time::Instant;
 
+use crate::policy::UserBuckets;
 use crate::relay::{relay_streams, RateLimited, Relay, TunnelStream};
 use crate::server::accounting::{Event, Traffic, PROGRESS_STEP};
 use crate::server::connection::Request;
@@ -71,13 +73,7 @@ pub(crate) fn rate_limited(
     session: &Session,
     client: TunnelStream,
 ) -> TunnelStream {
-    match (&shared.config.rate_per_user, &session.user) {
-        (Some(rates), Some(user)) => TunnelStream::Other(Box::new(RateLimited::client_side(
-            client,
-            rates.for_user(user),
-        ))),
-        _ => client,
-    }
+    paced(shared, session, client, RateLimited::client_side)
 }
 
 /// [`rate_limited`] for the target's end, where the client's stream is not the session's
@@ -88,12 +84,21 @@ pub(crate) fn rate_limited_target(
     session: &Session,
     target: TunnelStream,
 ) -> TunnelStream {
+    paced(shared, session, target, RateLimited::target_side)
+}
+
+/// `stream` wrapped by `side` in its user's buckets, when the user has a rate.
+fn paced(
+    shared: &Shared,
+    session: &Session,
+    stream: TunnelStream,
+    side: fn(TunnelStream, Arc<UserBuckets>) -> RateLimited<TunnelStream>,
+) -> TunnelStream {
     match (&shared.config.rate_per_user, &session.user) {
-        (Some(rates), Some(user)) => TunnelStream::Other(Box::new(RateLimited::target_side(
-            target,
-            rates.for_user(user),
-        ))),
-        _ => target,
+        (Some(rates), Some(user)) => {
+            TunnelStream::Other(Box::new(side(stream, rates.for_user(user))))
+        }
+        _ => stream,
     }
 }
 
